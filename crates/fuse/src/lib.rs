@@ -1,0 +1,1 @@
+//! memhp-fuse: serves a `memhp_sysfs::vfs::Tree` over FUSE.

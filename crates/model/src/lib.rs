@@ -1,0 +1,1 @@
+//! memhp-model: the pure, deterministic memory-hotplug state machine.

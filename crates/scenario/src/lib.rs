@@ -1,0 +1,1 @@
+//! memhp-scenario: the real-kernel oracle scenario and transcript formats.
