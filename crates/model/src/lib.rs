@@ -1,1 +1,54 @@
-//! memhp-model: the pure, deterministic memory-hotplug state machine.
+//! memhp-model: the pure, deterministic memory-hotplug state machine of
+//! Linux on x86-64 (6.1 by default, mainline behind [`KernelVersion`]).
+//!
+//! No I/O, no clock, no global state: a [`System`] is booted from a
+//! [`machine::MachineSpec`] and changed only by method calls. What the
+//! kernel would report on the way (log lines, uevents, notifier calls) is
+//! appended to [`System::events`].
+
+pub mod block;
+pub mod boot;
+mod bootlog;
+pub mod cmdline;
+pub mod events;
+pub mod hotadd;
+pub mod hotplug;
+pub mod iomem;
+pub mod kstr;
+pub mod machine;
+pub mod pages;
+mod policy;
+pub mod system;
+pub mod units;
+pub mod wmark;
+pub mod zone;
+
+pub use block::{BlockState, MemoryBlock, OnlineType};
+pub use hotplug::{DeviceOutcome, HotplugError, OfflineProgress};
+pub use system::System;
+pub use zone::ZoneType;
+
+use serde::{Deserialize, Serialize};
+
+/// Which kernel's behaviour to follow where 6.1 and mainline differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KernelVersion {
+    /// Linux 6.1 (Debian 12), what the oracle records.
+    #[default]
+    #[serde(rename = "6.1")]
+    V6_1,
+    /// Current mainline as described by the spec ("ML"/"NEW").
+    #[serde(rename = "ml")]
+    Mainline,
+}
+
+impl std::str::FromStr for KernelVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "6.1" => Ok(KernelVersion::V6_1),
+            "ml" | "mainline" => Ok(KernelVersion::Mainline),
+            _ => Err(format!("unknown kernel version {s:?} (expected 6.1 or ml)")),
+        }
+    }
+}

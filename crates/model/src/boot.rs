@@ -1,0 +1,576 @@
+//! Boot: turn a [`MachineSpec`] into a running [`System`] (spec 01 §2, §6.6,
+//! §7.1, §7.2, §4.3): the kernel's e820 edits, memblock, block size, zone
+//! ranges (with `kernelcore=`/`movablecore=`/`movable_node`), present and
+//! managed pages, boot-time reservations, boot memory blocks and node states.
+
+use crate::block::{BlockState, MemoryBlock, OnlineType};
+use crate::cmdline::{CoreSpec, KernelCmdline, MemmapOnMemory, OnlinePolicy};
+use crate::events::{EventLog, NotifierInjection};
+use crate::iomem::Iomem;
+use crate::machine::{E820Kind, MachineError, MachineSpec};
+use crate::pages::PageUsage;
+use crate::system::{Node, Params, System};
+use crate::units::{PAGES_PER_SECTION, PAGE_SHIFT};
+use crate::wmark::Watermarks;
+use crate::zone::{ZoneType, MAX_NR_ZONES};
+use crate::KernelVersion;
+use std::collections::BTreeMap;
+
+const MAX_DMA_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
+const MAX_DMA32_PFN: u64 = (4u64 << 30) >> PAGE_SHIFT;
+const MAX_ORDER_NR_PAGES: u64 = 1024;
+/// The kernel is loaded at 16 MiB (`CONFIG_PHYSICAL_START`).
+const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
+/// x86 reserves the first 1 MiB for the BIOS and real mode.
+const LOW_RESERVED_PFN: u64 = 256;
+
+/// Why a boot failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error("no memory left after the kernel's e820 edits")]
+    NoMemory,
+}
+
+/// A half-open pfn range.
+type Range = (u64, u64);
+
+fn overlap(a: Range, b: Range) -> u64 {
+    a.1.min(b.1).saturating_sub(a.0.max(b.0))
+}
+
+/// x86 memory block size (spec 01 §2).
+pub fn memory_block_size(boot_mem_end: u64, hypervisor: bool) -> u64 {
+    const MIB128: u64 = 128 << 20;
+    const GIB2: u64 = 2 << 30;
+    if boot_mem_end < (64u64 << 30) {
+        return MIB128;
+    }
+    if !hypervisor {
+        return GIB2;
+    }
+    let mut bz = GIB2;
+    while bz > MIB128 && boot_mem_end % bz != 0 {
+        bz /= 2;
+    }
+    bz
+}
+
+/// memblock.memory: usable e820 RAM after the kernel's edits (first page
+/// reserved, the legacy 640K-1M window removed), page-aligned inward, cut at
+/// `mem=`. Also returns the byte ranges iomem shows as System RAM.
+fn memblock_ranges(spec: &MachineSpec, mem_limit: Option<u64>) -> (Vec<Range>, Vec<(u64, u64)>) {
+    let mut pfns = Vec::new();
+    let mut bytes = Vec::new();
+    for e in spec.e820.iter().filter(|e| e.kind == E820Kind::Usable) {
+        let mut s = e.start.max(0x1000);
+        let mut end = e.end;
+        // e820: remove [mem 0x000a0000-0x000fffff] usable
+        if s < 0x100000 && end > 0xa0000 {
+            if s >= 0xa0000 {
+                s = 0x100000;
+            } else {
+                end = end.min(0xa0000);
+            }
+        }
+        if let Some(limit) = mem_limit {
+            end = end.min(limit);
+        }
+        if s >= end {
+            continue;
+        }
+        bytes.push((s, end));
+        let (ps, pe) = (s.div_ceil(4096), end / 4096);
+        if ps < pe {
+            pfns.push((ps, pe));
+        }
+    }
+    (pfns, bytes)
+}
+
+/// Per node, the memblock ranges that belong to it.
+fn node_ranges(spec: &MachineSpec, memblock: &[Range]) -> BTreeMap<u32, Vec<Range>> {
+    let mut out: BTreeMap<u32, Vec<Range>> =
+        spec.nodes.iter().map(|n| (n.id, Vec::new())).collect();
+    for &(s, e) in memblock {
+        // Split at SRAT boundaries.
+        let mut cuts: Vec<u64> = vec![s, e];
+        for n in &spec.nodes {
+            for &(a, b) in &n.mem {
+                for c in [a >> PAGE_SHIFT, b >> PAGE_SHIFT] {
+                    if c > s && c < e {
+                        cuts.push(c);
+                    }
+                }
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        for w in cuts.windows(2) {
+            let nid = spec.node_of_addr(w[0] << PAGE_SHIFT);
+            out.entry(nid).or_default().push((w[0], w[1]));
+        }
+    }
+    out
+}
+
+/// `find_zone_movable_pfns_for_nodes` (spec 01 §7.2): the first pfn of
+/// ZONE_MOVABLE per node (absent = none).
+fn zone_movable_pfns(
+    cmd: &KernelCmdline,
+    spec: &MachineSpec,
+    nodes: &BTreeMap<u32, Vec<Range>>,
+    usable_start: u64,
+) -> BTreeMap<u32, u64> {
+    let mut zmp: BTreeMap<u32, u64> = BTreeMap::new();
+    let totalpages: u64 = nodes.values().flatten().map(|r| r.1 - r.0).sum();
+    let with_mem: Vec<u32> = nodes
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(&n, _)| n)
+        .collect();
+
+    if cmd.movable_node {
+        for n in &spec.nodes {
+            for &(a, b) in &n.hotplug {
+                let ranges = &nodes[&n.id];
+                for &(s, e) in ranges {
+                    let (hs, he) = (a >> PAGE_SHIFT, b >> PAGE_SHIFT);
+                    if s < he && hs < e {
+                        let base = s.max(hs);
+                        let v = zmp.entry(n.id).or_insert(u64::MAX);
+                        *v = (*v).min(base);
+                    }
+                }
+            }
+        }
+    } else if cmd.kernelcore == Some(CoreSpec::Mirror) {
+        // No memory is mirrored in our machines: 6.1 then makes all memory
+        // at or above 4 GiB movable.
+        for (&nid, ranges) in nodes {
+            for &(s, _) in ranges.iter().filter(|r| r.0 >= MAX_DMA32_PFN) {
+                let v = zmp.entry(nid).or_insert(u64::MAX);
+                *v = (*v).min(s);
+            }
+        }
+    } else {
+        let pct = |p: u64| totalpages * 100 * p / 10000;
+        let mut required_kernelcore = match cmd.kernelcore {
+            Some(CoreSpec::Pages(p)) => p,
+            Some(CoreSpec::Percent(p)) => pct(p),
+            _ => 0,
+        };
+        let movablecore = match cmd.movablecore {
+            Some(CoreSpec::Pages(p)) => Some(p),
+            Some(CoreSpec::Percent(p)) => Some(pct(p)),
+            _ => None,
+        };
+        if let Some(mc) = movablecore {
+            let mc = (mc.div_ceil(MAX_ORDER_NR_PAGES) * MAX_ORDER_NR_PAGES).min(totalpages);
+            required_kernelcore = required_kernelcore.max(totalpages - mc);
+        }
+        if required_kernelcore == 0 || required_kernelcore >= totalpages {
+            return BTreeMap::new();
+        }
+        let mut usable_nodes = with_mem.len() as u64;
+        loop {
+            let kernelcore_node = required_kernelcore / usable_nodes.max(1);
+            for &nid in &with_mem {
+                if required_kernelcore < kernelcore_node {
+                    // recomputed below as in the kernel
+                }
+                let mut kernelcore_remaining = if required_kernelcore < kernelcore_node {
+                    required_kernelcore / usable_nodes.max(1)
+                } else {
+                    kernelcore_node
+                };
+                if kernelcore_remaining == 0 {
+                    continue;
+                }
+                for &(s0, end) in &nodes[&nid] {
+                    let mut start = s0.max(*zmp.get(&nid).unwrap_or(&0));
+                    if start >= end {
+                        continue;
+                    }
+                    if start < usable_start {
+                        let kernel_pages = end.min(usable_start) - start;
+                        kernelcore_remaining = kernelcore_remaining.saturating_sub(kernel_pages);
+                        required_kernelcore = required_kernelcore.saturating_sub(kernel_pages);
+                        if end <= usable_start {
+                            zmp.insert(nid, end);
+                            continue;
+                        }
+                        start = usable_start;
+                    }
+                    let size_pages = (end - start).min(kernelcore_remaining);
+                    zmp.insert(nid, start + size_pages);
+                    required_kernelcore -= required_kernelcore.min(size_pages);
+                    kernelcore_remaining -= size_pages;
+                    if kernelcore_remaining == 0 {
+                        break;
+                    }
+                }
+            }
+            usable_nodes = usable_nodes.saturating_sub(1);
+            if !(usable_nodes > 0 && required_kernelcore > usable_nodes) {
+                break;
+            }
+        }
+    }
+    // Align up to MAX_ORDER_NR_PAGES; a start at or beyond the node's end
+    // means no ZONE_MOVABLE there.
+    let mut out = BTreeMap::new();
+    for (&nid, ranges) in nodes {
+        let Some(&m) = zmp.get(&nid) else { continue };
+        if m == u64::MAX || ranges.is_empty() {
+            continue;
+        }
+        let node_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        let m = m.div_ceil(MAX_ORDER_NR_PAGES) * MAX_ORDER_NR_PAGES;
+        if m < node_end {
+            out.insert(nid, m);
+        }
+    }
+    out
+}
+
+/// Allocate `n` pages top-down below `limit` from the free (not yet
+/// reserved) memblock memory.
+fn alloc_top_down(free: &mut Vec<Range>, n: u64, limit: u64) -> Vec<Range> {
+    let mut need = n;
+    let mut got = Vec::new();
+    let mut i = free.len();
+    while need > 0 && i > 0 {
+        i -= 1;
+        let (s, e) = free[i];
+        let e2 = e.min(limit);
+        if e2 <= s {
+            continue;
+        }
+        let take = need.min(e2 - s);
+        let a = e2 - take;
+        got.push((a, e2));
+        need -= take;
+        // Split free[i] around [a, e2).
+        let mut repl = Vec::new();
+        if s < a {
+            repl.push((s, a));
+        }
+        if e2 < e {
+            repl.push((e2, e));
+        }
+        free.splice(i..=i, repl);
+    }
+    got
+}
+
+/// Reserve `[s, e)` out of the free list; returns what was actually taken.
+fn reserve_fixed(free: &mut Vec<Range>, s: u64, e: u64) -> Vec<Range> {
+    let mut got = Vec::new();
+    let mut out = Vec::new();
+    for &(a, b) in free.iter() {
+        if b <= s || a >= e {
+            out.push((a, b));
+            continue;
+        }
+        if a < s {
+            out.push((a, s));
+        }
+        got.push((a.max(s), b.min(e)));
+        if b > e {
+            out.push((e, b));
+        }
+    }
+    *free = out;
+    got
+}
+
+/// Boot-time reservations that stay for good (spec: what makes `managed`
+/// lower than `present` at boot), as pfn ranges.
+fn boot_reservations(
+    spec: &MachineSpec,
+    memblock: &[Range],
+    nodes: &BTreeMap<u32, Vec<Range>>,
+    kernel_pages: u64,
+) -> Vec<Range> {
+    let a = spec.boot_alloc;
+    let mut free: Vec<Range> = memblock.to_vec();
+    let mut reserved = Vec::new();
+    reserved.extend(reserve_fixed(&mut free, 0, LOW_RESERVED_PFN));
+    reserved.extend(reserve_fixed(
+        &mut free,
+        KERNEL_LOAD_PFN,
+        KERNEL_LOAD_PFN + a.kernel_image_pages,
+    ));
+
+    let total_pages: u64 = memblock.iter().map(|r| r.1 - r.0).sum();
+    let gib_pages = (1u64 << 30) >> PAGE_SHIFT;
+    let page_tables = total_pages.div_ceil(gib_pages);
+    let hash = |scale_shift: u32| (kernel_pages >> scale_shift).next_power_of_two() * 8 / 4096;
+    let global = a.fixed_topdown_pages + page_tables + hash(1) + hash(2);
+
+    // The memmap of each node lives on the node; the first node also holds
+    // the global allocations. Top-down from the node's last page.
+    for (i, (_, ranges)) in nodes.iter().filter(|(_, r)| !r.is_empty()).enumerate() {
+        let mut sections: Vec<u64> = ranges
+            .iter()
+            .flat_map(|&(s, e)| (s / PAGES_PER_SECTION)..e.div_ceil(PAGES_PER_SECTION))
+            .collect();
+        sections.dedup();
+        let memmap = sections.len() as u64 * (PAGES_PER_SECTION * 64 / 4096);
+        let node_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        let n = memmap + if i == 0 { global } else { 0 };
+        reserved.extend(alloc_top_down(&mut free, n, node_end));
+    }
+    if a.swiotlb_pages > 0 {
+        reserved.extend(alloc_top_down(&mut free, a.swiotlb_pages, MAX_DMA32_PFN));
+    }
+    reserved.sort_unstable();
+    reserved
+}
+
+impl System {
+    /// Boot a machine: everything Linux has set up by the time user space
+    /// runs.
+    pub fn boot(spec: &MachineSpec) -> Result<System, BootError> {
+        spec.validate()?;
+        let version = spec.version;
+        let cmd = KernelCmdline::parse(&spec.cmdline, version);
+        let (memblock, ram_bytes) = memblock_ranges(spec, cmd.mem_limit);
+        if memblock.is_empty() {
+            return Err(BootError::NoMemory);
+        }
+        let max_pfn = memblock.iter().map(|r| r.1).max().unwrap_or(0);
+        let min_pfn = memblock[0].0;
+        let block_size = memory_block_size(max_pfn << PAGE_SHIFT, spec.hypervisor);
+        let pages_per_block = block_size >> PAGE_SHIFT;
+
+        // Architectural zone ranges.
+        let limits = [MAX_DMA_PFN, MAX_DMA32_PFN.min(max_pfn), max_pfn];
+        let mut arch = [(0u64, 0u64); 3];
+        let mut low = min_pfn;
+        for (i, lim) in limits.into_iter().enumerate() {
+            let high = lim.max(low);
+            arch[i] = (low, high);
+            low = high;
+        }
+        let movable_zone = if arch[2].1 > arch[2].0 {
+            ZoneType::Normal
+        } else {
+            ZoneType::Dma32
+        };
+        let nodes_mem = node_ranges(spec, &memblock);
+        let zmp = zone_movable_pfns(&cmd, spec, &nodes_mem, arch[movable_zone.idx()].0);
+
+        let mut nodes: BTreeMap<u32, Node> = BTreeMap::new();
+        for ns in &spec.nodes {
+            let mut node = Node::new(ns.id);
+            node.cpus = ns.cpus.clone();
+            node.generic_initiator = ns.generic_initiator;
+            let ranges = &nodes_mem[&ns.id];
+            if let (Some(ns_pfn), Some(ne_pfn)) = (
+                ranges.first().map(|r| r.0),
+                ranges.iter().map(|r| r.1).max(),
+            ) {
+                let m = zmp.get(&ns.id).copied();
+                for (i, &(lo, hi)) in arch.iter().enumerate() {
+                    let mut zs = ns_pfn.clamp(lo, hi);
+                    let mut ze = ne_pfn.clamp(lo, hi);
+                    if let Some(m) = m {
+                        // adjust_zone_range_for_zone_movable
+                        if i < ZoneType::Movable.idx() {
+                            if zs < m && ze > m {
+                                ze = m;
+                            } else if zs >= m {
+                                zs = ze;
+                            }
+                        }
+                    }
+                    let span = (zs, ze);
+                    node.boot_zone_ranges[i] = span;
+                    let present: u64 = ranges.iter().map(|&r| overlap(r, span)).sum();
+                    let z = &mut node.zones[i];
+                    if ze > zs {
+                        z.start_pfn = zs;
+                        z.spanned = ze - zs;
+                    }
+                    z.present = present;
+                    z.present_early = present;
+                }
+                if let Some(m) = m {
+                    let hi = arch[movable_zone.idx()].1.min(ne_pfn);
+                    let span = (m, hi);
+                    node.boot_zone_ranges[ZoneType::Movable.idx()] = span;
+                    let present: u64 = ranges.iter().map(|&r| overlap(r, span)).sum();
+                    let z = node.zone_mut(ZoneType::Movable);
+                    z.start_pfn = m;
+                    z.spanned = hi - m;
+                    z.present = present;
+                    z.present_early = present;
+                }
+            }
+            node.has_memory = node.present_pages() > 0;
+            node.has_normal_memory = ZoneType::KERNEL.iter().any(|&z| node.zone(z).present > 0);
+            node.online = node.has_memory || !node.cpus.is_empty();
+            nodes.insert(ns.id, node);
+        }
+
+        // Reservations → managed pages per zone and reserved pages per block.
+        let kernel_pages: u64 = nodes.values().map(Node::kernel_present_pages).sum();
+        let reserved = boot_reservations(spec, &memblock, &nodes_mem, kernel_pages);
+        for node in nodes.values_mut() {
+            for i in 0..MAX_NR_ZONES {
+                let span = node.boot_zone_ranges[i];
+                // Reserved ranges lie inside memblock, so they only count
+                // present pages.
+                let res: u64 = reserved.iter().map(|&r| overlap(r, span)).sum();
+                let z = &mut node.zones[i];
+                z.managed = z.present - res.min(z.present);
+            }
+        }
+
+        // Boot memory blocks: every block with a present section.
+        let mut blocks = BTreeMap::new();
+        let block_ids: std::collections::BTreeSet<u64> = memblock
+            .iter()
+            .flat_map(|&(s, e)| {
+                let first = s / PAGES_PER_SECTION;
+                let last = (e - 1) / PAGES_PER_SECTION;
+                (first..=last).map(|sec| sec * PAGES_PER_SECTION / pages_per_block)
+            })
+            .collect();
+        for id in block_ids {
+            let range = (id * pages_per_block, (id + 1) * pages_per_block);
+            let mut link_nodes = Vec::new();
+            let mut zones_hit = Vec::new();
+            for (nid, ranges) in &nodes_mem {
+                if ranges.iter().any(|&r| overlap(r, range) > 0) {
+                    link_nodes.push(*nid);
+                    let node = &nodes[nid];
+                    for z in ZoneType::ALL {
+                        if node.zone(z).populated()
+                            && node.zone(z).intersects(range.0, pages_per_block)
+                        {
+                            zones_hit.push(z);
+                        }
+                    }
+                }
+            }
+            let zone = if link_nodes.len() == 1 && zones_hit.len() == 1 {
+                Some(zones_hit[0])
+            } else {
+                None
+            };
+            let present: u64 = memblock.iter().map(|&r| overlap(r, range)).sum();
+            let res: u64 = reserved.iter().map(|&r| overlap(r, range)).sum();
+            let first_res = reserved
+                .iter()
+                .find(|&&r| overlap(r, range) > 0)
+                .map(|r| r.0.max(range.0));
+            blocks.insert(
+                id,
+                MemoryBlock {
+                    id,
+                    state: BlockState::Online,
+                    online_type: OnlineType::Offline,
+                    nid: link_nodes.last().copied(),
+                    link_nodes,
+                    zone,
+                    early: true,
+                    nr_vmemmap_pages: 0,
+                    group: None,
+                    dev_offline: false,
+                    firmware_node: None,
+                    pages: PageUsage {
+                        present,
+                        reserved: res,
+                        first_unmovable_pfn: first_res,
+                        ..PageUsage::default()
+                    },
+                },
+            );
+        }
+
+        let mut iomem = Iomem::default();
+        for e in &spec.e820 {
+            let (s, end, name) = match e.kind {
+                E820Kind::Usable => continue,
+                E820Kind::Reserved => (e.start, e.end, "Reserved"),
+            };
+            let _ = iomem.request(s, end - 1, name, None);
+        }
+        for &(s, e) in &ram_bytes {
+            let _ = iomem.request(s, e - 1, "System RAM", None);
+        }
+        if iomem.request(0, 0xfff, "Reserved", None).is_err() {
+            // The first page is already covered by a firmware entry.
+        }
+
+        let params = Params {
+            online_policy: cmd.online_policy.unwrap_or(OnlinePolicy::ContigZones),
+            auto_movable_ratio: cmd.auto_movable_ratio.unwrap_or(301),
+            auto_movable_numa_aware: cmd.auto_movable_numa_aware.unwrap_or(true),
+            memmap_on_memory: if spec.build.memmap_on_memory {
+                cmd.memmap_on_memory.unwrap_or(MemmapOnMemory::Off)
+            } else {
+                MemmapOnMemory::Off
+            },
+            default_online_type: cmd
+                .memhp_default_state
+                .unwrap_or(spec.build.default_online_type),
+        };
+        let mut sys = System {
+            version,
+            build: spec.build,
+            cmdline: cmd,
+            hypervisor: spec.hypervisor,
+            block_size,
+            max_pfn,
+            params,
+            nodes,
+            blocks,
+            groups: BTreeMap::new(),
+            iomem,
+            events: EventLog::default(),
+            injection: NotifierInjection::default(),
+            wmark: Watermarks::default(),
+            bootlog: Vec::new(),
+            generation: 0,
+            offlining: None,
+            hot_ranges: BTreeMap::new(),
+        };
+        sys.wmark = Watermarks::at_boot(&sys);
+        sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch);
+        Ok(sys)
+    }
+}
+
+/// Exposed for tests and tools: the kernel's memblock view of a machine.
+pub fn memblock_of(spec: &MachineSpec) -> Vec<(u64, u64)> {
+    let cmd = KernelCmdline::parse(&spec.cmdline, spec.version);
+    memblock_ranges(spec, cmd.mem_limit).0
+}
+
+/// Whether the version keeps N_NORMAL_MEMORY up to date on hotplug.
+pub fn hotplug_tracks_normal_memory(v: KernelVersion) -> bool {
+    matches!(v, KernelVersion::V6_1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_size_rule_matches_the_spec_table() {
+        const G: u64 = 1 << 30;
+        assert_eq!(memory_block_size(6 * G, true), 0x8000000);
+        assert_eq!(memory_block_size(66 * G, true), 0x80000000);
+        assert_eq!(memory_block_size(99 * G, true), 0x40000000);
+        assert_eq!(memory_block_size(98 * G + G / 2, true), 0x20000000);
+        assert_eq!(memory_block_size(64 * G + (128 << 20), true), 0x8000000);
+        assert_eq!(memory_block_size(256 * G, false), 0x80000000);
+        assert_eq!(memory_block_size(32 * G, false), 0x8000000);
+        assert_eq!(memory_block_size(514 * G + G / 2, true), 0x20000000);
+    }
+}

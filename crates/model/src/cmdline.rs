@@ -1,0 +1,215 @@
+//! The kernel command line parameters that shape memory hotplug
+//! (spec 01 §5.2, §7.2).
+
+use crate::block::OnlineType;
+use crate::kstr;
+use serde::{Deserialize, Serialize};
+
+/// `memory_hotplug.online_policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnlinePolicy {
+    ContigZones,
+    AutoMovable,
+}
+
+impl OnlinePolicy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OnlinePolicy::ContigZones => "contig-zones",
+            OnlinePolicy::AutoMovable => "auto-movable",
+        }
+    }
+
+    /// `sysfs_match_string` over the two names.
+    pub fn from_sysfs(buf: &[u8]) -> Option<OnlinePolicy> {
+        [OnlinePolicy::ContigZones, OnlinePolicy::AutoMovable]
+            .into_iter()
+            .find(|p| kstr::sysfs_streq(buf, p.as_str().as_bytes()))
+    }
+}
+
+/// `memory_hotplug.memmap_on_memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemmapOnMemory {
+    Off,
+    On,
+    /// ML only (≈6.6+).
+    Force,
+}
+
+/// `kernelcore=` / `movablecore=` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreSpec {
+    /// A size in pages (from a byte value).
+    Pages(u64),
+    /// A percentage of all memory.
+    Percent(u64),
+    /// `kernelcore=mirror`.
+    Mirror,
+}
+
+/// The parsed command line. Unknown words are kept in `raw` only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelCmdline {
+    pub raw: String,
+    pub memhp_default_state: Option<OnlineType>,
+    pub online_policy: Option<OnlinePolicy>,
+    pub auto_movable_ratio: Option<u32>,
+    pub auto_movable_numa_aware: Option<bool>,
+    pub memmap_on_memory: Option<MemmapOnMemory>,
+    pub kernelcore: Option<CoreSpec>,
+    pub movablecore: Option<CoreSpec>,
+    pub movable_node: bool,
+    /// `mem=` limit in bytes.
+    pub mem_limit: Option<u64>,
+    pub acpi_no_memhotplug: bool,
+}
+
+fn parse_core(value: &str) -> Option<CoreSpec> {
+    if value == "mirror" {
+        return Some(CoreSpec::Mirror);
+    }
+    let (n, _) = kstr::memparse(value)?;
+    // cmdline_parse_core: an integer followed by '%' is a percentage,
+    // otherwise the whole value is re-parsed as a byte count.
+    if let Some((pct, tail)) = parse_percent(value) {
+        if tail.starts_with('%') {
+            return Some(CoreSpec::Percent(pct));
+        }
+    }
+    Some(CoreSpec::Pages(n >> crate::units::PAGE_SHIFT))
+}
+
+fn parse_percent(value: &str) -> Option<(u64, &str)> {
+    let end = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    if end == 0 {
+        return None;
+    }
+    Some((value[..end].parse().ok()?, &value[end..]))
+}
+
+impl KernelCmdline {
+    /// Parse a command line the way the early parameter handlers would: the
+    /// last occurrence of a parameter wins, invalid values are ignored.
+    pub fn parse(raw: &str, version: crate::KernelVersion) -> KernelCmdline {
+        let mut c = KernelCmdline {
+            raw: raw.split_whitespace().collect::<Vec<_>>().join(" "),
+            ..Default::default()
+        };
+        for word in raw.split_whitespace() {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word, None),
+            };
+            match (key, value) {
+                ("memhp_default_state", Some(v)) => {
+                    if let Some(t) = OnlineType::from_sysfs(v.as_bytes()) {
+                        c.memhp_default_state = Some(t);
+                    }
+                }
+                ("memory_hotplug.online_policy", Some(v)) => {
+                    if let Some(p) = OnlinePolicy::from_sysfs(v.as_bytes()) {
+                        c.online_policy = Some(p);
+                    }
+                }
+                ("memory_hotplug.auto_movable_ratio", Some(v)) => {
+                    if let Ok(r) = kstr::kstrtouint(v.as_bytes()) {
+                        c.auto_movable_ratio = Some(r);
+                    }
+                }
+                ("memory_hotplug.auto_movable_numa_aware", Some(v)) => {
+                    if let Ok(b) = kstr::kstrtobool(v.as_bytes()) {
+                        c.auto_movable_numa_aware = Some(b);
+                    }
+                }
+                ("memory_hotplug.memmap_on_memory", v) => {
+                    let v = v.unwrap_or("1");
+                    let force = matches!(version, crate::KernelVersion::Mainline)
+                        && (kstr::sysfs_streq(v.as_bytes(), b"force")
+                            || kstr::sysfs_streq(v.as_bytes(), b"FORCE"));
+                    if force {
+                        c.memmap_on_memory = Some(MemmapOnMemory::Force);
+                    } else if let Ok(b) = kstr::kstrtobool(v.as_bytes()) {
+                        c.memmap_on_memory = Some(if b {
+                            MemmapOnMemory::On
+                        } else {
+                            MemmapOnMemory::Off
+                        });
+                    }
+                }
+                ("kernelcore", Some(v)) => {
+                    if let Some(s) = parse_core(v) {
+                        c.kernelcore = Some(s);
+                    }
+                }
+                ("movablecore", Some(v)) => {
+                    if let Some(s @ (CoreSpec::Pages(_) | CoreSpec::Percent(_))) = parse_core(v) {
+                        c.movablecore = Some(s);
+                    }
+                }
+                ("movable_node", None) => c.movable_node = true,
+                ("acpi_no_memhotplug", None) => c.acpi_no_memhotplug = true,
+                ("mem", Some(v)) => {
+                    if let Some((n, _)) = kstr::memparse(v) {
+                        c.mem_limit = Some(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KernelVersion;
+
+    #[test]
+    fn hotplug_parameters_parse_like_the_kernel() {
+        let c = KernelCmdline::parse(
+            "console=ttyS0 memhp_default_state=online memory_hotplug.online_policy=auto-movable \
+             memory_hotplug.auto_movable_ratio=0x10 memory_hotplug.auto_movable_numa_aware=n \
+             memory_hotplug.memmap_on_memory=1 movablecore=256M movable_node",
+            KernelVersion::V6_1,
+        );
+        assert_eq!(c.memhp_default_state, Some(OnlineType::Online));
+        assert_eq!(c.online_policy, Some(OnlinePolicy::AutoMovable));
+        assert_eq!(c.auto_movable_ratio, Some(16));
+        assert_eq!(c.auto_movable_numa_aware, Some(false));
+        assert_eq!(c.memmap_on_memory, Some(MemmapOnMemory::On));
+        assert_eq!(c.movablecore, Some(CoreSpec::Pages(65536)));
+        assert!(c.movable_node);
+    }
+
+    #[test]
+    fn invalid_default_state_is_silently_ignored() {
+        let c = KernelCmdline::parse("memhp_default_state=bogus", KernelVersion::V6_1);
+        assert_eq!(c.memhp_default_state, None);
+    }
+
+    #[test]
+    fn kernelcore_percent_bytes_and_mirror() {
+        let c = KernelCmdline::parse("kernelcore=50%", KernelVersion::V6_1);
+        assert_eq!(c.kernelcore, Some(CoreSpec::Percent(50)));
+        let c = KernelCmdline::parse("kernelcore=2G", KernelVersion::V6_1);
+        assert_eq!(c.kernelcore, Some(CoreSpec::Pages(524288)));
+        let c = KernelCmdline::parse("kernelcore=mirror", KernelVersion::V6_1);
+        assert_eq!(c.kernelcore, Some(CoreSpec::Mirror));
+    }
+
+    #[test]
+    fn memmap_on_memory_force_exists_only_on_mainline() {
+        let c = KernelCmdline::parse("memory_hotplug.memmap_on_memory=force", KernelVersion::V6_1);
+        // 6.1 parses it with kstrtobool: 'f' is false.
+        assert_eq!(c.memmap_on_memory, Some(MemmapOnMemory::Off));
+        let c = KernelCmdline::parse(
+            "memory_hotplug.memmap_on_memory=force",
+            KernelVersion::Mainline,
+        );
+        assert_eq!(c.memmap_on_memory, Some(MemmapOnMemory::Force));
+    }
+}

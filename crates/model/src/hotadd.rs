@@ -1,0 +1,450 @@
+//! Hot-add and hot-remove (spec 01 §8, §9): `add_memory*` with its range
+//! checks, memmap accounting and memmap_on_memory, block creation, node
+//! onlining, auto-online; `try_remove_memory`, `offline_and_remove_memory`,
+//! `try_offline_node`; memory groups.
+
+use crate::block::{BlockState, GroupId, MemoryBlock, OnlineType};
+use crate::cmdline::MemmapOnMemory;
+use crate::events::UeventAction;
+use crate::hotplug::{DeviceOutcome, HotplugError};
+use crate::system::{GroupKind, MemoryGroup, System};
+use crate::units::{MAX_PHYSMEM_BITS, PAGES_PER_SECTION, PAGE_SHIFT, STRUCT_PAGE_SIZE};
+use crate::zone::ZoneType;
+use crate::KernelVersion;
+use serde::{Deserialize, Serialize};
+
+/// What an `add_memory*` call asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddRequest {
+    pub nid: u32,
+    /// Physical start address (bytes).
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The iomem resource name: `System RAM`, or `System RAM (<driver>)` for
+    /// driver-managed memory.
+    pub resource_name: String,
+    /// Nest the resource inside this parent (e.g. `virtio0`).
+    pub parent_resource: Option<String>,
+    pub group: Option<GroupId>,
+    /// MHP_MEMMAP_ON_MEMORY requested.
+    pub memmap_on_memory: bool,
+}
+
+/// A range added by `add_memory*`, remembered for removal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotRange {
+    pub start: u64,
+    pub size: u64,
+    pub nid: u32,
+    pub resource_name: String,
+    /// Pages of existing memory holding this range's memmap, per block.
+    pub memmap_charges: Vec<(u64, u64)>,
+}
+
+impl System {
+    /// Pages of memmap one memory block needs (64 bytes per 4 KiB page).
+    pub fn memmap_pages_per_block(&self) -> u64 {
+        self.pages_per_block() * STRUCT_PAGE_SIZE / 4096
+    }
+
+    /// `mhp_supports_memmap_on_memory(size)` (spec 01 §8.5).
+    pub fn mhp_supports_memmap_on_memory(&self, size: u64) -> bool {
+        let vmemmap_size = self.pages_per_block() * STRUCT_PAGE_SIZE;
+        let mut pages = vmemmap_size.div_ceil(4096);
+        if self.params.memmap_on_memory == MemmapOnMemory::Force {
+            pages = pages.div_ceil(512) * 512;
+        }
+        let enabled = self.params.memmap_on_memory != MemmapOnMemory::Off;
+        let arch_ok = vmemmap_size % (2 << 20) == 0;
+        let size_ok = match self.version {
+            KernelVersion::V6_1 => size == self.block_size,
+            KernelVersion::Mainline => true,
+        };
+        enabled
+            && size_ok
+            && vmemmap_size % 4096 == 0
+            && pages % 512 == 0
+            && pages != self.pages_per_block()
+            && arch_ok
+    }
+
+    /// Charge `pages` of memmap to free memory of online kernel-zone blocks:
+    /// the node's highest populated kernel zone first, highest pfn first,
+    /// then other nodes. `None` when there is not enough free memory.
+    fn charge_memmap(&mut self, nid: u32, pages: u64) -> Option<Vec<(u64, u64)>> {
+        let mut order: Vec<(u64, u64)> = Vec::new();
+        let mut nids: Vec<u32> = vec![nid];
+        nids.extend(self.nodes.keys().copied().filter(|&n| n != nid));
+        for n in nids {
+            let mut zones: Vec<ZoneType> = ZoneType::KERNEL.to_vec();
+            zones.reverse();
+            for z in zones {
+                for (&id, b) in self.blocks.iter().rev() {
+                    if b.state == BlockState::Online
+                        && b.nid == Some(n)
+                        && self.page_zone(b, self.block_start_pfn(id)) == Some(z)
+                    {
+                        let free = b.pages.free(b.nr_vmemmap_pages);
+                        if free > 0 && !order.iter().any(|o| o.0 == id) {
+                            order.push((id, free));
+                        }
+                    }
+                }
+            }
+        }
+        if order.iter().map(|o| o.1).sum::<u64>() < pages {
+            return None;
+        }
+        let mut left = pages;
+        let mut charges = Vec::new();
+        for (id, free) in order {
+            let take = free.min(left);
+            if take == 0 {
+                break;
+            }
+            self.blocks
+                .get_mut(&id)
+                .expect("block exists")
+                .pages
+                .unmovable += take;
+            charges.push((id, take));
+            left -= take;
+        }
+        Some(charges)
+    }
+
+    fn uncharge(&mut self, charges: &[(u64, u64)]) {
+        for &(id, pages) in charges {
+            if let Some(b) = self.blocks.get_mut(&id) {
+                b.pages.unmovable = b.pages.unmovable.saturating_sub(pages);
+            }
+        }
+    }
+
+    /// `__add_memory` / `add_memory_driver_managed` (the caller holds the
+    /// device hotplug lock). Returns the new block ids.
+    pub fn add_memory(&mut self, req: &AddRequest) -> Result<Vec<u64>, HotplugError> {
+        let max = (1u64 << MAX_PHYSMEM_BITS) - 1;
+        let end = req.start.checked_add(req.size).filter(|&e| e > req.start);
+        let Some(end) = end.filter(|&e| e - 1 <= max) else {
+            self.events.log(format!(
+                "Hotplug memory [{:#x}-{:#x}] exceeds maximum addressable range [{:#x}-{:#x}]",
+                req.start,
+                req.start.wrapping_add(req.size),
+                0,
+                max + 1
+            ));
+            return Err(HotplugError::TooBig);
+        };
+        if self
+            .iomem
+            .request(
+                req.start,
+                end - 1,
+                &req.resource_name,
+                req.parent_resource.as_deref(),
+            )
+            .is_err()
+        {
+            return Err(HotplugError::Exists);
+        }
+        let release = |s: &mut System| {
+            let _ = s.iomem.release(req.start, end - 1, &req.resource_name);
+        };
+        if req.size == 0 || req.start % self.block_size != 0 || req.size % self.block_size != 0 {
+            self.events.log(format!(
+                "Block size [{:#x}] unaligned hotplug range: start {:#x}, size {:#x}",
+                self.block_size, req.start, req.size
+            ));
+            release(self);
+            return Err(HotplugError::Invalid("unaligned hotplug range"));
+        }
+        if !self.nodes.contains_key(&req.nid) {
+            release(self);
+            return Err(HotplugError::Invalid("node is not possible"));
+        }
+        let vmemmap = if req.memmap_on_memory {
+            if self.mhp_supports_memmap_on_memory(req.size) {
+                self.memmap_pages_per_block()
+            } else if self.version == KernelVersion::V6_1 {
+                release(self);
+                return Err(HotplugError::Invalid(
+                    "memmap_on_memory not supported for this range",
+                ));
+            } else {
+                0
+            }
+        } else {
+            0
+        };
+        let first = req.start / self.block_size;
+        let count = req.size / self.block_size;
+        if (first..first + count).any(|id| self.blocks.contains_key(&id)) {
+            release(self);
+            return Err(HotplugError::Exists);
+        }
+        let charges = if vmemmap == 0 {
+            let sections = req.size / (PAGES_PER_SECTION << PAGE_SHIFT);
+            match self.charge_memmap(
+                req.nid,
+                sections * PAGES_PER_SECTION * STRUCT_PAGE_SIZE / 4096,
+            ) {
+                Some(c) => c,
+                None => {
+                    release(self);
+                    return Err(HotplugError::NoMemory("no memory for the memmap"));
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let new_node = !self.nodes[&req.nid].online;
+        let ppb = self.pages_per_block();
+        let ids: Vec<u64> = (first..first + count).collect();
+        for &id in &ids {
+            let mut b = MemoryBlock::new_hotplugged(id, req.group, vmemmap);
+            b.pages.present = ppb;
+            self.blocks.insert(id, b);
+            if let Some(g) = req.group.and_then(|g| self.groups.get_mut(&g)) {
+                g.blocks.push(id);
+            }
+            self.events.uevent(
+                UeventAction::Add,
+                format!("/devices/system/memory/memory{id}"),
+                "memory",
+            );
+        }
+        if new_node {
+            self.node_mut(req.nid).online = true;
+            self.events.uevent(
+                UeventAction::Add,
+                format!("/devices/system/node/node{}", req.nid),
+                "node",
+            );
+        }
+        for &id in &ids {
+            let b = self.blocks.get_mut(&id).expect("just created");
+            b.nid = Some(req.nid);
+            b.link_nodes = vec![req.nid];
+        }
+        self.hot_ranges.insert(
+            req.start,
+            HotRange {
+                start: req.start,
+                size: req.size,
+                nid: req.nid,
+                resource_name: req.resource_name.clone(),
+                memmap_charges: charges,
+            },
+        );
+        self.touch();
+        // Auto-online, ascending; stop at the first failure; errors ignored.
+        let default = self.params.default_online_type;
+        if default != OnlineType::Offline {
+            for &id in &ids {
+                self.blocks.get_mut(&id).expect("just created").online_type = default;
+                if self.device_online(id).is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// `try_remove_memory(start, size)`: every block must be offline.
+    pub fn remove_memory(&mut self, start: u64, size: u64) -> Result<(), HotplugError> {
+        if size == 0 || start % self.block_size != 0 || size % self.block_size != 0 {
+            return Err(HotplugError::Invalid("unaligned remove range"));
+        }
+        let first = start / self.block_size;
+        let ids: Vec<u64> = self
+            .blocks
+            .range(first..first + size / self.block_size)
+            .map(|(&id, _)| id)
+            .collect();
+        if ids
+            .iter()
+            .any(|id| self.blocks[id].state != BlockState::Offline)
+        {
+            self.events.log(format!(
+                "removing memory fails, because memory [{:#018x}-{:#018x}] is onlined",
+                start,
+                start + size - 1
+            ));
+            return Err(HotplugError::Busy("a block is online"));
+        }
+        let with_vmemmap = ids
+            .iter()
+            .filter(|id| self.blocks[id].nr_vmemmap_pages > 0)
+            .count();
+        if with_vmemmap != 0 && with_vmemmap != ids.len() {
+            return Err(HotplugError::Invalid("mixed memmap_on_memory blocks"));
+        }
+        if self.version == KernelVersion::V6_1 && with_vmemmap != 0 && size != self.block_size {
+            return Err(HotplugError::Invalid("wrong granularity"));
+        }
+        let mut nid = None;
+        for &id in &ids {
+            let b = self.blocks.remove(&id).expect("listed");
+            nid = b.nid.or(nid);
+            if let Some(g) = b.group.and_then(|g| self.groups.get_mut(&g)) {
+                g.blocks.retain(|&x| x != id);
+            }
+            self.events.uevent(
+                UeventAction::Remove,
+                format!("/devices/system/memory/memory{id}"),
+                "memory",
+            );
+        }
+        // Release the resources and memmap of every added range inside.
+        let inside: Vec<u64> = self
+            .hot_ranges
+            .range(start..start + size)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in inside {
+            let r = self.hot_ranges.remove(&s).expect("listed");
+            self.uncharge(&r.memmap_charges);
+            let _ = self
+                .iomem
+                .release(r.start, r.start + r.size - 1, &r.resource_name);
+        }
+        if let Some(nid) = nid {
+            self.try_offline_node(nid);
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// `try_offline_node`: offline a node that spans nothing, has no memory
+    /// block and no present CPU.
+    pub fn try_offline_node(&mut self, nid: u32) {
+        let Some(node) = self.nodes.get(&nid) else {
+            return;
+        };
+        if !node.online || node.span().1 != 0 || !node.cpus.is_empty() {
+            return;
+        }
+        if self.blocks.values().any(|b| b.nid == Some(nid)) {
+            return;
+        }
+        self.node_mut(nid).online = false;
+        self.events.uevent(
+            UeventAction::Remove,
+            format!("/devices/system/node/node{nid}"),
+            "node",
+        );
+        self.touch();
+    }
+
+    /// `offline_and_remove_memory(start, size)` (spec 01 §8.6).
+    pub fn offline_and_remove_memory(&mut self, start: u64, size: u64) -> Result<(), HotplugError> {
+        if size == 0 || start % self.block_size != 0 || size % self.block_size != 0 {
+            return Err(HotplugError::Invalid("unaligned range"));
+        }
+        let first = start / self.block_size;
+        let ids: Vec<u64> = self
+            .blocks
+            .range(first..first + size / self.block_size)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut offlined: Vec<(u64, OnlineType)> = Vec::new();
+        let mut result = Ok(());
+        for &id in &ids {
+            let t = if self.blocks[&id].zone == Some(ZoneType::Movable) {
+                OnlineType::OnlineMovable
+            } else {
+                OnlineType::OnlineKernel
+            };
+            match self.device_offline_nowait(id) {
+                Ok(DeviceOutcome::Changed) => offlined.push((id, t)),
+                Ok(DeviceOutcome::AlreadyInState) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = self.remove_memory(start, size);
+        }
+        if result.is_err() {
+            for (id, t) in offlined {
+                if let Some(b) = self.blocks.get_mut(&id) {
+                    b.online_type = t;
+                    let _ = self.device_online(id);
+                }
+            }
+        }
+        result
+    }
+
+    fn lowest_free_group_id(&self) -> GroupId {
+        (0..).find(|id| !self.groups.contains_key(id)).unwrap_or(0)
+    }
+
+    /// `memory_group_register_static(nid, max_pages)`.
+    pub fn register_static_group(
+        &mut self,
+        nid: u32,
+        max_pages: u64,
+    ) -> Result<GroupId, HotplugError> {
+        if !self.nodes.contains_key(&nid) || max_pages == 0 {
+            return Err(HotplugError::Invalid("bad static group"));
+        }
+        let id = self.lowest_free_group_id();
+        self.groups.insert(
+            id,
+            MemoryGroup {
+                id,
+                nid,
+                kind: GroupKind::Static { max_pages },
+                present_kernel_pages: 0,
+                present_movable_pages: 0,
+                blocks: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// `memory_group_register_dynamic(nid, unit_pages)`.
+    pub fn register_dynamic_group(
+        &mut self,
+        nid: u32,
+        unit_pages: u64,
+    ) -> Result<GroupId, HotplugError> {
+        if !self.nodes.contains_key(&nid)
+            || unit_pages == 0
+            || !unit_pages.is_power_of_two()
+            || unit_pages < self.pages_per_block()
+        {
+            return Err(HotplugError::Invalid("bad dynamic group"));
+        }
+        let id = self.lowest_free_group_id();
+        self.groups.insert(
+            id,
+            MemoryGroup {
+                id,
+                nid,
+                kind: GroupKind::Dynamic { unit_pages },
+                present_kernel_pages: 0,
+                present_movable_pages: 0,
+                blocks: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// `memory_group_unregister(mgid)`.
+    pub fn unregister_group(&mut self, id: GroupId) -> Result<(), HotplugError> {
+        match self.groups.get(&id) {
+            None => Err(HotplugError::Invalid("no such group")),
+            Some(g) if !g.blocks.is_empty() => Err(HotplugError::Busy("group still has blocks")),
+            Some(_) => {
+                self.groups.remove(&id);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Online and offline of memory blocks (spec 01 §3.5, §3.6, §6; spec 02 §6,
+//! §7): `device_online`/`device_offline`, `memory_block_online`/`_offline`,
+//! `online_pages`/`offline_pages` with their notifications, accounting, node
+//! states, span shrink and undo paths.
+
+use crate::block::{BlockState, OnlineType};
+use crate::events::{MemAction, MemoryNotify, NotifierCall, UeventAction};
+use crate::pages::MigrateFailure;
+use crate::system::System;
+use crate::units::PAGES_PER_SUBSECTION;
+use crate::zone::ZoneType;
+use crate::KernelVersion;
+
+/// Unmovable pages the kernel allocates from a kernel zone that has just
+/// become the node's highest populated kernel zone (slab, page tables of the
+/// running system move their new allocations there).
+pub const RUNTIME_UNMOVABLE_PAGES: u64 = 64;
+
+/// A hotplug failure, with the errno user space sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HotplugError {
+    #[error("no such memory block")]
+    NoSuchBlock,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("device or resource busy: {0}")]
+    Busy(&'static str),
+    #[error("interrupted by a signal")]
+    Interrupted,
+    #[error("out of memory: {0}")]
+    NoMemory(&'static str),
+    #[error("range already present")]
+    Exists,
+    #[error("range beyond the maximum addressable memory")]
+    TooBig,
+    #[error("memory block has hardware-poisoned pages")]
+    HwPoison,
+    #[error("notifier callback failed with {0}")]
+    Notifier(i32),
+    #[error("operation not permitted")]
+    Permission,
+    #[error("no such device")]
+    NoDevice,
+}
+
+impl HotplugError {
+    /// The positive errno `write(2)` reports.
+    pub fn errno(&self) -> i32 {
+        match self {
+            HotplugError::NoSuchBlock | HotplugError::NoDevice => 19,
+            HotplugError::Invalid(_) => 22,
+            HotplugError::Busy(_) => 16,
+            HotplugError::Interrupted => 4,
+            HotplugError::NoMemory(_) => 12,
+            HotplugError::Exists => 17,
+            HotplugError::TooBig => 7,
+            HotplugError::HwPoison => 133,
+            HotplugError::Notifier(e) => -e,
+            HotplugError::Permission => 1,
+        }
+    }
+}
+
+/// What `device_online`/`device_offline` report besides errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// The transition happened (a uevent was sent).
+    Changed,
+    /// The device was already in that state (device core's return value 1).
+    AlreadyInState,
+}
+
+/// Where an offline stands after a step of the migration loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineProgress {
+    /// Finished (successfully or not).
+    Done(Result<DeviceOutcome, HotplugError>),
+    /// The migration loop cannot make progress and retries until a signal
+    /// arrives or the situation changes; the block reads `going-offline`.
+    Retrying { reason: &'static str },
+}
+
+/// An offline stuck in its migration loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InFlightOffline {
+    pub id: u64,
+    pub zone: ZoneType,
+    pub arg: MemoryNotify,
+}
+
+impl System {
+    fn block_range(&self, id: u64) -> (u64, u64) {
+        (self.block_start_pfn(id), self.pages_per_block())
+    }
+
+    pub(crate) fn notify(
+        &mut self,
+        action: MemAction,
+        arg: MemoryNotify,
+    ) -> Result<(), HotplugError> {
+        self.events.notifier.push(NotifierCall { action, arg });
+        let inj = match action {
+            MemAction::GoingOnline => self.injection.going_online,
+            MemAction::GoingOffline => self.injection.going_offline,
+            _ => 0,
+        };
+        if self.injection.loaded && inj != 0 {
+            self.events
+                .log(format!("Injecting error ({inj}) to {}", action.name()));
+            return Err(HotplugError::Notifier(inj));
+        }
+        Ok(())
+    }
+
+    fn grow_spans(&mut self, nid: u32, zone: ZoneType, start: u64, nr: u64) {
+        self.node_mut(nid).zone_mut(zone).grow(start, nr);
+    }
+
+    /// Is `pfn` an online page of `zone` on `nid` (for span shrinking)?
+    fn pfn_online_in_zone(&self, pfn: u64, nid: u32, zone: ZoneType) -> bool {
+        let id = self.pfn_to_block_id(pfn);
+        match self.blocks.get(&id) {
+            Some(b)
+                if b.state != BlockState::Offline && b.nid == Some(nid) && b.pages.present > 0 =>
+            {
+                self.page_zone(b, pfn) == Some(zone)
+            }
+            _ => false,
+        }
+    }
+
+    /// `shrink_zone_span` + `update_pgdat_span` for `[start, end)`, whose
+    /// pages are no longer online.
+    fn shrink_spans(&mut self, nid: u32, zone: ZoneType, start: u64, end: u64) {
+        let Some(node) = self.node(nid) else { return };
+        let z = *node.zone(zone);
+        if z.is_empty() {
+            return;
+        }
+        let ppb = self.pages_per_block();
+        if start == z.start_pfn {
+            // Search upward from `end` for the first online pfn.
+            let mut found = None;
+            let mut pfn = end;
+            while pfn < z.end_pfn() {
+                let id = self.pfn_to_block_id(pfn);
+                match self.blocks.range(id..).next() {
+                    Some((&bid, _)) if bid * ppb < z.end_pfn() => {
+                        let bstart = (bid * ppb).max(pfn);
+                        if self.pfn_online_in_zone(bstart, nid, zone) {
+                            found = Some(bstart);
+                            break;
+                        }
+                        pfn = (bid + 1) * ppb;
+                    }
+                    _ => break,
+                }
+            }
+            let zm = self.node_mut(nid).zone_mut(zone);
+            match found {
+                Some(p) => {
+                    let old_end = zm.end_pfn();
+                    zm.start_pfn = p;
+                    zm.spanned = old_end - p;
+                }
+                None => zm.clear_span(),
+            }
+        } else if end == z.end_pfn() {
+            // Search downward from `start - 1` for the last online pfn.
+            let mut found = None;
+            let mut pfn = start;
+            while pfn > z.start_pfn {
+                let probe = pfn - 1;
+                let id = self.pfn_to_block_id(probe);
+                match self.blocks.range(..=id).next_back() {
+                    Some((&bid, _)) => {
+                        let bend = ((bid + 1) * ppb).min(pfn);
+                        let last = bend - 1;
+                        if last < z.start_pfn {
+                            break;
+                        }
+                        if self.pfn_online_in_zone(last, nid, zone) {
+                            // End of the highest online sub-section.
+                            found =
+                                Some((last / PAGES_PER_SUBSECTION + 1) * PAGES_PER_SUBSECTION - 1);
+                            break;
+                        }
+                        pfn = bid * ppb;
+                    }
+                    None => break,
+                }
+            }
+            let zm = self.node_mut(nid).zone_mut(zone);
+            match found {
+                Some(p) => zm.spanned = p.min(zm.end_pfn() - 1) - zm.start_pfn + 1,
+                None => zm.clear_span(),
+            }
+        }
+    }
+
+    fn adjust_present(&mut self, id: u64, zone: ZoneType, delta: i64) {
+        let b = &self.blocks[&id];
+        let (nid, early, group) = (b.nid.unwrap_or(0), b.early, b.group);
+        let apply = |v: &mut u64| *v = v.saturating_add_signed(delta);
+        let z = self.node_mut(nid).zone_mut(zone);
+        apply(&mut z.present);
+        if early {
+            apply(&mut z.present_early);
+        }
+        if let Some(g) = group.and_then(|g| self.groups.get_mut(&g)) {
+            if zone == ZoneType::Movable {
+                apply(&mut g.present_movable_pages);
+            } else {
+                apply(&mut g.present_kernel_pages);
+            }
+        }
+    }
+
+    fn zonelist_rebuild(&mut self) {
+        let mut w = std::mem::take(&mut self.wmark);
+        let lines = w.rebuild_zonelists(self);
+        self.wmark = w;
+        for l in lines {
+            self.events.log(l);
+        }
+    }
+
+    fn recompute_watermarks(&mut self) {
+        let mut w = std::mem::take(&mut self.wmark);
+        w.recompute(self);
+        self.wmark = w;
+    }
+
+    /// The 6.1 status fields for onlining `zone` on `nid`.
+    fn status_online(&self, nid: u32, zone: ZoneType) -> (i32, i32) {
+        let node = &self.nodes[&nid];
+        let normal = if zone.is_kernel() && !node.has_normal_memory {
+            nid as i32
+        } else {
+            -1
+        };
+        let memory = if !node.has_memory { nid as i32 } else { -1 };
+        (normal, memory)
+    }
+
+    /// `memory_block_online` → `online_pages` for block `id`.
+    fn memory_block_online(
+        &mut self,
+        id: u64,
+        online_type: OnlineType,
+    ) -> Result<(), HotplugError> {
+        let b = &self.blocks[&id];
+        if self.version == KernelVersion::Mainline && b.pages.hwpoison > 0 {
+            return Err(HotplugError::HwPoison);
+        }
+        let (start, nr) = self.block_range(id);
+        let nid = b.nid.unwrap_or(0);
+        let (group, v) = (b.group, b.nr_vmemmap_pages);
+        let zone = self.zone_for_pfn_range(online_type, nid, group, start, nr);
+        if v > 0 {
+            self.grow_spans(nid, zone, start, v);
+        }
+        // online_pages(start + v, nr - v)
+        let (pfn, n) = (start + v, nr - v);
+        let was_populated = self.nodes[&nid].zone(zone).populated();
+        let kernel_zone_was_top = self.highest_populated_kernel_zone(nid);
+        self.grow_spans(nid, zone, pfn, n);
+        let (nid_normal, nid_memory) = self.status_online(nid, zone);
+        let arg = MemoryNotify {
+            start_pfn: pfn,
+            nr_pages: n,
+            status_change_nid_normal: nid_normal,
+            status_change_nid: nid_memory,
+        };
+        if let Err(e) = self.notify(MemAction::GoingOnline, arg) {
+            let _ = self.notify(MemAction::CancelOnline, arg);
+            self.shrink_spans(nid, zone, pfn, pfn + n);
+            if v > 0 {
+                self.shrink_spans(nid, zone, start, start + v);
+            }
+            return Err(e);
+        }
+        let b = &self.blocks[&id];
+        let managed = n.saturating_sub(b.pages.driver_offline);
+        self.node_mut(nid).zone_mut(zone).managed += managed;
+        self.adjust_present(id, zone, n as i64);
+        let node = self.node_mut(nid);
+        if nid_normal >= 0 {
+            node.has_normal_memory = true;
+        }
+        if nid_memory >= 0 {
+            node.has_memory = true;
+        }
+        if !was_populated {
+            self.zonelist_rebuild();
+        }
+        self.recompute_watermarks();
+        let _ = self.notify(MemAction::Online, arg);
+        if v > 0 {
+            self.adjust_present(id, zone, v as i64);
+        }
+        let blk = self.blocks.get_mut(&id).expect("block exists");
+        blk.zone = Some(zone);
+        // The running kernel moves its new unmovable allocations to a kernel
+        // zone that has just become the node's highest populated one.
+        if zone.is_kernel() && !was_populated && kernel_zone_was_top.is_none_or(|t| zone > t) {
+            blk.pages.unmovable += RUNTIME_UNMOVABLE_PAGES;
+            blk.pages.first_unmovable_pfn.get_or_insert(pfn);
+        }
+        Ok(())
+    }
+
+    fn highest_populated_kernel_zone(&self, nid: u32) -> Option<ZoneType> {
+        let node = self.node(nid)?;
+        ZoneType::KERNEL
+            .into_iter()
+            .rev()
+            .find(|&z| node.zone(z).populated())
+    }
+
+    /// `device_online()` with the memory bus callback: `online_type` is the
+    /// block's latched type (MMOP_OFFLINE means "automatic").
+    pub fn device_online(&mut self, id: u64) -> Result<DeviceOutcome, HotplugError> {
+        let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
+        if !b.dev_offline {
+            return Ok(DeviceOutcome::AlreadyInState);
+        }
+        // memory_subsys_online
+        let result = if b.state == BlockState::Online {
+            Ok(())
+        } else if b.state != BlockState::Offline {
+            Err(HotplugError::Invalid("block is not offline"))
+        } else {
+            let t = match b.online_type {
+                OnlineType::Offline => OnlineType::Online,
+                t => t,
+            };
+            let r = self.memory_block_online(id, t);
+            if r.is_ok() {
+                self.blocks.get_mut(&id).expect("block exists").state = BlockState::Online;
+            }
+            r
+        };
+        self.blocks.get_mut(&id).expect("block exists").online_type = OnlineType::Offline;
+        self.touch();
+        result?;
+        self.events.uevent(
+            UeventAction::Online,
+            format!("/devices/system/memory/memory{id}"),
+            "memory",
+        );
+        self.blocks.get_mut(&id).expect("block exists").dev_offline = false;
+        Ok(DeviceOutcome::Changed)
+    }
+
+    /// The kernel's page dump for an unmovable page at `pfn` (the pointer
+    /// values of a real dump are not modelled).
+    fn dump_unmovable_page(&mut self, pfn: u64, nid: u32, zone: ZoneType) {
+        let flags = (u64::from(nid) << 54) | ((zone.idx() as u64) << 52) | 0x0007_ffff_c000_0200;
+        self.events.log(format!("page:(____ptrval____) refcount:1 mapcount:0 mapping:0000000000000000 index:0x0 pfn:{pfn:#x}"));
+        self.events.log(format!(
+            "flags: {flags:#x}(slab|node={nid}|zone={}|lastcpupid=0x1fffff)",
+            zone.idx()
+        ));
+        self.events.log(format!(
+            "raw: {flags:016x} 0000000000000000 dead000000000122 0000000000000000"
+        ));
+        self.events
+            .log("raw: 0000000000000000 0000000000000000 00000001ffffffff 0000000000000000");
+        self.events.log("page dumped because: unmovable page");
+    }
+
+    /// `device_offline()`: start offlining block `id`. Returns
+    /// [`OfflineProgress::Retrying`] when the migration loop spins; the
+    /// caller then waits and calls [`System::offline_retry`] or
+    /// [`System::offline_signal`].
+    pub fn device_offline(&mut self, id: u64) -> OfflineProgress {
+        let Some(b) = self.blocks.get(&id) else {
+            return OfflineProgress::Done(Err(HotplugError::NoSuchBlock));
+        };
+        if b.dev_offline {
+            return OfflineProgress::Done(Ok(DeviceOutcome::AlreadyInState));
+        }
+        if b.state == BlockState::Offline {
+            return self.finish_device_offline(id);
+        }
+        if b.state != BlockState::Online {
+            return OfflineProgress::Done(Err(HotplugError::Invalid("block is not online")));
+        }
+        let Some(zone) = b.zone else {
+            return OfflineProgress::Done(Err(HotplugError::Invalid(
+                "block spans several zones or nodes",
+            )));
+        };
+        let nid = b.nid.unwrap_or(0);
+        let v = b.nr_vmemmap_pages;
+        let (start, nr) = self.block_range(id);
+        let (pfn, n) = (start + v, nr - v);
+        self.blocks.get_mut(&id).expect("block exists").state = BlockState::GoingOffline;
+        self.touch();
+        if v > 0 {
+            self.adjust_present(id, zone, -(v as i64));
+        }
+        let fail = |s: &mut System, e: HotplugError| {
+            if v > 0 {
+                s.adjust_present(id, zone, v as i64);
+            }
+            s.blocks.get_mut(&id).expect("block exists").state = BlockState::Online;
+            OfflineProgress::Done(Err(e))
+        };
+        let b = &self.blocks[&id];
+        if b.pages.present < nr {
+            return fail(self, HotplugError::Invalid("memory holes"));
+        }
+        // Isolation: PageReserved anywhere, unmovable pages in kernel zones.
+        if b.pages.reserved > 0 || (zone != ZoneType::Movable && b.pages.unmovable > 0) {
+            let p = b.pages.first_unmovable_pfn.unwrap_or(pfn);
+            self.dump_unmovable_page(p, nid, zone);
+            return fail(self, HotplugError::Busy("unmovable page"));
+        }
+        // 6.1 node_states_check_changes_offline (after isolation).
+        let node = &self.nodes[&nid];
+        let kernel_present = node.kernel_present_pages();
+        let all_present = kernel_present + node.zone(ZoneType::Movable).present;
+        let arg = MemoryNotify {
+            start_pfn: pfn,
+            nr_pages: n,
+            status_change_nid_normal: if zone.is_kernel() && n >= kernel_present {
+                nid as i32
+            } else {
+                -1
+            },
+            status_change_nid: if n >= all_present { nid as i32 } else { -1 },
+        };
+        if let Err(e) = self.notify(MemAction::GoingOffline, arg) {
+            let _ = self.notify(MemAction::CancelOffline, arg);
+            return fail(self, e);
+        }
+        self.offlining = Some(InFlightOffline { id, zone, arg });
+        self.offline_retry()
+    }
+
+    /// One more pass of the migration loop of the offline in flight.
+    pub fn offline_retry(&mut self) -> OfflineProgress {
+        let Some(inflight) = self.offlining else {
+            return OfflineProgress::Done(Err(HotplugError::Invalid("no offline in flight")));
+        };
+        let id = inflight.id;
+        let b = &self.blocks[&id];
+        let p = b.pages;
+        if p.pinned > 0 {
+            return OfflineProgress::Retrying {
+                reason: "pinned pages cannot be migrated",
+            };
+        }
+        if p.unmovable > 0 {
+            return OfflineProgress::Retrying {
+                reason: "unmovable pages in ZONE_MOVABLE",
+            };
+        }
+        if p.movable > 0 {
+            match p.migrate_failure {
+                Some(MigrateFailure::NoMemory) => {
+                    return OfflineProgress::Retrying {
+                        reason: "migration fails with -ENOMEM",
+                    }
+                }
+                Some(MigrateFailure::Again) => {
+                    return OfflineProgress::Retrying {
+                        reason: "migration fails with -EAGAIN",
+                    }
+                }
+                None => {}
+            }
+            if !self.migrate_out(id, p.movable) {
+                return OfflineProgress::Retrying {
+                    reason: "no memory to migrate to (-ENOMEM)",
+                };
+            }
+        }
+        self.offlining = None;
+        self.complete_offline(inflight)
+    }
+
+    /// A signal arrived while the offline in flight was retrying: undo and
+    /// fail with EINTR (spec 02 §7.2 U).
+    pub fn offline_signal(&mut self) -> OfflineProgress {
+        let Some(inflight) = self.offlining.take() else {
+            return OfflineProgress::Done(Err(HotplugError::Invalid("no offline in flight")));
+        };
+        let _ = self.notify(MemAction::CancelOffline, inflight.arg);
+        let v = self.blocks[&inflight.id].nr_vmemmap_pages;
+        if v > 0 {
+            self.adjust_present(inflight.id, inflight.zone, v as i64);
+        }
+        self.blocks
+            .get_mut(&inflight.id)
+            .expect("block exists")
+            .state = BlockState::Online;
+        self.touch();
+        OfflineProgress::Done(Err(HotplugError::Interrupted))
+    }
+
+    /// Move `pages` movable pages of block `id` into free pages of other
+    /// online blocks (nodes other than the source first), highest pfn first.
+    fn migrate_out(&mut self, id: u64, pages: u64) -> bool {
+        let src_nid = self.blocks[&id].nid.unwrap_or(0);
+        let others: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.has_memory && n.id != src_nid)
+            .map(|n| n.id)
+            .collect();
+        let allowed = |nid: u32| {
+            if others.is_empty() {
+                nid == src_nid
+            } else {
+                others.contains(&nid)
+            }
+        };
+        let targets: Vec<(u64, u64)> = self
+            .blocks
+            .iter()
+            .rev()
+            .filter(|(&bid, b)| {
+                bid != id && b.state == BlockState::Online && allowed(b.nid.unwrap_or(0))
+            })
+            .map(|(&bid, b)| (bid, b.pages.free(b.nr_vmemmap_pages)))
+            .filter(|&(_, f)| f > 0)
+            .collect();
+        if targets.iter().map(|t| t.1).sum::<u64>() < pages {
+            return false;
+        }
+        let mut left = pages;
+        for (bid, free) in targets {
+            let take = free.min(left);
+            self.blocks
+                .get_mut(&bid)
+                .expect("target exists")
+                .pages
+                .movable += take;
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        self.blocks
+            .get_mut(&id)
+            .expect("block exists")
+            .pages
+            .movable = 0;
+        true
+    }
+
+    /// The tail of `offline_pages` and `memory_block_offline` after a
+    /// successful migration loop.
+    fn complete_offline(&mut self, f: InFlightOffline) -> OfflineProgress {
+        let id = f.id;
+        let b = &self.blocks[&id];
+        let nid = b.nid.unwrap_or(0);
+        let v = b.nr_vmemmap_pages;
+        let (start, nr) = self.block_range(id);
+        let managed = (nr - v).saturating_sub(b.pages.driver_offline);
+        let zone = f.zone;
+        {
+            let z = self.node_mut(nid).zone_mut(zone);
+            z.managed = z.managed.saturating_sub(managed);
+        }
+        self.adjust_present(id, zone, -((nr - v) as i64));
+        self.recompute_watermarks();
+        if !self.nodes[&nid].zone(zone).populated() {
+            self.zonelist_rebuild();
+        }
+        let node = self.node_mut(nid);
+        if f.arg.status_change_nid_normal >= 0 {
+            node.has_normal_memory = false;
+        }
+        if f.arg.status_change_nid >= 0 {
+            node.has_memory = false;
+        }
+        let _ = self.notify(MemAction::Offline, f.arg);
+        let blk = self.blocks.get_mut(&id).expect("block exists");
+        blk.zone = None;
+        blk.state = BlockState::Offline;
+        // Pages of the running kernel that were in this block are gone with it.
+        blk.pages.unmovable = 0;
+        blk.pages.first_unmovable_pfn = None;
+        self.shrink_spans(nid, zone, start, start + nr);
+        self.finish_device_offline(id)
+    }
+
+    fn finish_device_offline(&mut self, id: u64) -> OfflineProgress {
+        self.events.uevent(
+            UeventAction::Offline,
+            format!("/devices/system/memory/memory{id}"),
+            "memory",
+        );
+        self.blocks.get_mut(&id).expect("block exists").dev_offline = true;
+        self.touch();
+        OfflineProgress::Done(Ok(DeviceOutcome::Changed))
+    }
+
+    /// `device_offline()` that treats a retrying migration loop as a
+    /// pending signal (the caller cannot wait): EINTR.
+    pub fn device_offline_nowait(&mut self, id: u64) -> Result<DeviceOutcome, HotplugError> {
+        match self.device_offline(id) {
+            OfflineProgress::Done(r) => r,
+            OfflineProgress::Retrying { .. } => match self.offline_signal() {
+                OfflineProgress::Done(r) => r,
+                OfflineProgress::Retrying { .. } => Err(HotplugError::Interrupted),
+            },
+        }
+    }
+}

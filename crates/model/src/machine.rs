@@ -1,0 +1,787 @@
+//! Machine descriptions: the firmware memory map (e820), NUMA topology, DIMM
+//! slots, build configuration and kernel command line that a boot turns into
+//! a [`crate::System`]. Profiles derive them by rule (`qemu-pc`,
+//! `firecracker`, `baremetal`); a machine can also be written as TOML.
+
+use crate::block::OnlineType;
+use crate::units::{parse_size, SECTION_SIZE};
+use crate::KernelVersion;
+use serde::{Deserialize, Serialize};
+
+/// One e820 entry, `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct E820Entry {
+    pub start: u64,
+    pub end: u64,
+    pub kind: E820Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum E820Kind {
+    Usable,
+    Reserved,
+}
+
+/// One possible NUMA node (an SRAT proximity domain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub id: u32,
+    /// CPUs of this node (present at boot).
+    #[serde(default)]
+    pub cpus: Vec<u32>,
+    /// Physical ranges `[start, end)` the firmware assigns to this node (SRAT
+    /// memory affinity). Boot RAM outside every node's ranges belongs to the
+    /// first node.
+    #[serde(default)]
+    pub mem: Vec<(u64, u64)>,
+    /// Hot-pluggable ranges (SRAT "hotplug" flag).
+    #[serde(default)]
+    pub hotplug: Vec<(u64, u64)>,
+    /// A generic initiator node (N_GENERIC_INITIATOR).
+    #[serde(default)]
+    pub generic_initiator: bool,
+}
+
+/// QEMU pc-dimm slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DimmSpec {
+    pub slots: u32,
+    /// Base of the device-memory region DIMMs are placed in.
+    pub base: u64,
+    /// Size of the device-memory region.
+    pub size: u64,
+}
+
+/// A virtio-mem device present at boot (its driver binds when loaded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioMemSpec {
+    pub id: String,
+    pub node: u32,
+    /// Region size (the memory backend's size).
+    pub region_size: u64,
+    pub block_size: u64,
+    pub requested_size: u64,
+}
+
+/// Boot-time (memblock) allocations that stay reserved for good, by rule
+/// (see [`crate::boot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootAllocSpec {
+    /// Kernel image and other fixed-size allocations placed from 16 MiB up.
+    pub kernel_image_pages: u64,
+    /// Fixed-size top-down allocations (NODE_DATA, per-cpu areas, ...).
+    pub fixed_topdown_pages: u64,
+    /// Software IO TLB below 4 GiB (0 for none).
+    pub swiotlb_pages: u64,
+}
+
+impl Default for BootAllocSpec {
+    /// Debian 6.1.0-56-amd64 as measured by the oracle (spec: managed counts
+    /// of `boot-baseline` and `movablecore`).
+    fn default() -> Self {
+        BootAllocSpec {
+            kernel_image_pages: 11318,
+            fixed_topdown_pages: 313,
+            swiotlb_pages: 16384,
+        }
+    }
+}
+
+/// Kernel build configuration switches that change what user space sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildConfig {
+    /// `CONFIG_MEMORY_HOTPLUG_DEFAULT_ONLINE` (6.1) / the ML Kconfig choice.
+    pub default_online_type: OnlineType,
+    /// `CONFIG_ARCH_MEMORY_PROBE`: the `probe` file exists.
+    pub memory_probe: bool,
+    /// `CONFIG_MEMORY_FAILURE`: `soft_offline_page`/`hard_offline_page`.
+    pub memory_failure: bool,
+    /// `CONFIG_CRASH_HOTPLUG` (ML only shows `crash_hotplug`).
+    pub crash_hotplug: bool,
+    /// `CONFIG_MHP_MEMMAP_ON_MEMORY`.
+    pub memmap_on_memory: bool,
+}
+
+impl Default for BuildConfig {
+    /// Debian 12's 6.1 config.
+    fn default() -> Self {
+        BuildConfig {
+            default_online_type: OnlineType::Offline,
+            memory_probe: false,
+            memory_failure: true,
+            crash_hotplug: false,
+            memmap_on_memory: true,
+        }
+    }
+}
+
+/// Everything a boot needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineSpec {
+    pub name: String,
+    pub version: KernelVersion,
+    /// CPUID hypervisor bit (VM vs bare metal; block-size rule).
+    pub hypervisor: bool,
+    pub e820: Vec<E820Entry>,
+    pub nodes: Vec<NodeSpec>,
+    #[serde(default)]
+    pub cmdline: String,
+    #[serde(default)]
+    pub build: BuildConfig,
+    #[serde(default)]
+    pub dimm: Option<DimmSpec>,
+    #[serde(default)]
+    pub virtio_mem: Vec<VirtioMemSpec>,
+    #[serde(default)]
+    pub boot_alloc: BootAllocSpec,
+}
+
+/// Why a machine description is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MachineError {
+    #[error("e820 entry {index} [{start:#x}-{end:#x}) is empty or reversed")]
+    EmptyRange { index: usize, start: u64, end: u64 },
+    #[error("e820 entries {first} and {second} overlap or are out of order")]
+    Overlap { first: usize, second: usize },
+    #[error("the e820 map has no usable RAM")]
+    NoRam,
+    #[error("no NUMA node given")]
+    NoNodes,
+    #[error("node {0} is listed twice")]
+    DuplicateNode(u32),
+    #[error("node id {0} is too large (at most 1023)")]
+    NodeTooLarge(u32),
+    #[error("CPU {0} belongs to two nodes")]
+    DuplicateCpu(u32),
+    #[error("node {node}: range [{start:#x}-{end:#x}) is empty or reversed")]
+    BadNodeRange { node: u32, start: u64, end: u64 },
+    #[error("DIMM region [{base:#x}+{size:#x}) is not 128 MiB aligned")]
+    DimmUnaligned { base: u64, size: u64 },
+    #[error("virtio-mem device {id}: {why}")]
+    VirtioMem { id: String, why: String },
+    #[error("invalid size {0:?}")]
+    Size(String),
+    #[error("invalid option {0:?}: {1}")]
+    Option(String, String),
+    #[error("invalid machine TOML: {0}")]
+    Toml(String),
+}
+
+impl MachineSpec {
+    /// Check the invariants every boot relies on.
+    pub fn validate(&self) -> Result<(), MachineError> {
+        for (i, e) in self.e820.iter().enumerate() {
+            if e.start >= e.end {
+                return Err(MachineError::EmptyRange {
+                    index: i,
+                    start: e.start,
+                    end: e.end,
+                });
+            }
+            if i > 0 && self.e820[i - 1].end > e.start {
+                return Err(MachineError::Overlap {
+                    first: i - 1,
+                    second: i,
+                });
+            }
+        }
+        if !self
+            .e820
+            .iter()
+            .any(|e| e.kind == E820Kind::Usable && e.end - e.start >= 4096)
+        {
+            return Err(MachineError::NoRam);
+        }
+        if self.nodes.is_empty() {
+            return Err(MachineError::NoNodes);
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut cpus = std::collections::BTreeSet::new();
+        for n in &self.nodes {
+            if n.id > 1023 {
+                return Err(MachineError::NodeTooLarge(n.id));
+            }
+            if !ids.insert(n.id) {
+                return Err(MachineError::DuplicateNode(n.id));
+            }
+            for &c in &n.cpus {
+                if !cpus.insert(c) {
+                    return Err(MachineError::DuplicateCpu(c));
+                }
+            }
+            for &(start, end) in n.mem.iter().chain(&n.hotplug) {
+                if start >= end {
+                    return Err(MachineError::BadNodeRange {
+                        node: n.id,
+                        start,
+                        end,
+                    });
+                }
+            }
+        }
+        if let Some(d) = self.dimm {
+            if d.base % SECTION_SIZE != 0 || d.size % SECTION_SIZE != 0 {
+                return Err(MachineError::DimmUnaligned {
+                    base: d.base,
+                    size: d.size,
+                });
+            }
+        }
+        for v in &self.virtio_mem {
+            let bad = |why: &str| MachineError::VirtioMem {
+                id: v.id.clone(),
+                why: why.into(),
+            };
+            if !ids.contains(&v.node) {
+                return Err(bad("node does not exist"));
+            }
+            if !v.block_size.is_power_of_two() || v.block_size < 4096 {
+                return Err(bad("block-size must be a power of two ≥ 4 KiB"));
+            }
+            if v.region_size == 0 || v.region_size % v.block_size != 0 {
+                return Err(bad("size must be a non-zero multiple of block-size"));
+            }
+            if v.requested_size > v.region_size || v.requested_size % v.block_size != 0 {
+                return Err(bad(
+                    "requested-size must be a multiple of block-size within size",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse a machine written as TOML (the serde form of this struct) and
+    /// validate it.
+    pub fn from_toml(text: &str) -> Result<MachineSpec, MachineError> {
+        let m: MachineSpec = toml::from_str(text).map_err(|e| MachineError::Toml(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Highest end of usable e820 RAM.
+    pub fn boot_mem_end(&self) -> u64 {
+        self.e820
+            .iter()
+            .filter(|e| e.kind == E820Kind::Usable)
+            .map(|e| e.end & !0xfff)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The node a physical address belongs to per SRAT (first node if none).
+    pub fn node_of_addr(&self, addr: u64) -> u32 {
+        self.nodes
+            .iter()
+            .find(|n| {
+                n.mem
+                    .iter()
+                    .chain(&n.hotplug)
+                    .any(|&(s, e)| addr >= s && addr < e)
+            })
+            .map(|n| n.id)
+            .unwrap_or(self.nodes[0].id)
+    }
+}
+
+/// A `-numa node,...` of QEMU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuNuma {
+    pub nodeid: u32,
+    pub cpus: Vec<u32>,
+    /// Memory of the node (its memdev's size); 0 for a memoryless node.
+    pub mem: u64,
+}
+
+/// The inputs of QEMU's `pc` (i440fx) machine that shape the guest's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuPc {
+    /// `-m SIZE`.
+    pub ram: u64,
+    /// `-m ...,slots=N`.
+    pub slots: u32,
+    /// `-m ...,maxmem=M`.
+    pub maxmem: u64,
+    /// `-smp N`.
+    pub smp: u32,
+    pub numa: Vec<QemuNuma>,
+    pub virtio_mem: Vec<VirtioMemSpec>,
+}
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+impl QemuPc {
+    /// Parse QEMU's `-m` value: `SIZE[,slots=N][,maxmem=M]`.
+    /// Nothing changes when the value is refused.
+    pub fn parse_mem_option(&mut self, value: &str) -> Result<(), MachineError> {
+        let mut next = self.clone();
+        next.parse_mem_into(value)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn parse_mem_into(&mut self, value: &str) -> Result<(), MachineError> {
+        for (i, part) in value.split(',').enumerate() {
+            let bad = |why: &str| MachineError::Option(part.to_string(), why.to_string());
+            match part.split_once('=') {
+                None if i == 0 => {
+                    self.ram =
+                        parse_size(&with_default_unit(part)).map_err(|e| bad(&e.to_string()))?
+                }
+                Some(("size", v)) => {
+                    self.ram = parse_size(&with_default_unit(v)).map_err(|e| bad(&e.to_string()))?
+                }
+                Some(("slots", v)) => self.slots = v.parse().map_err(|_| bad("not a number"))?,
+                Some(("maxmem", v)) => {
+                    self.maxmem =
+                        parse_size(&with_default_unit(v)).map_err(|e| bad(&e.to_string()))?
+                }
+                _ => return Err(bad("expected SIZE[,slots=N][,maxmem=SIZE]")),
+            }
+        }
+        if self.maxmem != 0 && self.maxmem < self.ram {
+            return Err(MachineError::Option(
+                value.to_string(),
+                "maxmem is smaller than the initial memory".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Low memory below the PCI hole (i440fx with gigabyte alignment).
+    pub fn below_4g(&self) -> u64 {
+        if self.ram >= 0xe000_0000 {
+            0xc000_0000
+        } else {
+            self.ram
+        }
+    }
+
+    /// Build the machine Linux 6.1 sees on this QEMU configuration.
+    pub fn machine(
+        &self,
+        cmdline: &str,
+        version: KernelVersion,
+    ) -> Result<MachineSpec, MachineError> {
+        if self.ram < 16 * MIB {
+            return Err(MachineError::Option(
+                format!("{}", self.ram),
+                "at least 16 MiB of RAM is needed".into(),
+            ));
+        }
+        let low = self.below_4g();
+        let high = self.ram - low;
+        let mut e820 = vec![
+            E820Entry {
+                start: 0,
+                end: 0x9fc00,
+                kind: E820Kind::Usable,
+            },
+            E820Entry {
+                start: 0x9fc00,
+                end: 0xa0000,
+                kind: E820Kind::Reserved,
+            },
+            E820Entry {
+                start: 0xf0000,
+                end: 0x100000,
+                kind: E820Kind::Reserved,
+            },
+            // SeaBIOS keeps the top 128 KiB of low RAM for its tables.
+            E820Entry {
+                start: 0x100000,
+                end: low - 0x20000,
+                kind: E820Kind::Usable,
+            },
+            E820Entry {
+                start: low - 0x20000,
+                end: low,
+                kind: E820Kind::Reserved,
+            },
+            E820Entry {
+                start: 0xfffc0000,
+                end: 0x1_0000_0000,
+                kind: E820Kind::Reserved,
+            },
+        ];
+        if high > 0 {
+            e820.push(E820Entry {
+                start: 4 * GIB,
+                end: 4 * GIB + high,
+                kind: E820Kind::Usable,
+            });
+        }
+        e820.push(E820Entry {
+            start: 0xfd_0000_0000,
+            end: 0x100_0000_0000,
+            kind: E820Kind::Reserved,
+        });
+
+        // Guest RAM is handed to the NUMA nodes in order, split around the
+        // PCI hole the way QEMU builds its SRAT.
+        let numa: Vec<QemuNuma> = if self.numa.is_empty() {
+            vec![QemuNuma {
+                nodeid: 0,
+                cpus: (0..self.smp.max(1)).collect(),
+                mem: self.ram,
+            }]
+        } else {
+            self.numa.clone()
+        };
+        let total: u64 = numa.iter().map(|n| n.mem).sum();
+        if total != self.ram {
+            return Err(MachineError::Option(
+                "-numa".into(),
+                format!(
+                    "node memory adds up to {total:#x}, not the RAM size {:#x}",
+                    self.ram
+                ),
+            ));
+        }
+        let mut nodes = Vec::new();
+        let mut guest_off = 0u64;
+        for n in &numa {
+            let mut ranges = Vec::new();
+            let (s, e) = (guest_off, guest_off + n.mem);
+            if n.mem > 0 {
+                if s < low {
+                    ranges.push((s, e.min(low)));
+                }
+                if e > low {
+                    let hs = s.max(low) - low + 4 * GIB;
+                    ranges.push((hs, e - low + 4 * GIB));
+                }
+            }
+            guest_off = e;
+            nodes.push(NodeSpec {
+                id: n.nodeid,
+                cpus: n.cpus.clone(),
+                mem: ranges,
+                hotplug: Vec::new(),
+                generic_initiator: false,
+            });
+        }
+        let dimm = if self.maxmem > self.ram {
+            // pc_memory_init: device memory starts 1 GiB aligned above RAM;
+            // each slot adds 1 GiB of alignment slack.
+            let base = (4 * GIB + high).div_ceil(GIB) * GIB;
+            let size = self.maxmem - self.ram + GIB * u64::from(self.slots);
+            if let Some(last) = nodes.last_mut() {
+                last.hotplug.push((base, base + size));
+            }
+            Some(DimmSpec {
+                slots: self.slots,
+                base,
+                size,
+            })
+        } else {
+            None
+        };
+        let m = MachineSpec {
+            name: "qemu-pc".into(),
+            version,
+            hypervisor: true,
+            e820,
+            nodes,
+            cmdline: cmdline.to_string(),
+            build: BuildConfig::default(),
+            dimm,
+            virtio_mem: self.virtio_mem.clone(),
+            boot_alloc: BootAllocSpec::default(),
+        };
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+impl Default for QemuPc {
+    /// QEMU's defaults as the oracle uses them: `-m 1G,slots=4,maxmem=4G`.
+    fn default() -> Self {
+        QemuPc {
+            ram: GIB,
+            slots: 4,
+            maxmem: 4 * GIB,
+            smp: 1,
+            numa: Vec::new(),
+            virtio_mem: Vec::new(),
+        }
+    }
+}
+
+/// QEMU treats a size without a unit as MiB.
+fn with_default_unit(v: &str) -> String {
+    if v.chars().all(|c| c.is_ascii_digit()) {
+        format!("{v}M")
+    } else {
+        v.to_string()
+    }
+}
+
+/// A Firecracker microVM: no PCI hole below 3 GiB, no ACPI memory hotplug,
+/// no SRAT.
+pub fn firecracker(
+    ram: u64,
+    vcpus: u32,
+    cmdline: &str,
+    version: KernelVersion,
+) -> Result<MachineSpec, MachineError> {
+    const MMIO_START: u64 = 0xc000_0000;
+    let low = ram.min(MMIO_START);
+    let mut e820 = vec![
+        E820Entry {
+            start: 0,
+            end: 0x9fc00,
+            kind: E820Kind::Usable,
+        },
+        E820Entry {
+            start: 0x100000,
+            end: low,
+            kind: E820Kind::Usable,
+        },
+    ];
+    if ram > MMIO_START {
+        e820.push(E820Entry {
+            start: 4 * GIB,
+            end: 4 * GIB + ram - MMIO_START,
+            kind: E820Kind::Usable,
+        });
+    }
+    let m = MachineSpec {
+        name: "firecracker".into(),
+        version,
+        hypervisor: true,
+        e820,
+        nodes: vec![NodeSpec {
+            id: 0,
+            cpus: (0..vcpus.max(1)).collect(),
+            mem: Vec::new(),
+            hotplug: Vec::new(),
+            generic_initiator: false,
+        }],
+        cmdline: cmdline.to_string(),
+        build: BuildConfig::default(),
+        dimm: None,
+        virtio_mem: Vec::new(),
+        boot_alloc: BootAllocSpec::default(),
+    };
+    m.validate()?;
+    Ok(m)
+}
+
+/// A large two-socket bare-metal x86 host: `ram` split evenly over two
+/// nodes, 2 GiB below the 4 GiB hole, 32 CPUs per node, probe enabled.
+pub fn baremetal(
+    ram: u64,
+    cmdline: &str,
+    version: KernelVersion,
+) -> Result<MachineSpec, MachineError> {
+    if ram < 4 * GIB || ram % (2 * GIB) != 0 {
+        return Err(MachineError::Option(
+            format!("{ram:#x}"),
+            "bare-metal RAM must be a multiple of 2 GiB and at least 4 GiB".into(),
+        ));
+    }
+    let low = 2 * GIB;
+    let high_end = 4 * GIB + (ram - low);
+    let e820 = vec![
+        E820Entry {
+            start: 0,
+            end: 0x9d000,
+            kind: E820Kind::Usable,
+        },
+        E820Entry {
+            start: 0x9d000,
+            end: 0xa0000,
+            kind: E820Kind::Reserved,
+        },
+        E820Entry {
+            start: 0xe0000,
+            end: 0x100000,
+            kind: E820Kind::Reserved,
+        },
+        E820Entry {
+            start: 0x100000,
+            end: low - 0x0100_0000,
+            kind: E820Kind::Usable,
+        },
+        E820Entry {
+            start: low - 0x0100_0000,
+            end: low,
+            kind: E820Kind::Reserved,
+        },
+        E820Entry {
+            start: 0xfe00_0000,
+            end: 0x1_0000_0000,
+            kind: E820Kind::Reserved,
+        },
+        E820Entry {
+            start: 4 * GIB,
+            end: high_end,
+            kind: E820Kind::Usable,
+        },
+    ];
+    let half = 4 * GIB + (ram / 2 - low);
+    let nodes = vec![
+        NodeSpec {
+            id: 0,
+            cpus: (0..32).collect(),
+            mem: vec![(0, low), (4 * GIB, half)],
+            hotplug: Vec::new(),
+            generic_initiator: false,
+        },
+        NodeSpec {
+            id: 1,
+            cpus: (32..64).collect(),
+            mem: vec![(half, high_end)],
+            hotplug: Vec::new(),
+            generic_initiator: false,
+        },
+    ];
+    let m = MachineSpec {
+        name: "baremetal".into(),
+        version,
+        hypervisor: false,
+        e820,
+        nodes,
+        cmdline: cmdline.to_string(),
+        build: BuildConfig {
+            memory_probe: true,
+            ..BuildConfig::default()
+        },
+        dimm: None,
+        virtio_mem: Vec::new(),
+        boot_alloc: BootAllocSpec {
+            swiotlb_pages: 0,
+            ..BootAllocSpec::default()
+        },
+    };
+    m.validate()?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_pc_1g_e820_has_the_seabios_holes() {
+        let m = QemuPc::default().machine("", KernelVersion::V6_1).unwrap();
+        let usable: Vec<_> = m
+            .e820
+            .iter()
+            .filter(|e| e.kind == E820Kind::Usable)
+            .map(|e| (e.start, e.end))
+            .collect();
+        assert_eq!(usable, vec![(0, 0x9fc00), (0x100000, 0x3ffe0000)]);
+        assert_eq!(
+            m.dimm,
+            Some(DimmSpec {
+                slots: 4,
+                base: 0x1_0000_0000,
+                size: 7 * GIB
+            })
+        );
+        assert_eq!(m.nodes[0].hotplug, vec![(0x1_0000_0000, 0x2_c000_0000)]);
+    }
+
+    #[test]
+    fn qemu_pc_4g_splits_at_3g_and_puts_dimms_above_5g() {
+        let mut q = QemuPc::default();
+        q.parse_mem_option("4G,slots=4,maxmem=8G").unwrap();
+        let m = q.machine("", KernelVersion::V6_1).unwrap();
+        let usable: Vec<_> = m
+            .e820
+            .iter()
+            .filter(|e| e.kind == E820Kind::Usable)
+            .map(|e| (e.start, e.end))
+            .collect();
+        assert_eq!(
+            usable,
+            vec![
+                (0, 0x9fc00),
+                (0x100000, 0xbffe0000),
+                (0x1_0000_0000, 0x1_4000_0000)
+            ]
+        );
+        assert_eq!(m.dimm.unwrap().base, 0x1_4000_0000);
+    }
+
+    #[test]
+    fn qemu_numa_memoryless_node_gets_no_ranges() {
+        let q = QemuPc {
+            smp: 2,
+            numa: vec![
+                QemuNuma {
+                    nodeid: 0,
+                    cpus: vec![0],
+                    mem: GIB,
+                },
+                QemuNuma {
+                    nodeid: 1,
+                    cpus: vec![1],
+                    mem: 0,
+                },
+            ],
+            ..QemuPc::default()
+        };
+        let m = q.machine("", KernelVersion::V6_1).unwrap();
+        assert_eq!(m.nodes[0].mem, vec![(0, GIB)]);
+        assert!(m.nodes[1].mem.is_empty());
+        assert_eq!(m.nodes[1].hotplug.len(), 1);
+    }
+
+    #[test]
+    fn bad_mem_options_are_refused_with_the_reason() {
+        let mut q = QemuPc::default();
+        assert!(matches!(
+            q.parse_mem_option("1G,slots=x"),
+            Err(MachineError::Option(_, _))
+        ));
+        assert!(matches!(
+            q.parse_mem_option("4G,maxmem=1G"),
+            Err(MachineError::Option(_, _))
+        ));
+        assert!(matches!(
+            q.parse_mem_option("1G,foo=1"),
+            Err(MachineError::Option(_, _))
+        ));
+        q.parse_mem_option("2048").unwrap();
+        assert_eq!(q.ram, 2 * GIB);
+    }
+
+    #[test]
+    fn validate_rejects_overlapping_e820_and_duplicate_cpus() {
+        let mut m = QemuPc::default().machine("", KernelVersion::V6_1).unwrap();
+        m.e820[1].start = 0x9f000;
+        assert_eq!(
+            m.validate(),
+            Err(MachineError::Overlap {
+                first: 0,
+                second: 1
+            })
+        );
+        let mut m = QemuPc::default().machine("", KernelVersion::V6_1).unwrap();
+        m.nodes.push(NodeSpec {
+            id: 1,
+            cpus: vec![0],
+            mem: vec![],
+            hotplug: vec![],
+            generic_initiator: false,
+        });
+        assert_eq!(m.validate(), Err(MachineError::DuplicateCpu(0)));
+    }
+
+    #[test]
+    fn toml_round_trip_keeps_the_machine() {
+        let m = QemuPc::default()
+            .machine("movable_node", KernelVersion::V6_1)
+            .unwrap();
+        let text = toml::to_string(&m).unwrap();
+        assert_eq!(MachineSpec::from_toml(&text).unwrap(), m);
+        assert!(matches!(
+            MachineSpec::from_toml("name = 3"),
+            Err(MachineError::Toml(_))
+        ));
+    }
+}

@@ -1,0 +1,205 @@
+//! The whole-system state: nodes, zones, blocks, groups, parameters, the
+//! iomem tree, and the logs (kernel messages, uevents, notifier trace).
+
+use crate::block::{GroupId, MemoryBlock, OnlineType};
+use crate::cmdline::{KernelCmdline, MemmapOnMemory, OnlinePolicy};
+use crate::events::{EventLog, NotifierInjection};
+use crate::iomem::Iomem;
+use crate::machine::BuildConfig;
+use crate::units::{PAGES_PER_SECTION, PAGE_SHIFT};
+use crate::wmark::Watermarks;
+use crate::zone::{Zone, ZoneType, MAX_NR_ZONES};
+use crate::KernelVersion;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Runtime-tunable hotplug parameters (`/sys/module/memory_hotplug/...`,
+/// `auto_online_blocks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    pub online_policy: OnlinePolicy,
+    pub auto_movable_ratio: u32,
+    pub auto_movable_numa_aware: bool,
+    pub memmap_on_memory: MemmapOnMemory,
+    /// The default online type (`auto_online_blocks`).
+    pub default_online_type: OnlineType,
+}
+
+/// One NUMA node (`pg_data_t` plus its node-state bits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: u32,
+    /// N_ONLINE; also whether `nodeN/` exists.
+    pub online: bool,
+    /// N_MEMORY.
+    pub has_memory: bool,
+    /// N_NORMAL_MEMORY.
+    pub has_normal_memory: bool,
+    /// Present CPUs mapped to this node (N_CPU when non-empty).
+    pub cpus: Vec<u32>,
+    pub generic_initiator: bool,
+    pub zones: [Zone; MAX_NR_ZONES],
+    /// The zone ranges computed at boot (arch limits clipped to the node),
+    /// used to tell the zone of a page in a multi-zone boot block.
+    pub boot_zone_ranges: [(u64, u64); MAX_NR_ZONES],
+}
+
+impl Node {
+    pub fn new(id: u32) -> Self {
+        Node {
+            id,
+            online: false,
+            has_memory: false,
+            has_normal_memory: false,
+            cpus: Vec::new(),
+            generic_initiator: false,
+            zones: [Zone::default(); MAX_NR_ZONES],
+            boot_zone_ranges: [(0, 0); MAX_NR_ZONES],
+        }
+    }
+
+    pub fn zone(&self, z: ZoneType) -> &Zone {
+        &self.zones[z.idx()]
+    }
+
+    pub fn zone_mut(&mut self, z: ZoneType) -> &mut Zone {
+        &mut self.zones[z.idx()]
+    }
+
+    /// `node_present_pages`.
+    pub fn present_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.present).sum()
+    }
+
+    /// Σ present pages of the kernel zones (DMA..Normal).
+    pub fn kernel_present_pages(&self) -> u64 {
+        ZoneType::KERNEL.iter().map(|&z| self.zone(z).present).sum()
+    }
+
+    pub fn managed_pages(&self) -> u64 {
+        self.zones.iter().map(|z| z.managed).sum()
+    }
+
+    /// Node span: the hull of the zones that span something, `(0, 0)` if none.
+    pub fn span(&self) -> (u64, u64) {
+        let spans: Vec<_> = self.zones.iter().filter(|z| !z.is_empty()).collect();
+        match (
+            spans.iter().map(|z| z.start_pfn).min(),
+            spans.iter().map(|z| z.end_pfn()).max(),
+        ) {
+            (Some(s), Some(e)) => (s, e - s),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// How a memory group sizes its units (spec 01 §8.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupKind {
+    Static { max_pages: u64 },
+    Dynamic { unit_pages: u64 },
+}
+
+/// A memory group (ACPI device, virtio-mem device, dax/kmem).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryGroup {
+    pub id: GroupId,
+    pub nid: u32,
+    pub kind: GroupKind,
+    pub present_kernel_pages: u64,
+    pub present_movable_pages: u64,
+    pub blocks: Vec<u64>,
+}
+
+impl MemoryGroup {
+    pub fn is_dynamic(&self) -> bool {
+        matches!(self.kind, GroupKind::Dynamic { .. })
+    }
+}
+
+/// The complete memory-hotplug state of one machine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct System {
+    pub version: KernelVersion,
+    pub build: BuildConfig,
+    pub cmdline: KernelCmdline,
+    pub hypervisor: bool,
+    /// Memory block size in bytes (fixed at boot).
+    pub block_size: u64,
+    /// `max_pfn` at boot.
+    pub max_pfn: u64,
+    pub params: Params,
+    /// Every possible node, by id.
+    pub nodes: BTreeMap<u32, Node>,
+    pub blocks: BTreeMap<u64, MemoryBlock>,
+    pub groups: BTreeMap<GroupId, MemoryGroup>,
+    pub iomem: Iomem,
+    pub events: EventLog,
+    pub injection: NotifierInjection,
+    pub wmark: Watermarks,
+    /// Boot-log lines (what `dmesg` showed before the first `klog`).
+    pub bootlog: Vec<String>,
+    /// Bumped by every change visible to user space.
+    pub generation: u64,
+    /// The offline whose migration loop is retrying, if any.
+    pub offlining: Option<crate::hotplug::InFlightOffline>,
+    /// Ranges added by `add_memory*`, by start address.
+    pub hot_ranges: BTreeMap<u64, crate::hotadd::HotRange>,
+}
+
+impl System {
+    /// Pages per memory block.
+    pub fn pages_per_block(&self) -> u64 {
+        self.block_size >> PAGE_SHIFT
+    }
+
+    /// Sections per memory block.
+    pub fn sections_per_block(&self) -> u64 {
+        self.pages_per_block() / PAGES_PER_SECTION
+    }
+
+    /// First pfn of block `id`.
+    pub fn block_start_pfn(&self, id: u64) -> u64 {
+        id * self.pages_per_block()
+    }
+
+    /// The block containing `pfn`.
+    pub fn pfn_to_block_id(&self, pfn: u64) -> u64 {
+        pfn / self.pages_per_block()
+    }
+
+    pub fn node(&self, nid: u32) -> Option<&Node> {
+        self.nodes.get(&nid)
+    }
+
+    pub(crate) fn node_mut(&mut self, nid: u32) -> &mut Node {
+        self.nodes.entry(nid).or_insert_with(|| Node::new(nid))
+    }
+
+    /// The zone a page of an online block belongs to: the block's zone, or
+    /// for a multi-zone boot block the zone whose boot range holds it.
+    pub fn page_zone(&self, block: &MemoryBlock, pfn: u64) -> Option<ZoneType> {
+        if let Some(z) = block.zone {
+            return Some(z);
+        }
+        let node = self.nodes.get(&block.nid?)?;
+        ZoneType::ALL.into_iter().find(|z| {
+            let (s, e) = node.boot_zone_ranges[z.idx()];
+            pfn >= s && pfn < e
+        })
+    }
+
+    /// Total managed pages (`totalram_pages`).
+    pub fn totalram_pages(&self) -> u64 {
+        self.nodes.values().map(Node::managed_pages).sum()
+    }
+
+    /// Nodes with N_ONLINE, ascending.
+    pub fn online_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.online)
+    }
+
+    pub(crate) fn touch(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+}

@@ -1,0 +1,162 @@
+//! Zone watermarks and zonelist rebuilds: what `init_per_zone_wmark_min()`
+//! and `build_all_zonelists()` compute on every hotplug that (un)populates
+//! a zone, and the three kernel-log lines a rebuild prints.
+
+use crate::system::System;
+use crate::zone::{ZoneType, MAX_NR_ZONES};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `pageblock_nr_pages * MIGRATE_PCPTYPES^2 + 2 pageblocks` per zone (THP's
+/// recommended reserve).
+const THP_PAGES_PER_ZONE: u64 = 512 * 2 + 512 * 3 * 3;
+const WATERMARK_SCALE_FACTOR: u64 = 10;
+
+/// The watermark state the page allocator keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermarks {
+    pub min_free_kbytes: u64,
+    /// `_watermark[WMARK_HIGH]` per node and zone.
+    pub high: BTreeMap<u32, [u64; MAX_NR_ZONES]>,
+    /// `policy_zone`: the highest populated kernel zone ever seen.
+    pub policy_zone: Option<ZoneType>,
+}
+
+fn isqrt(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let mut x = (n as f64).sqrt() as u64;
+    while x * x > n {
+        x -= 1;
+    }
+    while (x + 1) * (x + 1) <= n {
+        x += 1;
+    }
+    x
+}
+
+impl Watermarks {
+    /// Σ over populated zones with index ≤ `max` of `managed − high` (when
+    /// positive): `nr_free_zone_pages()`.
+    pub fn nr_free_zone_pages(&self, sys: &System, max: ZoneType) -> u64 {
+        let mut sum = 0;
+        for node in sys.online_nodes() {
+            for z in ZoneType::ALL.into_iter().filter(|&z| z <= max) {
+                let zone = node.zone(z);
+                if !zone.populated() {
+                    continue;
+                }
+                let high = self.high.get(&node.id).map_or(0, |h| h[z.idx()]);
+                sum += zone.managed.saturating_sub(high);
+            }
+        }
+        sum
+    }
+
+    /// `setup_per_zone_wmarks()` for the current `min_free_kbytes`.
+    fn setup_per_zone_wmarks(&mut self, sys: &System) {
+        let pages_min = self.min_free_kbytes >> 2;
+        let lowmem: u64 = sys
+            .nodes
+            .values()
+            .flat_map(|n| ZoneType::KERNEL.map(|z| n.zone(z).managed))
+            .sum();
+        for node in sys.nodes.values() {
+            let mut highs = [0u64; MAX_NR_ZONES];
+            for z in ZoneType::ALL {
+                let managed = node.zone(z).managed;
+                let tmp = if lowmem == 0 {
+                    0
+                } else {
+                    pages_min * managed / lowmem
+                };
+                let min = if z == ZoneType::Movable || z == ZoneType::Device {
+                    (managed / 1024).clamp(32, 128)
+                } else {
+                    tmp
+                };
+                let step = (tmp >> 2).max(managed * WATERMARK_SCALE_FACTOR / 10000);
+                highs[z.idx()] = min + 2 * step;
+            }
+            self.high.insert(node.id, highs);
+        }
+    }
+
+    /// `init_per_zone_wmark_min()` followed by khugepaged's
+    /// `set_recommended_min_free_kbytes()`.
+    pub fn recompute(&mut self, sys: &System) {
+        let lowmem_kbytes = self.nr_free_zone_pages(sys, ZoneType::Normal) * 4;
+        self.min_free_kbytes = isqrt(lowmem_kbytes * 16).clamp(128, 262144);
+        self.setup_per_zone_wmarks(sys);
+        let nr_zones = sys
+            .online_nodes()
+            .flat_map(|n| ZoneType::KERNEL.map(|z| n.zone(z).populated()))
+            .filter(|&p| p)
+            .count() as u64;
+        let recommended = (THP_PAGES_PER_ZONE * nr_zones)
+            .min(self.nr_free_zone_pages(sys, ZoneType::Normal) / 20)
+            << 2;
+        if recommended > self.min_free_kbytes {
+            self.min_free_kbytes = recommended;
+        }
+        self.setup_per_zone_wmarks(sys);
+    }
+
+    /// The state after boot.
+    pub fn at_boot(sys: &System) -> Self {
+        let mut w = Watermarks::default();
+        w.recompute(sys);
+        w.recompute(sys);
+        w.update_policy_zone(sys);
+        w
+    }
+
+    fn update_policy_zone(&mut self, sys: &System) {
+        for node in sys.online_nodes() {
+            for z in ZoneType::KERNEL {
+                if node.zone(z).populated() && self.policy_zone.is_none_or(|p| z > p) {
+                    self.policy_zone = Some(z);
+                }
+            }
+        }
+    }
+
+    /// `build_all_zonelists()` after boot: updates the policy zone and
+    /// returns the kernel-log lines it prints.
+    pub fn rebuild_zonelists(&mut self, sys: &System) -> Vec<String> {
+        self.update_policy_zone(sys);
+        let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
+        let mut lines = Vec::new();
+        for &nid in &online {
+            let mut order = String::new();
+            for n in std::iter::once(nid).chain(online.iter().copied().filter(|&o| o != nid)) {
+                order.push_str(&format!("{n} "));
+            }
+            lines.push(format!("Fallback order for Node {nid}: {order}"));
+        }
+        lines.push(format!(
+            "Built {} zonelists, mobility grouping on.  Total pages: {}",
+            online.len(),
+            self.nr_free_zone_pages(sys, ZoneType::Movable)
+        ));
+        lines.push(format!(
+            "Policy zone: {}",
+            self.policy_zone.unwrap_or(ZoneType::Dma).name()
+        ));
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::isqrt;
+
+    #[test]
+    fn isqrt_is_the_floor_square_root() {
+        assert_eq!(isqrt(0), 0);
+        assert_eq!(isqrt(15), 3);
+        assert_eq!(isqrt(16), 4);
+        assert_eq!(isqrt(14679040), 3831);
+    }
+}
