@@ -18,6 +18,7 @@ pub mod kstr;
 pub mod machine;
 pub mod pages;
 mod policy;
+pub mod shared;
 pub mod system;
 pub mod units;
 pub mod wmark;

@@ -1,6 +1,12 @@
 //! memhp-sysfs: the byte-exact sysfs/procfs view over the model.
 //!
-//! Pure functions render and parse every attribute; [`vfs::Tree`] is the
-//! contract the transports (FUSE, the scenario runner) serve.
+//! [`render`] and [`store`] are the attribute show/store methods; [`tree`]
+//! resolves paths into them; [`vfs::Tree`] is the contract the transports
+//! (FUSE, the scenario runner) serve.
 
+pub mod render;
+pub mod store;
+pub mod tree;
 pub mod vfs;
+
+pub use tree::SysfsTree;

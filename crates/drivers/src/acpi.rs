@@ -1,0 +1,305 @@
+//! ACPI memory devices (PNP0C80) as QEMU's pc-dimm presents them (spec 01
+//! §8.3, §8.6, §8.8): DIMM slots and address assignment on the host side;
+//! `acpi_memory_device_add` and the eject path on the guest side, with the
+//! `_OST` events QEMU reports.
+
+use crate::HostEvent;
+use memhp_model::hotadd::AddRequest;
+use memhp_model::hotplug::{DeviceOutcome, HotplugError};
+use memhp_model::machine::DimmSpec;
+use memhp_model::shared::Shared;
+use memhp_model::units::PAGE_SHIFT;
+use memhp_model::KernelVersion;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// `_OST` status codes.
+pub const OST_SUCCESS: u32 = 0;
+pub const OST_DEVICE_BUSY: u32 = 0x82;
+pub const OST_EJECT_IN_PROGRESS: u32 = 0x84;
+/// `_OST` source events.
+pub const OST_SOURCE_INSERT: u32 = 1;
+pub const OST_SOURCE_EJECT: u32 = 3;
+
+/// DIMM placement alignment (the RAM backend's THP-sized alignment).
+const DIMM_ALIGN: u64 = 2 << 20;
+
+/// Why a host-side DIMM operation was refused (QEMU's errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DimmError {
+    #[error("memory hotplug is not enabled: the machine has no DIMM slots (use -m SIZE,slots=N,maxmem=M)")]
+    NoHotplug,
+    #[error("Duplicate device ID '{0}'")]
+    Duplicate(String),
+    #[error("Device '{0}' not found")]
+    NotFound(String),
+    #[error("no free slots left")]
+    NoSlot,
+    #[error("size {0:#x} must be a non-zero multiple of the page size")]
+    BadSize(u64),
+    #[error("could not find position in guest address space for memory device")]
+    NoSpace,
+    #[error("address {0:#x} is not aligned or overlaps another device")]
+    BadAddr(u64),
+    #[error("node {0} does not exist")]
+    BadNode(u32),
+    #[error("device '{0}' has an unplug request pending")]
+    Pending(String),
+}
+
+/// One plugged DIMM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dimm {
+    pub id: String,
+    pub slot: u32,
+    pub addr: u64,
+    pub size: u64,
+    pub node: u32,
+    /// Guest side: the memory group and the blocks bound to the device.
+    pub group: Option<u32>,
+    pub blocks: Vec<u64>,
+    /// The range was added (`enabled`).
+    pub enabled: bool,
+}
+
+/// What a hot-add did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotaddReport {
+    pub dimm: Dimm,
+    pub events: Vec<HostEvent>,
+}
+
+/// What an unplug did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnplugReport {
+    pub deleted: bool,
+    pub events: Vec<HostEvent>,
+}
+
+/// The DIMM slots of a machine and the guest's ACPI memory-hotplug driver.
+pub struct AcpiDimms {
+    spec: Option<DimmSpec>,
+    dimms: Mutex<BTreeMap<String, Dimm>>,
+}
+
+fn firmware_node(slot: u32) -> String {
+    format!("../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:{slot:02x}")
+}
+
+impl AcpiDimms {
+    pub fn new(spec: Option<DimmSpec>) -> Self {
+        AcpiDimms {
+            spec,
+            dimms: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Dimm>> {
+        self.dimms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The plugged DIMMs, by id (QMP `query-memory-devices`).
+    pub fn list(&self) -> Vec<Dimm> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// QEMU `device_add pc-dimm`: pick a slot and address, then the guest's
+    /// ACPI driver adds the memory (under `device_hotplug_lock`) and reports
+    /// `_OST`.
+    pub fn hotadd(
+        &self,
+        shared: &Shared,
+        id: &str,
+        size: u64,
+        node: Option<u32>,
+        addr: Option<u64>,
+    ) -> Result<HotaddReport, DimmError> {
+        let spec = self.spec.ok_or(DimmError::NoHotplug)?;
+        let mut dimms = self.lock();
+        if dimms.contains_key(id) {
+            return Err(DimmError::Duplicate(id.to_string()));
+        }
+        if size == 0 || size % 4096 != 0 {
+            return Err(DimmError::BadSize(size));
+        }
+        let node = node.unwrap_or(0);
+        if !shared.read(|s| s.nodes.contains_key(&node)) {
+            return Err(DimmError::BadNode(node));
+        }
+        let slot = (0..spec.slots)
+            .find(|s| !dimms.values().any(|d| d.slot == *s))
+            .ok_or(DimmError::NoSlot)?;
+        let used: Vec<(u64, u64)> = dimms.values().map(|d| (d.addr, d.addr + d.size)).collect();
+        let fits = |a: u64| {
+            a >= spec.base
+                && a + size <= spec.base + spec.size
+                && used.iter().all(|&(s, e)| a + size <= s || a >= e)
+        };
+        let addr = match addr {
+            Some(a) if a % DIMM_ALIGN == 0 && fits(a) => a,
+            Some(a) => return Err(DimmError::BadAddr(a)),
+            None => {
+                let mut candidates: Vec<u64> = vec![spec.base];
+                candidates.extend(
+                    used.iter()
+                        .map(|&(_, e)| e.div_ceil(DIMM_ALIGN) * DIMM_ALIGN),
+                );
+                candidates.sort_unstable();
+                candidates
+                    .into_iter()
+                    .find(|&a| fits(a))
+                    .ok_or(DimmError::NoSpace)?
+            }
+        };
+        let mut dimm = Dimm {
+            id: id.to_string(),
+            slot,
+            addr,
+            size,
+            node,
+            group: None,
+            blocks: Vec::new(),
+            enabled: false,
+        };
+        self.acpi_memory_device_add(shared, &mut dimm);
+        dimms.insert(id.to_string(), dimm.clone());
+        let events = vec![HostEvent::AcpiOst {
+            device: id.to_string(),
+            slot,
+            source: OST_SOURCE_INSERT,
+            status: OST_SUCCESS,
+        }];
+        Ok(HotaddReport { dimm, events })
+    }
+
+    /// `acpi_memory_device_add` + `acpi_memory_enable_device` (guest side).
+    fn acpi_memory_device_add(&self, shared: &Shared, dimm: &mut Dimm) {
+        let hp = shared.lock_hotplug();
+        hp.with(|sys| {
+            let Ok(group) = sys.register_static_group(dimm.node, dimm.size.div_ceil(4096)) else {
+                return;
+            };
+            // 6.1 only passes MHP_MEMMAP_ON_MEMORY when the range qualifies.
+            let memmap = match sys.version {
+                KernelVersion::V6_1 => sys.mhp_supports_memmap_on_memory(dimm.size),
+                KernelVersion::Mainline => true,
+            };
+            let req = AddRequest {
+                nid: dimm.node,
+                start: dimm.addr,
+                size: dimm.size,
+                resource_name: "System RAM".into(),
+                parent_resource: None,
+                group: Some(group),
+                memmap_on_memory: memmap,
+            };
+            match sys.add_memory(&req) {
+                Ok(ids) => {
+                    for id in &ids {
+                        if let Some(b) = sys.blocks.get_mut(id) {
+                            b.firmware_node = Some(firmware_node(dimm.slot));
+                        }
+                    }
+                    dimm.blocks = ids;
+                    dimm.enabled = true;
+                    dimm.group = Some(group);
+                }
+                Err(HotplugError::Exists) => {
+                    dimm.enabled = true;
+                    let _ = sys.unregister_group(group);
+                }
+                Err(_) => {
+                    sys.events
+                        .log(format!("acpi PNP0C80:{:02x}: add_memory failed", dimm.slot));
+                    let _ = sys.unregister_group(group);
+                }
+            }
+            sys.generation = sys.generation.wrapping_add(1);
+        });
+    }
+
+    /// QEMU `device_del`: the guest's eject request handling. Offlines the
+    /// bound blocks in two passes; if one stays online, puts back what it
+    /// offlined and refuses (`_OST` 0x84 then 0x82); else removes the memory
+    /// and QEMU deletes the device.
+    pub fn unplug(&self, shared: &Shared, id: &str) -> Result<UnplugReport, DimmError> {
+        let mut dimms = self.lock();
+        let dimm = dimms
+            .get(id)
+            .cloned()
+            .ok_or_else(|| DimmError::NotFound(id.to_string()))?;
+        let mut events = vec![HostEvent::AcpiOst {
+            device: id.to_string(),
+            slot: dimm.slot,
+            source: OST_SOURCE_EJECT,
+            status: OST_EJECT_IN_PROGRESS,
+        }];
+        let hp = shared.lock_hotplug();
+        let ok = hp.with(|sys| {
+            let mut offlined = Vec::new();
+            let mut failed = Vec::new();
+            for &b in &dimm.blocks {
+                match sys.device_offline_nowait(b) {
+                    Ok(DeviceOutcome::Changed) => offlined.push(b),
+                    Ok(DeviceOutcome::AlreadyInState) => {}
+                    Err(_) => failed.push(b),
+                }
+            }
+            let mut still_failing = None;
+            for &b in &failed {
+                match sys.device_offline_nowait(b) {
+                    Ok(DeviceOutcome::Changed) => offlined.push(b),
+                    Ok(DeviceOutcome::AlreadyInState) => {}
+                    Err(_) => {
+                        sys.events.log(format!("memory memory{b}: Offline failed."));
+                        still_failing = Some(b);
+                        break;
+                    }
+                }
+            }
+            if still_failing.is_some() {
+                for b in offlined {
+                    let _ = sys.device_online(b);
+                }
+                return false;
+            }
+            if dimm.enabled && !dimm.blocks.is_empty() {
+                for &b in &dimm.blocks {
+                    if let Some(blk) = sys.blocks.get_mut(&b) {
+                        blk.firmware_node = None;
+                    }
+                }
+                if sys.remove_memory(dimm.addr, dimm.size).is_err() {
+                    return false;
+                }
+            }
+            if let Some(g) = dimm.group {
+                let _ = sys.unregister_group(g);
+            }
+            true
+        });
+        drop(hp);
+        if ok {
+            dimms.remove(id);
+            events.push(HostEvent::DeviceDeleted {
+                device: id.to_string(),
+            });
+        } else {
+            events.push(HostEvent::AcpiOst {
+                device: id.to_string(),
+                slot: dimm.slot,
+                source: OST_SOURCE_EJECT,
+                status: OST_DEVICE_BUSY,
+            });
+        }
+        Ok(UnplugReport {
+            deleted: ok,
+            events,
+        })
+    }
+}
+
+/// Pages of a DIMM, for reports.
+pub fn dimm_pages(d: &Dimm) -> u64 {
+    d.size >> PAGE_SHIFT
+}

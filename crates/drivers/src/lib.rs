@@ -1,0 +1,49 @@
+//! memhp-drivers: the controllers beside the model that add and remove
+//! memory the way firmware and devices do: ACPI memory devices (QEMU
+//! pc-dimm). Each reports what the host (QEMU/QMP) would see as
+//! [`HostEvent`]s.
+
+pub mod acpi;
+
+use serde_json::json;
+
+/// An asynchronous host-side event, as QMP reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    /// `ACPI_DEVICE_OST`.
+    AcpiOst {
+        device: String,
+        slot: u32,
+        source: u32,
+        status: u32,
+    },
+    /// `DEVICE_DELETED`.
+    DeviceDeleted { device: String },
+}
+
+impl HostEvent {
+    /// QMP event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostEvent::AcpiOst { .. } => "ACPI_DEVICE_OST",
+            HostEvent::DeviceDeleted { .. } => "DEVICE_DELETED",
+        }
+    }
+
+    /// QMP `data` member.
+    pub fn data(&self) -> serde_json::Value {
+        match self {
+            HostEvent::AcpiOst {
+                device,
+                slot,
+                source,
+                status,
+            } => json!({
+                "info": {"device": device, "slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status}
+            }),
+            HostEvent::DeviceDeleted { device } => {
+                json!({"device": device, "path": format!("/machine/peripheral/{device}")})
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Pure renderers: the exact bytes of every attribute and procfs file memhp
+//! serves, as functions of a [`System`] (spec 01 §3, §4, §5, §7.4).
+
+use memhp_model::block::BlockState;
+use memhp_model::cmdline::MemmapOnMemory;
+use memhp_model::iomem::Resource;
+use memhp_model::{KernelVersion, System, ZoneType};
+
+/// `%*pbl`: ascending list with runs of ≥ 2 written `a-b`, then `\n`.
+pub fn bitmap_list(ids: impl IntoIterator<Item = u32>) -> String {
+    let mut v: Vec<u32> = ids.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{}-{}", v[i], v[j]));
+        } else {
+            out.push_str(&v[i].to_string());
+        }
+        i = j + 1;
+    }
+    out.push('\n');
+    out
+}
+
+/// `%*pb` over `nbits` bits: 32-bit hex chunks, most significant first,
+/// comma separated, the first chunk only as wide as its bits need.
+pub fn bitmap_mask(ids: &[u32], nbits: u32) -> String {
+    let nbits = nbits.max(1);
+    let chunks = nbits.div_ceil(32);
+    let mut parts = Vec::new();
+    for c in (0..chunks).rev() {
+        let mut word: u32 = 0;
+        for &id in ids {
+            if id / 32 == c {
+                word |= 1 << (id % 32);
+            }
+        }
+        let bits = if c == chunks - 1 && nbits % 32 != 0 {
+            nbits % 32
+        } else {
+            32
+        };
+        let width = bits.div_ceil(4) as usize;
+        parts.push(format!("{word:0width$x}"));
+    }
+    format!("{}\n", parts.join(","))
+}
+
+/// `memoryN/state`.
+pub fn block_state(sys: &System, id: u64) -> Option<String> {
+    Some(format!("{}\n", sys.blocks.get(&id)?.state.as_str()))
+}
+
+/// `memoryN/online`: `!dev->offline`.
+pub fn block_online(sys: &System, id: u64) -> Option<String> {
+    Some(format!("{}\n", u8::from(!sys.blocks.get(&id)?.dev_offline)))
+}
+
+/// `memoryN/phys_index`: `%08lx`.
+pub fn block_phys_index(id: u64) -> String {
+    format!("{id:08x}\n")
+}
+
+/// `memoryN/valid_zones` (spec 01 §3.7).
+pub fn block_valid_zones(sys: &System, id: u64) -> Option<String> {
+    let b = sys.blocks.get(&id)?;
+    if b.state == BlockState::Online {
+        return Some(match b.zone {
+            Some(z) => format!("{}\n", z.name()),
+            None => "none\n".to_string(),
+        });
+    }
+    let names: Vec<&str> = sys
+        .valid_zones_offline(id)
+        .into_iter()
+        .map(ZoneType::name)
+        .collect();
+    Some(format!("{}\n", names.join(" ")))
+}
+
+/// `block_size_bytes`: `%lx`, no `0x`.
+pub fn block_size_bytes(sys: &System) -> String {
+    format!("{:x}\n", sys.block_size)
+}
+
+/// `auto_online_blocks`.
+pub fn auto_online_blocks(sys: &System) -> String {
+    format!("{}\n", sys.params.default_online_type.as_str())
+}
+
+/// `/sys/module/memory_hotplug/parameters/*` by name.
+pub fn module_param(sys: &System, name: &str) -> Option<String> {
+    let p = &sys.params;
+    let yn = |b: bool| if b { "Y\n" } else { "N\n" };
+    Some(match name {
+        "online_policy" => format!("{}\n", p.online_policy.as_str()),
+        "auto_movable_ratio" => format!("{}\n", p.auto_movable_ratio),
+        "auto_movable_numa_aware" => yn(p.auto_movable_numa_aware).to_string(),
+        "memmap_on_memory" => match (p.memmap_on_memory, sys.version) {
+            (MemmapOnMemory::Force, KernelVersion::Mainline) => "force\n".to_string(),
+            (m, _) => yn(m != MemmapOnMemory::Off).to_string(),
+        },
+        _ => return None,
+    })
+}
+
+/// Node-state mask files of `/sys/devices/system/node`.
+pub fn node_state(sys: &System, name: &str) -> Option<String> {
+    let nodes = sys.nodes.values();
+    let ids: Vec<u32> = match name {
+        "possible" => nodes.map(|n| n.id).collect(),
+        "online" => nodes.filter(|n| n.online).map(|n| n.id).collect(),
+        "has_memory" => nodes.filter(|n| n.has_memory).map(|n| n.id).collect(),
+        "has_normal_memory" => nodes
+            .filter(|n| n.has_normal_memory)
+            .map(|n| n.id)
+            .collect(),
+        "has_cpu" => nodes.filter(|n| !n.cpus.is_empty()).map(|n| n.id).collect(),
+        "has_generic_initiator" => nodes
+            .filter(|n| n.generic_initiator)
+            .map(|n| n.id)
+            .collect(),
+        _ => return None,
+    };
+    Some(bitmap_list(ids))
+}
+
+/// Number of possible CPUs (bits in a cpumask).
+pub fn nr_cpu_ids(sys: &System) -> u32 {
+    sys.nodes
+        .values()
+        .flat_map(|n| n.cpus.iter().copied())
+        .max()
+        .map_or(1, |m| m + 1)
+}
+
+/// Free pages of a node: managed pages minus what the page model uses.
+pub fn node_free_pages(sys: &System, nid: u32) -> u64 {
+    let used: u64 = sys
+        .blocks
+        .values()
+        .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
+        .map(|b| b.pages.unmovable + b.pages.movable + b.pages.pinned)
+        .sum();
+    sys.node(nid)
+        .map_or(0, |n| n.managed_pages())
+        .saturating_sub(used)
+}
+
+fn node_movable_used(sys: &System, nid: u32) -> u64 {
+    sys.blocks
+        .values()
+        .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
+        .map(|b| b.pages.movable + b.pages.pinned)
+        .sum()
+}
+
+/// `nodeN/meminfo` (spec 01 §4.4).
+pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
+    let node = sys.node(nid)?;
+    let kb = |pages: u64| pages * 4;
+    let total = node.managed_pages();
+    let free = node_free_pages(sys, nid);
+    let anon = node_movable_used(sys, nid);
+    let fields: Vec<(&str, u64)> = vec![
+        ("MemTotal:", kb(total)),
+        ("MemFree:", kb(free)),
+        ("MemUsed:", kb(total - free)),
+        ("SwapCached:", 0),
+        ("Active:", 0),
+        ("Inactive:", kb(anon)),
+        ("Active(anon):", 0),
+        ("Inactive(anon):", kb(anon)),
+        ("Active(file):", 0),
+        ("Inactive(file):", 0),
+        ("Unevictable:", 0),
+        ("Mlocked:", 0),
+        ("Dirty:", 0),
+        ("Writeback:", 0),
+        ("FilePages:", 0),
+        ("Mapped:", 0),
+        ("AnonPages:", kb(anon)),
+        ("Shmem:", 0),
+        ("KernelStack:", 0),
+        ("PageTables:", 0),
+        ("SecPageTables:", 0),
+        ("NFS_Unstable:", 0),
+        ("Bounce:", 0),
+        ("WritebackTmp:", 0),
+        ("KReclaimable:", 0),
+        ("Slab:", 0),
+        ("SReclaimable:", 0),
+        ("SUnreclaim:", 0),
+        ("AnonHugePages:", 0),
+        ("ShmemHugePages:", 0),
+        ("ShmemPmdMapped:", 0),
+        ("FileHugePages:", 0),
+        ("FilePmdMapped:", 0),
+    ];
+    let mut out = String::new();
+    for (label, v) in fields {
+        out.push_str(&format!("Node {nid} {label:<16}{v:>8} kB\n"));
+    }
+    out.push_str(&format!("Node {nid} HugePages_Total: {:>5}\n", 0));
+    out.push_str(&format!("Node {nid} HugePages_Free:  {:>5}\n", 0));
+    out.push_str(&format!("Node {nid} HugePages_Surp:  {:>5}\n", 0));
+    Some(out)
+}
+
+/// `/proc/meminfo` (the lines hotplug changes, in the kernel's format).
+pub fn proc_meminfo(sys: &System) -> String {
+    let total = sys.totalram_pages();
+    let free: u64 = sys.nodes.keys().map(|&n| node_free_pages(sys, n)).sum();
+    let anon: u64 = sys.nodes.keys().map(|&n| node_movable_used(sys, n)).sum();
+    let fields: Vec<(&str, u64)> = vec![
+        ("MemTotal:", total),
+        ("MemFree:", free),
+        ("MemAvailable:", free),
+        ("Buffers:", 0),
+        ("Cached:", 0),
+        ("SwapCached:", 0),
+        ("Active:", 0),
+        ("Inactive:", anon),
+        ("Active(anon):", 0),
+        ("Inactive(anon):", anon),
+        ("Active(file):", 0),
+        ("Inactive(file):", 0),
+        ("Unevictable:", 0),
+        ("Mlocked:", 0),
+        ("SwapTotal:", 0),
+        ("SwapFree:", 0),
+        ("Dirty:", 0),
+        ("Writeback:", 0),
+        ("AnonPages:", anon),
+        ("Mapped:", 0),
+        ("Shmem:", 0),
+    ];
+    let mut out = String::new();
+    for (label, pages) in fields {
+        out.push_str(&format!("{label:<16}{:>8} kB\n", pages * 4));
+    }
+    out
+}
+
+/// `/proc/zoneinfo`: every zone of every online node.
+pub fn zoneinfo(sys: &System) -> String {
+    let mut out = String::new();
+    for node in sys.online_nodes() {
+        let first_populated = ZoneType::ALL
+            .into_iter()
+            .find(|&z| node.zone(z).populated());
+        let highs = sys.wmark.high.get(&node.id);
+        for z in ZoneType::ALL {
+            let zone = node.zone(z);
+            out.push_str(&format!("Node {}, zone {:>8}", node.id, z.name()));
+            if Some(z) == first_populated {
+                out.push_str("\n  per-node stats");
+                out.push_str(&format!("\n      {:<12} {}", "nr_inactive_anon", 0));
+            }
+            let high = highs.map_or(0, |h| h[z.idx()]);
+            let free = if zone.populated() { zone.managed } else { 0 };
+            out.push_str(&format!(
+                "\n  pages free     {free}\n        boost    0\n        min      {}\n        low      {}\n        high     {high}\n        spanned  {}\n        present  {}\n        managed  {}\n        cma      {}",
+                high * 2 / 3,
+                high * 5 / 6,
+                zone.spanned,
+                zone.present,
+                zone.managed,
+                zone.cma
+            ));
+            out.push_str("\n        protection: (0, 0, 0, 0, 0)");
+            if !zone.populated() {
+                out.push('\n');
+                continue;
+            }
+            out.push_str(&format!("\n      {:<12} {free}", "nr_free_pages"));
+            out.push_str("\n  pagesets");
+            out.push_str(&format!(
+                "\n  node_unreclaimable:  0\n  start_pfn:           {}\n",
+                zone.start_pfn
+            ));
+        }
+    }
+    out
+}
+
+fn iomem_lines(out: &mut String, list: &[Resource], depth: usize) {
+    for r in list {
+        out.push_str(&format!(
+            "{:indent$}{:08x}-{:08x} : {}\n",
+            "",
+            r.start,
+            r.end,
+            r.name,
+            indent = depth * 2
+        ));
+        iomem_lines(out, &r.children, depth + 1);
+    }
+}
+
+/// `/proc/iomem` as root sees it.
+pub fn proc_iomem(sys: &System) -> String {
+    let mut out = String::new();
+    iomem_lines(&mut out, &sys.iomem.top, 0);
+    out
+}
+
+/// The `error` file of a notifier-error-inject action: `%lld\n`.
+pub fn inject_error(v: i32) -> String {
+    format!("{v}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_list_collapses_runs() {
+        assert_eq!(bitmap_list([0]), "0\n");
+        assert_eq!(bitmap_list([0, 1, 2, 5]), "0-2,5\n");
+        assert_eq!(bitmap_list([0, 2]), "0,2\n");
+        assert_eq!(bitmap_list([]), "\n");
+        assert_eq!(bitmap_list([1, 0]), "0-1\n");
+    }
+
+    #[test]
+    fn bitmap_mask_chunks_by_32_bits() {
+        assert_eq!(bitmap_mask(&[0], 1), "1\n");
+        assert_eq!(bitmap_mask(&[1], 2), "2\n");
+        assert_eq!(
+            bitmap_mask(&(0..32).collect::<Vec<_>>(), 64),
+            "00000000,ffffffff\n"
+        );
+        assert_eq!(bitmap_mask(&[4], 8), "10\n");
+    }
+}

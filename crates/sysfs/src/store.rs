@@ -1,0 +1,249 @@
+//! Store methods: every writable file parses its input exactly as the kernel
+//! does and applies it through the model (spec 01 §3.2–§3.6, §5.1; spec 02
+//! §8.3). Returns the byte count `write(2)` reports, or the errno.
+
+use crate::vfs::Errno;
+use memhp_model::block::OnlineType;
+use memhp_model::cmdline::OnlinePolicy;
+use memhp_model::events::NotifierInjection;
+use memhp_model::hotadd::AddRequest;
+use memhp_model::hotplug::{DeviceOutcome, HotplugError};
+use memhp_model::kstr::{self, KstrError};
+use memhp_model::shared::Shared;
+use memhp_model::units::PAGE_SHIFT;
+use memhp_model::BlockState;
+
+fn errno(e: HotplugError) -> Errno {
+    Errno(e.errno())
+}
+
+fn kerr(e: KstrError) -> Errno {
+    match e {
+        KstrError::Invalid => Errno::EINVAL,
+        KstrError::Range => Errno::ERANGE,
+    }
+}
+
+fn block_id(name: &str) -> Result<u64, Errno> {
+    name.strip_prefix("memory")
+        .and_then(|d| d.parse().ok())
+        .ok_or(Errno::ENOENT)
+}
+
+/// `state_store` (spec 01 §3.5).
+fn state_store(
+    shared: &Shared,
+    id: u64,
+    data: &[u8],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<usize, Errno> {
+    let t = OnlineType::from_sysfs(data).ok_or(Errno::EINVAL)?;
+    let hp = shared.lock_hotplug();
+    let outcome = if t == OnlineType::Offline {
+        hp.device_offline(id, cancelled)
+    } else {
+        hp.with(|sys| {
+            let b = sys.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
+            b.online_type = t;
+            sys.device_online(id)
+        })
+    };
+    match outcome {
+        Ok(DeviceOutcome::Changed) => Ok(data.len()),
+        Ok(DeviceOutcome::AlreadyInState) => Err(Errno::EINVAL),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// The generic `online` file (spec 01 §3.6): "already" is success.
+fn online_store(
+    shared: &Shared,
+    id: u64,
+    data: &[u8],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<usize, Errno> {
+    let on = kstr::kstrtobool(data).map_err(kerr)?;
+    let hp = shared.lock_hotplug();
+    let r = if on {
+        hp.with(|sys| sys.device_online(id))
+    } else {
+        hp.device_offline(id, cancelled)
+    };
+    r.map(|_| data.len()).map_err(errno)
+}
+
+fn probe_store(shared: &Shared, data: &[u8]) -> Result<usize, Errno> {
+    let addr = kstr::kstrtoull(data).map_err(kerr)?;
+    let hp = shared.lock_hotplug();
+    hp.with(|sys| {
+        if addr % sys.block_size != 0 {
+            return Err(Errno::EINVAL);
+        }
+        // memory_add_physaddr_to_nid: the node whose SRAT range holds it, else
+        // the first node.
+        let nid = sys
+            .blocks
+            .values()
+            .find(|b| b.id == addr / sys.block_size)
+            .and_then(|b| b.nid)
+            .unwrap_or_else(|| *sys.nodes.keys().next().unwrap_or(&0));
+        let req = AddRequest {
+            nid,
+            start: addr,
+            size: sys.block_size,
+            resource_name: "System RAM".into(),
+            parent_resource: None,
+            group: None,
+            memmap_on_memory: false,
+        };
+        sys.add_memory(&req).map(|_| data.len()).map_err(errno)
+    })
+}
+
+fn offline_page_store(shared: &Shared, data: &[u8], hard: bool) -> Result<usize, Errno> {
+    let addr = kstr::kstrtoull(data).map_err(|_| Errno::EINVAL)?;
+    let pfn = addr >> PAGE_SHIFT;
+    shared.modify(|sys| {
+        let id = sys.pfn_to_block_id(pfn);
+        let Some(b) = sys.blocks.get_mut(&id) else {
+            return Err(Errno::ENXIO);
+        };
+        if b.state != BlockState::Online {
+            return Err(Errno::EIO);
+        }
+        if hard {
+            b.pages.hwpoison += 1;
+            sys.events.log(format!(
+                "Memory failure: {pfn:#x}: recovery action for free buddy page: Recovered"
+            ));
+        } else {
+            sys.events
+                .log(format!("soft offline: {pfn:#x}: page migration succeeded"));
+        }
+        Ok(data.len())
+    })
+}
+
+fn power_store(name: &str, data: &[u8]) -> Result<usize, Errno> {
+    let ok = match name {
+        "control" => kstr::sysfs_streq(data, b"auto") || kstr::sysfs_streq(data, b"on"),
+        "async" => kstr::sysfs_streq(data, b"enabled") || kstr::sysfs_streq(data, b"disabled"),
+        "autosuspend_delay_ms" => return Err(Errno::EIO),
+        _ => return Err(Errno::EACCES),
+    };
+    if ok {
+        Ok(data.len())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+/// A write to a `uevent` file: synthesise an event for that device.
+fn uevent_store(
+    shared: &Shared,
+    devpath: Option<(String, &str)>,
+    data: &[u8],
+) -> Result<usize, Errno> {
+    let text = String::from_utf8_lossy(data);
+    let action = text.split_whitespace().next().unwrap_or("");
+    use memhp_model::events::UeventAction;
+    let a = match action {
+        "add" => UeventAction::Add,
+        "remove" => UeventAction::Remove,
+        "online" => UeventAction::Online,
+        "offline" => UeventAction::Offline,
+        "change" | "move" | "bind" | "unbind" => {
+            return Ok(data.len());
+        }
+        _ => return Err(Errno::EINVAL),
+    };
+    if let Some((path, subsystem)) = devpath {
+        shared.modify(|sys| sys.events.uevent(a, path, subsystem));
+    }
+    Ok(data.len())
+}
+
+/// Apply one write of `data` to the file at `parts`.
+pub fn store(
+    shared: &Shared,
+    parts: &[&str],
+    data: &[u8],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<usize, Errno> {
+    match parts {
+        ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
+            let t = OnlineType::from_sysfs(data).ok_or(Errno::EINVAL)?;
+            shared.modify(|sys| sys.params.default_online_type = t);
+            Ok(data.len())
+        }
+        ["sys", "devices", "system", "memory", "probe"] => probe_store(shared, data),
+        ["sys", "devices", "system", "memory", "soft_offline_page"] => {
+            offline_page_store(shared, data, false)
+        }
+        ["sys", "devices", "system", "memory", "hard_offline_page"] => {
+            offline_page_store(shared, data, true)
+        }
+        [.., "power", f] => power_store(f, data),
+        ["sys", "devices", "system", "memory", b, "state"] => {
+            state_store(shared, block_id(b)?, data, cancelled)
+        }
+        ["sys", "devices", "system", "memory", b, "online"] => {
+            online_store(shared, block_id(b)?, data, cancelled)
+        }
+        ["sys", "devices", "system", "memory", b, "uevent"] => {
+            let id = block_id(b)?;
+            uevent_store(
+                shared,
+                Some((format!("/devices/system/memory/memory{id}"), "memory")),
+                data,
+            )
+        }
+        ["sys", "devices", "system", "node", n, "uevent"] if n.starts_with("node") => uevent_store(
+            shared,
+            Some((format!("/devices/system/node/{n}"), "node")),
+            data,
+        ),
+        [.., "uevent"] => uevent_store(shared, None, data),
+        ["sys", "module", "memory_hotplug", "parameters", p] => {
+            match *p {
+                "online_policy" => {
+                    let pol = OnlinePolicy::from_sysfs(data).ok_or(Errno::EINVAL)?;
+                    shared.modify(|sys| sys.params.online_policy = pol);
+                }
+                "auto_movable_ratio" => {
+                    let r = kstr::kstrtouint(data).map_err(kerr)?;
+                    shared.modify(|sys| sys.params.auto_movable_ratio = r);
+                }
+                "auto_movable_numa_aware" => {
+                    let b = kstr::kstrtobool(data).map_err(kerr)?;
+                    shared.modify(|sys| sys.params.auto_movable_numa_aware = b);
+                }
+                _ => return Err(Errno::EACCES),
+            }
+            Ok(data.len())
+        }
+        ["sys", "kernel", "debug", "notifier-error-inject", "memory", "actions", a, "error"] => {
+            let v = NotifierInjection::clamp(kstr::kstrtoll(data).map_err(|_| Errno::EINVAL)?);
+            let online = *a == "MEM_GOING_ONLINE";
+            shared.modify(|sys| {
+                if online {
+                    sys.injection.going_online = v;
+                } else {
+                    sys.injection.going_offline = v;
+                }
+            });
+            Ok(data.len())
+        }
+        ["sys", "devices", "system", "node", _, "compact"] => Ok(data.len()),
+        ["sys", "devices", "system", "node", _, "hugepages", _, "nr_hugepages"] => {
+            kstr::kstrtoull(data).map_err(kerr)?;
+            Ok(data.len())
+        }
+        ["sys", "bus", _, "drivers_autoprobe"] => {
+            kstr::kstrtobool(data).map_err(kerr)?;
+            Ok(data.len())
+        }
+        ["sys", "bus", _, "drivers_probe"] => Err(Errno::ENODEV),
+        _ => Err(Errno::EACCES),
+    }
+}

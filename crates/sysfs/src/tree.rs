@@ -1,0 +1,513 @@
+//! The tree memhp serves: `/sys/devices/system/{memory,node,cpu}`,
+//! `/sys/bus/{memory,node}`, `/sys/module/memory_hotplug`, the notifier
+//! error-injection part of debugfs and `/proc/{zoneinfo,iomem,meminfo}`,
+//! resolved path by path over a [`Shared`] system. Reads only read the model;
+//! writes go through [`crate::store`].
+
+use crate::render;
+use crate::store;
+use crate::vfs::{Cancel, EntryKind, Errno, Tree};
+use memhp_model::shared::Shared;
+use memhp_model::System;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+const DIR: EntryKind = EntryKind::Dir;
+
+fn file(mode: u16) -> EntryKind {
+    EntryKind::File { mode }
+}
+
+fn link(target: impl Into<String>) -> EntryKind {
+    EntryKind::Symlink {
+        target: target.into(),
+    }
+}
+
+/// `strverscmp`-like order: digit runs compare by value.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (dx, dy) = (&x[..nx], &y[..ny]);
+                let tx = dx.iter().skip_while(|&&c| c == b'0').count();
+                let ty = dy.iter().skip_while(|&&c| c == b'0').count();
+                let o = tx.cmp(&ty).then_with(|| dx[nx - tx..].cmp(&dy[ny - ty..]));
+                if o != Ordering::Equal {
+                    return o;
+                }
+                x = &x[nx..];
+                y = &y[ny..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+/// The generic runtime-PM directory of a device.
+const POWER_FILES: [(&str, u16); 9] = [
+    ("async", 0o644),
+    ("autosuspend_delay_ms", 0o644),
+    ("control", 0o644),
+    ("runtime_active_kids", 0o444),
+    ("runtime_active_time", 0o444),
+    ("runtime_enabled", 0o444),
+    ("runtime_status", 0o444),
+    ("runtime_suspended_time", 0o444),
+    ("runtime_usage", 0o444),
+];
+
+fn power_read(name: &str) -> Result<Vec<u8>, Errno> {
+    Ok(match name {
+        "async" => b"disabled\n".to_vec(),
+        "autosuspend_delay_ms" => return Err(Errno::EIO),
+        "control" => b"auto\n".to_vec(),
+        "runtime_enabled" => b"disabled\n".to_vec(),
+        "runtime_status" => b"unsupported\n".to_vec(),
+        _ => b"0\n".to_vec(),
+    })
+}
+
+const HUGEPAGE_SIZES: [&str; 2] = ["hugepages-1048576kB", "hugepages-2048kB"];
+const HUGEPAGE_FILES: [&str; 3] = ["free_hugepages", "nr_hugepages", "surplus_hugepages"];
+const INJECT_ACTIONS: [&str; 2] = ["MEM_GOING_OFFLINE", "MEM_GOING_ONLINE"];
+const PARAMS: [(&str, u16); 4] = [
+    ("auto_movable_numa_aware", 0o644),
+    ("auto_movable_ratio", 0o644),
+    ("memmap_on_memory", 0o444),
+    ("online_policy", 0o644),
+];
+
+fn block_id(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("memory")?;
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn node_id(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("node")?;
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn cpu_id(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("cpu")?;
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Every entry of directory `path`, or `None` if `path` is not a directory.
+fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
+    let mut v: Vec<(String, EntryKind)> = Vec::new();
+    let mut add = |n: &str, k: EntryKind| v.push((n.to_string(), k));
+    match path {
+        [] => {
+            add("proc", DIR);
+            add("sys", DIR);
+        }
+        ["proc"] => {
+            add("iomem", file(0o444));
+            add("meminfo", file(0o444));
+            add("zoneinfo", file(0o444));
+        }
+        ["sys"] => {
+            for d in ["bus", "devices", "kernel", "module"] {
+                add(d, DIR);
+            }
+        }
+        ["sys", "devices"] => add("system", DIR),
+        ["sys", "devices", "system"] => {
+            for d in ["cpu", "memory", "node"] {
+                add(d, DIR);
+            }
+        }
+        ["sys", "devices", "system", "cpu"] => {
+            for n in sys.nodes.values() {
+                for c in &n.cpus {
+                    add(&format!("cpu{c}"), DIR);
+                }
+            }
+        }
+        ["sys", "devices", "system", "cpu", c] => {
+            let cpu = cpu_id(c)?;
+            let n = sys.nodes.values().find(|n| n.cpus.contains(&cpu))?;
+            add(
+                &format!("node{}", n.id),
+                link(format!("../../node/node{}", n.id)),
+            );
+        }
+        ["sys", "devices", "system", "memory"] => {
+            add("auto_online_blocks", file(0o644));
+            add("block_size_bytes", file(0o444));
+            if sys.version == memhp_model::KernelVersion::Mainline && sys.build.crash_hotplug {
+                add("crash_hotplug", file(0o444));
+            }
+            if sys.build.memory_failure {
+                add("hard_offline_page", file(0o200));
+                add("soft_offline_page", file(0o200));
+            }
+            if sys.build.memory_probe {
+                add("probe", file(0o200));
+            }
+            add("power", DIR);
+            add("uevent", file(0o644));
+            for id in sys.blocks.keys() {
+                add(&format!("memory{id}"), DIR);
+            }
+        }
+        ["sys", "devices", "system", "memory", "power"]
+        | ["sys", "devices", "system", "node", "power"] => {
+            for (n, m) in POWER_FILES {
+                add(n, file(m));
+            }
+        }
+        ["sys", "devices", "system", "memory", b] => {
+            let b = sys.blocks.get(&block_id(b)?)?;
+            if let Some(fw) = &b.firmware_node {
+                add("firmware_node", link(fw.clone()));
+            }
+            for n in &b.link_nodes {
+                add(&format!("node{n}"), link(format!("../../node/node{n}")));
+            }
+            add("online", file(0o644));
+            add("phys_device", file(0o444));
+            add("phys_index", file(0o444));
+            add("power", DIR);
+            add("removable", file(0o444));
+            add("state", file(0o644));
+            add("subsystem", link("../../../../bus/memory"));
+            add("uevent", file(0o644));
+            add("valid_zones", file(0o444));
+        }
+        ["sys", "devices", "system", "memory", b, "power"]
+            if block_id(b).is_some_and(|id| sys.blocks.contains_key(&id)) =>
+        {
+            for (n, m) in POWER_FILES {
+                add(n, file(m));
+            }
+        }
+        ["sys", "devices", "system", "node"] => {
+            for f in [
+                "has_cpu",
+                "has_generic_initiator",
+                "has_memory",
+                "has_normal_memory",
+                "online",
+                "possible",
+                "uevent",
+            ] {
+                add(f, file(if f == "uevent" { 0o644 } else { 0o444 }));
+            }
+            add("power", DIR);
+            for n in sys.online_nodes() {
+                add(&format!("node{}", n.id), DIR);
+            }
+        }
+        ["sys", "devices", "system", "node", n] => {
+            let node = sys.node(node_id(n)?).filter(|n| n.online)?;
+            add("compact", file(0o200));
+            for c in &node.cpus {
+                add(&format!("cpu{c}"), link(format!("../../cpu/cpu{c}")));
+            }
+            for f in [
+                "cpulist", "cpumap", "distance", "meminfo", "numastat", "vmstat",
+            ] {
+                add(f, file(0o444));
+            }
+            add("hugepages", DIR);
+            for (id, b) in &sys.blocks {
+                if b.link_nodes.contains(&node.id) {
+                    add(
+                        &format!("memory{id}"),
+                        link(format!("../../memory/memory{id}")),
+                    );
+                }
+            }
+            add("power", DIR);
+            add("subsystem", link("../../../../bus/node"));
+            add("uevent", file(0o644));
+        }
+        ["sys", "devices", "system", "node", n, "power"] => {
+            sys.node(node_id(n)?).filter(|n| n.online)?;
+            for (n, m) in POWER_FILES {
+                add(n, file(m));
+            }
+        }
+        ["sys", "devices", "system", "node", n, "hugepages"] => {
+            sys.node(node_id(n)?).filter(|n| n.online)?;
+            for h in HUGEPAGE_SIZES {
+                add(h, DIR);
+            }
+        }
+        ["sys", "devices", "system", "node", n, "hugepages", h] if HUGEPAGE_SIZES.contains(h) => {
+            sys.node(node_id(n)?).filter(|n| n.online)?;
+            for f in HUGEPAGE_FILES {
+                add(f, file(if f == "nr_hugepages" { 0o644 } else { 0o444 }));
+            }
+        }
+        ["sys", "bus"] => {
+            add("memory", DIR);
+            add("node", DIR);
+        }
+        ["sys", "bus", bus @ ("memory" | "node")] => {
+            let _ = bus;
+            add("devices", DIR);
+            add("drivers", DIR);
+            add("drivers_autoprobe", file(0o644));
+            add("drivers_probe", file(0o200));
+            add("uevent", file(0o200));
+        }
+        ["sys", "bus", "memory" | "node", "drivers"] => {}
+        ["sys", "bus", "memory", "devices"] => {
+            for id in sys.blocks.keys() {
+                add(
+                    &format!("memory{id}"),
+                    link(format!("../../../devices/system/memory/memory{id}")),
+                );
+            }
+        }
+        ["sys", "bus", "node", "devices"] => {
+            for n in sys.online_nodes() {
+                add(
+                    &format!("node{}", n.id),
+                    link(format!("../../../devices/system/node/node{}", n.id)),
+                );
+            }
+        }
+        ["sys", "module"] => add("memory_hotplug", DIR),
+        ["sys", "module", "memory_hotplug"] => add("parameters", DIR),
+        ["sys", "module", "memory_hotplug", "parameters"] => {
+            for (n, m) in PARAMS {
+                add(n, file(m));
+            }
+        }
+        ["sys", "kernel"] => add("debug", DIR),
+        ["sys", "kernel", "debug"] => add("notifier-error-inject", DIR),
+        ["sys", "kernel", "debug", "notifier-error-inject"] => {
+            if sys.injection.loaded {
+                add("memory", DIR);
+            }
+        }
+        ["sys", "kernel", "debug", "notifier-error-inject", "memory"] if sys.injection.loaded => {
+            add("actions", DIR)
+        }
+        ["sys", "kernel", "debug", "notifier-error-inject", "memory", "actions"]
+            if sys.injection.loaded =>
+        {
+            for a in INJECT_ACTIONS {
+                add(a, DIR);
+            }
+        }
+        ["sys", "kernel", "debug", "notifier-error-inject", "memory", "actions", a]
+            if sys.injection.loaded && INJECT_ACTIONS.contains(a) =>
+        {
+            add("error", file(0o600));
+        }
+        _ => return None,
+    }
+    v.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+    Some(v)
+}
+
+fn split(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
+    match parts.split_last() {
+        None => Some(DIR),
+        Some((last, parent)) => {
+            let entries = list(sys, parent)?;
+            entries.into_iter().find(|(n, _)| n == last).map(|(_, k)| k)
+        }
+    }
+}
+
+/// Read a regular file's content.
+fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
+    let text = match parts {
+        ["proc", "zoneinfo"] => render::zoneinfo(sys),
+        ["proc", "iomem"] => render::proc_iomem(sys),
+        ["proc", "meminfo"] => render::proc_meminfo(sys),
+        [.., "power", f] => return power_read(f),
+        [.., "uevent"] => String::new(),
+        ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
+            render::auto_online_blocks(sys)
+        }
+        ["sys", "devices", "system", "memory", "block_size_bytes"] => render::block_size_bytes(sys),
+        ["sys", "devices", "system", "memory", "crash_hotplug"] => "0\n".to_string(),
+        ["sys", "devices", "system", "memory", b, attr] => {
+            let id = block_id(b).ok_or(Errno::ENOENT)?;
+            match *attr {
+                "state" => render::block_state(sys, id),
+                "online" => render::block_online(sys, id),
+                "phys_index" => Some(render::block_phys_index(id)),
+                "phys_device" => Some("0\n".to_string()),
+                "removable" => Some("1\n".to_string()),
+                "valid_zones" => render::block_valid_zones(sys, id),
+                _ => None,
+            }
+            .ok_or(Errno::ENOENT)?
+        }
+        ["sys", "devices", "system", "node", n, "hugepages", _, _] => {
+            let _ = n;
+            "0\n".to_string()
+        }
+        ["sys", "devices", "system", "node", n, attr] if node_id(n).is_some() => {
+            let nid = node_id(n).ok_or(Errno::ENOENT)?;
+            let node = sys.node(nid).ok_or(Errno::ENOENT)?;
+            match *attr {
+                "cpulist" => render::bitmap_list(node.cpus.iter().copied()),
+                "cpumap" => render::bitmap_mask(&node.cpus, render::nr_cpu_ids(sys)),
+                "distance" => {
+                    let d: Vec<String> = sys
+                        .online_nodes()
+                        .map(|o| if o.id == nid { "10" } else { "20" }.to_string())
+                        .collect();
+                    format!("{}\n", d.join(" "))
+                }
+                "meminfo" => render::node_meminfo(sys, nid).ok_or(Errno::ENOENT)?,
+                "numastat" => [
+                    "numa_hit",
+                    "numa_miss",
+                    "numa_foreign",
+                    "interleave_hit",
+                    "local_node",
+                    "other_node",
+                ]
+                .iter()
+                .map(|k| format!("{k} 0\n"))
+                .collect(),
+                "vmstat" => format!("nr_free_pages {}\n", render::node_free_pages(sys, nid)),
+                _ => return Err(Errno::ENOENT),
+            }
+        }
+        ["sys", "devices", "system", "node", name] => {
+            render::node_state(sys, name).ok_or(Errno::ENOENT)?
+        }
+        ["sys", "bus", _, "drivers_autoprobe"] => "1\n".to_string(),
+        ["sys", "module", "memory_hotplug", "parameters", p] => {
+            render::module_param(sys, p).ok_or(Errno::ENOENT)?
+        }
+        ["sys", "kernel", "debug", "notifier-error-inject", "memory", "actions", a, "error"] => {
+            let v = if *a == "MEM_GOING_ONLINE" {
+                sys.injection.going_online
+            } else {
+                sys.injection.going_offline
+            };
+            render::inject_error(v)
+        }
+        _ => return Err(Errno::ENOENT),
+    };
+    Ok(text.into_bytes())
+}
+
+/// The sysfs/procfs tree of one shared system.
+pub struct SysfsTree {
+    shared: Arc<Shared>,
+}
+
+impl SysfsTree {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        SysfsTree { shared }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Tree for SysfsTree {
+    fn lookup(&self, path: &str) -> Option<EntryKind> {
+        let parts = split(path);
+        self.shared.read(|sys| lookup_in(sys, &parts))
+    }
+
+    fn readdir(&self, path: &str) -> Result<Vec<(String, EntryKind)>, Errno> {
+        let parts = split(path);
+        self.shared.read(|sys| match list(sys, &parts) {
+            Some(v) => Ok(v),
+            None => match lookup_in(sys, &parts) {
+                Some(_) => Err(Errno::ENOTDIR),
+                None => Err(Errno::ENOENT),
+            },
+        })
+    }
+
+    fn open(&self, path: &str, read: bool, write: bool) -> Result<(), Errno> {
+        match self.lookup(path) {
+            None => Err(Errno::ENOENT),
+            Some(EntryKind::Dir) if write => Err(Errno::EISDIR),
+            Some(EntryKind::File { mode }) => {
+                let readable = mode & 0o444 != 0;
+                let writable = mode & 0o222 != 0;
+                if (read && !readable) || (write && !writable) {
+                    Err(Errno::EACCES)
+                } else {
+                    Ok(())
+                }
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        let parts = split(path);
+        self.shared.read(|sys| match lookup_in(sys, &parts) {
+            Some(EntryKind::File { .. }) => read_file(sys, &parts),
+            Some(EntryKind::Dir) => Err(Errno::EISDIR),
+            Some(EntryKind::Symlink { .. }) | None => Err(Errno::ENOENT),
+        })
+    }
+
+    fn write(&self, path: &str, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {
+        let parts = split(path);
+        match self.lookup(path) {
+            Some(EntryKind::File { mode }) if mode & 0o222 != 0 => {}
+            Some(EntryKind::File { .. }) => return Err(Errno::EACCES),
+            Some(EntryKind::Dir) => return Err(Errno::EISDIR),
+            _ => return Err(Errno::ENOENT),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        store::store(&self.shared, &parts, data, &|| cancel.is_cancelled())
+    }
+
+    fn generation(&self) -> u64 {
+        self.shared.generation()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn natural_cmp_orders_numbers_by_value() {
+        assert_eq!(natural_cmp("memory2", "memory10"), Ordering::Less);
+        assert_eq!(natural_cmp("memory10", "memory9"), Ordering::Greater);
+        assert_eq!(natural_cmp("memory", "memory0"), Ordering::Less);
+        assert_eq!(natural_cmp("a", "b"), Ordering::Less);
+        assert_eq!(natural_cmp("node1", "node1"), Ordering::Equal);
+    }
+}
