@@ -1,0 +1,133 @@
+//! Machine options shared by every command that boots a machine:
+//! `--machine`, QEMU-style `--mem`/`--smp`/`--numa`, `--cmdline`, `--kernel`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc};
+use memhp_model::units::parse_size;
+use memhp_model::KernelVersion;
+
+/// How to build the machine.
+#[derive(Args, Debug, Clone)]
+pub struct MachineArgs {
+    /// Machine profile (`qemu-pc`, `firecracker`, `baremetal`) or a TOML file.
+    #[arg(long, default_value = "qemu-pc")]
+    pub machine: String,
+    /// QEMU-style memory: `SIZE[,slots=N][,maxmem=M]` (qemu-pc), the RAM
+    /// size for the other profiles.
+    #[arg(long, default_value = "1G,slots=4,maxmem=4G")]
+    pub mem: String,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE]`
+    /// (repeatable; node memory must add up to the RAM size).
+    #[arg(long)]
+    pub numa: Vec<String>,
+    /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Kernel behaviour to follow: `6.1` (default) or `ml` (mainline).
+    #[arg(long, default_value = "6.1")]
+    pub kernel: String,
+}
+
+/// The command line the oracle's guests boot with.
+pub const ORACLE_BASE_CMDLINE: &str = "console=ttyS0 printk.time=0 loglevel=3 panic=-1 nokaslr rdinit=/init";
+
+/// Parse `A`, `A-B` CPU lists (`cpus=0-3`).
+pub fn parse_cpus(s: &str) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(':') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse()?, b.parse()?);
+                if a > b {
+                    bail!("CPU range {part:?} is reversed");
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().with_context(|| format!("bad CPU {part:?}"))?),
+        }
+    }
+    Ok(out)
+}
+
+/// Parse one `--numa` value.
+pub fn parse_numa(s: &str) -> Result<QemuNuma> {
+    let mut n = QemuNuma { nodeid: u32::MAX, cpus: Vec::new(), mem: 0 };
+    for kv in s.split(',').filter(|p| *p != "node") {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--numa: expected KEY=VALUE, got {kv:?}"))?;
+        match k {
+            "nodeid" => n.nodeid = v.parse().with_context(|| format!("--numa: bad nodeid {v:?}"))?,
+            "cpus" => n.cpus = parse_cpus(v)?,
+            "mem" => n.mem = parse_size(v).with_context(|| format!("--numa: bad mem {v:?}"))?,
+            _ => bail!("--numa: unknown key {k:?} (expected nodeid, cpus, mem)"),
+        }
+    }
+    if n.nodeid == u32::MAX {
+        bail!("--numa {s:?}: nodeid= is required");
+    }
+    Ok(n)
+}
+
+impl MachineArgs {
+    /// The defaults, as if no machine option was given.
+    pub fn parse_defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            m: MachineArgs,
+        }
+        <Only as clap::Parser>::parse_from(["memhp"]).m
+    }
+
+    pub fn version(&self) -> Result<KernelVersion> {
+        self.kernel.parse().map_err(anyhow::Error::msg)
+    }
+
+    /// Build the machine these options describe.
+    pub fn spec(&self) -> Result<MachineSpec> {
+        let version = self.version()?;
+        let cmdline = format!("{ORACLE_BASE_CMDLINE} {}", self.cmdline).trim().to_string();
+        match self.machine.as_str() {
+            "qemu-pc" => {
+                let mut q = QemuPc { smp: self.smp, ..QemuPc::default() };
+                q.parse_mem_option(&self.mem)?;
+                q.numa = self.numa.iter().map(|s| parse_numa(s)).collect::<Result<_>>()?;
+                Ok(q.machine(&cmdline, version)?)
+            }
+            "firecracker" => {
+                let ram = parse_size(self.mem.split(',').next().unwrap_or(""))?;
+                Ok(machine::firecracker(ram, self.smp, &cmdline, version)?)
+            }
+            "baremetal" => {
+                let ram = if self.mem == "1G,slots=4,maxmem=4G" { 2u64 << 40 } else { parse_size(self.mem.split(',').next().unwrap_or(""))? };
+                Ok(machine::baremetal(ram, &cmdline, version)?)
+            }
+            path => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--machine {path:?}: not a profile (qemu-pc, firecracker, baremetal) and not a readable TOML file"))?;
+                let mut m = MachineSpec::from_toml(&text).with_context(|| format!("in {path}"))?;
+                if !self.cmdline.is_empty() {
+                    m.cmdline = format!("{} {}", m.cmdline, self.cmdline).trim().to_string();
+                }
+                Ok(m)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numa_option_parses_qemu_style() {
+        let n = parse_numa("node,nodeid=1,cpus=2-3,mem=512M").unwrap();
+        assert_eq!((n.nodeid, n.cpus, n.mem), (1, vec![2, 3], 512 << 20));
+        assert!(parse_numa("cpus=1").is_err());
+        assert!(parse_numa("nodeid=1,foo=2").is_err());
+        assert!(parse_cpus("3-1").is_err());
+    }
+}
