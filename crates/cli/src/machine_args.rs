@@ -33,7 +33,8 @@ pub struct MachineArgs {
 }
 
 /// The command line the oracle's guests boot with.
-pub const ORACLE_BASE_CMDLINE: &str = "console=ttyS0 printk.time=0 loglevel=3 panic=-1 nokaslr rdinit=/init";
+pub const ORACLE_BASE_CMDLINE: &str =
+    "console=ttyS0 printk.time=0 loglevel=3 panic=-1 nokaslr rdinit=/init";
 
 /// Parse `A`, `A-B` CPU lists (`cpus=0-3`).
 pub fn parse_cpus(s: &str) -> Result<Vec<u32>> {
@@ -55,11 +56,21 @@ pub fn parse_cpus(s: &str) -> Result<Vec<u32>> {
 
 /// Parse one `--numa` value.
 pub fn parse_numa(s: &str) -> Result<QemuNuma> {
-    let mut n = QemuNuma { nodeid: u32::MAX, cpus: Vec::new(), mem: 0 };
+    let mut n = QemuNuma {
+        nodeid: u32::MAX,
+        cpus: Vec::new(),
+        mem: 0,
+    };
     for kv in s.split(',').filter(|p| *p != "node") {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--numa: expected KEY=VALUE, got {kv:?}"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--numa: expected KEY=VALUE, got {kv:?}"))?;
         match k {
-            "nodeid" => n.nodeid = v.parse().with_context(|| format!("--numa: bad nodeid {v:?}"))?,
+            "nodeid" => {
+                n.nodeid = v
+                    .parse()
+                    .with_context(|| format!("--numa: bad nodeid {v:?}"))?
+            }
             "cpus" => n.cpus = parse_cpus(v)?,
             "mem" => n.mem = parse_size(v).with_context(|| format!("--numa: bad mem {v:?}"))?,
             _ => bail!("--numa: unknown key {k:?} (expected nodeid, cpus, mem)"),
@@ -89,12 +100,21 @@ impl MachineArgs {
     /// Build the machine these options describe.
     pub fn spec(&self) -> Result<MachineSpec> {
         let version = self.version()?;
-        let cmdline = format!("{ORACLE_BASE_CMDLINE} {}", self.cmdline).trim().to_string();
+        let cmdline = format!("{ORACLE_BASE_CMDLINE} {}", self.cmdline)
+            .trim()
+            .to_string();
         match self.machine.as_str() {
             "qemu-pc" => {
-                let mut q = QemuPc { smp: self.smp, ..QemuPc::default() };
+                let mut q = QemuPc {
+                    smp: self.smp,
+                    ..QemuPc::default()
+                };
                 q.parse_mem_option(&self.mem)?;
-                q.numa = self.numa.iter().map(|s| parse_numa(s)).collect::<Result<_>>()?;
+                q.numa = self
+                    .numa
+                    .iter()
+                    .map(|s| parse_numa(s))
+                    .collect::<Result<_>>()?;
                 Ok(q.machine(&cmdline, version)?)
             }
             "firecracker" => {
@@ -102,7 +122,11 @@ impl MachineArgs {
                 Ok(machine::firecracker(ram, self.smp, &cmdline, version)?)
             }
             "baremetal" => {
-                let ram = if self.mem == "1G,slots=4,maxmem=4G" { 2u64 << 40 } else { parse_size(self.mem.split(',').next().unwrap_or(""))? };
+                let ram = if self.mem == "1G,slots=4,maxmem=4G" {
+                    2u64 << 40
+                } else {
+                    parse_size(self.mem.split(',').next().unwrap_or(""))?
+                };
                 Ok(machine::baremetal(ram, &cmdline, version)?)
             }
             path => {

@@ -13,7 +13,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "memhp", version, about = "Linux memory hotplug, re-implemented in user space")]
+#[command(
+    name = "memhp",
+    version,
+    about = "Linux memory hotplug, re-implemented in user space"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,7 +43,9 @@ fn boot(args: &MachineArgs) -> Result<Arc<Shared>> {
 fn main() {
     match run() {
         Ok(()) => {}
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {}
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {}
         Err(e) => {
             eprintln!("memhp: {e:#}");
             std::process::exit(1);
@@ -49,11 +55,15 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or_else(|| {
-        Command::Show {
-            machine: MachineArgs::parse_defaults(),
-            path: vec!["sys/devices/system/memory".into(), "sys/devices/system/node".into(), "sys/module/memory_hotplug".into(), "proc/zoneinfo".into(), "proc/iomem".into()],
-        }
+    let command = cli.command.unwrap_or_else(|| Command::Show {
+        machine: MachineArgs::parse_defaults(),
+        path: vec![
+            "sys/devices/system/memory".into(),
+            "sys/devices/system/node".into(),
+            "sys/module/memory_hotplug".into(),
+            "proc/zoneinfo".into(),
+            "proc/iomem".into(),
+        ],
     });
     match command {
         Command::Show { machine, path } => {

@@ -44,7 +44,9 @@ pub fn dump(tree: &dyn Tree, path: &str, out: &mut dyn Write) -> std::io::Result
             let content = tree.open(path, true, false).and_then(|_| tree.read(path));
             match content {
                 Ok(bytes) => writeln!(out, "f {mode:04o} {shown} = {}", escape(&bytes)),
-                Err(e) if tree.open(path, true, false).is_err() => writeln!(out, "f {mode:04o} {shown} = <open:{}>", errno_name(e.0)),
+                Err(e) if tree.open(path, true, false).is_err() => {
+                    writeln!(out, "f {mode:04o} {shown} = <open:{}>", errno_name(e.0))
+                }
                 Err(e) => writeln!(out, "f {mode:04o} {shown} = <read:{}>", errno_name(e.0)),
             }
         }
@@ -53,7 +55,11 @@ pub fn dump(tree: &dyn Tree, path: &str, out: &mut dyn Write) -> std::io::Result
             let mut entries = tree.readdir(path).unwrap_or_default();
             entries.sort_by(|a, b| natural_cmp(&a.0, &b.0));
             for (name, _) in entries {
-                let child = if path.is_empty() { name } else { format!("{path}/{name}") };
+                let child = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}/{name}")
+                };
                 dump(tree, &child, out)?;
             }
             Ok(())

@@ -119,7 +119,7 @@ impl AcpiDimms {
         if dimms.contains_key(id) {
             return Err(DimmError::Duplicate(id.to_string()));
         }
-        if size == 0 || size % 4096 != 0 {
+        if size == 0 || !size.is_multiple_of(4096) {
             return Err(DimmError::BadSize(size));
         }
         let node = node.unwrap_or(0);

@@ -51,7 +51,7 @@ pub fn memory_block_size(boot_mem_end: u64, hypervisor: bool) -> u64 {
         return GIB2;
     }
     let mut bz = GIB2;
-    while bz > MIB128 && boot_mem_end % bz != 0 {
+    while bz > MIB128 && !boot_mem_end.is_multiple_of(bz) {
         bz /= 2;
     }
     bz

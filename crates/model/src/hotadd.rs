@@ -43,6 +43,12 @@ pub struct HotRange {
 }
 
 impl System {
+    /// `check_hotplug_memory_range`: non-empty, start and size multiples of
+    /// the block size.
+    pub fn range_aligned(&self, start: u64, size: u64) -> bool {
+        size != 0 && start.is_multiple_of(self.block_size) && size.is_multiple_of(self.block_size)
+    }
+
     /// Pages of memmap one memory block needs (64 bytes per 4 KiB page).
     pub fn memmap_pages_per_block(&self) -> u64 {
         self.pages_per_block() * STRUCT_PAGE_SIZE / 4096
@@ -56,15 +62,15 @@ impl System {
             pages = pages.div_ceil(512) * 512;
         }
         let enabled = self.params.memmap_on_memory != MemmapOnMemory::Off;
-        let arch_ok = vmemmap_size % (2 << 20) == 0;
+        let arch_ok = vmemmap_size.is_multiple_of(2 << 20);
         let size_ok = match self.version {
             KernelVersion::V6_1 => size == self.block_size,
             KernelVersion::Mainline => true,
         };
         enabled
             && size_ok
-            && vmemmap_size % 4096 == 0
-            && pages % 512 == 0
+            && vmemmap_size.is_multiple_of(4096)
+            && pages.is_multiple_of(512)
             && pages != self.pages_per_block()
             && arch_ok
     }
@@ -152,7 +158,7 @@ impl System {
         let release = |s: &mut System| {
             let _ = s.iomem.release(req.start, end - 1, &req.resource_name);
         };
-        if req.size == 0 || req.start % self.block_size != 0 || req.size % self.block_size != 0 {
+        if !self.range_aligned(req.start, req.size) {
             self.events.log(format!(
                 "Block size [{:#x}] unaligned hotplug range: start {:#x}, size {:#x}",
                 self.block_size, req.start, req.size
@@ -254,7 +260,7 @@ impl System {
 
     /// `try_remove_memory(start, size)`: every block must be offline.
     pub fn remove_memory(&mut self, start: u64, size: u64) -> Result<(), HotplugError> {
-        if size == 0 || start % self.block_size != 0 || size % self.block_size != 0 {
+        if !self.range_aligned(start, size) {
             return Err(HotplugError::Invalid("unaligned remove range"));
         }
         let first = start / self.block_size;
@@ -340,7 +346,7 @@ impl System {
 
     /// `offline_and_remove_memory(start, size)` (spec 01 §8.6).
     pub fn offline_and_remove_memory(&mut self, start: u64, size: u64) -> Result<(), HotplugError> {
-        if size == 0 || start % self.block_size != 0 || size % self.block_size != 0 {
+        if !self.range_aligned(start, size) {
             return Err(HotplugError::Invalid("unaligned range"));
         }
         let first = start / self.block_size;

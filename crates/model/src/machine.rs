@@ -576,7 +576,7 @@ pub fn baremetal(
     cmdline: &str,
     version: KernelVersion,
 ) -> Result<MachineSpec, MachineError> {
-    if ram < 4 * GIB || ram % (2 * GIB) != 0 {
+    if ram < 4 * GIB || !ram.is_multiple_of(2 * GIB) {
         return Err(MachineError::Option(
             format!("{ram:#x}"),
             "bare-metal RAM must be a multiple of 2 GiB and at least 4 GiB".into(),

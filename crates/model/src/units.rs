@@ -86,7 +86,7 @@ pub fn format_size(bytes: u64) -> String {
         return "0".to_string();
     }
     for (shift, unit) in UNITS {
-        if bytes % (1u64 << shift) == 0 {
+        if bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{}", bytes >> shift, unit);
         }
     }

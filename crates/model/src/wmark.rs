@@ -66,11 +66,7 @@ impl Watermarks {
             let mut highs = [0u64; MAX_NR_ZONES];
             for z in ZoneType::ALL {
                 let managed = node.zone(z).managed;
-                let tmp = if lowmem == 0 {
-                    0
-                } else {
-                    pages_min * managed / lowmem
-                };
+                let tmp = (pages_min * managed).checked_div(lowmem).unwrap_or(0);
                 let min = if z == ZoneType::Movable || z == ZoneType::Device {
                     (managed / 1024).clamp(32, 128)
                 } else {

@@ -45,7 +45,7 @@ pub fn bitmap_mask(ids: &[u32], nbits: u32) -> String {
                 word |= 1 << (id % 32);
             }
         }
-        let bits = if c == chunks - 1 && nbits % 32 != 0 {
+        let bits = if c == chunks - 1 && !nbits.is_multiple_of(32) {
             nbits % 32
         } else {
             32
