@@ -4,6 +4,7 @@
 
 use crate::system::System;
 use crate::zone::{ZoneType, MAX_NR_ZONES};
+use crate::KernelVersion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,20 +55,29 @@ impl Watermarks {
         sum
     }
 
-    /// `setup_per_zone_wmarks()` for the current `min_free_kbytes`.
+    /// `setup_per_zone_wmarks()` for the current `min_free_kbytes`. 6.1
+    /// counts ZONE_MOVABLE as lowmem and gives it a proportional minimum;
+    /// mainline excludes it and caps its minimum like highmem.
     fn setup_per_zone_wmarks(&mut self, sys: &System) {
         let pages_min = self.min_free_kbytes >> 2;
+        let ml = sys.version == KernelVersion::Mainline;
+        let capped = |z: ZoneType| ml && z == ZoneType::Movable;
         let lowmem: u64 = sys
             .nodes
             .values()
-            .flat_map(|n| ZoneType::KERNEL.map(|z| n.zone(z).managed))
+            .flat_map(|n| {
+                ZoneType::ALL
+                    .into_iter()
+                    .filter(|&z| !capped(z))
+                    .map(move |z| n.zone(z).managed)
+            })
             .sum();
         for node in sys.nodes.values() {
             let mut highs = [0u64; MAX_NR_ZONES];
             for z in ZoneType::ALL {
                 let managed = node.zone(z).managed;
                 let tmp = (pages_min * managed).checked_div(lowmem).unwrap_or(0);
-                let min = if z == ZoneType::Movable || z == ZoneType::Device {
+                let min = if capped(z) {
                     (managed / 1024).clamp(32, 128)
                 } else {
                     tmp

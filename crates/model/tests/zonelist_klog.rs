@@ -1,0 +1,71 @@
+//! Zonelist rebuilds print "Total pages: N" from the managed pages and the
+//! watermarks of the moment; the figures must be the ones Linux 6.1 printed
+//! in the oracle's `offline-busy` and `virtio-mem`/`hotadd` runs.
+
+use memhp_model::block::OnlineType;
+use memhp_model::hotadd::AddRequest;
+use memhp_model::machine::QemuPc;
+use memhp_model::{DeviceOutcome, KernelVersion, System};
+
+fn boot() -> System {
+    System::boot(&QemuPc::default().machine("", KernelVersion::V6_1).unwrap()).unwrap()
+}
+
+fn online(s: &mut System, id: u64, t: OnlineType) {
+    s.blocks.get_mut(&id).unwrap().online_type = t;
+    assert_eq!(s.device_online(id), Ok(DeviceOutcome::Changed));
+}
+
+#[test]
+fn offline_busy_reonline_movable_prints_total_pages_63105() {
+    let mut s = boot();
+    assert_eq!(s.device_offline_nowait(0).map_err(|e| e.errno()), Err(22));
+    for id in 1..=6 {
+        assert_eq!(
+            s.device_offline_nowait(id),
+            Ok(DeviceOutcome::Changed),
+            "memory{id}"
+        );
+    }
+    assert_eq!(s.device_offline_nowait(7).map_err(|e| e.errno()), Err(22));
+    assert!(s.events.take_klog().is_empty());
+    online(&mut s, 1, OnlineType::OnlineMovable);
+    assert_eq!(
+        s.events.take_klog(),
+        vec![
+            "Fallback order for Node 0: 0 ".to_string(),
+            "Built 1 zonelists, mobility grouping on.  Total pages: 63105".to_string(),
+            "Policy zone: DMA32".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn first_movable_block_after_boot_prints_total_pages_245235() {
+    let mut s = boot();
+    let req = AddRequest {
+        nid: 0,
+        start: 1 << 32,
+        size: 256 << 20,
+        resource_name: "System RAM".into(),
+        parent_resource: None,
+        group: None,
+        memmap_on_memory: false,
+    };
+    s.add_memory(&req).unwrap();
+    online(&mut s, 32, OnlineType::OnlineMovable);
+    let log = s.events.take_klog();
+    assert_eq!(
+        log[1],
+        "Built 1 zonelists, mobility grouping on.  Total pages: 245235"
+    );
+    online(&mut s, 33, OnlineType::OnlineMovable);
+    assert!(s.events.take_klog().is_empty());
+    assert_eq!(s.device_offline_nowait(33), Ok(DeviceOutcome::Changed));
+    assert_eq!(s.device_offline_nowait(32), Ok(DeviceOutcome::Changed));
+    let log = s.events.take_klog();
+    assert_eq!(
+        log[1],
+        "Built 1 zonelists, mobility grouping on.  Total pages: 212467"
+    );
+}
