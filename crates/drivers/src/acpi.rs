@@ -192,6 +192,7 @@ impl AcpiDimms {
                 parent_resource: None,
                 group: Some(group),
                 memmap_on_memory: memmap,
+                driver_offline_pages: 0,
             };
             match sys.add_memory(&req) {
                 Ok(ids) => {

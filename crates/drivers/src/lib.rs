@@ -4,6 +4,7 @@
 //! [`HostEvent`]s.
 
 pub mod acpi;
+pub mod virtio_mem;
 
 use serde_json::json;
 
@@ -19,6 +20,8 @@ pub enum HostEvent {
     },
     /// `DEVICE_DELETED`.
     DeviceDeleted { device: String },
+    /// `MEMORY_DEVICE_SIZE_CHANGE` (virtio-mem).
+    MemoryDeviceSizeChange { device: String, size: u64 },
 }
 
 impl HostEvent {
@@ -27,6 +30,7 @@ impl HostEvent {
         match self {
             HostEvent::AcpiOst { .. } => "ACPI_DEVICE_OST",
             HostEvent::DeviceDeleted { .. } => "DEVICE_DELETED",
+            HostEvent::MemoryDeviceSizeChange { .. } => "MEMORY_DEVICE_SIZE_CHANGE",
         }
     }
 
@@ -43,6 +47,9 @@ impl HostEvent {
             }),
             HostEvent::DeviceDeleted { device } => {
                 json!({"device": device, "path": format!("/machine/peripheral/{device}")})
+            }
+            HostEvent::MemoryDeviceSizeChange { device, size } => {
+                json!({"id": device, "size": size, "qom-path": format!("/machine/peripheral/{device}")})
             }
         }
     }

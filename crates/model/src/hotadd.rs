@@ -29,6 +29,9 @@ pub struct AddRequest {
     pub group: Option<GroupId>,
     /// MHP_MEMMAP_ON_MEMORY requested.
     pub memmap_on_memory: bool,
+    /// Pages of each new block a driver keeps `PageOffline` (virtio-mem
+    /// sub-blocks not plugged): present but never managed.
+    pub driver_offline_pages: u64,
 }
 
 /// A range added by `add_memory*`, remembered for removal.
@@ -211,6 +214,7 @@ impl System {
         for &id in &ids {
             let mut b = MemoryBlock::new_hotplugged(id, req.group, vmemmap);
             b.pages.present = ppb;
+            b.pages.driver_offline = req.driver_offline_pages.min(ppb);
             self.blocks.insert(id, b);
             if let Some(g) = req.group.and_then(|g| self.groups.get_mut(&g)) {
                 g.blocks.push(id);

@@ -600,6 +600,39 @@ impl System {
         OfflineProgress::Done(Ok(DeviceOutcome::Changed))
     }
 
+    /// A driver hands `pages` of its `PageOffline` pages in block `id` to
+    /// the buddy allocator (virtio-mem plugging sub-blocks of an added
+    /// block): managed grows if the block is online.
+    pub fn driver_release_pages(&mut self, id: u64, pages: u64) {
+        let Some(b) = self.blocks.get_mut(&id) else {
+            return;
+        };
+        let pages = pages.min(b.pages.driver_offline);
+        b.pages.driver_offline -= pages;
+        if let (BlockState::Online, Some(z), Some(nid)) = (b.state, b.zone, b.nid) {
+            self.node_mut(nid).zone_mut(z).managed += pages;
+        }
+        self.touch();
+    }
+
+    /// A driver takes `pages` free pages of block `id` back as
+    /// `PageOffline` (virtio-mem unplugging sub-blocks, via
+    /// `alloc_contig_range`): refused with EBUSY when unmovable or pinned
+    /// pages are in the way or there are not enough free pages.
+    pub fn driver_claim_pages(&mut self, id: u64, pages: u64) -> Result<(), HotplugError> {
+        let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
+        if b.pages.pinned > 0 || b.pages.unmovable > 0 || b.pages.free(b.nr_vmemmap_pages) < pages {
+            return Err(HotplugError::Busy("pages in use"));
+        }
+        b.pages.driver_offline += pages;
+        if let (BlockState::Online, Some(z), Some(nid)) = (b.state, b.zone, b.nid) {
+            let zone = self.node_mut(nid).zone_mut(z);
+            zone.managed = zone.managed.saturating_sub(pages);
+        }
+        self.touch();
+        Ok(())
+    }
+
     /// `device_offline()` that treats a retrying migration loop as a
     /// pending signal (the caller cannot wait): EINTR.
     pub fn device_offline_nowait(&mut self, id: u64) -> Result<DeviceOutcome, HotplugError> {

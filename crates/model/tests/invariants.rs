@@ -244,6 +244,7 @@ fn apply(s: &mut System, op: &Op) -> bool {
                 parent_resource: None,
                 group,
                 memmap_on_memory: false,
+                driver_offline_pages: 0,
             };
             s.add_memory(&req).is_ok()
         }

@@ -51,6 +51,7 @@ fn first_movable_block_after_boot_prints_total_pages_245235() {
         parent_resource: None,
         group: None,
         memmap_on_memory: false,
+        driver_offline_pages: 0,
     };
     s.add_memory(&req).unwrap();
     online(&mut s, 32, OnlineType::OnlineMovable);

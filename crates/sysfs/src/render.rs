@@ -294,8 +294,25 @@ pub fn zoneinfo(sys: &System) -> String {
     out
 }
 
-fn iomem_lines(out: &mut String, list: &[Resource], depth: usize) {
+/// Adjacent driver-managed `System RAM (<driver>)` siblings are one
+/// resource in the kernel (MHP_MERGE_RESOURCE).
+fn merge_driver_ram(list: &[Resource]) -> Vec<Resource> {
+    let mut out: Vec<Resource> = Vec::new();
     for r in list {
+        if let Some(prev) = out.last_mut() {
+            if r.name.starts_with("System RAM (") && prev.name == r.name && prev.end + 1 == r.start
+            {
+                prev.end = r.end;
+                continue;
+            }
+        }
+        out.push(r.clone());
+    }
+    out
+}
+
+fn iomem_lines(out: &mut String, list: &[Resource], depth: usize) {
+    for r in &merge_driver_ram(list) {
         out.push_str(&format!(
             "{:indent$}{:08x}-{:08x} : {}\n",
             "",

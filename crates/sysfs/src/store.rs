@@ -95,6 +95,7 @@ fn probe_store(shared: &Shared, data: &[u8]) -> Result<usize, Errno> {
             parent_resource: None,
             group: None,
             memmap_on_memory: false,
+            driver_offline_pages: 0,
         };
         sys.add_memory(&req).map(|_| data.len()).map_err(errno)
     })

@@ -1,0 +1,118 @@
+//! The oracle's `virtio-mem` run: a 2 GiB virtio-mem region with 2 MiB
+//! device blocks on a 1 GiB `pc` machine, resized 256M → 300M → 128M → 0.
+
+use memhp_drivers::virtio_mem::VirtioMemDevices;
+use memhp_model::machine::{QemuPc, VirtioMemSpec};
+use memhp_model::shared::Shared;
+use memhp_model::{KernelVersion, System, ZoneType};
+use memhp_sysfs::render;
+
+fn setup() -> (Shared, VirtioMemDevices) {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,maxmem=4G").unwrap();
+    q.virtio_mem = vec![VirtioMemSpec {
+        id: "vm0".into(),
+        node: 0,
+        region_size: 2 << 30,
+        block_size: 2 << 20,
+        requested_size: 0,
+    }];
+    let spec = q
+        .machine("memhp_default_state=online_movable", KernelVersion::V6_1)
+        .unwrap();
+    let mut sys = System::boot(&spec).unwrap();
+    let devs = VirtioMemDevices::new(&spec.virtio_mem, spec.dimm.unwrap().base, &mut sys);
+    (Shared::new(sys), devs)
+}
+
+fn movable(s: &Shared) -> (u64, u64, u64, u64) {
+    s.read(|s| {
+        let z = s.nodes[&0].zone(ZoneType::Movable);
+        (z.start_pfn, z.spanned, z.present, z.managed)
+    })
+}
+
+fn ram_lines(s: &Shared) -> Vec<String> {
+    s.read(|s| render::proc_iomem(s))
+        .lines()
+        .filter(|l| l.contains("virtio") || l.contains("System RAM"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn driver_probe_logs_the_device_geometry() {
+    let (s, d) = setup();
+    d.load_transport(&s);
+    d.load_driver(&s);
+    let log = s.modify(|s| s.events.take_klog());
+    assert_eq!(
+        log,
+        vec![
+            "ACPI: \\_SB_.LNKB: Enabled at IRQ 10",
+            "virtio_mem virtio0: start address: 0x100000000",
+            "virtio_mem virtio0: region size: 0x80000000",
+            "virtio_mem virtio0: device block size: 0x200000",
+            "virtio_mem virtio0: nid: 0",
+            "virtio_mem virtio0: memory block size: 0x8000000",
+            "virtio_mem virtio0: subblock size: 0x200000",
+            "virtio_mem virtio0: plugged size: 0x0",
+            "virtio_mem virtio0: requested size: 0x0",
+        ]
+    );
+}
+
+#[test]
+fn resize_plugs_partial_blocks_and_unplugs_from_the_top() {
+    let (s, d) = setup();
+    d.load_transport(&s);
+    d.load_driver(&s);
+    s.modify(|s| s.events.take_klog());
+    assert_eq!(d.resize(&s, "vm0", 256 << 20).unwrap().size, 256 << 20);
+    let log = s.modify(|s| s.events.take_klog());
+    assert_eq!(
+        &log[..2],
+        [
+            "virtio_mem virtio0: plugged size: 0x0",
+            "virtio_mem virtio0: requested size: 0x10000000"
+        ]
+    );
+    assert_eq!(
+        log[3],
+        "Built 1 zonelists, mobility grouping on.  Total pages: 245235"
+    );
+    assert_eq!(movable(&s), (1048576, 65536, 65536, 65536));
+    assert_eq!(
+        ram_lines(&s),
+        vec![
+            "00001000-0009fbff : System RAM",
+            "00100000-3ffdffff : System RAM",
+            "    febfc000-febfffff : virtio-pci-modern",
+            "100000000-17fffffff : virtio0",
+            "  100000000-10fffffff : System RAM (virtio_mem)",
+        ]
+    );
+    d.resize(&s, "vm0", 300 << 20).unwrap();
+    assert_eq!(movable(&s), (1048576, 98304, 98304, 76800));
+    assert_eq!(
+        ram_lines(&s)[4],
+        "  100000000-117ffffff : System RAM (virtio_mem)"
+    );
+    d.resize(&s, "vm0", 128 << 20).unwrap();
+    assert_eq!(movable(&s), (1048576, 32768, 32768, 32768));
+    assert_eq!(
+        s.read(|s| s
+            .blocks
+            .keys()
+            .copied()
+            .filter(|&b| b >= 32)
+            .collect::<Vec<_>>()),
+        vec![32]
+    );
+    d.resize(&s, "vm0", 0).unwrap();
+    assert_eq!(movable(&s), (0, 0, 0, 0));
+    assert_eq!(ram_lines(&s).len(), 4);
+    assert!(d.resize(&s, "vm0", 3 << 20).is_err());
+    assert!(d.resize(&s, "vm0", 4 << 30).is_err());
+    assert!(d.resize(&s, "nope", 0).is_err());
+}
