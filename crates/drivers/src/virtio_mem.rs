@@ -201,7 +201,7 @@ impl VirtioMemDevices {
             .iter_mut()
             .find(|d| d.spec.id == id)
             .ok_or_else(|| VirtioMemError::NotFound(id.to_string()))?;
-        if requested % d.spec.block_size != 0 {
+        if !requested.is_multiple_of(d.spec.block_size) {
             return Err(VirtioMemError::Unaligned(d.spec.block_size));
         }
         if requested > d.spec.region_size {
