@@ -33,7 +33,7 @@ fn movable(s: &Shared) -> (u64, u64, u64, u64) {
 }
 
 fn ram_lines(s: &Shared) -> Vec<String> {
-    s.read(|s| render::proc_iomem(s))
+    s.read(render::proc_iomem)
         .lines()
         .filter(|l| l.contains("virtio") || l.contains("System RAM"))
         .map(String::from)
