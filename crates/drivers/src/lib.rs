@@ -4,6 +4,7 @@
 //! [`HostEvent`]s.
 
 pub mod acpi;
+pub mod host;
 pub mod virtio_mem;
 
 use serde_json::json;

@@ -25,6 +25,7 @@ pub mod wmark;
 pub mod zone;
 
 pub use block::{BlockState, MemoryBlock, OnlineType};
+pub use boot::BootError;
 pub use hotplug::{DeviceOutcome, HotplugError, OfflineProgress};
 pub use system::System;
 pub use zone::ZoneType;

@@ -1,0 +1,234 @@
+//! The host side of a machine in one place: the shared system, its DIMM
+//! slots and virtio-mem devices, kernel modules, and the commands a VMM (or
+//! the oracle's host steps) issues: hot-add, unplug, virtio-mem resize, QOM
+//! queries, module loading. Transports (control socket, scenario runner)
+//! translate their input into [`HostCommand`]s.
+
+use crate::acpi::{AcpiDimms, DimmError};
+use crate::virtio_mem::{VirtioMemDevices, VirtioMemError};
+use crate::HostEvent;
+use memhp_model::machine::MachineSpec;
+use memhp_model::shared::Shared;
+use memhp_model::{BootError, System};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+/// A command for the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostCommand {
+    /// `device_add pc-dimm` (with its memory backend).
+    Hotadd {
+        id: String,
+        size: u64,
+        node: Option<u32>,
+        addr: Option<u64>,
+    },
+    /// `device_del`.
+    Unplug { id: String },
+    /// `qom-set requested-size` of a virtio-mem device.
+    VmemResize { id: String, size: u64 },
+    /// `qom-get PATH PROPERTY`.
+    QomGet { path: String, property: String },
+    /// `query-memory-devices`.
+    QueryMemoryDevices,
+    /// Guest `insmod` of a module and its dependencies.
+    LoadModule { name: String },
+    /// Guest `rmmod`.
+    UnloadModule { name: String },
+}
+
+/// Why a host command failed (QMP `GenericError` text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Dimm(#[from] DimmError),
+    #[error(transparent)]
+    VirtioMem(#[from] VirtioMemError),
+    #[error("Property '{1}' not found on '{0}'")]
+    NoProperty(String, String),
+    #[error("module {0} not found")]
+    NoModule(String),
+}
+
+/// The outcome of a command: its QMP return value and the events it caused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostReply {
+    pub value: Value,
+    pub events: Vec<HostEvent>,
+    /// For module loads: `(file, rc)` per insmod actually run.
+    pub insmods: Vec<(String, i32)>,
+}
+
+impl HostReply {
+    fn value(value: Value) -> Self {
+        HostReply {
+            value,
+            events: Vec::new(),
+            insmods: Vec::new(),
+        }
+    }
+}
+
+/// A booted machine with its devices.
+pub struct Host {
+    pub shared: Arc<Shared>,
+    pub dimms: AcpiDimms,
+    pub vmem: VirtioMemDevices,
+    modules: Mutex<BTreeSet<String>>,
+}
+
+/// Modules the guest can load, with their dependencies in load order.
+fn module_deps(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "memory-notifier-error-inject" | "memory_notifier_error_inject" => {
+            &["notifier-error-inject", "memory-notifier-error-inject"]
+        }
+        "notifier-error-inject" => &["notifier-error-inject"],
+        "virtio_pci" => &[
+            "virtio_ring",
+            "virtio_pci_modern_dev",
+            "virtio_pci_legacy_dev",
+            "virtio",
+            "virtio_pci",
+        ],
+        "virtio_mem" => &["virtio_ring", "virtio", "virtio_mem"],
+        "virtio_balloon" => &["virtio_ring", "virtio", "virtio_balloon"],
+        _ => return None,
+    })
+}
+
+impl Host {
+    /// Boot `spec` and set up its devices.
+    pub fn boot(spec: &MachineSpec) -> Result<Host, BootError> {
+        let mut sys = System::boot(spec)?;
+        let base = spec.dimm.map_or(0x1_0000_0000, |d| d.base);
+        let vmem = VirtioMemDevices::new(&spec.virtio_mem, base, &mut sys);
+        Ok(Host {
+            shared: Arc::new(Shared::new(sys)),
+            dimms: AcpiDimms::new(spec.dimm),
+            vmem,
+            modules: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn modules(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a module is loaded.
+    pub fn module_loaded(&self, name: &str) -> bool {
+        self.modules().contains(&name.replace('_', "-"))
+    }
+
+    /// Run one command.
+    pub fn execute(&self, cmd: &HostCommand) -> Result<HostReply, HostError> {
+        match cmd {
+            HostCommand::Hotadd {
+                id,
+                size,
+                node,
+                addr,
+            } => {
+                let r = self.dimms.hotadd(&self.shared, id, *size, *node, *addr)?;
+                Ok(HostReply {
+                    value: json!({}),
+                    events: r.events,
+                    insmods: Vec::new(),
+                })
+            }
+            HostCommand::Unplug { id } => {
+                let r = self.dimms.unplug(&self.shared, id)?;
+                Ok(HostReply {
+                    value: json!({}),
+                    events: r.events,
+                    insmods: Vec::new(),
+                })
+            }
+            HostCommand::VmemResize { id, size } => {
+                let r = self.vmem.resize(&self.shared, id, *size)?;
+                Ok(HostReply {
+                    value: json!({}),
+                    events: r.events,
+                    insmods: Vec::new(),
+                })
+            }
+            HostCommand::QomGet { path, property } => self.qom_get(path, property),
+            HostCommand::QueryMemoryDevices => Ok(HostReply::value(self.query_memory_devices())),
+            HostCommand::LoadModule { name } => self.load_module(name),
+            HostCommand::UnloadModule { name } => {
+                let key = name.replace('_', "-");
+                if !self.modules().remove(&key) {
+                    return Err(HostError::NoModule(name.clone()));
+                }
+                if key == "memory-notifier-error-inject" {
+                    self.shared.modify(|s| s.injection = Default::default());
+                }
+                Ok(HostReply::value(json!({})))
+            }
+        }
+    }
+
+    fn load_module(&self, name: &str) -> Result<HostReply, HostError> {
+        let deps = module_deps(name).ok_or_else(|| HostError::NoModule(name.to_string()))?;
+        let mut insmods = Vec::new();
+        for dep in deps {
+            let key = dep.replace('_', "-");
+            if !self.modules().insert(key.clone()) {
+                continue;
+            }
+            insmods.push((format!("{dep}.ko"), 0));
+            match key.as_str() {
+                "memory-notifier-error-inject" => self.shared.modify(|s| s.injection.loaded = true),
+                "virtio-pci" => self.vmem.load_transport(&self.shared),
+                "virtio-mem" => self.vmem.load_driver(&self.shared),
+                _ => {}
+            }
+        }
+        Ok(HostReply {
+            value: json!({}),
+            events: Vec::new(),
+            insmods,
+        })
+    }
+
+    fn qom_get(&self, path: &str, property: &str) -> Result<HostReply, HostError> {
+        let id = path.rsplit('/').next().unwrap_or("");
+        let missing = || HostError::NoProperty(path.to_string(), property.to_string());
+        if let Some(v) = self.vmem.list().into_iter().find(|v| v.spec.id == id) {
+            let value = match property {
+                "size" => json!(v.plugged),
+                "block-size" => json!(v.spec.block_size),
+                "memaddr" => json!(v.addr),
+                "requested-size" => json!(v.spec.requested_size),
+                "node" => json!(v.spec.node),
+                _ => return Err(missing()),
+            };
+            return Ok(HostReply::value(value));
+        }
+        if let Some(d) = self.dimms.list().into_iter().find(|d| d.id == id) {
+            let value = match property {
+                "size" => json!(d.size),
+                "addr" => json!(d.addr),
+                "slot" => json!(d.slot),
+                "node" => json!(d.node),
+                _ => return Err(missing()),
+            };
+            return Ok(HostReply::value(value));
+        }
+        Err(missing())
+    }
+
+    fn query_memory_devices(&self) -> Value {
+        let mut out: Vec<Value> = self
+            .dimms
+            .list()
+            .into_iter()
+            .map(|d| json!({"type": "dimm", "data": {"id": d.id, "addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/mem-{}", d.id), "hotplugged": true, "hotpluggable": true}}))
+            .collect();
+        out.extend(self.vmem.list().into_iter().map(|v| {
+            json!({"type": "virtio-mem", "data": {"id": v.spec.id, "memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node}})
+        }));
+        Value::Array(out)
+    }
+}
