@@ -22,6 +22,7 @@ pub mod shared;
 pub mod system;
 pub mod units;
 pub mod wmark;
+pub mod workload;
 pub mod zone;
 
 pub use block::{BlockState, MemoryBlock, OnlineType};
