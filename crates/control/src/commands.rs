@@ -1,0 +1,347 @@
+//! The commands of the control socket and their argument checking.
+
+use crate::EventBus;
+use memhp_drivers::host::{Host, HostCommand};
+use memhp_model::pages::MigrateFailure;
+use memhp_model::units::parse_size;
+use memhp_model::workload::{PageKind, Placement};
+use serde_json::{json, Map, Value};
+
+/// A QMP error: class and description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{class}: {desc}")]
+pub struct CommandError {
+    pub class: &'static str,
+    pub desc: String,
+}
+
+fn generic(desc: impl Into<String>) -> CommandError {
+    CommandError {
+        class: "GenericError",
+        desc: desc.into(),
+    }
+}
+
+/// The commands, with a one-line description (`query-commands`).
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("qmp_capabilities", "enter command mode"),
+    ("query-commands", "list the commands"),
+    ("hotadd", "plug a DIMM: id, size, [node], [addr]"),
+    (
+        "device_add",
+        "QEMU alias of hotadd (driver=pc-dimm, id, size, [node], [addr])",
+    ),
+    ("unplug", "eject a DIMM: id"),
+    ("device_del", "QEMU alias of unplug: id"),
+    (
+        "vmem-resize",
+        "set a virtio-mem device's requested size: id, size",
+    ),
+    ("qom-set", "path, property=requested-size, value"),
+    ("qom-get", "path, property"),
+    ("query-memory-devices", "the plugged memory devices"),
+    ("query", "blocks, zones and nodes of the guest"),
+    ("module-load", "guest insmod: name"),
+    ("module-unload", "guest rmmod: name"),
+    (
+        "inject",
+        "notifier error injection: action (MEM_GOING_ONLINE|MEM_GOING_OFFLINE), error (-4095..0)",
+    ),
+    (
+        "workload",
+        "op (alloc|free), kind (movable|unmovable|pinned), pages, block or node",
+    ),
+    (
+        "migrate-fail",
+        "make migration of a block fail: block, failure (enomem|eagain|none)",
+    ),
+    ("hwpoison", "poison one free page of a block: block"),
+];
+
+fn arg<'a>(args: &'a Map<String, Value>, name: &str) -> Result<&'a Value, CommandError> {
+    args.get(name)
+        .ok_or_else(|| generic(format!("Parameter '{name}' is missing")))
+}
+
+fn str_arg(args: &Map<String, Value>, name: &str) -> Result<String, CommandError> {
+    arg(args, name)?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            generic(format!(
+                "Invalid parameter type for '{name}', expected: string"
+            ))
+        })
+}
+
+fn u64_value(v: &Value, name: &str) -> Result<u64, CommandError> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| generic(format!("Parameter '{name}' expects a non-negative integer"))),
+        Value::String(s) => parse_size(s).map_err(|e| generic(format!("Parameter '{name}': {e}"))),
+        _ => Err(generic(format!(
+            "Invalid parameter type for '{name}', expected: integer or size string"
+        ))),
+    }
+}
+
+fn u64_arg(args: &Map<String, Value>, name: &str) -> Result<u64, CommandError> {
+    u64_value(arg(args, name)?, name)
+}
+
+fn opt_u64(args: &Map<String, Value>, name: &str) -> Result<Option<u64>, CommandError> {
+    args.get(name).map(|v| u64_value(v, name)).transpose()
+}
+
+fn u32_arg(v: u64, name: &str) -> Result<u32, CommandError> {
+    u32::try_from(v).map_err(|_| generic(format!("Parameter '{name}' is out of range")))
+}
+
+fn query(host: &Host) -> Value {
+    host.shared.read(|s| {
+        let blocks: Vec<Value> = s
+            .blocks
+            .values()
+            .map(|b| {
+                json!({"id": b.id, "state": b.state.as_str(), "online": !b.dev_offline, "zone": b.zone.map(|z| z.name()),
+                       "node": b.nid, "early": b.early, "group": b.group, "pages": {
+                           "present": b.pages.present, "reserved": b.pages.reserved, "unmovable": b.pages.unmovable,
+                           "movable": b.pages.movable, "pinned": b.pages.pinned, "hwpoison": b.pages.hwpoison,
+                           "driver_offline": b.pages.driver_offline, "vmemmap": b.nr_vmemmap_pages}})
+            })
+            .collect();
+        let nodes: Vec<Value> = s
+            .nodes
+            .values()
+            .map(|n| {
+                let zones: Vec<Value> = memhp_model::ZoneType::ALL
+                    .iter()
+                    .map(|&z| {
+                        let zz = n.zone(z);
+                        json!({"zone": z.name(), "start_pfn": zz.start_pfn, "spanned": zz.spanned, "present": zz.present, "managed": zz.managed})
+                    })
+                    .collect();
+                json!({"id": n.id, "online": n.online, "has_memory": n.has_memory, "has_normal_memory": n.has_normal_memory, "cpus": n.cpus, "zones": zones})
+            })
+            .collect();
+        json!({"block_size": s.block_size, "blocks": blocks, "nodes": nodes, "offline_in_flight": s.offlining.map(|o| o.id)})
+    })
+}
+
+fn placement(args: &Map<String, Value>) -> Result<Placement, CommandError> {
+    match (opt_u64(args, "block")?, opt_u64(args, "node")?) {
+        (Some(b), None) => Ok(Placement::Block(b)),
+        (None, Some(n)) => Ok(Placement::Node(u32_arg(n, "node")?)),
+        _ => Err(generic("give exactly one of 'block' and 'node'")),
+    }
+}
+
+fn model_err(e: memhp_model::HotplugError) -> CommandError {
+    generic(format!("{e} (errno {})", e.errno()))
+}
+
+/// Run one command.
+pub fn dispatch(
+    host: &Host,
+    bus: &EventBus,
+    name: &str,
+    args: &Map<String, Value>,
+) -> Result<Value, CommandError> {
+    let host_cmd = match name {
+        "qmp_capabilities" => return Ok(json!({})),
+        "query-commands" => {
+            return Ok(Value::Array(
+                COMMANDS.iter().map(|(n, _)| json!({"name": n})).collect(),
+            ))
+        }
+        "query" => return Ok(query(host)),
+        "hotadd" | "device_add" => {
+            if name == "device_add" {
+                let driver = str_arg(args, "driver")?;
+                if driver != "pc-dimm" {
+                    return Err(generic(format!(
+                        "'{driver}' is not a valid device model name here (only pc-dimm)"
+                    )));
+                }
+            }
+            HostCommand::Hotadd {
+                id: str_arg(args, "id")?,
+                size: u64_arg(args, "size")?,
+                node: opt_u64(args, "node")?
+                    .map(|n| u32_arg(n, "node"))
+                    .transpose()?,
+                addr: opt_u64(args, "addr")?,
+            }
+        }
+        "unplug" | "device_del" => HostCommand::Unplug {
+            id: str_arg(args, "id")?,
+        },
+        "vmem-resize" => HostCommand::VmemResize {
+            id: str_arg(args, "id")?,
+            size: u64_arg(args, "size")?,
+        },
+        "qom-set" => {
+            let property = str_arg(args, "property")?;
+            if property != "requested-size" {
+                return Err(generic(format!("Property '{property}' cannot be set")));
+            }
+            let path = str_arg(args, "path")?;
+            HostCommand::VmemResize {
+                id: path.rsplit('/').next().unwrap_or("").to_string(),
+                size: u64_arg(args, "value")?,
+            }
+        }
+        "qom-get" => HostCommand::QomGet {
+            path: str_arg(args, "path")?,
+            property: str_arg(args, "property")?,
+        },
+        "query-memory-devices" => HostCommand::QueryMemoryDevices,
+        "module-load" => HostCommand::LoadModule {
+            name: str_arg(args, "name")?,
+        },
+        "module-unload" => HostCommand::UnloadModule {
+            name: str_arg(args, "name")?,
+        },
+        "inject" => {
+            let action = str_arg(args, "action")?;
+            let err = match arg(args, "error")? {
+                Value::Number(n) => n
+                    .as_i64()
+                    .ok_or_else(|| generic("'error' must be an integer"))?,
+                _ => return Err(generic("'error' must be an integer")),
+            };
+            if !(-4095..=0).contains(&err) {
+                return Err(generic("'error' must be in -4095..0"));
+            }
+            let online = match action.as_str() {
+                "MEM_GOING_ONLINE" => true,
+                "MEM_GOING_OFFLINE" => false,
+                _ => {
+                    return Err(generic(format!(
+                        "no injectable action '{action}' (MEM_GOING_ONLINE, MEM_GOING_OFFLINE)"
+                    )))
+                }
+            };
+            host.shared.modify(|s| {
+                s.injection.loaded = true;
+                if online {
+                    s.injection.going_online = err as i32;
+                } else {
+                    s.injection.going_offline = err as i32;
+                }
+            });
+            return Ok(json!({}));
+        }
+        "workload" => {
+            let op = str_arg(args, "op")?;
+            let kind = match str_arg(args, "kind")?.as_str() {
+                "movable" => PageKind::Movable,
+                "unmovable" => PageKind::Unmovable,
+                "pinned" => PageKind::Pinned,
+                k => {
+                    return Err(generic(format!(
+                        "unknown page kind '{k}' (movable, unmovable, pinned)"
+                    )))
+                }
+            };
+            let pages = u64_arg(args, "pages")?;
+            let at = placement(args)?;
+            return match op.as_str() {
+                "alloc" => host
+                    .shared
+                    .modify(|s| s.alloc_pages(at, kind, pages))
+                    .map(|_| json!({"pages": pages}))
+                    .map_err(model_err),
+                "free" => host
+                    .shared
+                    .modify(|s| s.free_pages(at, kind, pages))
+                    .map(|n| json!({"pages": n}))
+                    .map_err(model_err),
+                _ => Err(generic(format!("unknown op '{op}' (alloc, free)"))),
+            };
+        }
+        "migrate-fail" => {
+            let block = u64_arg(args, "block")?;
+            let failure = match str_arg(args, "failure")?.as_str() {
+                "enomem" => Some(MigrateFailure::NoMemory),
+                "eagain" => Some(MigrateFailure::Again),
+                "none" => None,
+                f => {
+                    return Err(generic(format!(
+                        "unknown failure '{f}' (enomem, eagain, none)"
+                    )))
+                }
+            };
+            return host
+                .shared
+                .modify(|s| s.set_migrate_failure(block, failure))
+                .map(|_| json!({}))
+                .map_err(model_err);
+        }
+        "hwpoison" => {
+            let block = u64_arg(args, "block")?;
+            return host
+                .shared
+                .modify(|s| s.hwpoison(block))
+                .map(|_| json!({}))
+                .map_err(model_err);
+        }
+        _ => {
+            return Err(CommandError {
+                class: "CommandNotFound",
+                desc: format!("The command {name} has not been found"),
+            });
+        }
+    };
+    let reply = host.execute(&host_cmd).map_err(|e| generic(e.to_string()));
+    // The guest's uevents come before the host sees _OST / DEVICE_DELETED.
+    bus.pump_uevents(host);
+    let reply = reply?;
+    for ev in &reply.events {
+        bus.publish(ev.name(), ev.data());
+    }
+    let mut value = reply.value;
+    if !reply.insmods.is_empty() {
+        value = json!({"insmod": reply.insmods.iter().map(|(m, rc)| json!({"module": m, "rc": rc})).collect::<Vec<_>>()});
+    }
+    if let HostCommand::Hotadd { id, .. } = &host_cmd {
+        if let Some(d) = host.dimms.list().into_iter().find(|d| &d.id == id) {
+            let blocks: Vec<Value> = host.shared.read(|s| {
+                d.blocks.iter().map(|b| json!({"id": b, "state": s.blocks.get(b).map_or("removed", |x| x.state.as_str())})).collect()
+            });
+            value = json!({"addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "blocks": blocks});
+        }
+    }
+    Ok(value)
+}
+
+/// Parse and run one line; returns the reply object.
+pub fn handle_line(host: &Host, bus: &EventBus, line: &str) -> Value {
+    let parsed: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            return json!({"error": {"class": "GenericError", "desc": format!("JSON parse error, {e}")}})
+        }
+    };
+    let Some(obj) = parsed.as_object() else {
+        return json!({"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}});
+    };
+    let id = obj.get("id").cloned();
+    let result = match obj.get("execute").and_then(Value::as_str) {
+        None => Err(generic("QMP input lacks member 'execute'")),
+        Some(name) => match obj.get("arguments") {
+            None => dispatch(host, bus, name, &Map::new()),
+            Some(Value::Object(args)) => dispatch(host, bus, name, args),
+            Some(_) => Err(generic("QMP input member 'arguments' must be an object")),
+        },
+    };
+    let mut reply = match result {
+        Ok(v) => json!({"return": v}),
+        Err(e) => json!({"error": {"class": e.class, "desc": e.desc}}),
+    };
+    if let (Some(id), Some(o)) = (id, reply.as_object_mut()) {
+        o.insert("id".into(), id);
+    }
+    reply
+}

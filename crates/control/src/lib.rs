@@ -1,0 +1,302 @@
+//! memhp-control: the host side of a machine over a QMP-style JSON control
+//! socket. One JSON object per line:
+//!
+//! * the server greets with `{"QMP": {"version": ..., "capabilities": []}}`;
+//! * a client sends `{"execute": NAME, "arguments": {...}, "id": ...}` and
+//!   gets `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}`
+//!   (the `id` is echoed);
+//! * asynchronous `{"event": NAME, "data": {...}, "timestamp": {...}}` lines
+//!   carry uevents (`UEVENT`), `ACPI_DEVICE_OST`, `DEVICE_DELETED` and
+//!   `MEMORY_DEVICE_SIZE_CHANGE`.
+//!
+//! The socket is created with mode 0600. Bad JSON or unknown commands get a
+//! QMP error; the server never stops for a client's mistake.
+
+mod commands;
+
+pub use commands::{dispatch, CommandError};
+
+use memhp_drivers::host::Host;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why the control socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {0} is in use by a running memhp")]
+    InUse(PathBuf),
+}
+
+/// Subscribers of asynchronous events.
+#[derive(Default)]
+pub struct EventBus {
+    subscribers: Mutex<Vec<Sender<Value>>>,
+    /// Uevents of the model already published.
+    uevents_seen: Mutex<Option<usize>>,
+}
+
+fn timestamp() -> Value {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    json!({"seconds": now.as_secs(), "microseconds": now.subsec_micros()})
+}
+
+impl EventBus {
+    pub fn subscribe(&self) -> Receiver<Value> {
+        let (tx, rx) = channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Send an event line to every live subscriber.
+    pub fn publish(&self, event: &str, data: Value) {
+        let line = json!({"event": event, "data": data, "timestamp": timestamp()});
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|tx| tx.send(line.clone()).is_ok());
+    }
+}
+
+/// A running control socket server.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+    pump: Option<JoinHandle<()>>,
+}
+
+/// The greeting line.
+pub fn greeting() -> Value {
+    json!({"QMP": {"version": {"package": format!("memhp {}", env!("CARGO_PKG_VERSION"))}, "capabilities": []}})
+}
+
+fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let events = bus.subscribe();
+    let out = Arc::new(Mutex::new(()));
+    // Event writer: forwards bus events while the client is connected.
+    let mut ev_writer = match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let out2 = Arc::clone(&out);
+    let evt = std::thread::spawn(move || {
+        for ev in events {
+            let _g = out2.lock().unwrap_or_else(|e| e.into_inner());
+            if writeln!(ev_writer, "{ev}").is_err() {
+                break;
+            }
+        }
+    });
+    {
+        let _g = out.lock().unwrap_or_else(|e| e.into_inner());
+        if writeln!(writer, "{}", greeting()).is_err() {
+            return;
+        }
+    }
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = commands::handle_line(&host, &bus, &line);
+        let _g = out.lock().unwrap_or_else(|e| e.into_inner());
+        if writeln!(writer, "{reply}").is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown(std::net::Shutdown::Both);
+    drop(evt);
+}
+
+impl EventBus {
+    /// Publish the uevents the model sent since the last call (the first
+    /// call only takes note of what is already there).
+    pub fn pump_uevents(&self, host: &Host) {
+        let mut seen = self.uevents_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let new: Vec<_> = host.shared.read(|s| match *seen {
+            None => {
+                *seen = Some(s.events.uevents.len());
+                Vec::new()
+            }
+            Some(n) => s.events.uevents[n.min(s.events.uevents.len())..].to_vec(),
+        });
+        if let Some(n) = seen.as_mut() {
+            *n += new.len();
+        }
+        for u in new {
+            let data: serde_json::Map<String, Value> = u
+                .env()
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            self.publish("UEVENT", Value::Object(data));
+        }
+    }
+}
+
+impl ControlServer {
+    /// Listen on `path` (removing a stale socket left by a dead memhp).
+    pub fn start(
+        host: Arc<Host>,
+        bus: Arc<EventBus>,
+        path: &Path,
+    ) -> Result<ControlServer, ControlError> {
+        let io = |source| ControlError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        listener.set_nonblocking(true).map_err(io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h2, b2, s2) = (Arc::clone(&host), Arc::clone(&bus), Arc::clone(&stop));
+        let accept = std::thread::spawn(move || {
+            while !s2.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let (h, b) = (Arc::clone(&h2), Arc::clone(&b2));
+                        std::thread::spawn(move || serve_client(h, b, stream));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => {
+                        tracing::warn!("control socket accept: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        });
+        let s3 = Arc::clone(&stop);
+        bus.pump_uevents(&host);
+        let pump = std::thread::spawn(move || {
+            while !s3.load(Ordering::Acquire) {
+                bus.pump_uevents(&host);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            stop,
+            accept: Some(accept),
+            pump: Some(pump),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.pump.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A synchronous client: connect, read the greeting, run commands.
+pub struct ControlClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    /// Events received while waiting for replies.
+    pub events: Vec<Value>,
+}
+
+impl ControlClient {
+    pub fn connect(path: &Path) -> std::io::Result<ControlClient> {
+        let stream = UnixStream::connect(path)?;
+        let writer = stream.try_clone()?;
+        let mut c = ControlClient {
+            reader: BufReader::new(stream),
+            writer,
+            events: Vec::new(),
+        };
+        let greet = c.read_value()?;
+        if greet.get("QMP").is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no QMP greeting",
+            ));
+        }
+        Ok(c)
+    }
+
+    fn read_value(&mut self) -> std::io::Result<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "control socket closed",
+            ));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// Run one command; returns the whole reply object (`return` or `error`).
+    pub fn execute(&mut self, name: &str, args: Value) -> std::io::Result<Value> {
+        writeln!(
+            self.writer,
+            "{}",
+            json!({"execute": name, "arguments": args})
+        )?;
+        loop {
+            let v = self.read_value()?;
+            if v.get("event").is_some() {
+                self.events.push(v);
+                continue;
+            }
+            return Ok(v);
+        }
+    }
+
+    /// Wait for the next event line.
+    pub fn next_event(&mut self, timeout: Duration) -> std::io::Result<Value> {
+        if !self.events.is_empty() {
+            return Ok(self.events.remove(0));
+        }
+        self.reader.get_ref().set_read_timeout(Some(timeout))?;
+        let r = self.read_value();
+        self.reader.get_ref().set_read_timeout(None)?;
+        r
+    }
+}

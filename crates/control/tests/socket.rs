@@ -1,0 +1,106 @@
+//! The control socket over a real Unix socket: greeting, commands, QMP
+//! errors for bad input, events, owner-only permissions.
+
+use memhp_control::{ControlClient, ControlServer, EventBus};
+use memhp_drivers::host::Host;
+use memhp_model::machine::QemuPc;
+use memhp_model::KernelVersion;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn server(tag: &str, cmdline: &str) -> (ControlServer, std::path::PathBuf) {
+    let spec = QemuPc::default()
+        .machine(cmdline, KernelVersion::V6_1)
+        .unwrap();
+    let host = Arc::new(Host::boot(&spec).unwrap());
+    let path = std::env::temp_dir().join(format!("memhp-test-{}-{tag}.sock", std::process::id()));
+    let srv = ControlServer::start(host, Arc::new(EventBus::default()), &path).unwrap();
+    (srv, path)
+}
+
+#[test]
+fn socket_is_owner_only() {
+    let (_srv, path) = server("perm", "");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn bad_json_and_unknown_commands_get_qmp_errors_and_the_server_keeps_going() {
+    let (_srv, path) = server("bad", "");
+    let s = UnixStream::connect(&path).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"QMP\""));
+    for (input, class) in [
+        ("{not json", "GenericError"),
+        ("[1,2]", "GenericError"),
+        ("{\"execute\": \"frobnicate\"}", "CommandNotFound"),
+        (
+            "{\"execute\": \"hotadd\", \"arguments\": {\"id\": \"x\"}}",
+            "GenericError",
+        ),
+    ] {
+        writeln!(w, "{input}").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["error"]["class"], class, "{input}: {line}");
+    }
+    writeln!(w, "{{\"execute\": \"qmp_capabilities\", \"id\": 7}}").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+        json!({"return": {}, "id": 7})
+    );
+}
+
+#[test]
+fn hotadd_reports_blocks_and_ost_and_uevents_in_order() {
+    let (_srv, path) = server("hotadd", "memhp_default_state=online");
+    let mut c = ControlClient::connect(&path).unwrap();
+    let r = c
+        .execute("hotadd", json!({"id": "d1", "size": "256M"}))
+        .unwrap();
+    assert_eq!(r["return"]["addr"], json!(0x1_0000_0000u64));
+    assert_eq!(
+        r["return"]["blocks"],
+        json!([{"id": 32, "state": "online"}, {"id": 33, "state": "online"}])
+    );
+    let mut names = Vec::new();
+    while names.len() < 5 {
+        let ev = c.next_event(Duration::from_secs(5)).unwrap();
+        let desc = match ev["event"].as_str().unwrap() {
+            "UEVENT" => format!(
+                "{} {}",
+                ev["data"]["ACTION"].as_str().unwrap(),
+                ev["data"]["DEVPATH"].as_str().unwrap()
+            ),
+            other => other.to_string(),
+        };
+        names.push(desc);
+    }
+    assert_eq!(
+        names,
+        vec![
+            "add /devices/system/memory/memory32",
+            "add /devices/system/memory/memory33",
+            "online /devices/system/memory/memory32",
+            "online /devices/system/memory/memory33",
+            "ACPI_DEVICE_OST",
+        ]
+    );
+    let q = c.execute("query", json!({})).unwrap();
+    assert_eq!(q["return"]["blocks"].as_array().unwrap().len(), 10);
+    let e = c.execute("unplug", json!({"id": "nope"})).unwrap();
+    assert_eq!(e["error"]["desc"], "Device 'nope' not found");
+}
