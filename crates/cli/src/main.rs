@@ -1,5 +1,6 @@
 //! `memhp`: Linux memory hotplug in user space.
 
+mod bench;
 mod machine_args;
 mod show;
 
@@ -32,6 +33,15 @@ enum Command {
         /// Subtree to print, e.g. `sys/devices/system/node` or `proc/zoneinfo`.
         #[arg(long, default_value = "sys/devices/system/memory")]
         path: Vec<String>,
+    },
+    /// Model benchmarks at scale, with same-run baselines.
+    Bench {
+        /// TiB to hot-add.
+        #[arg(long, default_value_t = 1)]
+        tib: u64,
+        /// Online/offline cycles for the rate measurement.
+        #[arg(long, default_value_t = 200_000)]
+        cycles: u64,
     },
 }
 
@@ -75,6 +85,7 @@ fn run() -> Result<()> {
             }
             out.flush()?;
         }
+        Command::Bench { tib, cycles } => bench::print(&bench::run(tib, cycles)?),
     }
     Ok(())
 }

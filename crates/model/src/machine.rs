@@ -309,6 +309,8 @@ pub struct QemuPc {
 }
 
 const GIB: u64 = 1 << 30;
+/// Start of AMD's HyperTransport reserved window (QEMU reserves it in e820).
+const AMD_HT_START: u64 = 0xfd_0000_0000;
 const MIB: u64 = 1 << 20;
 
 impl QemuPc {
@@ -372,6 +374,20 @@ impl QemuPc {
         }
         let low = self.below_4g();
         let high = self.ram - low;
+        // QEMU ≥ 7.1 with its default (AMD) CPU keeps guest memory out of the
+        // HyperTransport hole below 1 TiB: when RAM above 4 GiB plus the
+        // device-memory region would reach it, they start at 1 TiB instead.
+        let dimm_size = if self.maxmem > self.ram {
+            self.maxmem - self.ram + GIB * u64::from(self.slots)
+        } else {
+            0
+        };
+        let naive_end = (4 * GIB + high).div_ceil(GIB) * GIB + dimm_size;
+        let above_4g_start = if naive_end > AMD_HT_START {
+            1u64 << 40
+        } else {
+            4 * GIB
+        };
         let mut e820 = vec![
             E820Entry {
                 start: 0,
@@ -405,7 +421,7 @@ impl QemuPc {
                 kind: E820Kind::Reserved,
             },
         ];
-        if high > 0 {
+        if high > 0 && above_4g_start == 4 * GIB {
             e820.push(E820Entry {
                 start: 4 * GIB,
                 end: 4 * GIB + high,
@@ -413,10 +429,17 @@ impl QemuPc {
             });
         }
         e820.push(E820Entry {
-            start: 0xfd_0000_0000,
-            end: 0x100_0000_0000,
+            start: AMD_HT_START,
+            end: 1 << 40,
             kind: E820Kind::Reserved,
         });
+        if high > 0 && above_4g_start != 4 * GIB {
+            e820.push(E820Entry {
+                start: above_4g_start,
+                end: above_4g_start + high,
+                kind: E820Kind::Usable,
+            });
+        }
 
         // Guest RAM is handed to the NUMA nodes in order, split around the
         // PCI hole the way QEMU builds its SRAT.
@@ -449,8 +472,8 @@ impl QemuPc {
                     ranges.push((s, e.min(low)));
                 }
                 if e > low {
-                    let hs = s.max(low) - low + 4 * GIB;
-                    ranges.push((hs, e - low + 4 * GIB));
+                    let hs = s.max(low) - low + above_4g_start;
+                    ranges.push((hs, e - low + above_4g_start));
                 }
             }
             guest_off = e;
@@ -465,8 +488,8 @@ impl QemuPc {
         let dimm = if self.maxmem > self.ram {
             // pc_memory_init: device memory starts 1 GiB aligned above RAM;
             // each slot adds 1 GiB of alignment slack.
-            let base = (4 * GIB + high).div_ceil(GIB) * GIB;
-            let size = self.maxmem - self.ram + GIB * u64::from(self.slots);
+            let base = (above_4g_start + high).div_ceil(GIB) * GIB;
+            let size = dimm_size;
             if let Some(last) = nodes.last_mut() {
                 last.hotplug.push((base, base + size));
             }
