@@ -41,6 +41,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qom-get", "path, property"),
     ("query-memory-devices", "the plugged memory devices"),
     ("query", "blocks, zones and nodes of the guest"),
+    ("klog", "kernel messages since the last klog (like dmesg -c)"),
+    ("bootlog", "the boot log"),
     ("module-load", "guest insmod: name"),
     ("module-unload", "guest rmmod: name"),
     (
@@ -156,6 +158,8 @@ pub fn dispatch(
             ))
         }
         "query" => return Ok(query(host)),
+        "klog" => return Ok(json!(host.shared.modify(|s| s.events.take_klog()))),
+        "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),
         "hotadd" | "device_add" => {
             if name == "device_add" {
                 let driver = str_arg(args, "driver")?;
