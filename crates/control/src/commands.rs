@@ -41,7 +41,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qom-get", "path, property"),
     ("query-memory-devices", "the plugged memory devices"),
     ("query", "blocks, zones and nodes of the guest"),
-    ("klog", "kernel messages since the last klog (like dmesg -c)"),
+    (
+        "klog",
+        "kernel messages since the last klog (like dmesg -c)",
+    ),
     ("bootlog", "the boot log"),
     ("module-load", "guest insmod: name"),
     ("module-unload", "guest rmmod: name"),
@@ -228,7 +231,7 @@ pub fn dispatch(
                 }
             };
             host.shared.modify(|s| {
-                s.injection.loaded = true;
+                s.load_injector(0);
                 if online {
                     s.injection.going_online = err as i32;
                 } else {

@@ -162,7 +162,7 @@ impl Host {
                     return Err(HostError::NoModule(name.clone()));
                 }
                 if key == "memory-notifier-error-inject" {
-                    self.shared.modify(|s| s.injection = Default::default());
+                    self.shared.modify(System::unload_injector);
                 }
                 Ok(HostReply::value(json!({})))
             }
@@ -179,7 +179,7 @@ impl Host {
             }
             insmods.push((format!("{dep}.ko"), 0));
             match key.as_str() {
-                "memory-notifier-error-inject" => self.shared.modify(|s| s.injection.loaded = true),
+                "memory-notifier-error-inject" => self.shared.modify(|s| s.load_injector(0)),
                 "virtio-pci" => self.vmem.load_transport(&self.shared),
                 "virtio-mem" => self.vmem.load_driver(&self.shared),
                 _ => {}

@@ -534,6 +534,7 @@ impl System {
             iomem,
             events: EventLog::default(),
             injection: NotifierInjection::default(),
+            memory_chain: crate::notifier::boot_chain_6_1(),
             wmark: Watermarks::default(),
             bootlog: Vec::new(),
             generation: 0,

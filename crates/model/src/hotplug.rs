@@ -93,23 +93,48 @@ impl System {
         (self.block_start_pfn(id), self.pages_per_block())
     }
 
+    /// Load `memory-notifier-error-inject` with `priority=`: its debugfs
+    /// files appear and its callback joins the memory chain.
+    pub fn load_injector(&mut self, priority: i32) {
+        if !self.injection.loaded {
+            self.injection = crate::events::NotifierInjection {
+                loaded: true,
+                going_online: 0,
+                going_offline: 0,
+            };
+            let _ = self.memory_chain.register_injector(priority);
+            self.touch();
+        }
+    }
+
+    /// Unload the injector: callback and debugfs files go away.
+    pub fn unload_injector(&mut self) {
+        if self.injection.loaded {
+            let _ = self.memory_chain.unregister_injector();
+            self.injection = Default::default();
+            self.touch();
+        }
+    }
+
+    /// Call the memory notifier chain; for the vetoable GOING events, a
+    /// stop-bit error becomes the operation's error.
     pub(crate) fn notify(
         &mut self,
         action: MemAction,
         arg: MemoryNotify,
     ) -> Result<(), HotplugError> {
         self.events.notifier.push(NotifierCall { action, arg });
-        let inj = match action {
-            MemAction::GoingOnline => self.injection.going_online,
-            MemAction::GoingOffline => self.injection.going_offline,
-            _ => 0,
-        };
-        if self.injection.loaded && inj != 0 {
-            self.events
-                .log(format!("Injecting error ({inj}) to {}", action.name()));
-            return Err(HotplugError::Notifier(inj));
+        let mut log = Vec::new();
+        let (ret, _) = self
+            .memory_chain
+            .call(action, &arg, None, &self.injection, &mut log);
+        for l in log {
+            self.events.log(l);
         }
-        Ok(())
+        match crate::notifier::notifier_to_errno(ret) {
+            0 => Ok(()),
+            e => Err(HotplugError::Notifier(e)),
+        }
     }
 
     fn grow_spans(&mut self, nid: u32, zone: ZoneType, start: u64, nr: u64) {

@@ -16,6 +16,7 @@ pub mod hotplug;
 pub mod iomem;
 pub mod kstr;
 pub mod machine;
+pub mod notifier;
 pub mod pages;
 mod policy;
 pub mod shared;

@@ -136,6 +136,9 @@ pub struct System {
     pub iomem: Iomem,
     pub events: EventLog,
     pub injection: NotifierInjection,
+    /// The memory notifier chain (callbacks are not serialised).
+    #[serde(skip)]
+    pub memory_chain: crate::notifier::MemoryChain,
     pub wmark: Watermarks,
     /// Boot-log lines (what `dmesg` showed before the first `klog`).
     pub bootlog: Vec<String>,

@@ -256,7 +256,7 @@ fn apply(s: &mut System, op: &Op) -> bool {
             s.remove_memory(id * s.block_size, s.block_size).is_ok()
         }
         Op::Inject { online, offline } => {
-            s.injection.loaded = true;
+            s.load_injector(0);
             s.injection.going_online = online;
             s.injection.going_offline = offline;
             true

@@ -1,0 +1,396 @@
+//! Blocking notifier chains (spec 02 §1–§4): registration by priority,
+//! return-value encoding, the plain and the robust call, and the memory
+//! chain with the in-kernel consumers of Linux 6.1 registered at boot.
+
+use crate::events::{MemAction, MemoryNotify, NotifierInjection};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+pub const NOTIFY_DONE: i32 = 0x0000;
+pub const NOTIFY_OK: i32 = 0x0001;
+pub const NOTIFY_STOP_MASK: i32 = 0x8000;
+pub const NOTIFY_BAD: i32 = NOTIFY_STOP_MASK | 0x0002;
+pub const NOTIFY_STOP: i32 = NOTIFY_OK | NOTIFY_STOP_MASK;
+
+/// `notifier_from_errno()`: 0 → NOTIFY_OK, else the stop bit plus the errno.
+pub const fn notifier_from_errno(err: i32) -> i32 {
+    if err != 0 {
+        NOTIFY_STOP_MASK | (NOTIFY_OK - err)
+    } else {
+        NOTIFY_OK
+    }
+}
+
+/// `notifier_to_errno()`.
+pub const fn notifier_to_errno(ret: i32) -> i32 {
+    let r = ret & !NOTIFY_STOP_MASK;
+    if r > NOTIFY_OK {
+        NOTIFY_OK - r
+    } else {
+        0
+    }
+}
+
+/// A memory-notifier callback: `(action, arg) -> NOTIFY_*`.
+pub type MemoryCallback = Arc<dyn Fn(MemAction, &MemoryNotify) -> i32 + Send + Sync>;
+
+/// Registration handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NotifierId(pub u64);
+
+/// Why a registration change failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotifierError {
+    /// The block is already on the chain.
+    #[error("notifier already registered (EEXIST)")]
+    Exists,
+    /// The block is not on the chain.
+    #[error("notifier not registered (ENOENT)")]
+    NotFound,
+    /// Registration from inside a callback of the same chain would deadlock
+    /// on the chain's rwsem.
+    #[error("registration from inside a callback would deadlock")]
+    Reentrant,
+}
+
+/// What a chain entry runs.
+#[derive(Clone)]
+enum Entry {
+    Callback(MemoryCallback),
+    /// `memory-notifier-error-inject`: returns the configured error for
+    /// MEM_GOING_ONLINE / MEM_GOING_OFFLINE.
+    Injector,
+}
+
+#[derive(Clone)]
+struct Block {
+    id: NotifierId,
+    name: String,
+    priority: i32,
+    entry: Entry,
+}
+
+/// One call of one callback, for traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    pub consumer: String,
+    pub action: MemAction,
+    pub arg: MemoryNotify,
+    pub ret: i32,
+}
+
+/// A blocking notifier chain of the memory-hotplug kind.
+#[derive(Clone, Default)]
+pub struct MemoryChain {
+    blocks: Vec<Block>,
+    next_id: u64,
+    /// Every callback invocation, in order (`take_trace` drains it).
+    trace: Arc<Mutex<Vec<CallRecord>>>,
+    in_call: bool,
+}
+
+impl fmt::Debug for MemoryChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.blocks.iter().map(|b| (&b.name, b.priority)))
+            .finish()
+    }
+}
+
+impl MemoryChain {
+    /// `notifier_chain_register`: before the first entry with a strictly
+    /// lower priority (descending priority, FIFO among equals).
+    pub fn register(
+        &mut self,
+        name: &str,
+        priority: i32,
+        callback: MemoryCallback,
+    ) -> Result<NotifierId, NotifierError> {
+        if self.in_call {
+            return Err(NotifierError::Reentrant);
+        }
+        if self
+            .blocks
+            .iter()
+            .any(|b| matches!(&b.entry, Entry::Callback(c) if Arc::ptr_eq(c, &callback)))
+        {
+            return Err(NotifierError::Exists);
+        }
+        Ok(self.insert(name, priority, Entry::Callback(callback)))
+    }
+
+    fn insert(&mut self, name: &str, priority: i32, entry: Entry) -> NotifierId {
+        self.next_id += 1;
+        let id = NotifierId(self.next_id);
+        let pos = self
+            .blocks
+            .iter()
+            .position(|b| b.priority < priority)
+            .unwrap_or(self.blocks.len());
+        self.blocks.insert(
+            pos,
+            Block {
+                id,
+                name: name.to_string(),
+                priority,
+                entry,
+            },
+        );
+        id
+    }
+
+    /// Register the error injector (module load with `priority=`).
+    pub fn register_injector(&mut self, priority: i32) -> Result<NotifierId, NotifierError> {
+        if self
+            .blocks
+            .iter()
+            .any(|b| matches!(b.entry, Entry::Injector))
+        {
+            return Err(NotifierError::Exists);
+        }
+        Ok(self.insert("memory_notifier_err_inject", priority, Entry::Injector))
+    }
+
+    /// Unregister the error injector (module unload).
+    pub fn unregister_injector(&mut self) -> Result<(), NotifierError> {
+        let pos = self
+            .blocks
+            .iter()
+            .position(|b| matches!(b.entry, Entry::Injector))
+            .ok_or(NotifierError::NotFound)?;
+        self.blocks.remove(pos);
+        Ok(())
+    }
+
+    /// `notifier_chain_unregister`.
+    pub fn unregister(&mut self, id: NotifierId) -> Result<(), NotifierError> {
+        if self.in_call {
+            return Err(NotifierError::Reentrant);
+        }
+        let pos = self
+            .blocks
+            .iter()
+            .position(|b| b.id == id)
+            .ok_or(NotifierError::NotFound)?;
+        self.blocks.remove(pos);
+        Ok(())
+    }
+
+    /// Names and priorities in call order.
+    pub fn order(&self) -> Vec<(String, i32)> {
+        self.blocks
+            .iter()
+            .map(|b| (b.name.clone(), b.priority))
+            .collect()
+    }
+
+    /// `notifier_call_chain`: call up to `nr_to_call` callbacks (`None` =
+    /// all) in order, stopping after one that returns the stop bit. Returns
+    /// the last return value and how many were called.
+    /// The injector reads `inj` and appends its log line to `log`.
+    pub fn call(
+        &mut self,
+        action: MemAction,
+        arg: &MemoryNotify,
+        nr_to_call: Option<usize>,
+        inj: &NotifierInjection,
+        log: &mut Vec<String>,
+    ) -> (i32, usize) {
+        let mut ret = NOTIFY_DONE;
+        let mut calls = 0;
+        self.in_call = true;
+        for b in self.blocks.iter().take(nr_to_call.unwrap_or(usize::MAX)) {
+            ret = match &b.entry {
+                Entry::Callback(cb) => cb(action, arg),
+                Entry::Injector => {
+                    let err = match action {
+                        MemAction::GoingOnline => inj.going_online,
+                        MemAction::GoingOffline => inj.going_offline,
+                        _ => 0,
+                    };
+                    if err != 0 {
+                        log.push(format!("Injecting error ({err}) to {}", action.name()));
+                    }
+                    notifier_from_errno(err)
+                }
+            };
+            calls += 1;
+            self.trace
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(CallRecord {
+                    consumer: b.name.clone(),
+                    action,
+                    arg: *arg,
+                    ret,
+                });
+            if ret & NOTIFY_STOP_MASK != 0 {
+                break;
+            }
+        }
+        self.in_call = false;
+        (ret, calls)
+    }
+
+    /// `notifier_call_chain_robust`: on a stop-bit failure, send `down` to
+    /// the callbacks that accepted `up` (all but the failing one).
+    pub fn call_robust(
+        &mut self,
+        up: MemAction,
+        down: MemAction,
+        arg: &MemoryNotify,
+        inj: &NotifierInjection,
+        log: &mut Vec<String>,
+    ) -> i32 {
+        let (ret, nr) = self.call(up, arg, None, inj, log);
+        if ret & NOTIFY_STOP_MASK != 0 && nr > 1 {
+            self.call(down, arg, Some(nr - 1), inj, log);
+        }
+        ret
+    }
+
+    /// Drain the call trace.
+    pub fn take_trace(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut *self.trace.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A consumer that accepts everything (the kernel's bookkeeping consumers
+/// whose side effects are not visible through sysfs).
+fn accept() -> MemoryCallback {
+    Arc::new(|_, _| NOTIFY_OK)
+}
+
+/// The memory chain of a booted Linux 6.1 x86-64 (Debian config), in
+/// registration order (spec 02 §4).
+pub fn boot_chain_6_1() -> MemoryChain {
+    let mut c = MemoryChain::default();
+    for (name, prio) in [
+        ("slab_memory_callback", 1),
+        ("page_ext_callback", 0),
+        ("mm_compute_batch_notifier", 10),
+        ("cpuset_track_online_nodes", 10),
+        ("kcore_callback", 0),
+        ("reserve_mem_notifier", 0),
+        ("ksm_memory_callback", 100),
+        ("memtier_hotplug_callback", 100),
+        ("hmat_callback", 2),
+    ] {
+        c.register(name, prio, accept()).expect("fresh callbacks");
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arg() -> MemoryNotify {
+        MemoryNotify {
+            start_pfn: 0x100000,
+            nr_pages: 32768,
+            status_change_nid_normal: -1,
+            status_change_nid: -1,
+        }
+    }
+
+    #[test]
+    fn errno_encoding_round_trips() {
+        assert_eq!(notifier_from_errno(0), NOTIFY_OK);
+        assert_eq!(notifier_from_errno(-12), 0x800D);
+        assert_eq!(notifier_from_errno(-1), NOTIFY_BAD);
+        assert_eq!(notifier_to_errno(0x800D), -12);
+        assert_eq!(notifier_to_errno(NOTIFY_BAD), -1);
+        assert_eq!(notifier_to_errno(NOTIFY_STOP), 0);
+        assert_eq!(notifier_to_errno(0x0002), -1);
+        assert_eq!(notifier_to_errno(notifier_from_errno(-4095)), -4095);
+    }
+
+    #[test]
+    fn registration_is_by_descending_priority_fifo_among_equals() {
+        let c = boot_chain_6_1();
+        let names: Vec<String> = c.order().into_iter().map(|o| o.0).collect();
+        assert_eq!(
+            names,
+            [
+                "ksm_memory_callback",
+                "memtier_hotplug_callback",
+                "mm_compute_batch_notifier",
+                "cpuset_track_online_nodes",
+                "hmat_callback",
+                "slab_memory_callback",
+                "page_ext_callback",
+                "kcore_callback",
+                "reserve_mem_notifier"
+            ]
+        );
+    }
+
+    #[test]
+    fn double_registration_is_eexist_and_unknown_unregister_enoent() {
+        let mut c = MemoryChain::default();
+        let cb = accept();
+        let id = c.register("a", 0, Arc::clone(&cb)).unwrap();
+        assert_eq!(c.register("a", 0, cb), Err(NotifierError::Exists));
+        c.unregister(id).unwrap();
+        assert_eq!(c.unregister(id), Err(NotifierError::NotFound));
+    }
+
+    #[test]
+    fn stop_bit_stops_the_walk_and_error_without_it_is_overwritten() {
+        let mut c = MemoryChain::default();
+        c.register("bad-no-stop", 3, Arc::new(|_, _| 0x0002))
+            .unwrap();
+        c.register("ok", 2, accept()).unwrap();
+        let (inj, mut log) = (NotifierInjection::default(), Vec::new());
+        assert_eq!(
+            c.call(MemAction::GoingOnline, &arg(), None, &inj, &mut log),
+            (NOTIFY_OK, 2)
+        );
+        c.register("veto", 1, Arc::new(|_, _| notifier_from_errno(-16)))
+            .unwrap();
+        c.register("after", 0, accept()).unwrap();
+        let (ret, n) = c.call(MemAction::GoingOnline, &arg(), None, &inj, &mut log);
+        assert_eq!((notifier_to_errno(ret), n), (-16, 3));
+    }
+
+    #[test]
+    fn robust_call_sends_down_only_to_those_before_the_failure() {
+        let mut c = MemoryChain::default();
+        c.register("a", 2, accept()).unwrap();
+        c.register(
+            "b",
+            1,
+            Arc::new(|a, _| {
+                if a == MemAction::GoingOnline {
+                    NOTIFY_BAD
+                } else {
+                    NOTIFY_OK
+                }
+            }),
+        )
+        .unwrap();
+        c.register("c", 0, accept()).unwrap();
+        c.take_trace();
+        c.call_robust(
+            MemAction::GoingOnline,
+            MemAction::CancelOnline,
+            &arg(),
+            &NotifierInjection::default(),
+            &mut Vec::new(),
+        );
+        let t: Vec<(String, MemAction)> = c
+            .take_trace()
+            .into_iter()
+            .map(|r| (r.consumer, r.action))
+            .collect();
+        assert_eq!(
+            t,
+            vec![
+                ("a".into(), MemAction::GoingOnline),
+                ("b".into(), MemAction::GoingOnline),
+                ("a".into(), MemAction::CancelOnline)
+            ]
+        );
+    }
+}
