@@ -63,6 +63,15 @@ impl OnlineType {
 /// A memory group id (`mgid`).
 pub type GroupId = u32;
 
+/// Attribute text kept from a sysfs dump (older or non-x86 kernels show
+/// `removable` and `valid_zones` differently).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpedAttrs {
+    pub removable: Option<String>,
+    /// For offline blocks only; dropped when the block changes state.
+    pub valid_zones: Option<String>,
+}
+
 /// One `struct memory_block` plus the device-core state user space sees.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryBlock {
@@ -89,6 +98,9 @@ pub struct MemoryBlock {
     pub firmware_node: Option<String>,
     /// What the pages of this block hold (the page model).
     pub pages: PageUsage,
+    /// Text kept from a sysfs dump this block was seeded from.
+    #[serde(default)]
+    pub dumped: Option<DumpedAttrs>,
 }
 
 impl MemoryBlock {
@@ -107,6 +119,7 @@ impl MemoryBlock {
             dev_offline: true,
             firmware_node: None,
             pages: PageUsage::default(),
+            dumped: None,
         }
     }
 }

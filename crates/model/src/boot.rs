@@ -482,6 +482,7 @@ impl System {
                     group: None,
                     dev_offline: false,
                     firmware_node: None,
+                    dumped: None,
                     pages: PageUsage {
                         present,
                         reserved: res,

@@ -10,6 +10,7 @@ pub mod block;
 pub mod boot;
 mod bootlog;
 pub mod cmdline;
+pub mod dump;
 pub mod events;
 pub mod hotadd;
 pub mod hotplug;

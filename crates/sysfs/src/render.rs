@@ -66,6 +66,15 @@ pub fn block_online(sys: &System, id: u64) -> Option<String> {
     Some(format!("{}\n", u8::from(!sys.blocks.get(&id)?.dev_offline)))
 }
 
+/// `memoryN/removable`: `1` on every kernel since 5.7 (or as dumped).
+pub fn block_removable(sys: &System, id: u64) -> Option<String> {
+    let b = sys.blocks.get(&id)?;
+    Some(match b.dumped.as_ref().and_then(|d| d.removable.as_ref()) {
+        Some(text) => format!("{text}\n"),
+        None => "1\n".to_string(),
+    })
+}
+
 /// `memoryN/phys_index`: `%08lx`.
 pub fn block_phys_index(id: u64) -> String {
     format!("{id:08x}\n")

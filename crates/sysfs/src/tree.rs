@@ -361,7 +361,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                 "online" => render::block_online(sys, id),
                 "phys_index" => Some(render::block_phys_index(id)),
                 "phys_device" => Some("0\n".to_string()),
-                "removable" => Some("1\n".to_string()),
+                "removable" => render::block_removable(sys, id),
                 "valid_zones" => render::block_valid_zones(sys, id),
                 _ => None,
             }
