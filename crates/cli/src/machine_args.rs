@@ -30,6 +30,10 @@ pub struct MachineArgs {
     /// Kernel behaviour to follow: `6.1` (default) or `ml` (mainline).
     #[arg(long, default_value = "6.1")]
     pub kernel: String,
+    /// Seed the machine from a sysfs dump (a directory or a `.tar.bz2`)
+    /// instead of booting a profile.
+    #[arg(long)]
+    pub dump: Option<std::path::PathBuf>,
 }
 
 /// The command line the oracle's guests boot with.
@@ -91,6 +95,18 @@ impl MachineArgs {
             m: MachineArgs,
         }
         <Only as clap::Parser>::parse_from(["memhp"]).m
+    }
+
+    /// Boot the machine (or seed it from `--dump`) with its devices.
+    pub fn host(&self) -> Result<memhp_drivers::host::Host> {
+        if let Some(path) = &self.dump {
+            let data = crate::dump_io::load(path)?;
+            let sys = memhp_model::System::from_dump(&data, self.version()?)
+                .with_context(|| format!("dump {}", path.display()))?;
+            return Ok(memhp_drivers::host::Host::from_system(sys));
+        }
+        let spec = self.spec()?;
+        Ok(memhp_drivers::host::Host::boot(&spec)?)
     }
 
     pub fn version(&self) -> Result<KernelVersion> {

@@ -1,14 +1,13 @@
 //! `memhp`: Linux memory hotplug in user space.
 
 mod bench;
+mod dump_io;
 mod machine_args;
 mod show;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use machine_args::MachineArgs;
-use memhp_model::shared::Shared;
-use memhp_model::System;
 use memhp_sysfs::SysfsTree;
 use std::io::Write;
 use std::sync::Arc;
@@ -34,6 +33,14 @@ enum Command {
         #[arg(long, default_value = "sys/devices/system/memory")]
         path: Vec<String>,
     },
+    /// Record a sysfs memory tree (default `/sys`) as a `.tar.bz2` dump.
+    Capture {
+        /// The sysfs root to read.
+        #[arg(default_value = "/sys")]
+        sysroot: std::path::PathBuf,
+        /// Output file (`NAME.tar.bz2`).
+        out: std::path::PathBuf,
+    },
     /// Model benchmarks at scale, with same-run baselines.
     Bench {
         /// TiB to hot-add.
@@ -43,11 +50,6 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         cycles: u64,
     },
-}
-
-fn boot(args: &MachineArgs) -> Result<Arc<Shared>> {
-    let spec = args.spec()?;
-    Ok(Arc::new(Shared::new(System::boot(&spec)?)))
 }
 
 fn main() {
@@ -77,13 +79,17 @@ fn run() -> Result<()> {
     });
     match command {
         Command::Show { machine, path } => {
-            let tree = SysfsTree::new(boot(&machine)?);
+            let tree = SysfsTree::new(Arc::clone(&machine.host()?.shared));
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             for p in &path {
                 show::dump(&tree, p.trim_matches('/'), &mut out)?;
             }
             out.flush()?;
+        }
+        Command::Capture { sysroot, out } => {
+            let n = dump_io::capture(&sysroot, &out)?;
+            eprintln!("memhp: wrote {n} files to {}", out.display());
         }
         Command::Bench { tib, cycles } => bench::print(&bench::run(tib, cycles)?),
     }

@@ -112,6 +112,17 @@ impl Host {
         })
     }
 
+    /// A host around an already built system (e.g. seeded from a dump),
+    /// without DIMM slots or virtio-mem devices.
+    pub fn from_system(sys: System) -> Host {
+        Host {
+            shared: Arc::new(Shared::new(sys)),
+            dimms: AcpiDimms::new(None),
+            vmem: VirtioMemDevices::none(),
+            modules: Mutex::new(BTreeSet::new()),
+        }
+    }
+
     fn modules(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.modules.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -111,6 +111,13 @@ impl VirtioMemDevices {
         }
     }
 
+    /// A machine without virtio-mem devices.
+    pub fn none() -> Self {
+        VirtioMemDevices {
+            devs: Mutex::new(Vec::new()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<VirtioMem>> {
         self.devs.lock().unwrap_or_else(|e| e.into_inner())
     }
