@@ -161,6 +161,13 @@ pub fn dispatch(
             ))
         }
         "query" => return Ok(query(host)),
+        "wide-errno" => {
+            let path = str_arg(args, "path")?;
+            let key = path.trim_start_matches('/').to_string();
+            return Ok(json!(host
+                .shared
+                .modify(|s| s.events.wide_errnos.remove(&key))));
+        }
         "klog" => return Ok(json!(host.shared.modify(|s| s.events.take_klog()))),
         "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),
         "hotadd" | "device_add" => {

@@ -23,6 +23,11 @@ const MAX_ORDER_NR_PAGES: u64 = 1024;
 const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
 /// x86 reserves the first 1 MiB for the BIOS and real mode.
 const LOW_RESERVED_PFN: u64 = 256;
+/// `pg_data_t` of 6.1 x86-64 (NODE_DATA(0) allocated [mem 0x3fe4e000-0x3fe78fff]).
+const NODE_DATA_PAGES: u64 = 43;
+/// Per-cpu area of one more CPU (oracle `numa-memoryless`: 2 nodes, 2 CPUs
+/// reserve 104 pages more than 1 node, 1 CPU; 43 of them are NODE_DATA).
+const PERCPU_UNIT_PAGES: u64 = 61;
 
 /// Why a boot failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -309,6 +314,16 @@ fn boot_reservations(
     let page_tables = total_pages.div_ceil(gib_pages);
     let hash = |scale_shift: u32| (kernel_pages >> scale_shift).next_power_of_two() * 8 / 4096;
     let global = a.fixed_topdown_pages + page_tables + hash(1) + hash(2);
+    // Beyond the first node and CPU: each node's pgdat (NODE_DATA, on node 0
+    // for a memoryless node) and each CPU's per-cpu area.
+    let extra_nodes = spec.nodes.len().saturating_sub(1) as u64;
+    let extra_cpus = spec
+        .nodes
+        .iter()
+        .map(|n| n.cpus.len())
+        .sum::<usize>()
+        .saturating_sub(1) as u64;
+    let global = global + extra_nodes * NODE_DATA_PAGES + extra_cpus * PERCPU_UNIT_PAGES;
 
     // The memmap of each node lives on the node; the first node also holds
     // the global allocations. Top-down from the node's last page.

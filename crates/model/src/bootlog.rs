@@ -169,13 +169,7 @@ pub fn render(
     let cpus: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
     l.push(format!("smpboot: Allowing {cpus} CPUs, 0 hotplug CPUs"));
     let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
-    for &nid in &online {
-        let mut order = String::new();
-        for n in std::iter::once(nid).chain(online.iter().copied().filter(|&o| o != nid)) {
-            order.push_str(&format!("{n} "));
-        }
-        l.push(format!("Fallback order for Node {nid}: {order}"));
-    }
+    l.extend(crate::wmark::fallback_order_lines(sys));
     // At this point managed = present − memmap − DMA reserve, watermarks 0.
     let dma_reserve: u64 = memblock
         .iter()

@@ -117,6 +117,10 @@ pub struct EventLog {
     pub uevents: Vec<Uevent>,
     pub seqnum: u64,
     pub notifier: Vec<NotifierCall>,
+    /// Errnos a transport could not deliver (FUSE carries only 1..511), by
+    /// the path of the write, for helpers that ask (`wide-errno`).
+    #[serde(default)]
+    pub wide_errnos: std::collections::BTreeMap<String, i32>,
 }
 
 impl EventLog {

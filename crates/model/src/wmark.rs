@@ -37,6 +37,25 @@ fn isqrt(n: u64) -> u64 {
     x
 }
 
+/// `build_zonelists`' "Fallback order" line per online node: the node
+/// itself, then the other nodes that have memory.
+pub fn fallback_order_lines(sys: &System) -> Vec<String> {
+    let with_memory: Vec<u32> = sys
+        .online_nodes()
+        .filter(|n| n.has_memory)
+        .map(|n| n.id)
+        .collect();
+    sys.online_nodes()
+        .map(|node| {
+            let order: String = std::iter::once(node.id)
+                .chain(with_memory.iter().copied().filter(|&o| o != node.id))
+                .map(|n| format!("{n} "))
+                .collect();
+            format!("Fallback order for Node {}: {order}", node.id)
+        })
+        .collect()
+}
+
 impl Watermarks {
     /// Σ over populated zones with index ≤ `max` of `managed − high` (when
     /// positive): `nr_free_zone_pages()`.
@@ -133,14 +152,7 @@ impl Watermarks {
     pub fn rebuild_zonelists(&mut self, sys: &System) -> Vec<String> {
         self.update_policy_zone(sys);
         let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
-        let mut lines = Vec::new();
-        for &nid in &online {
-            let mut order = String::new();
-            for n in std::iter::once(nid).chain(online.iter().copied().filter(|&o| o != nid)) {
-                order.push_str(&format!("{n} "));
-            }
-            lines.push(format!("Fallback order for Node {nid}: {order}"));
-        }
+        let mut lines = fallback_order_lines(sys);
         lines.push(format!(
             "Built {} zonelists, mobility grouping on.  Total pages: {}",
             online.len(),

@@ -489,7 +489,15 @@ impl Tree for SysfsTree {
         if data.is_empty() {
             return Ok(0);
         }
-        store::store(&self.shared, &parts, data, &|| cancel.is_cancelled())
+        let r = store::store(&self.shared, &parts, data, &|| cancel.is_cancelled());
+        if let Err(e) = r {
+            if e.0 >= 512 {
+                let key = parts.join("/");
+                self.shared
+                    .modify(|s| s.events.wide_errnos.insert(key, e.0));
+            }
+        }
+        r
     }
 
     fn generation(&self) -> u64 {
