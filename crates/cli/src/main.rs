@@ -1,11 +1,18 @@
 //! `memhp`: Linux memory hotplug in user space.
 
 mod bench;
+mod check;
+mod ctl;
+mod daemon;
 mod dump_io;
+mod guest_sh;
 mod machine_args;
+mod ohelper;
+mod runner;
 mod show;
+mod tdiff;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use machine_args::MachineArgs;
 use memhp_sysfs::SysfsTree;
@@ -33,6 +40,49 @@ enum Command {
         #[arg(long, default_value = "sys/devices/system/memory")]
         path: Vec<String>,
     },
+    /// Serve a machine's sysfs/procfs tree at ROOT (FUSE) with its control
+    /// socket; daemonizes once the mount is ready unless `-f`.
+    Mount {
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// Mount point (an existing empty directory).
+        root: std::path::PathBuf,
+        /// Stay in the foreground.
+        #[arg(short, long)]
+        foreground: bool,
+        /// Control socket path (default: /run/memhp/<root>.sock).
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
+    },
+    /// Unmount a tree served by `memhp mount`.
+    Umount { root: std::path::PathBuf },
+    /// Talk to a running machine's control socket.
+    Ctl {
+        /// The mount root of the machine.
+        #[arg(long, conflicts_with = "socket")]
+        root: Option<std::path::PathBuf>,
+        /// The control socket path.
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
+        /// Command and arguments: `hotadd ID SIZE [node=N] [addr=A]`,
+        /// `unplug ID`, `vmem-resize ID SIZE`, `query`, `klog`, `events`,
+        /// `inject ACTION ERRNO`, `workload OP KIND PAGES block=N|node=N`,
+        /// `migrate-fail BLOCK FAILURE`, `hwpoison BLOCK`, `module-load NAME`,
+        /// `json '{...}'`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Oracle scenarios: run, compare, check a directory.
+    Scenario {
+        #[command(subcommand)]
+        cmd: ScenarioCmd,
+    },
+    /// Guest helper commands used by scenario steps.
+    #[command(hide = true)]
+    Ohelper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Record a sysfs memory tree (default `/sys`) as a `.tar.bz2` dump.
     Capture {
         /// The sysfs root to read.
@@ -49,6 +99,39 @@ enum Command {
         /// Online/offline cycles for the rate measurement.
         #[arg(long, default_value_t = 200_000)]
         cycles: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ScenarioCmd {
+    /// Run a scenario and write its transcript.
+    Run {
+        file: std::path::PathBuf,
+        /// Write the transcript here instead of stdout.
+        #[arg(short, long)]
+        out: Option<std::path::PathBuf>,
+        /// Kernel behaviour: `6.1` or `ml`.
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+    },
+    /// Compare two transcripts; prints the score and the differing lines.
+    Diff {
+        expected: std::path::PathBuf,
+        actual: std::path::PathBuf,
+    },
+    /// Run every `*.scn` of DIR, diff each against `DIR/../transcripts`,
+    /// print the table; fail if a scenario listed in `--baseline` (one name
+    /// per line) no longer matches completely.
+    Check {
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
+        /// Write the transcripts here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Print the differing lines of each scenario.
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -86,6 +169,77 @@ fn run() -> Result<()> {
                 show::dump(&tree, p.trim_matches('/'), &mut out)?;
             }
             out.flush()?;
+        }
+        Command::Mount {
+            machine,
+            root,
+            foreground,
+            socket,
+        } => daemon::mount(&machine, &root, socket, foreground)?,
+        Command::Umount { root } => daemon::umount(&root)?,
+        Command::Ohelper { args } => std::process::exit(ohelper::main(&args)),
+        Command::Ctl {
+            root,
+            socket,
+            words,
+        } => {
+            let sock = match (socket, root) {
+                (Some(s), _) => s,
+                (None, Some(r)) => ctl::socket_for_root(&r),
+                (None, None) => anyhow::bail!("give --root ROOT or --socket PATH"),
+            };
+            let code = ctl::run(&sock, &words)?;
+            std::process::exit(code);
+        }
+        Command::Scenario {
+            cmd: ScenarioCmd::Run { file, out, kernel },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("scenario")
+                .to_string();
+            let scn = runner::Scenario::parse(&name, &text)
+                .with_context(|| format!("{}", file.display()))?;
+            let shown = format!(
+                "scenarios/{}",
+                file.file_name().and_then(|s| s.to_str()).unwrap_or("")
+            );
+            let outcome = runner::run(&scn, &shown, kernel.parse().map_err(anyhow::Error::msg)?)?;
+            match out {
+                Some(p) => std::fs::write(&p, &outcome.transcript)
+                    .with_context(|| format!("write {}", p.display()))?,
+                None => print!("{}", outcome.transcript),
+            }
+        }
+        Command::Scenario {
+            cmd: ScenarioCmd::Diff { expected, actual },
+        } => {
+            let sc = tdiff::diff_files(&expected, &actual)?;
+            let name = actual
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("transcript");
+            tdiff::report(name, &sc, &mut std::io::stdout())?;
+            std::process::exit(i32::from(sc.matched != sc.total));
+        }
+        Command::Scenario {
+            cmd:
+                ScenarioCmd::Check {
+                    dir,
+                    baseline,
+                    out,
+                    verbose,
+                },
+        } => {
+            std::process::exit(check::run(
+                &dir,
+                baseline.as_deref(),
+                out.as_deref(),
+                verbose,
+            )?);
         }
         Command::Capture { sysroot, out } => {
             let n = dump_io::capture(&sysroot, &out)?;

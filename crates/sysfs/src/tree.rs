@@ -331,7 +331,32 @@ fn split(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
+/// The files of a memory block directory (everything but the links).
+const BLOCK_FILES: [(&str, u16); 7] = [
+    ("online", 0o644),
+    ("phys_device", 0o444),
+    ("phys_index", 0o444),
+    ("removable", 0o444),
+    ("state", 0o644),
+    ("uevent", 0o644),
+    ("valid_zones", 0o444),
+];
+
 fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
+    // Fast paths for the hot spots (block directories and their files), so
+    // that a lookup costs O(log blocks), not a directory listing.
+    match parts {
+        ["sys", "devices", "system", "memory", b] if b.starts_with("memory") => {
+            return sys.blocks.contains_key(&block_id(b)?).then_some(DIR);
+        }
+        ["sys", "devices", "system", "memory", b, f] if b.starts_with("memory") => {
+            sys.blocks.get(&block_id(b)?)?;
+            if let Some((_, m)) = BLOCK_FILES.iter().find(|(n, _)| n == f) {
+                return Some(file(*m));
+            }
+        }
+        _ => {}
+    }
     match parts.split_last() {
         None => Some(DIR),
         Some((last, parent)) => {

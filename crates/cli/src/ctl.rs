@@ -1,0 +1,160 @@
+//! `memhp ctl`: the human front end of the control socket. Host actions use
+//! the oracle's host-step words (`hotadd ID SIZE [node=N] [addr=A]`,
+//! `unplug ID`, `vmem-resize ID SIZE`).
+
+use anyhow::{bail, Context, Result};
+use memhp_control::ControlClient;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The control socket of the machine mounted at `root`.
+pub fn socket_for_root(root: &Path) -> PathBuf {
+    let canon = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let name: String = canon
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    PathBuf::from("/run/memhp").join(format!("{}.sock", name.trim_matches('_')))
+}
+
+fn kv(words: &[String]) -> Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for w in words {
+        let (k, v) = w
+            .split_once('=')
+            .with_context(|| format!("expected KEY=VALUE, got {w:?}"))?;
+        let val = v
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(v));
+        m.insert(k.to_string(), val);
+    }
+    Ok(m)
+}
+
+/// Turn the words after `ctl` into a command and its arguments.
+pub fn parse(words: &[String]) -> Result<(String, Value)> {
+    let Some(verb) = words.first() else {
+        bail!("missing command (try: query, hotadd, unplug, vmem-resize, klog, events)")
+    };
+    let rest = &words[1..];
+    let need = |n: usize, usage: &str| -> Result<()> {
+        if rest.len() < n {
+            bail!("usage: memhp ctl {usage}");
+        }
+        Ok(())
+    };
+    Ok(match verb.as_str() {
+        "hotadd" => {
+            need(2, "hotadd ID SIZE [node=N] [addr=A]")?;
+            let mut args = kv(&rest[2..])?;
+            args.insert("id".into(), json!(rest[0]));
+            args.insert("size".into(), json!(rest[1]));
+            ("hotadd".into(), Value::Object(args))
+        }
+        "unplug" => {
+            need(1, "unplug ID")?;
+            ("unplug".into(), json!({"id": rest[0]}))
+        }
+        "vmem-resize" => {
+            need(2, "vmem-resize ID SIZE")?;
+            (
+                "vmem-resize".into(),
+                json!({"id": rest[0], "size": rest[1]}),
+            )
+        }
+        "module-load" | "module-unload" => {
+            need(1, &format!("{verb} NAME"))?;
+            (verb.clone(), json!({"name": rest[0]}))
+        }
+        "inject" => {
+            need(2, "inject MEM_GOING_ONLINE|MEM_GOING_OFFLINE ERRNO")?;
+            let e: i64 = rest[1]
+                .parse()
+                .context("inject: ERRNO must be an integer in -4095..0")?;
+            ("inject".into(), json!({"action": rest[0], "error": e}))
+        }
+        "workload" => {
+            need(
+                4,
+                "workload alloc|free movable|unmovable|pinned PAGES block=N|node=N",
+            )?;
+            let mut args = kv(&rest[3..])?;
+            args.insert("op".into(), json!(rest[0]));
+            args.insert("kind".into(), json!(rest[1]));
+            args.insert(
+                "pages".into(),
+                json!(rest[2].parse::<u64>().context("PAGES must be a number")?),
+            );
+            ("workload".into(), Value::Object(args))
+        }
+        "migrate-fail" => {
+            need(2, "migrate-fail BLOCK enomem|eagain|none")?;
+            (
+                "migrate-fail".into(),
+                json!({"block": rest[0].parse::<u64>()?, "failure": rest[1]}),
+            )
+        }
+        "hwpoison" => {
+            need(1, "hwpoison BLOCK")?;
+            ("hwpoison".into(), json!({"block": rest[0].parse::<u64>()?}))
+        }
+        "json" => {
+            need(1, "json '{\"execute\": ..., \"arguments\": ...}'")?;
+            let v: Value = serde_json::from_str(&rest[0]).context("json: not valid JSON")?;
+            let name = v["execute"]
+                .as_str()
+                .context("json: no \"execute\"")?
+                .to_string();
+            (name, v.get("arguments").cloned().unwrap_or(json!({})))
+        }
+        other => (other.to_string(), Value::Object(kv(rest)?)),
+    })
+}
+
+/// Run `memhp ctl`.
+pub fn run(socket: &Path, words: &[String]) -> Result<i32> {
+    let mut c = ControlClient::connect(socket).with_context(|| {
+        format!(
+            "connect to {} (is `memhp mount` running?)",
+            socket.display()
+        )
+    })?;
+    if words.first().map(String::as_str) == Some("events") {
+        loop {
+            let ev = c.next_event(Duration::from_secs(3600))?;
+            println!("{ev}");
+        }
+    }
+    let (name, args) = parse(words)?;
+    let reply = c.execute(&name, args)?;
+    if let Some(err) = reply.get("error") {
+        eprintln!(
+            "memhp ctl: {}: {}",
+            err["class"].as_str().unwrap_or("Error"),
+            err["desc"].as_str().unwrap_or("")
+        );
+        return Ok(1);
+    }
+    let ret = &reply["return"];
+    match name.as_str() {
+        "klog" | "bootlog" => {
+            for l in ret.as_array().into_iter().flatten() {
+                println!("{}", l.as_str().unwrap_or(""));
+            }
+        }
+        "module-load" => {
+            for m in ret["insmod"].as_array().into_iter().flatten() {
+                println!(
+                    "insmod {} -> rc={}",
+                    m["module"].as_str().unwrap_or(""),
+                    m["rc"]
+                );
+            }
+        }
+        _ => println!("{}", serde_json::to_string_pretty(ret)?),
+    }
+    Ok(0)
+}

@@ -1,0 +1,178 @@
+//! `memhp mount` / `memhp umount`: serve a machine's tree on a mount point
+//! with its control socket, daemonizing once the mount is ready (like
+//! sshfs); SIGTERM, SIGINT or an unmount end it cleanly.
+
+use crate::ctl::socket_for_root;
+use crate::machine_args::MachineArgs;
+use anyhow::{bail, Context, Result};
+use memhp_sysfs::SysfsTree;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn check_root(root: &Path) -> Result<()> {
+    match memhp_fuse::recover_stale(root) {
+        Ok(true) => eprintln!("memhp: recovered a stale mount at {}", root.display()),
+        Ok(false) => {}
+        Err(e) => bail!("{}: {e}", root.display()),
+    }
+    let meta =
+        std::fs::metadata(root).with_context(|| format!("mount point {}", root.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", root.display());
+    }
+    if std::fs::read_dir(root)?.next().is_some() {
+        bail!("mount point {} is not empty", root.display());
+    }
+    Ok(())
+}
+
+/// Block SIGTERM/SIGINT/SIGHUP in this thread (and the threads it starts)
+/// so that the main loop can wait for them.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; the calls only touch `set` and the
+    // calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Wait up to 100 ms for a termination signal.
+fn signalled(set: &libc::sigset_t) -> bool {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    // SAFETY: set is initialised; a null siginfo pointer is allowed.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) > 0 }
+}
+
+/// Mount and serve until told to stop. `ready` is called once everything is
+/// up (with `None`) or when starting failed (with the error).
+fn serve(
+    machine: &MachineArgs,
+    root: &Path,
+    socket: &Path,
+    ready: &mut dyn FnMut(Option<&str>),
+) -> Result<()> {
+    let set = block_signals();
+    let started = (|| -> Result<_> {
+        check_root(root)?;
+        let host = Arc::new(machine.host()?);
+        let tree: Arc<dyn memhp_sysfs::vfs::Tree> =
+            Arc::new(SysfsTree::new(Arc::clone(&host.shared)));
+        let mount = memhp_fuse::spawn_mount(tree, root, &memhp_fuse::MountOptions::default())
+            .with_context(|| format!("mount {}", root.display()))?;
+        let ctl = memhp_control::ControlServer::start(
+            host,
+            Arc::new(memhp_control::EventBus::default()),
+            socket,
+        )?;
+        Ok((mount, ctl))
+    })();
+    let (mount, ctl) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            ready(Some(&format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    ready(None);
+    while !mount.is_finished() {
+        if signalled(&set) {
+            break;
+        }
+    }
+    drop(ctl);
+    if !mount.is_finished() {
+        mount.unmount().context("unmount")?;
+    }
+    Ok(())
+}
+
+/// `memhp mount`.
+pub fn mount(
+    machine: &MachineArgs,
+    root: &Path,
+    socket: Option<PathBuf>,
+    foreground: bool,
+) -> Result<()> {
+    let socket = socket.unwrap_or_else(|| socket_for_root(root));
+    if foreground {
+        return serve(machine, root, &socket, &mut |r| {
+            if r.is_none() {
+                eprintln!(
+                    "memhp: serving {} (control socket {})",
+                    root.display(),
+                    socket.display()
+                );
+            }
+        });
+    }
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the pipe fds were just created and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no threads have been started yet in this process, so fork is
+    // safe; the child continues single-threaded until it mounts.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        drop(wr);
+        let mut msg = String::new();
+        std::fs::File::from(rd).read_to_string(&mut msg)?;
+        if msg == "ok" {
+            return Ok(());
+        }
+        bail!(
+            "{}",
+            if msg.is_empty() {
+                "the daemon died before the mount was ready".to_string()
+            } else {
+                msg
+            }
+        );
+    }
+    drop(rd);
+    // SAFETY: setsid in the freshly forked child detaches it from the
+    // terminal's session; it cannot fail for a non-leader.
+    unsafe { libc::setsid() };
+    let mut wr = Some(std::fs::File::from(wr));
+    let r = serve(machine, root, &socket, &mut |res| {
+        if let Some(mut w) = wr.take() {
+            let _ = w.write_all(res.unwrap_or("ok").as_bytes());
+            if res.is_none() {
+                // Detach stdio now that the parent has its answer.
+                if let Ok(null) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                {
+                    use std::os::fd::AsRawFd;
+                    for fd in 0..3 {
+                        // SAFETY: duplicating /dev/null over the standard fds.
+                        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                    }
+                }
+            }
+        }
+    });
+    std::process::exit(i32::from(r.is_err()));
+}
+
+/// `memhp umount`.
+pub fn umount(root: &Path) -> Result<()> {
+    memhp_fuse::unmount(root).with_context(|| format!("unmount {}", root.display()))
+}

@@ -1,0 +1,696 @@
+//! The FUSE operations, answered from a [`Tree`] the way kernfs answers them
+//! for sysfs.
+//!
+//! Everything but `write` is answered inline on fuser's single dispatch
+//! thread (tree lookups and reads are cheap by contract). A write may block
+//! for as long as an offline retries, so it runs on a thread of its own and
+//! answers from there; the request loop, and every reader, carries on.
+
+use crate::attr::{self, attributes, dir_nlink, file_type};
+use crate::inodes::{join, Inodes, NodeType, Reported};
+use crate::invalidate::Invalidator;
+use crate::relay::{InflightWrites, MAX_WRITE};
+use fuser::{
+    AccessFlags, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig, OpenAccMode, OpenFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+};
+use memhp_sysfs::vfs::{EntryKind, Tree};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// sysfs stores at most one page per `write(2)`; longer writes are short.
+const MAX_STORE: usize = 4096;
+
+fn errno(e: memhp_sysfs::vfs::Errno) -> fuser::Errno {
+    // The kernel rejects FUSE replies with an error outside -511..-1 and
+    // leaves the request hanging; such errnos (a notifier may return any
+    // value down to -4095) reach FUSE clients as EIO.
+    if !(1..512).contains(&e.0) {
+        return fuser::Errno::EIO;
+    }
+    fuser::Errno::from_i32(e.0)
+}
+
+/// One entry of a directory listing snapshot.
+struct Listed {
+    ino: u64,
+    kind: fuser::FileType,
+    name: String,
+}
+
+enum Handle {
+    /// An open attribute. `content` is what the last read at offset 0
+    /// rendered; reads further on continue in it, as seq_file does.
+    File { content: Option<Arc<[u8]>> },
+    /// An open directory: the listing offsets index into. Re-taken when the
+    /// reader starts over at offset 0 (rewinddir), except for the first read
+    /// right after opendir.
+    Dir { listing: Arc<[Listed]>, fresh: bool },
+}
+
+#[derive(Default)]
+struct Handles {
+    next: u64,
+    open: HashMap<u64, Handle>,
+}
+
+/// Timeouts and TTLs the operations need.
+pub(crate) struct FsConfig {
+    pub(crate) entry_ttl: Duration,
+    pub(crate) attr_ttl: Duration,
+    /// How long a write's reply waits for cache invalidation.
+    pub(crate) write_sync_timeout: Duration,
+}
+
+pub(crate) struct MemhpFs {
+    tree: Arc<dyn Tree>,
+    inodes: Arc<Inodes>,
+    inflight: Arc<InflightWrites>,
+    invalidator: Arc<Invalidator>,
+    handles: Mutex<Handles>,
+    config: FsConfig,
+    /// Every timestamp: sysfs inodes keep the time they were created.
+    time: SystemTime,
+}
+
+impl MemhpFs {
+    pub(crate) fn new(
+        tree: Arc<dyn Tree>,
+        inodes: Arc<Inodes>,
+        inflight: Arc<InflightWrites>,
+        invalidator: Arc<Invalidator>,
+        config: FsConfig,
+    ) -> MemhpFs {
+        MemhpFs {
+            tree,
+            inodes,
+            inflight,
+            invalidator,
+            handles: Mutex::new(Handles::default()),
+            config,
+            time: SystemTime::now(),
+        }
+    }
+
+    fn handles(&self) -> MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_handle(&self, handle: Handle) -> FileHandle {
+        let mut handles = self.handles();
+        handles.next += 1;
+        let fh = handles.next;
+        handles.open.insert(fh, handle);
+        FileHandle(fh)
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<(Arc<str>, NodeType), fuser::Errno> {
+        self.inodes.get(ino.0).ok_or(fuser::Errno::ENOENT)
+    }
+
+    /// What inode `ino` holds now; `ENOENT` if its path is gone or now names
+    /// a different type of entry (another inode).
+    fn current(&self, ino: INodeNo) -> Result<(Arc<str>, EntryKind), fuser::Errno> {
+        let (path, node_type) = self.node(ino)?;
+        match self.tree.lookup(&path) {
+            Some(kind) if NodeType::of(&kind) == node_type => Ok((path, kind)),
+            _ => Err(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn reported(&self, path: &str, kind: EntryKind) -> Reported {
+        let nlink = match kind {
+            EntryKind::Dir => self
+                .tree
+                .readdir(path)
+                .map(|entries| dir_nlink(&entries))
+                .unwrap_or(2),
+            _ => 1,
+        };
+        Reported { kind, nlink }
+    }
+
+    /// Send the attributes of `ino` (holding `kind`) and remember them.
+    fn reply_attr(&self, ino: INodeNo, path: &str, kind: EntryKind, reply: ReplyAttr) {
+        let reported = self.reported(path, kind);
+        let attr = attributes(ino.0, &reported.kind, reported.nlink, self.time);
+        self.inodes.attributes_sent(ino.0, reported);
+        reply.attr(&self.config.attr_ttl, &attr);
+    }
+
+    /// Snapshot the listing of directory `ino`, interning every child.
+    fn listing(&self, ino: INodeNo, path: &str) -> Result<Arc<[Listed]>, fuser::Errno> {
+        let entries = self.tree.readdir(path).map_err(errno)?;
+        let listed: Vec<Listed> = entries
+            .into_iter()
+            .filter(|(name, _)| {
+                let valid = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+                if !valid {
+                    tracing::warn!(dir = path, name, "tree listed an invalid name; skipped");
+                }
+                valid
+            })
+            .map(|(name, kind)| Listed {
+                ino: self.inodes.intern(ino.0, &join(path, &name), &kind),
+                kind: file_type(&kind),
+                name,
+            })
+            .collect();
+        Ok(listed.into())
+    }
+
+    fn dir_listing_for_read(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<[Listed]>, fuser::Errno> {
+        {
+            let mut handles = self.handles();
+            match handles.open.get_mut(&fh.0) {
+                Some(Handle::Dir { listing, fresh }) if offset != 0 || *fresh => {
+                    *fresh = false;
+                    return Ok(listing.clone());
+                }
+                Some(Handle::File { .. }) => return Err(fuser::Errno::EBADF),
+                Some(Handle::Dir { .. }) | None => {}
+            }
+        }
+        // Starting over (or a handle we do not know): take a new snapshot.
+        let (path, _) = self.node(ino)?;
+        let listing = self.listing(ino, &path)?;
+        if let Some(Handle::Dir { listing: slot, .. }) = self.handles().open.get_mut(&fh.0) {
+            *slot = listing.clone();
+        }
+        Ok(listing)
+    }
+
+    fn file_content(
+        &self,
+        path: &str,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<[u8]>, fuser::Errno> {
+        if offset > 0 {
+            if let Some(Handle::File {
+                content: Some(content),
+            }) = self.handles().open.get(&fh.0)
+            {
+                return Ok(content.clone());
+            }
+        }
+        let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
+        if let Some(Handle::File { content: slot }) = self.handles().open.get_mut(&fh.0) {
+            *slot = Some(content.clone());
+        }
+        Ok(content)
+    }
+}
+
+/// Whether a caller may access an entry of `kind` with `mask`, by the mode
+/// bits (owner and group are root). Root may read and write anything, as
+/// with `CAP_DAC_OVERRIDE`; `open` is where sysfs really refuses.
+fn may_access(kind: &EntryKind, mask: AccessFlags, uid: u32, gid: u32) -> bool {
+    let perm = match kind {
+        EntryKind::Dir => 0o755,
+        EntryKind::File { mode } => mode & 0o777,
+        EntryKind::Symlink { .. } => 0o777,
+    };
+    let wants_exec = mask.contains(AccessFlags::X_OK);
+    if uid == 0 {
+        return !wants_exec || matches!(kind, EntryKind::Dir) || perm & 0o111 != 0;
+    }
+    let bits = if gid == 0 {
+        (perm >> 3) & 0o7
+    } else {
+        perm & 0o7
+    };
+    let needed = (if mask.contains(AccessFlags::R_OK) {
+        0o4
+    } else {
+        0
+    }) | (if mask.contains(AccessFlags::W_OK) {
+        0o2
+    } else {
+        0
+    }) | (if wants_exec { 0o1 } else { 0 });
+    bits & needed == needed
+}
+
+impl fuser::Filesystem for MemhpFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (parent_path, parent_type) = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        if parent_type != NodeType::Dir {
+            return reply.error(fuser::Errno::ENOTDIR);
+        }
+        let Some(name) = name.to_str() else {
+            return reply.error(fuser::Errno::ENOENT);
+        };
+        let path = join(&parent_path, name);
+        let Some(kind) = self.tree.lookup(&path) else {
+            // No negative entry: a block hot-added later must show up at once.
+            return reply.error(fuser::Errno::ENOENT);
+        };
+        let ino = self.inodes.intern(parent.0, &path, &kind);
+        let reported = self.reported(&path, kind);
+        let attr = attributes(ino, &reported.kind, reported.nlink, self.time);
+        self.inodes.looked_up(ino, reported);
+        reply.entry_with_ttls(
+            &self.config.attr_ttl,
+            &self.config.entry_ttl,
+            &attr,
+            Generation(0),
+        );
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        // The kernel asks again after every read (a read invalidates atime).
+        // What we last sent is still right unless the invalidator has seen
+        // the tree change since, in which case it has cleared the record.
+        if let Some(reported) = self.inodes.reported(ino.0) {
+            let attr = attributes(ino.0, &reported.kind, reported.nlink, self.time);
+            return reply.attr(&self.config.attr_ttl, &attr);
+        }
+        match self.current(ino) {
+            Ok((path, kind)) => self.reply_attr(ino, &path, kind, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            return reply.error(fuser::Errno::EPERM);
+        }
+        // A size change is O_TRUNC or truncate(2): attributes have no
+        // storage to cut, so (as on sysfs) it succeeds and changes nothing.
+        // Times are accepted and not kept.
+        match self.current(ino) {
+            Ok((path, kind)) => self.reply_attr(ino, &path, kind, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.current(ino) {
+            Ok((_, EntryKind::Symlink { target })) => reply.data(target.as_bytes()),
+            Ok(_) => reply.error(fuser::Errno::EINVAL),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (path, node_type) = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        if node_type == NodeType::Dir {
+            return reply.error(fuser::Errno::EISDIR);
+        }
+        let (read, write) = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => (true, false),
+            OpenAccMode::O_WRONLY => (false, true),
+            OpenAccMode::O_RDWR => (true, true),
+        };
+        if let Err(e) = self.tree.open(&path, read, write) {
+            return reply.error(errno(e));
+        }
+        let fh = self.add_handle(Handle::File { content: None });
+        // DIRECT_IO: reads return exactly the content and never come from
+        // the page cache. PARALLEL_DIRECT_WRITES: a write blocked in an
+        // offline must not hold the inode lock against a second writer.
+        reply.opened(
+            fh,
+            FopenFlags::FOPEN_DIRECT_IO
+                | FopenFlags::FOPEN_NOFLUSH
+                | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let (path, _) = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        match self.file_content(&path, fh, offset) {
+            Ok(content) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(content.len());
+                let end = start.saturating_add(size as usize).min(content.len());
+                reply.data(&content[start..end]);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let (path, _) = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        if data.is_empty() {
+            return reply.written(0);
+        }
+        let cancel = self.inflight.token(req.unique().0);
+        let data = data[..data.len().min(MAX_STORE)].to_vec();
+        let tree = self.tree.clone();
+        let invalidator = self.invalidator.clone();
+        let sync_timeout = self.config.write_sync_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("memhp-fuse-write".into())
+            .spawn(move || {
+                let result = tree.write(&path, &data, &cancel);
+                // Whoever wrote must not see caches older than the write.
+                if !invalidator.sync(&*tree, sync_timeout) {
+                    tracing::warn!(
+                        path = &*path,
+                        "write answered before caches were invalidated"
+                    );
+                }
+                match result {
+                    Ok(n) => reply.written(n.min(data.len()) as u32),
+                    Err(e) => {
+                        tracing::debug!(path = &*path, errno = e.0, "write failed");
+                        reply.error(errno(e));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // The reply went down with the closure, which answers EIO.
+            tracing::error!(error = %e, "cannot start a write thread");
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing to flush; ENOSYS tells the kernel never to ask again.
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles().open.remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let (path, node_type) = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        if node_type != NodeType::Dir {
+            return reply.error(fuser::Errno::ENOTDIR);
+        }
+        match self.listing(ino, &path) {
+            Ok(listing) => {
+                let fh = self.add_handle(Handle::Dir {
+                    listing,
+                    fresh: true,
+                });
+                reply.opened(fh, FopenFlags::empty());
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let listing = match self.dir_listing_for_read(ino, fh, offset) {
+            Ok(listing) => listing,
+            Err(e) => return reply.error(e),
+        };
+        let parent = self.inodes.parent(ino.0).unwrap_or(ino.0);
+        let dots = [(ino.0, "."), (parent, "..")];
+        // Entry i (dots first) carries offset i + 1: where the next read
+        // resumes.
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for index in start..dots.len().saturating_add(listing.len()) {
+            let next = index as u64 + 1;
+            let full = match dots.get(index) {
+                Some(&(dot_ino, name)) => {
+                    reply.add(INodeNo(dot_ino), next, fuser::FileType::Directory, name)
+                }
+                None => {
+                    let entry = &listing[index - dots.len()];
+                    reply.add(INodeNo(entry.ino), next, entry.kind, &entry.name)
+                }
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles().open.remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let page = attr::FILE_SIZE as u32;
+        reply.statfs(0, 0, 0, 0, 0, page, 255, page);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // No extended attributes; ENOSYS makes the kernel answer
+        // EOPNOTSUPP from then on without asking.
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.current(ino) {
+            Ok((_, kind)) if may_access(&kind, mask, req.uid(), req.gid()) => reply.ok(),
+            Ok(_) => reply.error(fuser::Errno::EACCES),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        // sysfs directories have no create method: open(O_CREAT) is EACCES.
+        reply.error(fuser::Errno::EACCES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_may_read_and_write_anything_but_execute_only_with_an_x_bit() {
+        let wo = EntryKind::File { mode: 0o200 };
+        let rw_x = AccessFlags::R_OK | AccessFlags::W_OK;
+        assert!(may_access(&wo, rw_x, 0, 0));
+        assert!(!may_access(&wo, AccessFlags::X_OK, 0, 0));
+        assert!(may_access(&EntryKind::Dir, AccessFlags::X_OK, 0, 0));
+    }
+
+    #[test]
+    fn other_users_get_the_other_bits() {
+        let rw = EntryKind::File { mode: 0o644 };
+        assert!(may_access(&rw, AccessFlags::R_OK, 1000, 1000));
+        assert!(!may_access(&rw, AccessFlags::W_OK, 1000, 1000));
+        assert!(may_access(
+            &EntryKind::Dir,
+            AccessFlags::X_OK | AccessFlags::R_OK,
+            1000,
+            1000
+        ));
+        let wo = EntryKind::File { mode: 0o200 };
+        assert!(!may_access(&wo, AccessFlags::R_OK, 1000, 0));
+        assert!(may_access(&wo, AccessFlags::F_OK, 1000, 0));
+    }
+}

@@ -1,0 +1,462 @@
+//! Keeping the kernel's caches honest.
+//!
+//! File contents are never cached (every file is opened `FOPEN_DIRECT_IO`),
+//! directory listings are never cached (no `FOPEN_CACHE_DIR`) and symlink
+//! targets are never cached (no `FUSE_CACHE_SYMLINKS`), so a change in the
+//! tree can only leave two kinds of stale state in the kernel, both with
+//! TTLs: directory entries (a removed `memoryN` that still resolves) and
+//! attributes (a mode, a symlink length, a directory's link count).
+//!
+//! Whenever [`Tree::generation`] moves, a scan compares what the kernel was
+//! told about every inode it still holds (see [`crate::inodes`]) with the
+//! tree, and invalidates exactly the entries and attributes that differ. The
+//! scan costs one `Tree::readdir` per directory the kernel knows, and
+//! nothing at all when the generation has not moved. Scans run on their own
+//! thread: every `poll_interval` for changes made behind the file system's
+//! back (a control socket), and on demand after each write, whose reply
+//! waits until the scan's notifications have reached the kernel.
+
+use crate::attr::dir_nlink;
+use crate::inodes::{Inodes, NodeType, ROOT_INO};
+use crate::relay::NotifyDelivery;
+use fuser::{INodeNo, Notifier};
+use memhp_sysfs::vfs::{EntryKind, Tree};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a scan waits for its notifications to reach the kernel.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Directories with more known children than this get a hash index for the
+/// comparison; smaller ones are searched linearly.
+const INDEX_THRESHOLD: usize = 8;
+
+#[derive(Default)]
+struct ScanState {
+    /// Scans started / completed so far (a waiter needs one that started
+    /// after its change).
+    started: u64,
+    completed: u64,
+    /// Someone waits for a scan: start one now rather than at the next tick.
+    requested: bool,
+    /// The tree generation the last completed scan brought the kernel to.
+    synced_generation: Option<u64>,
+    stop: bool,
+}
+
+/// Statistics of one scan (for tracing and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ScanReport {
+    pub(crate) dirs: usize,
+    pub(crate) entries_invalidated: usize,
+    pub(crate) inodes_invalidated: usize,
+}
+
+pub(crate) struct Invalidator {
+    state: Mutex<ScanState>,
+    cv: Condvar,
+    delivery: Arc<NotifyDelivery>,
+}
+
+impl Invalidator {
+    pub(crate) fn new(delivery: Arc<NotifyDelivery>) -> Invalidator {
+        Invalidator {
+            state: Mutex::new(ScanState::default()),
+            cv: Condvar::new(),
+            delivery,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ScanState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make the kernel's caches reflect the tree as it is now: returns at
+    /// once if nothing changed since the last scan, otherwise waits (up to
+    /// `timeout`) for a scan that starts after this call. False on timeout
+    /// or shutdown.
+    pub(crate) fn sync(&self, tree: &dyn Tree, timeout: Duration) -> bool {
+        let generation = tree.generation();
+        let mut state = self.lock();
+        if state.synced_generation == Some(generation) {
+            return true;
+        }
+        let target = state.started + 1;
+        state.requested = true;
+        self.cv.notify_all();
+        let (state, _) = self
+            .cv
+            .wait_timeout_while(state, timeout, |s| s.completed < target && !s.stop)
+            .unwrap_or_else(|e| e.into_inner());
+        state.completed >= target
+    }
+
+    /// End [`Invalidator::run`] and wake all waiters.
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.cv.notify_all();
+    }
+
+    /// The scanning loop; returns after [`Invalidator::stop`].
+    pub(crate) fn run(
+        &self,
+        tree: &dyn Tree,
+        inodes: &Inodes,
+        notifier: &Notifier,
+        poll_interval: Duration,
+    ) {
+        let mut sent: u64 = 0;
+        loop {
+            let state = self.lock();
+            let (mut state, _) = self
+                .cv
+                .wait_timeout_while(state, poll_interval, |s| !s.requested && !s.stop)
+                .unwrap_or_else(|e| e.into_inner());
+            if state.stop {
+                break;
+            }
+            state.requested = false;
+            state.started += 1;
+            let scan = state.started;
+            let synced = state.synced_generation;
+            drop(state);
+
+            // Read after `started` moved: a waiter that saw the old count
+            // finished its change before this point.
+            let generation = tree.generation();
+            if synced != Some(generation) {
+                let begin = Instant::now();
+                let mut send = Sender {
+                    notifier,
+                    sent: &mut sent,
+                };
+                let report = scan_once(tree, inodes, &mut send);
+                if !self.delivery.wait_for(sent, DELIVERY_TIMEOUT) {
+                    tracing::warn!("cache invalidations not delivered within {DELIVERY_TIMEOUT:?}");
+                }
+                tracing::debug!(
+                    generation,
+                    dirs = report.dirs,
+                    entries = report.entries_invalidated,
+                    inodes = report.inodes_invalidated,
+                    elapsed_us = begin.elapsed().as_micros() as u64,
+                    "cache invalidation scan"
+                );
+            }
+
+            let mut state = self.lock();
+            state.completed = scan;
+            state.synced_generation = Some(generation);
+            drop(state);
+            self.cv.notify_all();
+        }
+    }
+}
+
+/// Where a scan sends its invalidations.
+pub(crate) trait Invalidate {
+    fn entry(&mut self, parent: u64, name: &str);
+    fn attributes(&mut self, ino: u64);
+}
+
+struct Sender<'a> {
+    notifier: &'a Notifier,
+    sent: &'a mut u64,
+}
+
+impl Invalidate for Sender<'_> {
+    fn entry(&mut self, parent: u64, name: &str) {
+        match self.notifier.inval_entry(INodeNo(parent), OsStr::new(name)) {
+            Ok(()) => *self.sent += 1,
+            Err(e) => tracing::debug!(parent, name, error = %e, "inval_entry not sent"),
+        }
+    }
+
+    fn attributes(&mut self, ino: u64) {
+        // Offset -1: attributes only; there is no page cache to drop.
+        match self.notifier.inval_inode(INodeNo(ino), -1, 0) {
+            Ok(()) => *self.sent += 1,
+            Err(e) => tracing::debug!(ino, error = %e, "inval_inode not sent"),
+        }
+    }
+}
+
+/// Compare everything the kernel may cache with the tree once, and send the
+/// invalidations for whatever differs.
+pub(crate) fn scan_once(tree: &dyn Tree, inodes: &Inodes, out: &mut dyn Invalidate) -> ScanReport {
+    let mut report = ScanReport::default();
+    // Directories whose entry we just dropped: the kernel prunes their whole
+    // subtree, so there is nothing left below them to compare.
+    let mut dropped: HashSet<u64> = HashSet::new();
+    for dir in inodes.known_dirs() {
+        if dropped.contains(&dir.ino) {
+            continue;
+        }
+        if dir.ino != ROOT_INO && dropped.contains(&dir.parent) {
+            dropped.insert(dir.ino);
+            continue;
+        }
+        // A directory that is gone or no longer a directory is handled by
+        // its parent's comparison.
+        let Ok(entries) = tree.readdir(&dir.path) else {
+            continue;
+        };
+        report.dirs += 1;
+        if dir.reported_nlink.is_some_and(|n| n != dir_nlink(&entries)) {
+            out.attributes(dir.ino);
+            inodes.set_reported(dir.ino, None);
+            report.inodes_invalidated += 1;
+        }
+        let children = inodes.known_children(dir.ino);
+        if children.is_empty() {
+            continue;
+        }
+        let index: Option<HashMap<&str, &EntryKind>> = (children.len() > INDEX_THRESHOLD)
+            .then(|| entries.iter().map(|(n, k)| (n.as_str(), k)).collect());
+        let find = |name: &str| -> Option<&EntryKind> {
+            match &index {
+                Some(index) => index.get(name).copied(),
+                None => entries.iter().find(|(n, _)| n == name).map(|(_, k)| k),
+            }
+        };
+        for child in children {
+            match find(&child.name) {
+                Some(now) if NodeType::of(now) == child.node_type => {
+                    let changed = child.reported.as_ref().is_some_and(|r| r.kind != *now);
+                    // Directories' own attributes are checked when their
+                    // turn comes (their link count needs their listing).
+                    if changed && child.node_type != NodeType::Dir {
+                        out.attributes(child.ino);
+                        inodes.set_reported(child.ino, None);
+                        report.inodes_invalidated += 1;
+                    }
+                }
+                // Gone, or now a different type of entry (a new inode).
+                _ => {
+                    out.entry(dir.ino, &child.name);
+                    inodes.mark_invalidated(child.ino);
+                    dropped.insert(child.ino);
+                    report.entries_invalidated += 1;
+                }
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inodes::Reported;
+    use memhp_sysfs::vfs::{Cancel, Errno};
+    use std::sync::RwLock;
+
+    /// A tree given as a flat list of (path, kind).
+    struct Flat {
+        entries: RwLock<Vec<(String, EntryKind)>>,
+    }
+
+    impl Flat {
+        fn new(entries: &[(&str, EntryKind)]) -> Flat {
+            Flat {
+                entries: RwLock::new(
+                    entries
+                        .iter()
+                        .map(|(p, k)| (p.to_string(), k.clone()))
+                        .collect(),
+                ),
+            }
+        }
+        fn set(&self, path: &str, kind: Option<EntryKind>) {
+            let mut entries = self.entries.write().unwrap();
+            entries.retain(|(p, _)| p != path);
+            if let Some(kind) = kind {
+                entries.push((path.to_string(), kind));
+            }
+        }
+    }
+
+    impl Tree for Flat {
+        fn lookup(&self, path: &str) -> Option<EntryKind> {
+            if path.is_empty() {
+                return Some(EntryKind::Dir);
+            }
+            let entries = self.entries.read().unwrap();
+            entries
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, k)| k.clone())
+        }
+        fn readdir(&self, path: &str) -> Result<Vec<(String, EntryKind)>, Errno> {
+            match self.lookup(path) {
+                Some(EntryKind::Dir) => {}
+                Some(_) => return Err(Errno::ENOTDIR),
+                None => return Err(Errno::ENOENT),
+            }
+            let prefix = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}/")
+            };
+            let entries = self.entries.read().unwrap();
+            Ok(entries
+                .iter()
+                .filter_map(|(p, k)| {
+                    let rest = p.strip_prefix(&prefix)?;
+                    (!rest.contains('/')).then(|| (rest.to_string(), k.clone()))
+                })
+                .collect())
+        }
+        fn open(&self, _: &str, _: bool, _: bool) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn read(&self, _: &str) -> Result<Vec<u8>, Errno> {
+            Ok(Vec::new())
+        }
+        fn write(&self, _: &str, data: &[u8], _: &Cancel) -> Result<usize, Errno> {
+            Ok(data.len())
+        }
+        fn generation(&self) -> u64 {
+            0
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorded {
+        entries: Vec<(u64, String)>,
+        attributes: Vec<u64>,
+    }
+
+    impl Invalidate for Recorded {
+        fn entry(&mut self, parent: u64, name: &str) {
+            self.entries.push((parent, name.to_string()));
+        }
+        fn attributes(&mut self, ino: u64) {
+            self.attributes.push(ino);
+        }
+    }
+
+    /// Look `path` up the way the FUSE lookup handler does.
+    fn look_up(tree: &Flat, inodes: &Inodes, parent: u64, path: &str) -> u64 {
+        let kind = tree.lookup(path).unwrap();
+        let ino = inodes.intern(parent, path, &kind);
+        let nlink = match kind {
+            EntryKind::Dir => dir_nlink(&tree.readdir(path).unwrap()),
+            _ => 1,
+        };
+        inodes.looked_up(ino, Reported { kind, nlink });
+        ino
+    }
+
+    fn file(mode: u16) -> EntryKind {
+        EntryKind::File { mode }
+    }
+
+    fn memory_tree() -> Flat {
+        Flat::new(&[
+            ("memory", EntryKind::Dir),
+            ("memory/memory0", EntryKind::Dir),
+            ("memory/memory0/state", file(0o644)),
+            ("memory/memory1", EntryKind::Dir),
+            ("memory/memory1/state", file(0o644)),
+        ])
+    }
+
+    #[test]
+    fn unchanged_tree_invalidates_nothing() {
+        let tree = memory_tree();
+        let inodes = Inodes::new();
+        let mem = look_up(&tree, &inodes, ROOT_INO, "memory");
+        let m0 = look_up(&tree, &inodes, mem, "memory/memory0");
+        look_up(&tree, &inodes, m0, "memory/memory0/state");
+        let mut out = Recorded::default();
+        let report = scan_once(&tree, &inodes, &mut out);
+        assert_eq!(report.dirs, 3);
+        assert!(out.entries.is_empty() && out.attributes.is_empty());
+    }
+
+    #[test]
+    fn removed_directory_is_invalidated_once_and_its_subtree_skipped() {
+        let tree = memory_tree();
+        let inodes = Inodes::new();
+        let mem = look_up(&tree, &inodes, ROOT_INO, "memory");
+        let m1 = look_up(&tree, &inodes, mem, "memory/memory1");
+        look_up(&tree, &inodes, m1, "memory/memory1/state");
+        tree.set("memory/memory1/state", None);
+        tree.set("memory/memory1", None);
+
+        let mut out = Recorded::default();
+        scan_once(&tree, &inodes, &mut out);
+        assert_eq!(out.entries, vec![(mem, "memory1".to_string())]);
+        assert_eq!(
+            out.attributes,
+            vec![mem],
+            "memory lost a subdirectory: nlink changed"
+        );
+
+        let mut again = Recorded::default();
+        scan_once(&tree, &inodes, &mut again);
+        assert!(
+            again.entries.is_empty(),
+            "already invalidated: {:?}",
+            again.entries
+        );
+    }
+
+    #[test]
+    fn mode_change_invalidates_attributes_and_type_change_the_entry() {
+        let tree = memory_tree();
+        let inodes = Inodes::new();
+        let mem = look_up(&tree, &inodes, ROOT_INO, "memory");
+        let m0 = look_up(&tree, &inodes, mem, "memory/memory0");
+        let state = look_up(&tree, &inodes, m0, "memory/memory0/state");
+        tree.set("memory/memory0/state", Some(file(0o444)));
+        let mut out = Recorded::default();
+        scan_once(&tree, &inodes, &mut out);
+        assert_eq!(out.attributes, vec![state]);
+        assert!(out.entries.is_empty());
+
+        tree.set(
+            "memory/memory0/state",
+            Some(EntryKind::Symlink { target: "x".into() }),
+        );
+        let mut out = Recorded::default();
+        scan_once(&tree, &inodes, &mut out);
+        assert_eq!(out.entries, vec![(m0, "state".to_string())]);
+    }
+
+    #[test]
+    fn added_subdirectory_invalidates_the_parents_link_count_only() {
+        let tree = memory_tree();
+        let inodes = Inodes::new();
+        let mem = look_up(&tree, &inodes, ROOT_INO, "memory");
+        look_up(&tree, &inodes, mem, "memory/memory0");
+        tree.set("memory/memory2", Some(EntryKind::Dir));
+        let mut out = Recorded::default();
+        scan_once(&tree, &inodes, &mut out);
+        assert_eq!(out.attributes, vec![mem]);
+        assert!(out.entries.is_empty());
+    }
+
+    #[test]
+    fn large_directories_are_compared_through_an_index() {
+        let mut entries = vec![("big".to_string(), EntryKind::Dir)];
+        for i in 0..100 {
+            entries.push((format!("big/f{i}"), file(0o444)));
+        }
+        let tree = Flat {
+            entries: RwLock::new(entries),
+        };
+        let inodes = Inodes::new();
+        let big = look_up(&tree, &inodes, ROOT_INO, "big");
+        for i in 0..20 {
+            look_up(&tree, &inodes, big, &format!("big/f{i}"));
+        }
+        tree.set("big/f7", None);
+        let mut out = Recorded::default();
+        scan_once(&tree, &inodes, &mut out);
+        assert_eq!(out.entries, vec![(big, "f7".to_string())]);
+    }
+}

@@ -1,0 +1,264 @@
+//! Mount a tree and serve it: in the background ([`spawn_mount`], stopped by
+//! dropping or unmounting the [`MountHandle`]) or in the foreground
+//! ([`serve`], which returns once the file system is unmounted).
+
+use crate::error::FuseError;
+use crate::fs::{FsConfig, MemhpFs};
+use crate::inodes::Inodes;
+use crate::invalidate::Invalidator;
+use crate::mount;
+use crate::options::MountOptions;
+use crate::relay::{InflightWrites, NotifyDelivery, Relay};
+use memhp_sysfs::vfs::Tree;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// How long teardown waits for the `/dev/fuse` reader once fuser is done.
+const RELAY_GRACE: Duration = Duration::from_secs(1);
+
+/// A mounted, served tree.
+struct Running {
+    mountpoint: PathBuf,
+    session: fuser::Session<MemhpFs>,
+    relay: Relay,
+    invalidator: Arc<Invalidator>,
+    invalidator_thread: JoinHandle<()>,
+}
+
+fn session_error(what: &'static str) -> impl FnOnce(std::io::Error) -> FuseError {
+    move |source| FuseError::Session { what, source }
+}
+
+fn start(
+    tree: Arc<dyn Tree>,
+    mountpoint: &Path,
+    options: &MountOptions,
+) -> Result<Running, FuseError> {
+    mount::prepare_mountpoint(mountpoint)?;
+    let dev = mount::open_device()?;
+    mount::mount(&dev, mountpoint, options)?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+
+    let inflight = Arc::new(InflightWrites::default());
+    let delivery = Arc::new(NotifyDelivery::default());
+    let (relay, fuser_end) = match Relay::start(dev, inflight.clone(), delivery.clone()) {
+        Ok(started) => started,
+        Err(source) => {
+            let _ = mount::detach(mountpoint);
+            return Err(session_error("starting the /dev/fuse relay")(source));
+        }
+    };
+
+    let invalidator = Arc::new(Invalidator::new(delivery));
+    let inodes = Arc::new(Inodes::new());
+    let fs = MemhpFs::new(
+        tree.clone(),
+        inodes.clone(),
+        inflight,
+        invalidator.clone(),
+        FsConfig {
+            entry_ttl: options.entry_ttl,
+            attr_ttl: options.attr_ttl,
+            write_sync_timeout: options.write_sync_timeout,
+        },
+    );
+    // The kernel queued FUSE_INIT at mount time; this answers it.
+    let session = fuser::Session::from_fd(
+        fs,
+        fuser_end,
+        fuser::SessionACL::All,
+        fuser::Config::default(),
+    );
+    let session = match session {
+        Ok(session) => session,
+        Err(source) => {
+            let _ = mount::detach(mountpoint);
+            relay.stop(RELAY_GRACE);
+            return Err(session_error("FUSE handshake")(source));
+        }
+    };
+
+    let notifier = session.notifier();
+    let poll_interval = options.poll_interval;
+    let scanner = invalidator.clone();
+    let invalidator_thread = thread::Builder::new()
+        .name("memhp-fuse-inval".into())
+        .spawn(move || scanner.run(&*tree, &inodes, &notifier, poll_interval));
+    let invalidator_thread = match invalidator_thread {
+        Ok(handle) => handle,
+        Err(source) => {
+            let _ = mount::detach(mountpoint);
+            drop(session);
+            relay.stop(RELAY_GRACE);
+            return Err(session_error("starting the invalidation thread")(source));
+        }
+    };
+
+    Ok(Running {
+        mountpoint: mountpoint.to_path_buf(),
+        session,
+        relay,
+        invalidator,
+        invalidator_thread,
+    })
+}
+
+impl Running {
+    /// Serve until the file system is unmounted, then tear everything down.
+    fn run(self) -> Result<(), FuseError> {
+        let Running {
+            mountpoint,
+            session,
+            relay,
+            invalidator,
+            invalidator_thread,
+        } = self;
+        let result = session.run().map_err(session_error("serving requests"));
+        if !relay.kernel_side_done() {
+            // fuser stopped while still mounted: take the mount away so the
+            // kernel stops queueing requests nobody will answer.
+            tracing::error!(mountpoint = %mountpoint.display(), "FUSE session ended while mounted; detaching");
+            let _ = mount::detach(&mountpoint);
+        }
+        invalidator.stop();
+        let _ = invalidator_thread.join();
+        relay.stop(RELAY_GRACE);
+        tracing::info!(mountpoint = %mountpoint.display(), "FUSE session ended");
+        result
+    }
+}
+
+/// A tree mounted and served by background threads. Dropping it unmounts
+/// (see [`MountHandle::unmount`]).
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    tree: Arc<dyn Tree>,
+    invalidator: Arc<Invalidator>,
+    supervisor: Option<JoinHandle<Result<(), FuseError>>>,
+}
+
+/// Mount `tree` at `mountpoint` and serve it in the background.
+///
+/// The mount point must be an existing, empty directory; a stale memhp
+/// mount left there by a killed daemon is detached first.
+pub fn spawn_mount(
+    tree: Arc<dyn Tree>,
+    mountpoint: &Path,
+    options: &MountOptions,
+) -> Result<MountHandle, FuseError> {
+    let running = start(tree.clone(), mountpoint, options)?;
+    let invalidator = running.invalidator.clone();
+    let supervisor = thread::Builder::new()
+        .name("memhp-fuse".into())
+        .spawn(move || running.run());
+    match supervisor {
+        Ok(handle) => Ok(MountHandle {
+            mountpoint: mountpoint.to_path_buf(),
+            tree,
+            invalidator,
+            supervisor: Some(handle),
+        }),
+        Err(source) => {
+            // The closure owning the session is gone; unmounting ends the
+            // relay threads with the connection.
+            let _ = mount::detach(mountpoint);
+            Err(session_error("starting the session thread")(source))
+        }
+    }
+}
+
+/// Mount `tree` at `mountpoint` and serve it on the calling thread until it
+/// is unmounted (by [`unmount`](crate::unmount), `umount`, or a
+/// [`MountHandle`] elsewhere).
+pub fn serve(
+    tree: Arc<dyn Tree>,
+    mountpoint: &Path,
+    options: &MountOptions,
+) -> Result<(), FuseError> {
+    start(tree, mountpoint, options)?.run()
+}
+
+impl MountHandle {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether the session has ended (the file system was unmounted).
+    pub fn is_finished(&self) -> bool {
+        self.supervisor.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Bring the kernel's caches in line with the tree now, instead of at the
+    /// next poll: after this returns true, no reader sees an entry or an
+    /// attribute older than the tree's state at the time of the call. For
+    /// callers that change the tree behind the file system's back and then
+    /// answer someone (a control socket). False on timeout.
+    pub fn sync_caches(&self, timeout: Duration) -> bool {
+        self.invalidator.sync(&*self.tree, timeout)
+    }
+
+    /// Wait until the file system is unmounted by someone else.
+    pub fn join(mut self) -> Result<(), FuseError> {
+        self.join_supervisor()
+    }
+
+    fn join_supervisor(&mut self) -> Result<(), FuseError> {
+        match self.supervisor.take() {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(FuseError::Session {
+                    what: "session thread",
+                    source: std::io::Error::other("panicked"),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Unmount and wait for the session to end. If files are still open on
+    /// the mount, it is detached lazily instead: it disappears from the
+    /// namespace at once and the session keeps serving those files until
+    /// they are closed, without this call waiting for that.
+    pub fn unmount(mut self) -> Result<(), FuseError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), FuseError> {
+        if self.supervisor.is_none() {
+            return Ok(());
+        }
+        match mount::unmount_preferring_clean(&self.mountpoint) {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(
+                    mountpoint = %self.mountpoint.display(),
+                    "mount busy: detached lazily; open files are served until closed"
+                );
+                self.supervisor = None;
+                return Ok(());
+            }
+            // Already unmounted from elsewhere: the session ends by itself.
+            Err(FuseError::NotMounted { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.join_supervisor()
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "unmount on drop failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle")
+            .field("mountpoint", &self.mountpoint)
+            .field("finished", &self.is_finished())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,142 @@
+//! The kernel may cache entries and attributes, but a reader must never see
+//! anything older than the tree: not after a write, and not after a change
+//! made behind the mount's back (a control socket) once it has been picked
+//! up by the poller or by `MountHandle::sync_caches`.
+
+mod fixture;
+
+use fixture::{errno_of, FixtureTree, Mounted};
+use memhp_sysfs::vfs::EntryKind;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::time::{Duration, Instant};
+
+const SYNC: Duration = Duration::from_secs(5);
+
+#[test]
+fn content_changed_behind_the_mounts_back_is_read_fresh_at_once() {
+    let m = Mounted::new(FixtureTree::standard());
+    assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"initial\n");
+    m.tree.set_content("dir/rw", b"online\n");
+    assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"online\n");
+    m.tree.set_content("dir/rw", b"offline\n");
+    assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"offline\n");
+}
+
+#[test]
+fn file_kept_open_and_reread_from_offset_0_sees_new_content() {
+    let m = Mounted::new(FixtureTree::standard());
+    let f = File::open(m.path("dir/rw")).unwrap();
+    let mut buf = [0u8; 64];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..n], b"initial\n");
+    m.tree.set_content("dir/rw", b"online\n");
+    let n = f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..n], b"online\n");
+}
+
+#[test]
+fn entry_added_behind_the_mounts_back_resolves_at_once() {
+    let m = Mounted::new(FixtureTree::standard());
+    assert_eq!(
+        errno_of(std::fs::metadata(m.path("dyn/memory9"))),
+        libc::ENOENT
+    );
+    m.tree.add("dyn/memory9", EntryKind::Dir);
+    assert!(std::fs::metadata(m.path("dyn/memory9")).unwrap().is_dir());
+}
+
+#[test]
+fn entry_removed_behind_the_mounts_back_stops_resolving_within_the_poll_interval() {
+    let m = Mounted::new(FixtureTree::standard());
+    m.tree.add("dyn/memory9", EntryKind::Dir);
+    m.tree
+        .add("dyn/memory9/state", EntryKind::File { mode: 0o644 });
+    assert!(std::fs::metadata(m.path("dyn/memory9/state")).is_ok());
+    m.tree.remove("dyn/memory9");
+    let start = Instant::now();
+    while std::fs::metadata(m.path("dyn/memory9")).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still resolves after 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        errno_of(std::fs::metadata(m.path("dyn/memory9/state"))),
+        libc::ENOENT
+    );
+    eprintln!("removal seen after {:?}", start.elapsed());
+}
+
+#[test]
+fn sync_caches_makes_a_removal_visible_before_it_returns() {
+    let m = Mounted::new(FixtureTree::standard());
+    assert_eq!(std::fs::read(m.path("dir/sub/leaf")).unwrap(), b"leaf\n");
+    m.tree.remove("dir/sub");
+    assert!(m.handle().sync_caches(SYNC));
+    assert_eq!(errno_of(std::fs::metadata(m.path("dir/sub"))), libc::ENOENT);
+    assert_eq!(
+        errno_of(std::fs::metadata(m.path("dir/sub/leaf"))),
+        libc::ENOENT
+    );
+    assert_eq!(std::fs::metadata(m.path("dir")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn write_that_removes_entries_has_them_gone_when_it_returns() {
+    let m = Mounted::new(FixtureTree::standard());
+    assert!(std::fs::metadata(m.path("dir/sub/leaf")).is_ok());
+    assert_eq!(std::fs::metadata(m.path("dir")).unwrap().nlink(), 3);
+    let mut eject = OpenOptions::new()
+        .write(true)
+        .open(m.path("eject"))
+        .unwrap();
+    assert_eq!(eject.write(b"1\n").unwrap(), 2);
+    // No waiting: the write's reply waited for the invalidation.
+    assert_eq!(errno_of(std::fs::metadata(m.path("dir/sub"))), libc::ENOENT);
+    assert_eq!(
+        errno_of(std::fs::metadata(m.path("dir/sub/leaf"))),
+        libc::ENOENT
+    );
+    assert_eq!(std::fs::metadata(m.path("dir")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn mode_changed_behind_the_mounts_back_is_seen_after_sync() {
+    let m = Mounted::new(FixtureTree::standard());
+    assert_eq!(
+        std::fs::metadata(m.path("dir/ro")).unwrap().mode() & 0o777,
+        0o444
+    );
+    m.tree.set_mode("dir/ro", 0o644);
+    assert!(m.handle().sync_caches(SYNC));
+    assert_eq!(
+        std::fs::metadata(m.path("dir/ro")).unwrap().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn repeated_stats_and_opens_are_answered_from_the_kernel_cache() {
+    let m = Mounted::new(FixtureTree::standard());
+    for _ in 0..50 {
+        std::fs::metadata(m.path("dir/ro")).unwrap();
+        assert_eq!(std::fs::read(m.path("dir/ro")).unwrap(), b"read-only\n");
+    }
+    assert_eq!(m.tree.lookups_of("dir/ro"), 1, "one LOOKUP, then cached");
+    assert_eq!(m.tree.lookups_of("dir"), 1);
+}
+
+#[test]
+fn unrelated_changes_do_not_flush_cached_entries() {
+    let m = Mounted::new(FixtureTree::standard());
+    std::fs::metadata(m.path("dir/ro")).unwrap();
+    for i in 0..20 {
+        m.tree.set_content("dir/rw", format!("{i}\n").as_bytes());
+        assert!(m.handle().sync_caches(SYNC));
+        std::fs::metadata(m.path("dir/ro")).unwrap();
+    }
+    assert_eq!(m.tree.lookups_of("dir/ro"), 1);
+}

@@ -1,0 +1,223 @@
+//! Writes that block (an offline retrying until its writer is signalled):
+//! a signal to the writer must interrupt them with EINTR, and nobody else
+//! may wait behind them.
+
+mod fixture;
+
+use fixture::{errno_of, FixtureTree, Mounted};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BLOCKED: Duration = Duration::from_secs(10);
+
+extern "C" fn on_sigalrm(_: libc::c_int) {}
+
+/// Catch SIGALRM with a handler installed without SA_RESTART.
+fn catch_sigalrm_without_restart() {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we
+    // set a handler that does nothing (async-signal-safe) and check the call.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigalrm as *const () as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Write `offline\n` to `path` on a new thread; returns the thread's id and
+/// the handle yielding the write's result.
+fn blocked_writer(path: PathBuf) -> (libc::pthread_t, thread::JoinHandle<std::io::Result<usize>>) {
+    let (tx, rx) = mpsc::channel();
+    let writer = thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let mut f = OpenOptions::new().write(true).open(path)?;
+        f.write(b"offline\n")
+    });
+    (rx.recv().unwrap(), writer)
+}
+
+fn signal_thread(thread: libc::pthread_t) {
+    // SAFETY: `thread` is alive (we have not joined it) and SIGALRM is caught.
+    assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGALRM) }, 0);
+}
+
+fn interrupt_one_blocked_write(m: &Mounted) {
+    catch_sigalrm_without_restart();
+    let before = m.tree.cancelled_writes();
+    let (tid, writer) = blocked_writer(m.path("dir/block"));
+    assert!(
+        m.tree.wait_blocked(1, BLOCKED),
+        "the write never reached the tree"
+    );
+    signal_thread(tid);
+    let result = writer.join().unwrap();
+    assert_eq!(errno_of(result), libc::EINTR);
+    assert_eq!(m.tree.cancelled_writes(), before + 1);
+}
+
+#[test]
+fn blocked_write_returns_eintr_when_its_thread_catches_sigalrm() {
+    let m = Mounted::new(FixtureTree::standard());
+    interrupt_one_blocked_write(&m);
+}
+
+#[test]
+fn interrupts_keep_arriving_after_the_first_one() {
+    // Answering an interrupt with ENOSYS makes the kernel stop sending them
+    // (fc->no_interrupt): the second write would then hang.
+    let m = Mounted::new(FixtureTree::standard());
+    for _ in 0..3 {
+        interrupt_one_blocked_write(&m);
+    }
+}
+
+#[test]
+fn readers_and_other_writers_are_not_blocked_behind_a_blocked_write() {
+    let m = Mounted::new(FixtureTree::standard());
+    catch_sigalrm_without_restart();
+    let (tid, writer) = blocked_writer(m.path("dir/block"));
+    assert!(m.tree.wait_blocked(1, BLOCKED));
+
+    let start = Instant::now();
+    assert_eq!(std::fs::read(m.path("dir/block")).unwrap(), b"online\n");
+    assert_eq!(std::fs::read(m.path("dir/ro")).unwrap(), b"read-only\n");
+    assert!(std::fs::metadata(m.path("dir/block")).is_ok());
+    assert_eq!(std::fs::read_dir(m.path("dir")).unwrap().count(), 8);
+    // A second writer of the same file must not wait for the first one's
+    // inode lock.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(m.path("dir/block"))
+        .unwrap();
+    assert_eq!(f.write(b"online\n").unwrap(), 7);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(m.path("dir/rw"))
+        .unwrap();
+    assert_eq!(f.write(b"online\n").unwrap(), 7);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(m.tree.blocked_now(), 1, "the first write is still blocked");
+
+    signal_thread(tid);
+    assert_eq!(errno_of(writer.join().unwrap()), libc::EINTR);
+}
+
+/// Fork a child that writes `offline\n` to the open file `fd`, first
+/// arming `alarm(1)` with a caught SIGALRM if `alarm` is set. The child is
+/// single-threaded, as a shell writer is, so the process-directed SIGALRM
+/// reaches the writer. Exit status: 0 = EINTR, 2 = other error, 3 = written.
+fn fork_writer(fd: libc::c_int, alarm: bool) -> libc::pid_t {
+    // SAFETY: after fork the child runs only async-signal-safe calls
+    // (sigaction, sigprocmask, alarm, write, _exit) on memory that is not
+    // shared mutable state, and never returns into Rust code.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid > 0 {
+            return pid;
+        }
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigalrm as *const () as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+        let mut unblock: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut unblock);
+        libc::sigaddset(&mut unblock, libc::SIGALRM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &unblock, std::ptr::null_mut());
+        if alarm {
+            libc::alarm(1);
+        }
+        let data = b"offline\n";
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let code = match n {
+            n if n >= 0 => 3,
+            _ if *libc::__errno_location() == libc::EINTR => 0,
+            _ => 2,
+        };
+        libc::_exit(code);
+    }
+}
+
+/// waitpid with a deadline: the raw wait status, or None if still running.
+fn wait_for(pid: libc::pid_t, timeout: Duration) -> Option<libc::c_int> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is our child and `status` a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid {
+            return Some(status);
+        }
+        assert_eq!(rc, 0, "waitpid failed");
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: `pid` is our own, not yet reaped child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = wait_for(pid, Duration::from_secs(10));
+}
+
+#[test]
+fn alarm_in_the_writer_process_interrupts_its_blocked_write_with_eintr() {
+    let m = Mounted::new(FixtureTree::standard());
+    let file = OpenOptions::new()
+        .write(true)
+        .open(m.path("dir/block"))
+        .unwrap();
+    let pid = fork_writer(file.as_raw_fd(), true);
+    let Some(status) = wait_for(pid, Duration::from_secs(20)) else {
+        kill_and_reap(pid);
+        panic!("the alarmed writer hung in write(2): the interrupt was not delivered");
+    };
+    assert!(libc::WIFEXITED(status), "writer died: status {status:#x}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "0 = EINTR, 2 = other error, 3 = written"
+    );
+    assert_eq!(m.tree.cancelled_writes(), 1);
+}
+
+#[test]
+fn sigkilled_writer_process_exits_instead_of_hanging_in_its_write() {
+    // A fatal signal still waits for the answer to a request already sent;
+    // only the interrupt makes the tree give up.
+    let m = Mounted::new(FixtureTree::standard());
+    let file = OpenOptions::new()
+        .write(true)
+        .open(m.path("dir/block"))
+        .unwrap();
+    let pid = fork_writer(file.as_raw_fd(), false);
+    assert!(
+        m.tree.wait_blocked(1, BLOCKED),
+        "the write never reached the tree"
+    );
+    // SAFETY: `pid` is our own, not yet reaped child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status =
+        wait_for(pid, Duration::from_secs(10)).expect("the killed writer is stuck in its write");
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    assert_eq!(m.tree.cancelled_writes(), 1);
+    // The mount still serves.
+    assert_eq!(std::fs::read(m.path("dir/ro")).unwrap(), b"read-only\n");
+}
