@@ -68,7 +68,8 @@ pub type GroupId = u32;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpedAttrs {
     pub removable: Option<String>,
-    /// For offline blocks only; dropped when the block changes state.
+    /// Dropped when the block changes state (the model's answer applies
+    /// from then on).
     pub valid_zones: Option<String>,
 }
 

@@ -143,11 +143,7 @@ impl System {
                     },
                     dumped: Some(crate::block::DumpedAttrs {
                         removable: db.removable.clone(),
-                        valid_zones: if state == BlockState::Offline {
-                            db.valid_zones.clone()
-                        } else {
-                            None
-                        },
+                        valid_zones: db.valid_zones.clone(),
                     }),
                 },
             );

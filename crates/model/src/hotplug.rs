@@ -374,7 +374,11 @@ impl System {
             format!("/devices/system/memory/memory{id}"),
             "memory",
         );
-        self.blocks.get_mut(&id).expect("block exists").dev_offline = false;
+        let b = self.blocks.get_mut(&id).expect("block exists");
+        b.dev_offline = false;
+        if let Some(d) = b.dumped.as_mut() {
+            d.valid_zones = None;
+        }
         Ok(DeviceOutcome::Changed)
     }
 
@@ -620,7 +624,11 @@ impl System {
             format!("/devices/system/memory/memory{id}"),
             "memory",
         );
-        self.blocks.get_mut(&id).expect("block exists").dev_offline = true;
+        let b = self.blocks.get_mut(&id).expect("block exists");
+        b.dev_offline = true;
+        if let Some(d) = b.dumped.as_mut() {
+            d.valid_zones = None;
+        }
         self.touch();
         OfflineProgress::Done(Ok(DeviceOutcome::Changed))
     }

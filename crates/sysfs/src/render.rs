@@ -83,6 +83,9 @@ pub fn block_phys_index(id: u64) -> String {
 /// `memoryN/valid_zones` (spec 01 §3.7).
 pub fn block_valid_zones(sys: &System, id: u64) -> Option<String> {
     let b = sys.blocks.get(&id)?;
+    if let Some(text) = b.dumped.as_ref().and_then(|d| d.valid_zones.as_ref()) {
+        return Some(format!("{text}\n"));
+    }
     if b.state == BlockState::Online {
         return Some(match b.zone {
             Some(z) => format!("{}\n", z.name()),
