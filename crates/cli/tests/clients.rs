@@ -1,0 +1,160 @@
+//! Real clients against a real `memhp mount`: util-linux chmem in a private
+//! mount namespace where the memhp tree stands at /sys, and a kata-agent
+//! style onliner (read_dir, then write `1` to every offline block's `online`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
+
+struct Machine {
+    dir: PathBuf,
+    root: PathBuf,
+    sock: PathBuf,
+}
+
+impl Machine {
+    fn mount(tag: &str, cmdline: &str) -> Machine {
+        let dir = std::env::temp_dir().join(format!("memhp-clients-{}-{tag}", std::process::id()));
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let sock = dir.join("ctl.sock");
+        let st = Command::new(MEMHP)
+            .arg("mount")
+            .arg(&root)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--cmdline", cmdline])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Machine { dir, root, sock }
+    }
+
+    fn ctl(&self, words: &[&str]) -> String {
+        let out = Command::new(MEMHP)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(words)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl {words:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Run a shell script in a private mount namespace with the tree at /sys.
+    fn in_namespace(&self, script: &str) -> String {
+        let full = format!(
+            "mount --bind {}/sys /sys || exit 99\n{script}",
+            self.root.display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &full])
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(99),
+            "bind mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = Command::new(MEMHP).arg("umount").arg(&self.root).status();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn state(m: &Machine, b: u64) -> (String, String) {
+    let dir = format!("sys/devices/system/memory/memory{b}");
+    (
+        m.read(&format!("{dir}/state")).trim().to_string(),
+        m.read(&format!("{dir}/valid_zones")).trim().to_string(),
+    )
+}
+
+#[test]
+fn chmem_enables_lowest_first_disables_highest_first_and_honours_zones() {
+    let m = Machine::mount("chmem", "memhp_default_state=offline");
+    m.ctl(&["hotadd", "d1", "512M"]);
+    m.ctl(&["hotadd", "d2", "512M"]);
+    let out =
+        m.in_namespace("chmem -v --enable 512M; echo rc=$?; chmem -v --disable 256M; echo rc=$?");
+    assert_eq!(
+        out,
+        "Memory Block 32 (0x0000000100000000-0x0000000107ffffff) enabled\n\
+         Memory Block 33 (0x0000000108000000-0x000000010fffffff) enabled\n\
+         Memory Block 34 (0x0000000110000000-0x0000000117ffffff) enabled\n\
+         Memory Block 35 (0x0000000118000000-0x000000011fffffff) enabled\n\
+         rc=0\n\
+         Memory Block 35 (0x0000000118000000-0x000000011fffffff) disabled\n\
+         Memory Block 34 (0x0000000110000000-0x0000000117ffffff) disabled\n\
+         rc=0\n"
+    );
+    assert_eq!(state(&m, 33), ("online".into(), "Movable".into()));
+    assert_eq!(state(&m, 35).0, "offline");
+    let out = m.in_namespace("chmem -v --enable 0x120000000-0x12fffffff -z Movable; echo rc=$?; chmem -v -b --enable 38 -z Normal; echo rc=$?");
+    assert!(
+        out.ends_with("Memory Block 38 (0x0000000130000000-0x0000000137ffffff) enabled\nrc=0\n"),
+        "{out}"
+    );
+    assert_eq!(state(&m, 36), ("online".into(), "Movable".into()));
+    assert_eq!(state(&m, 38), ("online".into(), "Normal".into()));
+    let out = m.in_namespace(
+        "chmem -v -b --enable 33; echo rc=$?; chmem -v -b --disable 36-37; echo rc=$?",
+    );
+    assert_eq!(
+        out,
+        "Memory Block 33 (0x0000000108000000-0x000000010fffffff) already enabled\nrc=0\n\
+         Memory Block 36 (0x0000000120000000-0x0000000127ffffff) disabled\n\
+         Memory Block 37 (0x0000000128000000-0x000000012fffffff) disabled\nrc=0\n"
+    );
+    // The first block onlined into Normal holds kernel allocations: chmem
+    // cannot disable it (EBUSY), and says so with its partial-failure code.
+    let out = m.in_namespace("chmem -b --disable 38; echo rc=$?");
+    assert!(
+        out.contains("disable failed: Device or resource busy"),
+        "{out}"
+    );
+    assert!(out.starts_with("rc=1\n"), "{out}");
+    assert_eq!(state(&m, 38).0, "online");
+}
+
+#[test]
+fn kata_style_onliner_onlines_a_4g_hot_add() {
+    let m = Machine::mount("kata", "memhp_default_state=offline");
+    m.ctl(&["hotadd", "d1", "4G"]);
+    let base = m.root.join("sys/devices/system/memory");
+    let mut onlined = 0;
+    for e in std::fs::read_dir(&base).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with("memory") {
+            continue;
+        }
+        let online: &Path = &e.path().join("online");
+        if std::fs::read_to_string(online).unwrap() == "0\n" {
+            std::fs::write(online, "1").unwrap();
+            onlined += 1;
+        }
+    }
+    assert_eq!(onlined, 32);
+    for b in 32..64 {
+        assert_eq!(state(&m, b).0, "online", "memory{b}");
+    }
+    let q = m.ctl(&["query"]);
+    assert!(q.contains("\"offline_in_flight\": null"), "{q}");
+}
