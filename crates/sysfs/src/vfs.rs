@@ -134,4 +134,18 @@ pub trait Tree: Send + Sync {
     /// have changed (contents, entries). Transports use it to invalidate
     /// caches.
     fn generation(&self) -> u64;
+
+    /// A counter that changes whenever the layout may have changed: an entry
+    /// added or removed, or changed in kind, file mode or symlink target.
+    /// File contents are not layout (an online/offline changes `state`, not
+    /// the layout; a hot-add or hot-remove does change it).
+    ///
+    /// The FUSE transport never caches contents, but revalidating its
+    /// cached entries and attributes costs a `readdir` of every directory
+    /// the kernel holds (65,536+ with a big machine), so it only does that
+    /// when this counter moves. The default, [`Tree::generation`], is always
+    /// correct, but makes every content change pay for that walk.
+    fn layout_generation(&self) -> u64 {
+        self.generation()
+    }
 }
