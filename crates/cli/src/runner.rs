@@ -420,7 +420,11 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     std::fs::write(dir.join("bootblocks"), bootblocks)?;
 
     // The script: helpers, then the steps.
-    let exe = std::env::current_exe()?;
+    // The guest reaches this binary through a bind mount in the run
+    // directory: the namespace's fresh /tmp would hide it if it lives there.
+    let real_exe = std::env::current_exe()?;
+    let exe = dir.join("memhp");
+    std::fs::write(&exe, b"")?;
     let mut script = String::new();
     script.push_str(&format!(
         "MEMHP={}\nMEMHP_SOCK={}\nexport MEMHP_SOCK\nMEMHP_DIR={}\n",
@@ -470,10 +474,11 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     let r = root.to_string_lossy();
     let d = dir.to_string_lossy();
     let setup = format!(
-        "set -e; mount --make-rprivate / ; mount --bind {r}/sys /sys; for f in zoneinfo iomem meminfo; do mount --bind {r}/proc/$f /proc/$f; done; \
+        "set -e; mount --make-rprivate / ; mount --bind {x} {d}/memhp; mount --bind {r}/sys /sys; for f in zoneinfo iomem meminfo; do mount --bind {r}/proc/$f /proc/$f; done; \
          mount -t tmpfs -o size=512m memhp-tmp /tmp; mount -t overlay memhp-bin -o lowerdir={o}:{b} {b} || true; \
          set +e; exec {sh} {d}/scenario.sh 3<&0 </dev/null",
         sh = guest_shell(),
+        x = shell_quote(&real_exe.to_string_lossy()),
         o = ovl.to_string_lossy(),
         b = bin.to_string_lossy()
     );
