@@ -45,7 +45,8 @@ pub enum ControlError {
 pub struct EventBus {
     subscribers: Mutex<Vec<Sender<Value>>>,
     /// Uevents of the model already published.
-    uevents_seen: Mutex<Option<usize>>,
+    /// SEQNUM of the last uevent published.
+    uevents_seen: Mutex<Option<u64>>,
 }
 
 fn timestamp() -> Value {
@@ -137,13 +138,13 @@ impl EventBus {
         let mut seen = self.uevents_seen.lock().unwrap_or_else(|e| e.into_inner());
         let new: Vec<_> = host.shared.read(|s| match *seen {
             None => {
-                *seen = Some(s.events.uevents.len());
+                *seen = Some(s.events.seqnum);
                 Vec::new()
             }
-            Some(n) => s.events.uevents[n.min(s.events.uevents.len())..].to_vec(),
+            Some(n) => s.events.uevents_after(n),
         });
-        if let Some(n) = seen.as_mut() {
-            *n += new.len();
+        if let (Some(n), Some(last)) = (seen.as_mut(), new.last()) {
+            *n = last.seqnum;
         }
         for u in new {
             let data: serde_json::Map<String, Value> = u

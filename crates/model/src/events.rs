@@ -123,9 +123,36 @@ pub struct EventLog {
     pub wide_errnos: std::collections::BTreeMap<String, i32>,
 }
 
+/// How many entries each log keeps; older ones are dropped (a long-running
+/// daemon must not grow without bound), a quarter at a time.
+pub const LOG_CAPACITY: usize = 1 << 16;
+
+fn trim<T>(v: &mut Vec<T>) -> usize {
+    if v.len() <= LOG_CAPACITY {
+        return 0;
+    }
+    let n = LOG_CAPACITY / 4;
+    v.drain(..n);
+    n
+}
+
 impl EventLog {
     pub fn log(&mut self, line: impl Into<String>) {
         self.klog.push(line.into());
+        let dropped = trim(&mut self.klog);
+        self.klog_read = self.klog_read.saturating_sub(dropped);
+    }
+
+    /// Record a notifier-chain call.
+    pub fn trace_notifier(&mut self, call: NotifierCall) {
+        self.notifier.push(call);
+        trim(&mut self.notifier);
+    }
+
+    /// Uevents with a sequence number above `seqnum`, oldest first.
+    pub fn uevents_after(&self, seqnum: u64) -> Vec<Uevent> {
+        let start = self.uevents.partition_point(|u| u.seqnum <= seqnum);
+        self.uevents[start..].to_vec()
     }
 
     pub fn uevent(&mut self, action: UeventAction, devpath: String, subsystem: &str) {
@@ -136,6 +163,7 @@ impl EventLog {
             devpath,
             subsystem: subsystem.into(),
         });
+        trim(&mut self.uevents);
     }
 
     /// New kernel messages since the last call (`dmesg -c`).
@@ -143,5 +171,36 @@ impl EventLog {
         let new = self.klog[self.klog_read..].to_vec();
         self.klog_read = self.klog.len();
         new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_stay_bounded_and_klog_read_follows_the_trim() {
+        let mut l = EventLog::default();
+        for i in 0..LOG_CAPACITY {
+            l.log(format!("line {i}"));
+        }
+        assert_eq!(l.take_klog().len(), LOG_CAPACITY);
+        l.log("one more");
+        assert_eq!(l.klog.len(), LOG_CAPACITY + 1 - LOG_CAPACITY / 4);
+        assert_eq!(l.take_klog(), vec!["one more".to_string()]);
+        for _ in 0..=LOG_CAPACITY {
+            l.uevent(
+                UeventAction::Online,
+                "/devices/system/memory/memory1".into(),
+                "memory",
+            );
+        }
+        assert!(l.uevents.len() <= LOG_CAPACITY);
+        assert_eq!(l.seqnum, LOG_CAPACITY as u64 + 1);
+        let after = l.uevents_after(l.seqnum - 2);
+        assert_eq!(
+            after.iter().map(|u| u.seqnum).collect::<Vec<_>>(),
+            vec![l.seqnum - 1, l.seqnum]
+        );
     }
 }

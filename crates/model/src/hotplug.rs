@@ -123,7 +123,7 @@ impl System {
         action: MemAction,
         arg: MemoryNotify,
     ) -> Result<(), HotplugError> {
-        self.events.notifier.push(NotifierCall { action, arg });
+        self.events.trace_notifier(NotifierCall { action, arg });
         let mut log = Vec::new();
         let (ret, _) = self
             .memory_chain

@@ -215,15 +215,17 @@ impl MemoryChain {
                 }
             };
             calls += 1;
-            self.trace
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(CallRecord {
-                    consumer: b.name.clone(),
-                    action,
-                    arg: *arg,
-                    ret,
-                });
+            let mut trace = self.trace.lock().unwrap_or_else(|e| e.into_inner());
+            trace.push(CallRecord {
+                consumer: b.name.clone(),
+                action,
+                arg: *arg,
+                ret,
+            });
+            if trace.len() > crate::events::LOG_CAPACITY {
+                trace.drain(..crate::events::LOG_CAPACITY / 4);
+            }
+            drop(trace);
             if ret & NOTIFY_STOP_MASK != 0 {
                 break;
             }
