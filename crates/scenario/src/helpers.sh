@@ -1,0 +1,153 @@
+# memhp scenario helper library (POSIX sh). Same function names and output
+# formats as the oracle guest's helpers; every sysfs access goes through the
+# helper command in $OHELPER.
+#
+# Environment (set by the runner before sourcing this file):
+#   OHELPER           helper command, word-split     (default: memhp ohelper)
+#   M                 memory block directory         (default: /sys/devices/system/memory)
+#   N                 node directory                 (default: /sys/devices/system/node)
+#   MEMHP_PARAMS_DIR  memory_hotplug parameters      (default: /sys/module/memory_hotplug/parameters)
+#   MEMHP_PROC        zoneinfo/iomem/meminfo dir     (default: /proc)
+#   MEMHP_KLOG_CMD    klog: command (eval'd) printing the kernel messages since
+#                     the previous call
+#   MEMHP_KLOG        klog without MEMHP_KLOG_CMD: file the runner appends kernel
+#                     messages to; klog prints it and truncates it
+#   MEMHP_BOOTLOG     bootlog: boot log file
+#   MEMHP_BOOTBLOCKS  bootblocks/hotblocks: file listing the boot memory blocks
+#   MEMHP_LOADMOD     loadmod NAME runs "$MEMHP_LOADMOD NAME" (it prints the
+#                     "insmod FILE.ko -> rc=N" lines)
+# Host steps: "host N" prints "@@WAIT N" and waits for a line "GO N" on fd 3.
+
+: "${OHELPER:=memhp ohelper}"
+: "${M:=/sys/devices/system/memory}"
+: "${N:=/sys/devices/system/node}"
+: "${MEMHP_PARAMS_DIR:=/sys/module/memory_hotplug/parameters}"
+: "${MEMHP_PROC:=/proc}"
+
+# say TEXT...        print the arguments as one line (no escape processing)
+say() { printf '%s\n' "$*"; }
+
+# w FILE VALUE       one write(2) of VALUE, C escapes decoded, no newline added
+w() { $OHELPER write "$1" "$2"; }
+# wt FILE VALUE      the same, with the write's duration
+wt() { $OHELPER write -t "$1" "$2"; }
+# wa SECS FILE VALUE timed write, interrupted by SIGALRM after SECS (virtual)
+wa() { $OHELPER write -t -a "$1" "$2" "$3"; }
+# r FILE...          exact content of each file, escaped, or its errno
+r() { $OHELPER read "$@"; }
+# blk NAME FILE VALUE  w $M/NAME/FILE VALUE
+blk() { $OHELPER write "$M/$1/$2" "$3"; }
+
+# one line per memory block
+blocks() { printf '%s\n' "--- blocks"; $OHELPER blocks "$M"; }
+
+# everything under $M, natural order, symlinks not followed
+memdump() { printf '%s\n' "--- memdump"; $OHELPER dump "$M"; }
+
+# node masks, then per node: memory block links, cpulist, MemTotal
+nodes() {
+	printf '%s\n' "--- nodes"
+	for _mh_f in possible online has_memory has_normal_memory has_high_memory has_cpu has_generic_initiator; do
+		if [ -e "$N/$_mh_f" ]; then
+			$OHELPER read "$N/$_mh_f"
+		else
+			printf '%s\n' "absent $N/$_mh_f"
+		fi
+	done
+	for _mh_d in "$N"/node[0-9]*; do
+		[ -d "$_mh_d" ] || continue
+		_mh_n=${_mh_d##*/}
+		printf '%s\n' "$_mh_n memory links: $(ls "$_mh_d" | grep '^memory[0-9]' | sort -t y -k 2 -n | tr '\n' ' ')"
+		printf '%s\n' "$_mh_n cpulist: $(cat "$_mh_d/cpulist")"
+		printf '%s\n' "$_mh_n $(grep MemTotal "$_mh_d/meminfo" | tr -s ' ')"
+	done
+}
+
+# zone spans and page counts from zoneinfo ("-": not printed for the zone)
+zones() {
+	printf '%s\n' "--- zones"
+	awk '
+	function out() {
+		if (zone != "")
+			printf "zone node=%s %-7s start_pfn=%s spanned=%s present=%s managed=%s\n", node, zone, spfn, span, pres, mng
+	}
+	$1 == "Node" { out(); node = $2; sub(/,$/, "", node); zone = $4; spfn = "-"; span = "-"; pres = "-"; mng = "-"; next }
+	$1 == "spanned" { span = $2 }
+	$1 == "present" { pres = $2 }
+	$1 == "managed" { mng = $2 }
+	$1 == "start_pfn:" { spfn = $2 }
+	END { out() }' "$MEMHP_PROC/zoneinfo"
+}
+
+# RAM resources
+iomem() { printf '%s\n' "--- iomem"; grep -E 'System RAM|virtio|dimm|hotplug|Hotplug' "$MEMHP_PROC/iomem"; }
+
+# memory_hotplug parameters and memory totals
+params() {
+	printf '%s\n' "--- params"
+	$OHELPER dump "$MEMHP_PARAMS_DIR"
+	grep -E '^(MemTotal|Movable|HighTotal)' "$MEMHP_PROC/meminfo" | tr -s ' '
+}
+
+# all of the above
+dump() { memdump; nodes; zones; iomem; params; }
+
+# kernel messages since the previous klog
+klog() {
+	if [ -n "${MEMHP_KLOG_CMD:-}" ]; then
+		eval "$MEMHP_KLOG_CMD"
+	elif [ -n "${MEMHP_KLOG:-}" ] && [ -f "$MEMHP_KLOG" ]; then
+		cat "$MEMHP_KLOG" && : > "$MEMHP_KLOG"
+	fi | sed 's/^/klog: /'
+}
+
+# boot log lines matching an extended regex
+bootlog() {
+	[ -n "${MEMHP_BOOTLOG:-}" ] && [ -r "$MEMHP_BOOTLOG" ] || return 1
+	grep -E "$1" "$MEMHP_BOOTLOG" | sed 's/^/bootlog: /'
+}
+
+# the boot blocks file, or nothing when it is unset, missing or empty
+_mh_bootfile() {
+	if [ -n "${MEMHP_BOOTBLOCKS:-}" ] && [ -s "$MEMHP_BOOTBLOCKS" ]; then
+		printf '%s\n' "$MEMHP_BOOTBLOCKS"
+	fi
+}
+
+# memory block names, numerically sorted: all / hot-added / present at boot
+allblocks() { ls "$M" | grep '^memory[0-9]' | sort -t y -k 2 -n; }
+hotblocks() {
+	_mh_bb=$(_mh_bootfile)
+	if [ -n "$_mh_bb" ]; then
+		allblocks | grep -vxF -f "$_mh_bb"
+	else
+		allblocks
+	fi
+}
+bootblocks() {
+	_mh_bb=$(_mh_bootfile)
+	[ -z "$_mh_bb" ] || sort -t y -k 2 -n "$_mh_bb"
+}
+
+# host step N: hand control to the runner and wait for "GO N" on fd 3
+host() {
+	printf '%s\n' "@@WAIT $1"
+	while read -r _mh_line <&3; do
+		_mh_line=$(printf '%s' "$_mh_line" | tr -d '\r')
+		[ "$_mh_line" = "GO $1" ] && return 0
+	done
+	printf '%s\n' "ERROR: control channel closed"
+	return 1
+}
+
+# load a module (and its dependencies) through the runner
+loadmod() {
+	if [ -z "${MEMHP_LOADMOD:-}" ]; then
+		printf '%s\n' "loadmod: MEMHP_LOADMOD is not set" >&2
+		return 1
+	fi
+	$MEMHP_LOADMOD "$1"
+}
+
+# CLOCK_MONOTONIC in ms
+ms() { $OHELPER ms; }

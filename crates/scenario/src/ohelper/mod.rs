@@ -1,0 +1,288 @@
+//! The guest helper (`ohelper`) in Rust, output byte for byte as the
+//! oracle guest's C helper prints it.
+//!
+//! ```text
+//! write [-t] [-a S] FILE VALUE   one write(2) of VALUE (C escapes decoded):
+//!                                write FILE "VALUE" -> OK (ret=N) [T ms]
+//!                                write FILE "VALUE" -> EINVAL(22)
+//!                                write FILE "VALUE" -> open:EACCES(13)
+//! read FILE...                   read FILE = "escaped content" | <open:ENOENT(2)>
+//! dump PATH...                   d MODE path/ | l path -> target |
+//!                                f MODE path = "..." | <open:EACCES(13)> | <read:EIO(5)>
+//! blocks [DIR]                   memoryN state=.. online=.. valid_zones=.. removable=..
+//!                                phys_device=.. node=..  (DIR defaults to
+//!                                /sys/devices/system/memory; the C helper takes no DIR)
+//! ms                             CLOCK_MONOTONIC in ms
+//! ```
+//!
+//! **`-a S` is virtual time.** memhp's model is instantaneous, so a write
+//! still in progress is one that would retry for ever (an offline stuck in
+//! the migration loop, whose block's `state` reads `going-offline`). The
+//! write runs on its own thread; the calling thread polls every ~1 ms and,
+//! once the write is blocked (FILE's sibling `state` file reads
+//! `going-offline\n`) or S real seconds have passed (safety net), sends that
+//! thread a caught SIGALRM (installed without `SA_RESTART`), so its write(2)
+//! returns `EINTR` exactly as in the guest. With `-t`, the duration printed
+//! is then the virtual S×1000 ms; otherwise the measured one. (If the write
+//! has not returned 50 ms after a signal, it is signalled again: the first
+//! one may have landed just before the thread entered write(2). Once
+//! write(2) has returned the thread blocks SIGALRM, so close(2) is never
+//! interrupted.) The safety net also covers an open(2) that blocks, like
+//! the guest's alarm does (`open:EINTR(4)`).
+
+mod errno;
+mod text;
+mod write;
+
+pub use errno::{errno_label, errno_name};
+pub use text::{atoi, escaped, push_escaped, strverscmp, unescape};
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The directory `blocks` reads by default.
+pub const MEMORY_DIR: &str = "/sys/devices/system/memory";
+
+/// The C helper's read buffer: a file is read up to this many bytes.
+const RBUF: usize = 1 << 20;
+
+/// Runs the helper with `args` (the words after the program name) on the
+/// process's stdout/stderr and returns the exit status: 0, 1 (a write or
+/// `blocks` failed), 2 (usage).
+pub fn ohelper_main(args: &[String]) -> i32 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut err = std::io::stderr();
+    let rc = ohelper_run(args, &mut out, &mut err);
+    let _ = out.flush();
+    rc
+}
+
+/// [`ohelper_main`] with explicit output streams.
+pub fn ohelper_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let Some(cmd) = args.first() else {
+        return usage(err);
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "write" => write::do_write(rest, out, err),
+        "read" => {
+            for path in rest {
+                let mut line = b"read ".to_vec();
+                file_line(&mut line, path.as_bytes(), None);
+                emit(out, &line);
+            }
+            0
+        }
+        "dump" => {
+            for path in rest {
+                dump(path.as_bytes(), out);
+            }
+            0
+        }
+        "blocks" => {
+            let base = rest.first().map_or(MEMORY_DIR, String::as_str);
+            blocks(Path::new(base), out)
+        }
+        "ms" => {
+            emit(out, format!("{:.0}\n", write::now_ms()).as_bytes());
+            0
+        }
+        _ => usage(err),
+    }
+}
+
+fn usage(err: &mut dyn Write) -> i32 {
+    let _ = err.write_all(b"usage: ohelper write|read|dump|blocks|ms ...\n");
+    2
+}
+
+/// Output errors (a closed pipe) are ignored, as the C helper's printf does.
+fn emit(out: &mut dyn Write, bytes: &[u8]) {
+    let _ = out.write_all(bytes);
+}
+
+fn os_errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn path_of(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// Reads a whole file (up to `cap` bytes); the error is (stage, errno).
+fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
+    let mut f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
+    let mut buf = vec![0u8; cap];
+    let mut n = 0;
+    while n < cap {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(r) => n += r,
+            Err(e) => return Err(("read", os_errno(&e))),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `PATH = "content"` / `PATH = <stage:ENAME(n)>` plus newline; with a
+/// mode, prefixed by `f MODE `.
+fn file_line(line: &mut Vec<u8>, path: &[u8], mode: Option<u32>) {
+    if let Some(m) = mode {
+        line.extend_from_slice(format!("f {:04o} ", m & 0o7777).as_bytes());
+    }
+    line.extend_from_slice(path);
+    line.extend_from_slice(b" = ");
+    match slurp(path, RBUF) {
+        Ok(content) => push_escaped(line, &content),
+        Err((stage, e)) => {
+            line.extend_from_slice(format!("<{stage}:{}>", errno_label(e)).as_bytes())
+        }
+    }
+    line.push(b'\n');
+}
+
+/// Directory entry names (without `.`/`..`) in `strverscmp` order.
+fn scandir(path: &[u8]) -> Result<Vec<Vec<u8>>, i32> {
+    let rd = std::fs::read_dir(path_of(path)).map_err(|e| os_errno(&e))?;
+    let mut names = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| os_errno(&e))?;
+        names.push(ent.file_name().as_bytes().to_vec());
+    }
+    names.sort_by(|a, b| strverscmp(a, b));
+    Ok(names)
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+/// Recursive dump without following symlinks.
+fn dump(path: &[u8], out: &mut dyn Write) {
+    let meta = match std::fs::symlink_metadata(path_of(path)) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut l = b"? ".to_vec();
+            l.extend_from_slice(path);
+            l.extend_from_slice(format!(" <lstat:{}>\n", errno_label(os_errno(&e))).as_bytes());
+            emit(out, &l);
+            return;
+        }
+    };
+    let mode = meta.mode();
+    let mut line = Vec::new();
+    match mode & libc::S_IFMT {
+        t if t == libc::S_IFLNK => {
+            line.extend_from_slice(b"l ");
+            line.extend_from_slice(path);
+            line.extend_from_slice(b" -> ");
+            if let Ok(target) = std::fs::read_link(path_of(path)) {
+                let t = target.as_os_str().as_bytes();
+                line.extend_from_slice(&t[..t.len().min(4095)]);
+            }
+            line.push(b'\n');
+            emit(out, &line);
+        }
+        t if t == libc::S_IFREG => {
+            file_line(&mut line, path, Some(mode));
+            emit(out, &line);
+        }
+        t if t == libc::S_IFDIR => {
+            line.extend_from_slice(format!("d {:04o} ", mode & 0o7777).as_bytes());
+            line.extend_from_slice(path);
+            line.extend_from_slice(b"/\n");
+            emit(out, &line);
+            match scandir(path) {
+                Ok(names) => {
+                    for n in names {
+                        dump(&join(path, &n), out);
+                    }
+                }
+                Err(e) => {
+                    let mut l = b"? ".to_vec();
+                    l.extend_from_slice(path);
+                    l.extend_from_slice(format!(" <scandir:{}>\n", errno_label(e)).as_bytes());
+                    emit(out, &l);
+                }
+            }
+        }
+        _ => {
+            line.extend_from_slice(format!("? {:04o} ", mode & 0o7777).as_bytes());
+            line.extend_from_slice(path);
+            line.push(b'\n');
+            emit(out, &line);
+        }
+    }
+}
+
+/// ` label=value` of the blocks table: one trailing newline stripped; the
+/// value escaped when empty or holding a space, newline, tab or quote.
+fn field(line: &mut Vec<u8>, dir: &[u8], name: &str) {
+    line.push(b' ');
+    line.extend_from_slice(name.as_bytes());
+    line.push(b'=');
+    let mut v = match slurp(&join(dir, name.as_bytes()), RBUF - 1) {
+        Ok(v) => v,
+        Err((stage, e)) => {
+            line.extend_from_slice(format!("<{stage}:{}>", errno_label(e)).as_bytes());
+            return;
+        }
+    };
+    if v.last() == Some(&b'\n') {
+        v.pop();
+    }
+    // the C helper looks at the value as a C string: up to the first NUL
+    let cstr = &v[..v.iter().position(|&b| b == 0).unwrap_or(v.len())];
+    if v.is_empty() || cstr.iter().any(|b| b" \n\t\"".contains(b)) {
+        push_escaped(line, &v);
+    } else {
+        line.extend_from_slice(cstr);
+    }
+}
+
+/// One line per `memoryN` directory under `base`.
+pub fn blocks(base: &Path, out: &mut dyn Write) -> i32 {
+    let base = base.as_os_str().as_bytes();
+    let names = match scandir(base) {
+        Ok(n) => n,
+        Err(e) => {
+            emit(
+                out,
+                format!("blocks: scandir failed {}\n", errno_name(e).unwrap_or("E?")).as_bytes(),
+            );
+            return 1;
+        }
+    };
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with(b"memory") && n.get(6).is_some_and(u8::is_ascii_digit))
+    {
+        let dir = join(base, name);
+        let mut line = name.clone();
+        for f in ["state", "online", "valid_zones", "removable", "phys_device"] {
+            field(&mut line, &dir, f);
+        }
+        line.extend_from_slice(b" node=");
+        let entries = scandir(&dir).unwrap_or_default();
+        let nodes: Vec<&[u8]> = entries
+            .iter()
+            .filter_map(|n| n.strip_prefix(b"node".as_slice()))
+            .collect();
+        if nodes.is_empty() {
+            line.push(b'-');
+        } else {
+            line.extend_from_slice(&nodes.join(&b','));
+        }
+        line.push(b'\n');
+        emit(out, &line);
+    }
+    0
+}
