@@ -60,12 +60,15 @@ fn serve(
     machine: &MachineArgs,
     root: &Path,
     socket: &Path,
+    offline_timeout: Option<f64>,
     ready: &mut dyn FnMut(Option<&str>),
 ) -> Result<()> {
     let set = block_signals();
     let started = (|| -> Result<_> {
         check_root(root)?;
         let host = Arc::new(machine.host()?);
+        host.shared
+            .set_retry_timeout(offline_timeout.map(std::time::Duration::from_secs_f64));
         let tree: Arc<dyn memhp_sysfs::vfs::Tree> =
             Arc::new(SysfsTree::new(Arc::clone(&host.shared)));
         let mount = memhp_fuse::spawn_mount(tree, root, &memhp_fuse::MountOptions::default())
@@ -103,10 +106,11 @@ pub fn mount(
     root: &Path,
     socket: Option<PathBuf>,
     foreground: bool,
+    offline_timeout: Option<f64>,
 ) -> Result<()> {
     let socket = socket.unwrap_or_else(|| socket_for_root(root));
     if foreground {
-        return serve(machine, root, &socket, &mut |r| {
+        return serve(machine, root, &socket, offline_timeout, &mut |r| {
             if r.is_none() {
                 eprintln!(
                     "memhp: serving {} (control socket {})",
@@ -150,7 +154,7 @@ pub fn mount(
     // terminal's session; it cannot fail for a non-leader.
     unsafe { libc::setsid() };
     let mut wr = Some(std::fs::File::from(wr));
-    let r = serve(machine, root, &socket, &mut |res| {
+    let r = serve(machine, root, &socket, offline_timeout, &mut |res| {
         if let Some(mut w) = wr.take() {
             let _ = w.write_all(res.unwrap_or("ok").as_bytes());
             if res.is_none() {

@@ -53,6 +53,11 @@ enum Command {
         /// Control socket path (default: /run/memhp/<root>.sock).
         #[arg(long)]
         socket: Option<std::path::PathBuf>,
+        /// Simulated timeout (seconds) after which an offline stuck in its
+        /// migration loop fails with EINTR as if signalled (default: never,
+        /// like the kernel).
+        #[arg(long)]
+        offline_timeout: Option<f64>,
     },
     /// Unmount a tree served by `memhp mount`.
     Umount { root: std::path::PathBuf },
@@ -175,7 +180,8 @@ fn run() -> Result<()> {
             root,
             foreground,
             socket,
-        } => daemon::mount(&machine, &root, socket, foreground)?,
+            offline_timeout,
+        } => daemon::mount(&machine, &root, socket, foreground, offline_timeout)?,
         Command::Umount { root } => daemon::umount(&root)?,
         Command::Ohelper { args } => std::process::exit(ohelper::main(&args)),
         Command::Ctl {

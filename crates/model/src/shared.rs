@@ -14,6 +14,9 @@ const RETRY_POLL: Duration = Duration::from_millis(2);
 
 /// A system plus its locks.
 pub struct Shared {
+    /// Simulated timeout after which a retrying offline behaves as if its
+    /// writer had been signalled (None: only a real signal ends it).
+    retry_timeout: Mutex<Option<Duration>>,
     state: Mutex<System>,
     device_hotplug: Mutex<()>,
     changed: Condvar,
@@ -30,6 +33,7 @@ impl Shared {
     pub fn new(sys: System) -> Self {
         let generation = AtomicU64::new(sys.generation);
         Shared {
+            retry_timeout: Mutex::new(None),
             state: Mutex::new(sys),
             device_hotplug: Mutex::new(()),
             changed: Condvar::new(),
@@ -44,6 +48,13 @@ impl Shared {
     /// Run `f` on the current state (a short critical section).
     pub fn read<R>(&self, f: impl FnOnce(&System) -> R) -> R {
         f(&self.lock_state())
+    }
+
+    /// Make a retrying offline give up with EINTR after `t` of real time,
+    /// as if its writer had been signalled (a test knob; off by default,
+    /// which is the kernel's behaviour).
+    pub fn set_retry_timeout(&self, t: Option<Duration>) {
+        *self.retry_timeout.lock().unwrap_or_else(|e| e.into_inner()) = t;
     }
 
     /// Change state that is not a hotplug operation (workload pages,
@@ -98,6 +109,12 @@ impl HotplugGuard<'_> {
         id: u64,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeviceOutcome, HotplugError> {
+        let timeout = *self
+            .shared
+            .retry_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
         let mut sys = self.shared.lock_state();
         let mut progress = sys.device_offline(id);
         self.shared.publish(&sys);
@@ -108,7 +125,7 @@ impl HotplugGuard<'_> {
                     return r;
                 }
                 OfflineProgress::Retrying { .. } => {
-                    if cancelled() {
+                    if cancelled() || timeout.is_some_and(|t| started.elapsed() >= t) {
                         progress = sys.offline_signal();
                         continue;
                     }
@@ -122,5 +139,51 @@ impl HotplugGuard<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::QemuPc;
+    use crate::workload::{PageKind, Placement};
+    use crate::KernelVersion;
+
+    fn shared_with_pin() -> Shared {
+        let mut sys =
+            System::boot(&QemuPc::default().machine("", KernelVersion::V6_1).unwrap()).unwrap();
+        sys.alloc_pages(Placement::Block(3), PageKind::Pinned, 5)
+            .unwrap();
+        Shared::new(sys)
+    }
+
+    #[test]
+    fn retry_timeout_ends_a_stuck_offline_with_eintr() {
+        let s = shared_with_pin();
+        s.set_retry_timeout(Some(Duration::from_millis(20)));
+        let r = s.lock_hotplug().device_offline(3, &|| false);
+        assert_eq!(r, Err(HotplugError::Interrupted));
+        assert_eq!(s.read(|s| s.blocks[&3].state), crate::BlockState::Online);
+    }
+
+    #[test]
+    fn readers_are_not_blocked_by_a_stuck_offline() {
+        let s = std::sync::Arc::new(shared_with_pin());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s2, stop2) = (std::sync::Arc::clone(&s), std::sync::Arc::clone(&stop));
+        let writer = std::thread::spawn(move || {
+            s2.lock_hotplug()
+                .device_offline(3, &|| stop2.load(Ordering::Acquire))
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.read(|s| s.blocks[&3].state) != crate::BlockState::GoingOffline {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "offline never started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Release);
+        assert_eq!(writer.join().unwrap(), Err(HotplugError::Interrupted));
     }
 }

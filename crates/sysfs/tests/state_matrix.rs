@@ -147,3 +147,24 @@ fn read_only_and_write_only_files_refuse_the_wrong_open() {
     assert_eq!(t.lookup("sys/devices/system/memory/probe"), None);
     assert_eq!(t.lookup("sys/devices/system/node/has_high_memory"), None);
 }
+
+#[test]
+fn retry_timeout_turns_an_endless_offline_into_eintr() {
+    let t = machine("online");
+    t.shared()
+        .modify(|s| {
+            s.alloc_pages(
+                memhp_model::workload::Placement::Block(32),
+                memhp_model::workload::PageKind::Pinned,
+                3,
+            )
+        })
+        .unwrap();
+    t.shared()
+        .set_retry_timeout(Some(std::time::Duration::from_millis(30)));
+    assert_eq!(
+        t.write(&format!("{B}/state"), b"offline", &Cancel::new()),
+        Err(Errno::EINTR)
+    );
+    assert_eq!(read(&t, "state"), "online\n");
+}
