@@ -1,9 +1,10 @@
-//! `memhp scenario check DIR`: the conformance table.
+//! `memhp scenario check DIR`: run every scenario, score it against the
+//! oracle's transcript with `memhp_scenario`'s diff, print the table.
 
 use crate::runner::{self, Scenario};
-use crate::tdiff;
 use anyhow::{Context, Result};
 use memhp_model::KernelVersion;
+use memhp_scenario::{diff_texts, render_table, DiffReport};
 use std::path::Path;
 
 /// Run every scenario of `dir`; returns the process exit code.
@@ -29,11 +30,8 @@ pub fn run(dir: &Path, baseline: Option<&Path>, out: Option<&Path>, verbose: boo
     if let Some(o) = out {
         std::fs::create_dir_all(o)?;
     }
-    println!("| scenario | interface lines | match | oracle wall | memhp | speed-up |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let (mut tm, mut tt) = (0, 0);
+    let mut reports: Vec<DiffReport> = Vec::new();
     let mut regressions = Vec::new();
-    let mut details = Vec::new();
     for f in &files {
         let name = f
             .file_stem()
@@ -41,54 +39,37 @@ pub fn run(dir: &Path, baseline: Option<&Path>, out: Option<&Path>, verbose: boo
             .unwrap_or("")
             .to_string();
         let text = std::fs::read_to_string(f)?;
-        let expected =
-            std::fs::read_to_string(transcripts.join(format!("{name}.txt"))).unwrap_or_default();
+        let expected_path = transcripts.join(format!("{name}.txt"));
+        let expected = std::fs::read_to_string(&expected_path)
+            .with_context(|| format!("read {}", expected_path.display()))?;
         let shown = format!("scenarios/{name}.scn");
         let result = Scenario::parse(&name, &text)
+            .map_err(anyhow::Error::from)
             .and_then(|s| runner::run(&s, &shown, KernelVersion::V6_1));
         let (actual, secs) = match result {
             Ok(o) => (o.transcript, o.elapsed.as_secs_f64()),
-            Err(e) => (
-                format!("=== TRANSCRIPT ===\nmemhp failed: {e:#}\n=== END: failed ===\n"),
-                0.0,
-            ),
+            Err(e) => (format!("=== TRANSCRIPT ===\nmemhp failed: {e:#}\n=== END: failed, qemu rc=1, wall 0s ===\n"), 0.0),
         };
         if let Some(o) = out {
             std::fs::write(o.join(format!("{name}.txt")), &actual)?;
         }
-        let sc = tdiff::score(&expected, &actual);
-        tm += sc.matched;
-        tt += sc.total;
-        let wall = tdiff::wall_seconds(&expected).unwrap_or(0.0);
-        let speed = if secs > 0.0 {
-            format!("{:.0}x", wall / secs)
-        } else {
-            "-".into()
-        };
-        println!(
-            "| {name} | {}/{} | {:.1} % | {wall:.0} s | {:.3} s | {speed} |",
-            sc.matched,
-            sc.total,
-            sc.percent(),
-            secs
-        );
-        if must_match.contains(&name) && sc.matched != sc.total {
+        let mut report =
+            diff_texts(&expected, &actual).with_context(|| format!("{name}: transcript"))?;
+        report.scenario = name.clone();
+        report.replay_secs = Some(secs);
+        if must_match.contains(&name) && report.matched != report.total {
             regressions.push(name.clone());
         }
-        if verbose {
-            let mut buf = Vec::new();
-            tdiff::report(&name, &sc, &mut buf)?;
-            details.push(String::from_utf8_lossy(&buf).to_string());
-        }
+        reports.push(report);
     }
-    let pct = if tt == 0 {
-        100.0
-    } else {
-        100.0 * tm as f64 / tt as f64
-    };
-    println!("| **total** | {tm}/{tt} | {pct:.1} % | | | |");
-    for d in details {
-        print!("{d}");
+    print!("{}", render_table(&reports));
+    if verbose {
+        for r in &reports {
+            if r.matched != r.total {
+                println!("\n{}: {}/{}", r.scenario, r.matched, r.total);
+                print!("{}", r.render_mismatches(Some(50)));
+            }
+        }
     }
     if !regressions.is_empty() {
         eprintln!(

@@ -10,7 +10,6 @@ mod machine_args;
 mod ohelper;
 mod runner;
 mod show;
-mod tdiff;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -223,13 +222,19 @@ fn run() -> Result<()> {
         Command::Scenario {
             cmd: ScenarioCmd::Diff { expected, actual },
         } => {
-            let sc = tdiff::diff_files(&expected, &actual)?;
-            let name = actual
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("transcript");
-            tdiff::report(name, &sc, &mut std::io::stdout())?;
-            std::process::exit(i32::from(sc.matched != sc.total));
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
+            };
+            let report = memhp_scenario::diff_texts(&read(&expected)?, &read(&actual)?)?;
+            println!(
+                "{}: {}/{} interface lines ({:.1} %)",
+                actual.display(),
+                report.matched,
+                report.total,
+                report.percent()
+            );
+            print!("{}", report.render_mismatches(None));
+            std::process::exit(i32::from(report.matched != report.total));
         }
         Command::Scenario {
             cmd:

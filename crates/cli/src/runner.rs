@@ -12,8 +12,10 @@ use anyhow::{bail, Context, Result};
 use memhp_drivers::host::{Host, HostCommand};
 use memhp_drivers::HostEvent;
 use memhp_model::machine::{QemuNuma, QemuPc, VirtioMemSpec};
-use memhp_model::units::{format_size, parse_size};
+use memhp_model::units::format_size;
 use memhp_model::KernelVersion;
+pub use memhp_scenario::Scenario;
+use memhp_scenario::{HostAction, QemuArg};
 use memhp_sysfs::SysfsTree;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,257 +28,56 @@ use std::time::{Duration, Instant};
 const UNAME_R: &str = "6.1.0-56-amd64";
 const UNAME_V: &str = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)";
 
-/// A host step of a scenario.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HostStep {
-    Hotadd {
-        id: String,
-        size: u64,
-        node: Option<u32>,
-        addr: Option<u64>,
-    },
-    Unplug {
-        id: String,
-    },
-    VmemResize {
-        id: String,
-        size: u64,
-    },
-    Qmp {
-        command: String,
-        args: String,
-    },
-    Sleep,
-}
-
-/// One step line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    Shell(String),
-    Section(String),
-    Host { text: String, step: HostStep },
-}
-
-/// A parsed scenario.
-#[derive(Clone, Debug)]
-pub struct Scenario {
-    pub name: String,
-    pub text: String,
-    pub mem: String,
-    pub smp: u32,
-    pub qemu: Vec<String>,
-    pub cmdline: Vec<String>,
-    pub timeout: Option<u64>,
-    pub steps: Vec<Step>,
-}
-
-fn kv_args(words: &[&str]) -> BTreeMap<String, String> {
-    words
-        .iter()
-        .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn parse_host(line: &str, lineno: usize) -> Result<HostStep> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let need = |n: usize| -> Result<()> {
-        if words.len() < n {
-            bail!("line {lineno}: {:?} needs {} arguments", words[0], n - 1);
-        }
-        Ok(())
+/// The QEMU machine a scenario's headers describe.
+pub fn machine(scn: &Scenario) -> Result<QemuPc> {
+    let mut q = QemuPc {
+        smp: scn.smp,
+        ..QemuPc::default()
     };
-    let size = |s: &str| parse_size(s).with_context(|| format!("line {lineno}: bad size {s:?}"));
-    Ok(match words[0] {
-        "@hotadd" => {
-            need(3)?;
-            let kv = kv_args(&words[3..]);
-            HostStep::Hotadd {
-                id: words[1].to_string(),
-                size: size(words[2])?,
-                node: kv
-                    .get("node")
-                    .map(|n| n.parse())
-                    .transpose()
-                    .with_context(|| format!("line {lineno}: bad node"))?,
-                addr: kv.get("addr").map(|a| size(a)).transpose()?,
-            }
+    q.parse_mem_option(&scn.mem.raw)?;
+    if scn.machine != "pc" {
+        bail!("only QEMU's pc machine is modelled, not {:?}", scn.machine);
+    }
+    let backends: BTreeMap<&str, u64> = scn
+        .qemu
+        .iter()
+        .filter_map(|a| match a {
+            QemuArg::MemoryBackend(b) => Some((b.id.as_str(), b.size)),
+            _ => None,
+        })
+        .collect();
+    let backend = |id: &str| {
+        backends
+            .get(id)
+            .copied()
+            .with_context(|| format!("unknown memdev {id:?}"))
+    };
+    for a in &scn.qemu {
+        match a {
+            QemuArg::NumaNode(n) => q.numa.push(QemuNuma {
+                nodeid: n.nodeid.context("-numa node without nodeid")?,
+                cpus: n.cpus.iter().flat_map(|r| r.first..=r.last).collect(),
+                mem: n.memdev.as_deref().map(backend).transpose()?.unwrap_or(0),
+            }),
+            QemuArg::VirtioMem(v) => q.virtio_mem.push(VirtioMemSpec {
+                id: v.id.clone().context("virtio-mem-pci without id")?,
+                node: v.node.unwrap_or(0),
+                region_size: backend(&v.memdev)?,
+                block_size: v.block_size.unwrap_or(2 << 20),
+                requested_size: v.requested_size,
+            }),
+            _ => {}
         }
-        "@unplug" => {
-            need(2)?;
-            HostStep::Unplug {
-                id: words[1].to_string(),
-            }
-        }
-        "@vmem-resize" => {
-            need(3)?;
-            HostStep::VmemResize {
-                id: words[1].to_string(),
-                size: size(words[2])?,
-            }
-        }
-        "@qmp" => {
-            need(2)?;
-            HostStep::Qmp {
-                command: words[1].to_string(),
-                args: line
-                    .splitn(3, char::is_whitespace)
-                    .nth(2)
-                    .unwrap_or("")
-                    .trim()
-                    .to_string(),
-            }
-        }
-        "@sleep" => HostStep::Sleep,
-        other => bail!("line {lineno}: unknown host step {other:?}"),
-    })
+    }
+    Ok(q)
 }
 
-impl Scenario {
-    /// Parse the `.scn` format.
-    pub fn parse(name: &str, text: &str) -> Result<Scenario> {
-        let mut s = Scenario {
-            name: name.into(),
-            text: text.into(),
-            mem: "1G,slots=4,maxmem=4G".into(),
-            smp: 1,
-            qemu: vec![],
-            cmdline: vec![],
-            timeout: None,
-            steps: vec![],
-        };
-        let mut in_steps = false;
-        for (i, line) in text.lines().enumerate() {
-            let lineno = i + 1;
-            if in_steps {
-                if let Some(h) = line.strip_prefix("## ") {
-                    s.steps.push(Step::Section(h.to_string()));
-                } else if line.starts_with('@') {
-                    s.steps.push(Step::Host {
-                        text: line.trim().to_string(),
-                        step: parse_host(line.trim(), lineno)?,
-                    });
-                } else if !line.trim().is_empty() {
-                    s.steps.push(Step::Shell(line.to_string()));
-                }
-                continue;
-            }
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            if t == "steps:" {
-                in_steps = true;
-                continue;
-            }
-            let (key, value) = t
-                .split_once(':')
-                .with_context(|| format!("line {lineno}: expected `key: value` or `steps:`"))?;
-            let value = value.split(" #").next().unwrap_or("").trim().to_string();
-            match key.trim() {
-                "mem" => s.mem = value,
-                "smp" => {
-                    s.smp = value
-                        .parse()
-                        .with_context(|| format!("line {lineno}: bad smp"))?
-                }
-                "machine" => {
-                    if value != "pc" {
-                        bail!("line {lineno}: only the pc machine is modelled, not {value:?}");
-                    }
-                }
-                "qemu" => s.qemu.push(value),
-                "cmdline" => s.cmdline.push(value),
-                "timeout" => {
-                    s.timeout = Some(
-                        value
-                            .parse()
-                            .with_context(|| format!("line {lineno}: bad timeout"))?,
-                    )
-                }
-                k => bail!("line {lineno}: unknown header {k:?}"),
-            }
-        }
-        Ok(s)
-    }
-
-    /// The full kernel command line the guest boots with.
-    pub fn kernel_cmdline(&self) -> String {
-        std::iter::once(ORACLE_BASE_CMDLINE.to_string())
-            .chain(self.cmdline.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    /// The QEMU machine these headers describe.
-    pub fn machine(&self) -> Result<QemuPc> {
-        let mut q = QemuPc {
-            smp: self.smp,
-            ..QemuPc::default()
-        };
-        q.parse_mem_option(&self.mem)?;
-        let mut backends: BTreeMap<String, u64> = BTreeMap::new();
-        let words: Vec<String> = self
-            .qemu
-            .iter()
-            .flat_map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .collect();
-        let mut i = 0;
-        while i < words.len() {
-            let (opt, val) = (&words[i], words.get(i + 1).cloned().unwrap_or_default());
-            let kv: BTreeMap<String, String> = val
-                .split(',')
-                .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect();
-            match opt.as_str() {
-                "-object" => {
-                    if let (Some(id), Some(size)) = (kv.get("id"), kv.get("size")) {
-                        backends.insert(id.clone(), parse_size(size)?);
-                    }
-                }
-                "-numa" => {
-                    let nodeid: u32 = kv.get("nodeid").context("-numa without nodeid")?.parse()?;
-                    let cpus = kv
-                        .get("cpus")
-                        .map(|c| crate::machine_args::parse_cpus(c))
-                        .transpose()?
-                        .unwrap_or_default();
-                    let mem = match kv.get("memdev") {
-                        Some(m) => *backends
-                            .get(m)
-                            .with_context(|| format!("-numa: unknown memdev {m}"))?,
-                        None => 0,
-                    };
-                    q.numa.push(QemuNuma { nodeid, cpus, mem });
-                }
-                "-device" if val.starts_with("virtio-mem-pci") => {
-                    let id = kv.get("id").context("virtio-mem-pci without id")?.clone();
-                    let memdev = kv.get("memdev").context("virtio-mem-pci without memdev")?;
-                    q.virtio_mem.push(VirtioMemSpec {
-                        id,
-                        node: kv.get("node").map(|n| n.parse()).transpose()?.unwrap_or(0),
-                        region_size: *backends
-                            .get(memdev)
-                            .with_context(|| format!("unknown memdev {memdev}"))?,
-                        block_size: kv
-                            .get("block-size")
-                            .map(|b| parse_size(b))
-                            .transpose()?
-                            .unwrap_or(2 << 20),
-                        requested_size: kv
-                            .get("requested-size")
-                            .map(|b| parse_size(b))
-                            .transpose()?
-                            .unwrap_or(0),
-                    });
-                }
-                _ => {}
-            }
-            i += 2;
-        }
-        Ok(q)
-    }
+/// The full kernel command line the guest boots with.
+pub fn kernel_cmdline(scn: &Scenario) -> String {
+    std::iter::once(ORACLE_BASE_CMDLINE.to_string())
+        .chain(scn.cmdline.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How a run ended.
@@ -289,7 +90,7 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn host_lines(host: &Host, step: &HostStep) -> Vec<String> {
+fn host_lines(host: &Host, action: &HostAction) -> Vec<String> {
     let mut out = Vec::new();
     let events = |evs: &[HostEvent], out: &mut Vec<String>| {
         for e in evs {
@@ -298,22 +99,18 @@ fn host_lines(host: &Host, step: &HostStep) -> Vec<String> {
             out.push(format!("HOST event {} {}", e.name(), shown));
         }
     };
-    match step {
-        HostStep::Hotadd {
-            id,
-            size,
-            node,
-            addr,
-        } => {
+    match action {
+        HostAction::Hotadd(h) => {
+            let (id, size) = (&h.id, h.size);
             let r = host.execute(&HostCommand::Hotadd {
                 id: id.clone(),
-                size: *size,
-                node: *node,
-                addr: *addr,
+                size,
+                node: h.node,
+                addr: h.addr,
             });
             out.push(format!(
                 "HOST hotadd {id} size={size} ({})",
-                format_size(*size)
+                format_size(size)
             ));
             match r {
                 Ok(rep) => {
@@ -328,21 +125,24 @@ fn host_lines(host: &Host, step: &HostStep) -> Vec<String> {
                 Err(e) => out.push(format!("HOST hotadd {id}: error {e}")),
             }
         }
-        HostStep::Unplug { id } => match host.execute(&HostCommand::Unplug { id: id.clone() }) {
-            Ok(rep) => {
-                events(&rep.events, &mut out);
-                out.push(format!(
-                    "HOST unplug {id}: {}",
-                    if rep.events.iter().any(|e| e.name() == "DEVICE_DELETED") {
-                        "deleted"
-                    } else {
-                        "NOT deleted (guest reported failure)"
-                    }
-                ));
+        HostAction::Unplug { id, .. } => {
+            match host.execute(&HostCommand::Unplug { id: id.clone() }) {
+                Ok(rep) => {
+                    events(&rep.events, &mut out);
+                    let deleted = rep.events.iter().any(|e| e.name() == "DEVICE_DELETED");
+                    out.push(format!(
+                        "HOST unplug {id}: {}",
+                        if deleted {
+                            "deleted"
+                        } else {
+                            "NOT deleted (guest reported failure)"
+                        }
+                    ));
+                }
+                Err(e) => out.push(format!("HOST unplug {id}: error {e}")),
             }
-            Err(e) => out.push(format!("HOST unplug {id}: error {e}")),
-        },
-        HostStep::VmemResize { id, size } => match host.execute(&HostCommand::VmemResize {
+        }
+        HostAction::VmemResize { id, size, .. } => match host.execute(&HostCommand::VmemResize {
             id: id.clone(),
             size: *size,
         }) {
@@ -360,14 +160,19 @@ fn host_lines(host: &Host, step: &HostStep) -> Vec<String> {
             }
             Err(e) => out.push(format!("HOST vmem-resize {id}: error {e}")),
         },
-        HostStep::Qmp { command, args } => {
-            let parsed: serde_json::Value =
-                serde_json::from_str(if args.is_empty() { "{}" } else { args })
-                    .unwrap_or(serde_json::Value::Null);
+        HostAction::Qmp { command, arguments } => {
+            let arg = |k: &str| {
+                arguments
+                    .as_ref()
+                    .and_then(|a| a.get(k))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             let cmd = match command.as_str() {
                 "qom-get" => Some(HostCommand::QomGet {
-                    path: parsed["path"].as_str().unwrap_or("").to_string(),
-                    property: parsed["property"].as_str().unwrap_or("").to_string(),
+                    path: arg("path"),
+                    property: arg("property"),
                 }),
                 "query-memory-devices" => Some(HostCommand::QueryMemoryDevices),
                 _ => None,
@@ -381,9 +186,15 @@ fn host_lines(host: &Host, step: &HostStep) -> Vec<String> {
                     serde_json::json!({"error": {"class": "CommandNotFound", "desc": format!("The command {command} has not been found")}})
                 }
             };
-            out.push(format!("HOST qmp {command} {args} -> {reply}"));
+            out.push(format!(
+                "HOST qmp {command} {} -> {reply}",
+                arguments
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()).to_string())
+                    .unwrap_or_default()
+            ));
         }
-        HostStep::Sleep => out.push("HOST sleep (virtual time)".to_string()),
+        HostAction::Sleep(_) => out.push("HOST sleep (virtual time)".to_string()),
     }
     out
 }
@@ -391,7 +202,7 @@ fn host_lines(host: &Host, step: &HostStep) -> Vec<String> {
 /// Run a scenario; returns the transcript text.
 pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<RunOutcome> {
     let started = Instant::now();
-    let spec = scn.machine()?.machine(&scn.kernel_cmdline(), version)?;
+    let spec = machine(scn)?.machine(&kernel_cmdline(scn), version)?;
     let host = Arc::new(Host::boot(&spec)?);
     let dir = tempdir()?;
     let root = dir.join("root");
@@ -432,55 +243,22 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
         shell_quote(&sock.to_string_lossy()),
         shell_quote(&dir.to_string_lossy())
     ));
-    script.push_str(crate::guest_sh::HELPERS);
+    script.push_str(&crate::guest_sh::helpers());
     script.push_str("set +e\n");
-    let mut host_steps = Vec::new();
-    for step in &scn.steps {
-        match step {
-            Step::Shell(l) => {
-                script.push_str(l);
-                script.push('\n');
-            }
-            Step::Section(h) => {
-                script.push_str(&format!("echo {}\n", shell_quote(&format!("## {h}"))))
-            }
-            Step::Host { text, step } => {
-                host_steps.push((text.clone(), step.clone()));
-                script.push_str(&format!("host {}\n", host_steps.len()));
-            }
-        }
-    }
+    script.push_str(&memhp_scenario::rewrite_ohelper_calls(&scn.guest_script()));
+    let host_steps: Vec<&memhp_scenario::HostStep> = scn.host_steps().collect();
     script.push_str("echo @@END\n");
     std::fs::write(dir.join("scenario.sh"), &script)?;
-    // `/bin/ohelper`, as in the oracle's guest: an overlay adds it to the
-    // directory /bin resolves to, inside the namespace only.
-    let ovl = dir.join("bin-overlay");
-    std::fs::create_dir_all(&ovl)?;
-    let wrapper = ovl.join("ohelper");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} ohelper \"$@\"\n",
-            shell_quote(&exe.to_string_lossy())
-        ),
-    )?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
-    }
-    let bin = std::fs::canonicalize("/bin").unwrap_or_else(|_| PathBuf::from("/bin"));
 
     // Namespace setup: the tree at the Linux paths, a private /tmp.
     let r = root.to_string_lossy();
     let d = dir.to_string_lossy();
     let setup = format!(
         "set -e; mount --make-rprivate / ; mount --bind {x} {d}/memhp; mount --bind {r}/sys /sys; for f in zoneinfo iomem meminfo; do mount --bind {r}/proc/$f /proc/$f; done; \
-         mount -t tmpfs -o size=512m memhp-tmp /tmp; mount -t overlay memhp-bin -o lowerdir={o}:{b} {b} || true; \
+         mount -t tmpfs -o size=512m memhp-tmp /tmp; \
          set +e; exec {sh} {d}/scenario.sh 3<&0 </dev/null",
         sh = guest_shell(),
         x = shell_quote(&real_exe.to_string_lossy()),
-        o = ovl.to_string_lossy(),
-        b = bin.to_string_lossy()
     );
     let mut child = Command::new("unshare")
         .args(["-m", "sh", "-c", &setup])
@@ -507,21 +285,22 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
             KernelVersion::Mainline => "mainline",
         }
     ));
+    let qemu: Vec<String> = scn.qemu.iter().flat_map(|a| a.to_args()).collect();
     transcript.push_str(&format!(
         "=== QEMU ===\nmemhp machine: qemu-pc -m {} -smp {} {}\n",
-        scn.mem,
+        scn.mem.raw,
         scn.smp,
-        scn.qemu.join(" ")
+        qemu.join(" ")
     ));
     transcript.push_str("=== TRANSCRIPT ===\n");
     transcript.push_str(&format!(
         "uname -r: {UNAME_R}\nuname -v: {UNAME_V}\ncmdline: {}\n",
-        scn.kernel_cmdline()
+        kernel_cmdline(scn)
     ));
     let reader = BufReader::new(stdout);
     let echo = std::env::var_os("MEMHP_RUNNER_ECHO").is_some();
     let mut reached_end = false;
-    let deadline = scn.timeout.map(|t| started + Duration::from_secs(t));
+    let deadline = Some(started + scn.timeout);
     for line in reader.lines() {
         let line = line?;
         if echo {
@@ -533,12 +312,10 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
         }
         if let Some(n) = line.strip_prefix("@@WAIT ") {
             let idx: usize = n.trim().parse().context("bad @@WAIT")?;
-            let (text, step) = host_steps
-                .get(idx.wrapping_sub(1))
-                .context("unknown host step")?;
-            transcript.push_str(text);
+            let step = host_steps.get(idx).context("unknown host step")?;
+            transcript.push_str(&step.text);
             transcript.push('\n');
-            for l in host_lines(&host, step) {
+            for l in host_lines(&host, &step.action) {
                 transcript.push_str(&l);
                 transcript.push('\n');
             }
@@ -563,10 +340,10 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     let elapsed = started.elapsed();
     let complete = reached_end;
     transcript.push_str(&format!(
-        "=== END: {}, memhp rc={}, wall {}s ===\n",
+        "=== END: {}, qemu rc={}, wall {:.3}s ===\n",
         if complete { "complete" } else { "INCOMPLETE" },
         status.code().unwrap_or(-1),
-        elapsed.as_secs()
+        elapsed.as_secs_f64()
     ));
     mount.unmount().ok();
     let _ = std::fs::remove_dir_all(&dir);

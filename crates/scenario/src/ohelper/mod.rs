@@ -36,6 +36,7 @@ mod write;
 
 pub use errno::{errno_label, errno_name};
 pub use text::{atoi, escaped, push_escaped, strverscmp, unescape};
+pub use write::set_wide_errno_resolver;
 
 use std::fs::File;
 use std::io::{Read, Write};

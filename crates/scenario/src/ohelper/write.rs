@@ -222,6 +222,16 @@ fn write_with_virtual_alarm(path: &[u8], buf: &[u8], secs: u64) -> (Outcome, boo
     (outcome, fired_at.is_some())
 }
 
+/// Resolves the real errno of a write that failed with EIO: a transport
+/// that cannot carry errnos of 512 and above (FUSE) reports them as EIO,
+/// and the runner can ask the machine what it really was.
+static WIDE_ERRNO: std::sync::OnceLock<fn(&str) -> Option<i32>> = std::sync::OnceLock::new();
+
+/// Install the resolver used when a write fails with EIO (once per process).
+pub fn set_wide_errno_resolver(f: fn(&str) -> Option<i32>) {
+    let _ = WIDE_ERRNO.set(f);
+}
+
 pub(crate) fn do_write(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let mut args = args;
     let mut timed = false;
@@ -270,6 +280,12 @@ pub(crate) fn do_write(args: &[String], out: &mut dyn Write, err: &mut dyn Write
     }
     match outcome.result {
         Ok(n) => tail.push_str(&format!("OK (ret={n})")),
+        Err(libc::EIO) => {
+            let real = WIDE_ERRNO
+                .get()
+                .and_then(|f| f(&String::from_utf8_lossy(path)));
+            tail.push_str(&errno_label(real.unwrap_or(libc::EIO)));
+        }
         Err(e) => tail.push_str(&errno_label(e)),
     }
     if let Some(ce) = outcome.close_err {
