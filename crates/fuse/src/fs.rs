@@ -10,6 +10,7 @@ use crate::attr::{self, attributes, dir_nlink, file_type};
 use crate::inodes::{join, Inodes, NodeType, Reported};
 use crate::invalidate::Invalidator;
 use crate::relay::{InflightWrites, MAX_WRITE};
+use crate::writers::Writers;
 use fuser::{
     AccessFlags, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig, OpenAccMode, OpenFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
@@ -71,6 +72,7 @@ pub(crate) struct MemhpFs {
     inodes: Arc<Inodes>,
     inflight: Arc<InflightWrites>,
     invalidator: Arc<Invalidator>,
+    writers: Writers,
     handles: Mutex<Handles>,
     config: FsConfig,
     /// Every timestamp: sysfs inodes keep the time they were created.
@@ -90,6 +92,7 @@ impl MemhpFs {
             inodes,
             inflight,
             invalidator,
+            writers: Writers::new(),
             handles: Mutex::new(Handles::default()),
             config,
             time: SystemTime::now(),
@@ -229,15 +232,14 @@ fn may_access(kind: &EntryKind, mask: AccessFlags, uid: u32, gid: u32) -> bool {
     } else {
         perm & 0o7
     };
-    let needed = (if mask.contains(AccessFlags::R_OK) {
-        0o4
-    } else {
-        0
-    }) | (if mask.contains(AccessFlags::W_OK) {
-        0o2
-    } else {
-        0
-    }) | (if wants_exec { 0o1 } else { 0 });
+    let needed = [
+        (AccessFlags::R_OK, 0o4),
+        (AccessFlags::W_OK, 0o2),
+        (AccessFlags::X_OK, 0o1),
+    ]
+    .into_iter()
+    .filter(|&(flag, _)| mask.contains(flag))
+    .fold(0, |needed, (_, bit)| needed | bit);
     bits & needed == needed
 }
 
@@ -480,29 +482,23 @@ impl fuser::Filesystem for MemhpFs {
         let tree = self.tree.clone();
         let invalidator = self.invalidator.clone();
         let sync_timeout = self.config.write_sync_timeout;
-        let spawned = std::thread::Builder::new()
-            .name("memhp-fuse-write".into())
-            .spawn(move || {
-                let result = tree.write(&path, &data, &cancel);
-                // Whoever wrote must not see caches older than the write.
-                if !invalidator.sync(&*tree, sync_timeout) {
-                    tracing::warn!(
-                        path = &*path,
-                        "write answered before caches were invalidated"
-                    );
+        self.writers.run(move || {
+            let result = tree.write(&path, &data, &cancel);
+            // Whoever wrote must not see caches older than the write.
+            if !invalidator.sync(&*tree, sync_timeout) {
+                tracing::warn!(
+                    path = &*path,
+                    "write answered before caches were invalidated"
+                );
+            }
+            match result {
+                Ok(n) => reply.written(n.min(data.len()) as u32),
+                Err(e) => {
+                    tracing::debug!(path = &*path, errno = e.0, "write failed");
+                    reply.error(errno(e));
                 }
-                match result {
-                    Ok(n) => reply.written(n.min(data.len()) as u32),
-                    Err(e) => {
-                        tracing::debug!(path = &*path, errno = e.0, "write failed");
-                        reply.error(errno(e));
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            // The reply went down with the closure, which answers EIO.
-            tracing::error!(error = %e, "cannot start a write thread");
-        }
+            }
+        });
     }
 
     fn flush(

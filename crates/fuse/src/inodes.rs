@@ -62,6 +62,8 @@ struct Table {
 /// A known child of a directory, as the invalidator needs it.
 pub(crate) struct KnownChild {
     pub(crate) ino: u64,
+    /// The lookup count when this was taken (see `mark_invalidated`).
+    pub(crate) lookups: u64,
     pub(crate) name: Arc<str>,
     pub(crate) node_type: NodeType,
     pub(crate) reported: Option<Reported>,
@@ -213,12 +215,17 @@ impl Inodes {
         }
     }
 
-    /// We told the kernel to drop its entry for `ino`.
-    pub(crate) fn mark_invalidated(&self, ino: u64) {
+    /// We told the kernel to drop its entry for `ino`, having seen it with
+    /// `seen_lookups` lookups. If a lookup answered since, the kernel may hold
+    /// a fresh entry: keep comparing it (the next scan re-invalidates it if
+    /// it is still wrong).
+    pub(crate) fn mark_invalidated(&self, ino: u64, seen_lookups: u64) {
         let mut table = self.lock();
         if let Some(node) = table.nodes.get_mut(ino as usize).and_then(Option::as_mut) {
-            node.invalidated = true;
-            node.reported = None;
+            if node.lookups == seen_lookups {
+                node.invalidated = true;
+                node.reported = None;
+            }
         }
     }
 
@@ -274,6 +281,7 @@ impl Inodes {
                 let node = table.nodes.get(ino as usize)?.as_ref()?;
                 (!node.invalidated).then(|| KnownChild {
                     ino,
+                    lookups: node.lookups,
                     name: Arc::from(name_of(&node.path)),
                     node_type: node.node_type,
                     reported: node.reported.clone(),
@@ -359,9 +367,20 @@ mod tests {
         let inodes = Inodes::new();
         let f = inodes.intern(ROOT_INO, "f", &file(0o644));
         inodes.looked_up(f, reported(file(0o644)));
-        inodes.mark_invalidated(f);
+        inodes.mark_invalidated(f, 1);
         assert!(inodes.known_children(ROOT_INO).is_empty());
         inodes.looked_up(f, reported(file(0o644)));
+        assert_eq!(inodes.known_children(ROOT_INO).len(), 1);
+    }
+
+    #[test]
+    fn invalidation_racing_a_fresh_lookup_does_not_hide_the_entry() {
+        let inodes = Inodes::new();
+        let f = inodes.intern(ROOT_INO, "f", &file(0o644));
+        inodes.looked_up(f, reported(file(0o644)));
+        let seen = inodes.known_children(ROOT_INO)[0].lookups;
+        inodes.looked_up(f, reported(file(0o644)));
+        inodes.mark_invalidated(f, seen);
         assert_eq!(inodes.known_children(ROOT_INO).len(), 1);
     }
 }

@@ -140,3 +140,46 @@ fn unrelated_changes_do_not_flush_cached_entries() {
     }
     assert_eq!(m.tree.lookups_of("dir/ro"), 1);
 }
+
+#[test]
+fn content_changes_alone_never_rescan_the_tree() {
+    let m = Mounted::new(FixtureTree::standard());
+    std::fs::metadata(m.path("dir/sub/leaf")).unwrap();
+    assert!(m.handle().sync_caches(SYNC));
+    let before = m.tree.readdirs();
+    for i in 0..10 {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(m.path("dir/rw"))
+            .unwrap();
+        assert_eq!(f.write(format!("{i}\n").as_bytes()).unwrap(), 2);
+        m.tree.set_content("dir/ro", b"x\n");
+        assert!(m.handle().sync_caches(SYNC));
+    }
+    assert_eq!(
+        m.tree.readdirs(),
+        before,
+        "a content change made the tree be walked"
+    );
+    m.tree.remove("dyn");
+    assert!(m.handle().sync_caches(SYNC));
+    assert!(
+        m.tree.readdirs() > before,
+        "a layout change must be scanned"
+    );
+}
+
+#[test]
+fn tree_without_a_layout_generation_still_invalidates_on_any_change() {
+    let m = Mounted::new(FixtureTree::generation_only());
+    assert!(std::fs::metadata(m.path("dir/sub/leaf")).is_ok());
+    let mut eject = OpenOptions::new()
+        .write(true)
+        .open(m.path("eject"))
+        .unwrap();
+    assert_eq!(eject.write(b"1\n").unwrap(), 2);
+    assert_eq!(errno_of(std::fs::metadata(m.path("dir/sub"))), libc::ENOENT);
+    m.tree.remove("dyn");
+    assert!(m.handle().sync_caches(SYNC));
+    assert_eq!(errno_of(std::fs::metadata(m.path("dyn"))), libc::ENOENT);
+}

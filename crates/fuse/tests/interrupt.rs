@@ -4,6 +4,7 @@
 
 mod fixture;
 
+use fixture::writer::{catch_sigalrm_without_restart, fork_writer, kill_and_reap, wait_for};
 use fixture::{errno_of, FixtureTree, Mounted};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -14,24 +15,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const BLOCKED: Duration = Duration::from_secs(10);
-
-extern "C" fn on_sigalrm(_: libc::c_int) {}
-
-/// Catch SIGALRM with a handler installed without SA_RESTART.
-fn catch_sigalrm_without_restart() {
-    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we
-    // set a handler that does nothing (async-signal-safe) and check the call.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigalrm as *const () as usize;
-        action.sa_flags = 0;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(
-            libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()),
-            0
-        );
-    }
-}
 
 /// Write `offline\n` to `path` on a new thread; returns the thread's id and
 /// the handle yielding the write's result.
@@ -92,7 +75,7 @@ fn readers_and_other_writers_are_not_blocked_behind_a_blocked_write() {
     assert_eq!(std::fs::read(m.path("dir/block")).unwrap(), b"online\n");
     assert_eq!(std::fs::read(m.path("dir/ro")).unwrap(), b"read-only\n");
     assert!(std::fs::metadata(m.path("dir/block")).is_ok());
-    assert_eq!(std::fs::read_dir(m.path("dir")).unwrap().count(), 8);
+    assert_eq!(std::fs::read_dir(m.path("dir")).unwrap().count(), 9);
     // A second writer of the same file must not wait for the first one's
     // inode lock.
     let mut f = OpenOptions::new()
@@ -114,67 +97,6 @@ fn readers_and_other_writers_are_not_blocked_behind_a_blocked_write() {
 
     signal_thread(tid);
     assert_eq!(errno_of(writer.join().unwrap()), libc::EINTR);
-}
-
-/// Fork a child that writes `offline\n` to the open file `fd`, first
-/// arming `alarm(1)` with a caught SIGALRM if `alarm` is set. The child is
-/// single-threaded, as a shell writer is, so the process-directed SIGALRM
-/// reaches the writer. Exit status: 0 = EINTR, 2 = other error, 3 = written.
-fn fork_writer(fd: libc::c_int, alarm: bool) -> libc::pid_t {
-    // SAFETY: after fork the child runs only async-signal-safe calls
-    // (sigaction, sigprocmask, alarm, write, _exit) on memory that is not
-    // shared mutable state, and never returns into Rust code.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork failed");
-        if pid > 0 {
-            return pid;
-        }
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigalrm as *const () as usize;
-        action.sa_flags = 0;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
-        let mut unblock: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut unblock);
-        libc::sigaddset(&mut unblock, libc::SIGALRM);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &unblock, std::ptr::null_mut());
-        if alarm {
-            libc::alarm(1);
-        }
-        let data = b"offline\n";
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        let code = match n {
-            n if n >= 0 => 3,
-            _ if *libc::__errno_location() == libc::EINTR => 0,
-            _ => 2,
-        };
-        libc::_exit(code);
-    }
-}
-
-/// waitpid with a deadline: the raw wait status, or None if still running.
-fn wait_for(pid: libc::pid_t, timeout: Duration) -> Option<libc::c_int> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our child and `status` a valid out pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if rc == pid {
-            return Some(status);
-        }
-        assert_eq!(rc, 0, "waitpid failed");
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn kill_and_reap(pid: libc::pid_t) {
-    // SAFETY: `pid` is our own, not yet reaped child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let _ = wait_for(pid, Duration::from_secs(10));
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn readdir_lists_dot_and_dotdot_then_the_trees_order_with_types_and_inodes() {
     let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        [".", "..", "rw", "ro", "wo", "eio", "block", "long", "link", "sub"]
+        [".", "..", "rw", "ro", "wo", "eio", "block", "slow", "long", "link", "sub"]
     );
     for (name, ino, d_type) in &entries[2..] {
         let md = std::fs::symlink_metadata(m.path(&format!("dir/{name}"))).unwrap();
