@@ -5,13 +5,11 @@
 
 use crate::block::{BlockState, MemoryBlock, OnlineType};
 use crate::cmdline::{CoreSpec, KernelCmdline, MemmapOnMemory, OnlinePolicy};
-use crate::events::{EventLog, NotifierInjection};
 use crate::iomem::Iomem;
 use crate::machine::{E820Kind, MachineError, MachineSpec};
 use crate::pages::PageUsage;
 use crate::system::{Node, Params, System};
 use crate::units::{PAGES_PER_SECTION, PAGE_SHIFT};
-use crate::wmark::Watermarks;
 use crate::zone::{ZoneType, MAX_NR_ZONES};
 use crate::KernelVersion;
 use std::collections::BTreeMap;
@@ -536,7 +534,7 @@ impl System {
                 .memhp_default_state
                 .unwrap_or(spec.build.default_online_type),
         };
-        let mut sys = System {
+        let mut sys = System::assemble(crate::system::Assembly {
             version,
             build: spec.build,
             cmdline: cmd,
@@ -546,18 +544,8 @@ impl System {
             params,
             nodes,
             blocks,
-            groups: BTreeMap::new(),
             iomem,
-            events: EventLog::default(),
-            injection: NotifierInjection::default(),
-            memory_chain: crate::notifier::boot_chain_6_1(),
-            wmark: Watermarks::default(),
-            bootlog: Vec::new(),
-            generation: 0,
-            offlining: None,
-            hot_ranges: BTreeMap::new(),
-        };
-        sys.wmark = Watermarks::at_boot(&sys);
+        });
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch);
         Ok(sys)
     }

@@ -6,12 +6,10 @@
 
 use crate::block::{BlockState, MemoryBlock, OnlineType};
 use crate::cmdline::{KernelCmdline, MemmapOnMemory, OnlinePolicy};
-use crate::events::{EventLog, NotifierInjection};
 use crate::iomem::Iomem;
 use crate::machine::BuildConfig;
 use crate::pages::PageUsage;
 use crate::system::{Node, Params, System};
-use crate::wmark::Watermarks;
 use crate::zone::ZoneType;
 use crate::KernelVersion;
 use std::collections::BTreeMap;
@@ -161,7 +159,7 @@ impl System {
             .as_deref()
             .and_then(|s| OnlineType::from_sysfs(s.trim().as_bytes()))
             .unwrap_or(OnlineType::Offline);
-        let mut sys = System {
+        let sys = System::assemble(crate::system::Assembly {
             version,
             build: BuildConfig {
                 memory_failure: false,
@@ -180,18 +178,8 @@ impl System {
             },
             nodes,
             blocks,
-            groups: BTreeMap::new(),
             iomem: Iomem::default(),
-            events: EventLog::default(),
-            injection: NotifierInjection::default(),
-            memory_chain: crate::notifier::boot_chain_6_1(),
-            wmark: Watermarks::default(),
-            bootlog: Vec::new(),
-            generation: 0,
-            offlining: None,
-            hot_ranges: BTreeMap::new(),
-        };
-        sys.wmark = Watermarks::at_boot(&sys);
+        });
         Ok(sys)
     }
 }

@@ -52,6 +52,15 @@ impl System {
         size != 0 && start.is_multiple_of(self.block_size) && size.is_multiple_of(self.block_size)
     }
 
+    /// Ids of the existing blocks in `[start, start + size)`, ascending.
+    fn block_ids_in(&self, start: u64, size: u64) -> Vec<u64> {
+        let first = start / self.block_size;
+        self.blocks
+            .range(first..first + size / self.block_size)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Pages of memmap one memory block needs (64 bytes per 4 KiB page).
     pub fn memmap_pages_per_block(&self) -> u64 {
         self.pages_per_block() * STRUCT_PAGE_SIZE / 4096
@@ -267,12 +276,7 @@ impl System {
         if !self.range_aligned(start, size) {
             return Err(HotplugError::Invalid("unaligned remove range"));
         }
-        let first = start / self.block_size;
-        let ids: Vec<u64> = self
-            .blocks
-            .range(first..first + size / self.block_size)
-            .map(|(&id, _)| id)
-            .collect();
+        let ids = self.block_ids_in(start, size);
         if ids
             .iter()
             .any(|id| self.blocks[id].state != BlockState::Offline)
@@ -353,12 +357,7 @@ impl System {
         if !self.range_aligned(start, size) {
             return Err(HotplugError::Invalid("unaligned range"));
         }
-        let first = start / self.block_size;
-        let ids: Vec<u64> = self
-            .blocks
-            .range(first..first + size / self.block_size)
-            .map(|(&id, _)| id)
-            .collect();
+        let ids = self.block_ids_in(start, size);
         let mut offlined: Vec<(u64, OnlineType)> = Vec::new();
         let mut result = Ok(());
         for &id in &ids {

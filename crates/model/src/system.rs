@@ -150,7 +150,49 @@ pub struct System {
     pub hot_ranges: BTreeMap<u64, crate::hotadd::HotRange>,
 }
 
+/// What a newly running system is made of; [`System::assemble`] adds the
+/// empty logs, the boot notifier chain and the watermarks.
+pub(crate) struct Assembly {
+    pub version: KernelVersion,
+    pub build: BuildConfig,
+    pub cmdline: KernelCmdline,
+    pub hypervisor: bool,
+    pub block_size: u64,
+    pub max_pfn: u64,
+    pub params: Params,
+    pub nodes: BTreeMap<u32, Node>,
+    pub blocks: BTreeMap<u64, MemoryBlock>,
+    pub iomem: Iomem,
+}
+
 impl System {
+    /// A running system from its parts (boot, dump seeding).
+    pub(crate) fn assemble(a: Assembly) -> System {
+        let mut sys = System {
+            version: a.version,
+            build: a.build,
+            cmdline: a.cmdline,
+            hypervisor: a.hypervisor,
+            block_size: a.block_size,
+            max_pfn: a.max_pfn,
+            params: a.params,
+            nodes: a.nodes,
+            blocks: a.blocks,
+            groups: BTreeMap::new(),
+            iomem: a.iomem,
+            events: EventLog::default(),
+            injection: NotifierInjection::default(),
+            memory_chain: crate::notifier::boot_chain_6_1(),
+            wmark: Watermarks::default(),
+            bootlog: Vec::new(),
+            generation: 0,
+            offlining: None,
+            hot_ranges: BTreeMap::new(),
+        };
+        sys.wmark = Watermarks::at_boot(&sys);
+        sys
+    }
+
     /// Pages per memory block.
     pub fn pages_per_block(&self) -> u64 {
         self.block_size >> PAGE_SHIFT
