@@ -202,6 +202,7 @@ impl AcpiDimms {
                         }
                     }
                     dimm.blocks = ids;
+                    sys.layout_touch();
                     dimm.enabled = true;
                     dimm.group = Some(group);
                 }
@@ -270,6 +271,7 @@ impl AcpiDimms {
                         blk.firmware_node = None;
                     }
                 }
+                sys.layout_touch();
                 if sys.remove_memory(dimm.addr, dimm.size).is_err() {
                     return false;
                 }

@@ -257,7 +257,7 @@ impl System {
                 memmap_charges: charges,
             },
         );
-        self.touch();
+        self.layout_touch();
         // Auto-online, ascending; stop at the first failure; errors ignored.
         let default = self.params.default_online_type;
         if default != OnlineType::Offline {
@@ -327,7 +327,7 @@ impl System {
         if let Some(nid) = nid {
             self.try_offline_node(nid);
         }
-        self.touch();
+        self.layout_touch();
         Ok(())
     }
 
@@ -349,7 +349,7 @@ impl System {
             format!("/devices/system/node/node{nid}"),
             "node",
         );
-        self.touch();
+        self.layout_touch();
     }
 
     /// `offline_and_remove_memory(start, size)` (spec 01 §8.6).

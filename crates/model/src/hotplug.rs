@@ -103,7 +103,7 @@ impl System {
                 going_offline: 0,
             };
             let _ = self.memory_chain.register_injector(priority);
-            self.touch();
+            self.layout_touch();
         }
     }
 
@@ -112,7 +112,7 @@ impl System {
         if self.injection.loaded {
             let _ = self.memory_chain.unregister_injector();
             self.injection = Default::default();
-            self.touch();
+            self.layout_touch();
         }
     }
 

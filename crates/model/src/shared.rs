@@ -21,6 +21,7 @@ pub struct Shared {
     device_hotplug: Mutex<()>,
     changed: Condvar,
     generation: AtomicU64,
+    layout_generation: AtomicU64,
 }
 
 /// Held while a top-level hotplug operation runs (`lock_device_hotplug`).
@@ -37,6 +38,7 @@ impl Shared {
             state: Mutex::new(sys),
             device_hotplug: Mutex::new(()),
             changed: Condvar::new(),
+            layout_generation: AtomicU64::new(0),
             generation,
         }
     }
@@ -68,6 +70,11 @@ impl Shared {
         r
     }
 
+    /// A counter that moves whenever the tree's layout changed.
+    pub fn layout_generation(&self) -> u64 {
+        self.layout_generation.load(Ordering::Acquire)
+    }
+
     /// A counter that moves whenever the state changed.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -86,6 +93,8 @@ impl Shared {
     }
 
     fn publish(&self, sys: &System) {
+        self.layout_generation
+            .store(sys.layout_generation, Ordering::Release);
         self.generation.store(sys.generation, Ordering::Release);
         self.changed.notify_all();
     }

@@ -144,6 +144,9 @@ pub struct System {
     pub bootlog: Vec<String>,
     /// Bumped by every change visible to user space.
     pub generation: u64,
+    /// Bumped when entries appear, disappear or change kind or target.
+    #[serde(default)]
+    pub layout_generation: u64,
     /// The offline whose migration loop is retrying, if any.
     pub offlining: Option<crate::hotplug::InFlightOffline>,
     /// Ranges added by `add_memory*`, by start address.
@@ -186,6 +189,7 @@ impl System {
             wmark: Watermarks::default(),
             bootlog: Vec::new(),
             generation: 0,
+            layout_generation: 0,
             offlining: None,
             hot_ranges: BTreeMap::new(),
         };
@@ -246,5 +250,13 @@ impl System {
 
     pub(crate) fn touch(&mut self) {
         self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Record a change of the tree's layout (entries added or removed,
+    /// symlink targets changed): hot-add, remove, node (un)registration,
+    /// ACPI (un)binding, debugfs files of the injector.
+    pub fn layout_touch(&mut self) {
+        self.touch();
+        self.layout_generation = self.layout_generation.wrapping_add(1);
     }
 }

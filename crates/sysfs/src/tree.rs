@@ -528,6 +528,10 @@ impl Tree for SysfsTree {
     fn generation(&self) -> u64 {
         self.shared.generation()
     }
+
+    fn layout_generation(&self) -> u64 {
+        self.shared.layout_generation()
+    }
 }
 
 #[cfg(test)]
