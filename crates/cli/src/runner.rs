@@ -204,7 +204,8 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     let started = Instant::now();
     let spec = machine(scn)?.machine(&kernel_cmdline(scn), version)?;
     let host = Arc::new(Host::boot(&spec)?);
-    let dir = tempdir()?;
+    let run_dir = RunDir(tempdir()?);
+    let dir = run_dir.0.clone();
     let root = dir.join("root");
     std::fs::create_dir_all(&root)?;
     let tree: Arc<dyn memhp_sysfs::vfs::Tree> = Arc::new(SysfsTree::new(Arc::clone(&host.shared)));
@@ -346,7 +347,7 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
         elapsed.as_secs_f64()
     ));
     mount.unmount().ok();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(run_dir);
     if !complete {
         bail!("scenario shell failed ({status}): {}", err.trim());
     }
@@ -365,6 +366,17 @@ fn guest_shell() -> &'static str {
         Some(p) if *p == "/bin/busybox" => "/bin/busybox sh",
         Some(_) => "/usr/sbin/busybox sh",
         None => "sh",
+    }
+}
+
+/// The run directory; removed (after a lazy unmount of anything left in it)
+/// however the run ends.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = memhp_fuse::unmount(&self.0.join("root"));
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
