@@ -11,6 +11,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// User-space onliners to simulate (`--onliner KIND[:DELAY_MS]`).
+pub struct Onliners {
+    pub list: Vec<memhp_control::agents::Agent>,
+    pub seed: u64,
+}
+
 fn check_root(root: &Path) -> Result<()> {
     match memhp_fuse::recover_stale(root) {
         Ok(true) => eprintln!("memhp: recovered a stale mount at {}", root.display()),
@@ -61,6 +67,7 @@ fn serve(
     root: &Path,
     socket: &Path,
     offline_timeout: Option<f64>,
+    agents: &Onliners,
     ready: &mut dyn FnMut(Option<&str>),
 ) -> Result<()> {
     let set = block_signals();
@@ -75,7 +82,10 @@ fn serve(
             .with_context(|| format!("mount {}", root.display()))?;
         let ctl = memhp_control::ControlServer::start(
             host,
-            Arc::new(memhp_control::EventBus::default()),
+            Arc::new(memhp_control::EventBus::with_agents(
+                agents.list.clone(),
+                agents.seed,
+            )),
             socket,
         )?;
         Ok((mount, ctl))
@@ -107,10 +117,11 @@ pub fn mount(
     socket: Option<PathBuf>,
     foreground: bool,
     offline_timeout: Option<f64>,
+    agents: &Onliners,
 ) -> Result<()> {
     let socket = socket.unwrap_or_else(|| socket_for_root(root));
     if foreground {
-        return serve(machine, root, &socket, offline_timeout, &mut |r| {
+        return serve(machine, root, &socket, offline_timeout, agents, &mut |r| {
             if r.is_none() {
                 eprintln!(
                     "memhp: serving {} (control socket {})",
@@ -154,25 +165,32 @@ pub fn mount(
     // terminal's session; it cannot fail for a non-leader.
     unsafe { libc::setsid() };
     let mut wr = Some(std::fs::File::from(wr));
-    let r = serve(machine, root, &socket, offline_timeout, &mut |res| {
-        if let Some(mut w) = wr.take() {
-            let _ = w.write_all(res.unwrap_or("ok").as_bytes());
-            if res.is_none() {
-                // Detach stdio now that the parent has its answer.
-                if let Ok(null) = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                {
-                    use std::os::fd::AsRawFd;
-                    for fd in 0..3 {
-                        // SAFETY: duplicating /dev/null over the standard fds.
-                        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    let r = serve(
+        machine,
+        root,
+        &socket,
+        offline_timeout,
+        agents,
+        &mut |res| {
+            if let Some(mut w) = wr.take() {
+                let _ = w.write_all(res.unwrap_or("ok").as_bytes());
+                if res.is_none() {
+                    // Detach stdio now that the parent has its answer.
+                    if let Ok(null) = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open("/dev/null")
+                    {
+                        use std::os::fd::AsRawFd;
+                        for fd in 0..3 {
+                            // SAFETY: duplicating /dev/null over the standard fds.
+                            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     std::process::exit(i32::from(r.is_err()));
 }
 

@@ -57,6 +57,13 @@ enum Command {
         /// like the kernel).
         #[arg(long)]
         offline_timeout: Option<f64>,
+        /// A user-space onliner reacting to `add` uevents:
+        /// `rhel|ubuntu-hyperv|kata-agent|daxctl[:DELAY_MS]` (repeatable).
+        #[arg(long, value_parser = |s: &str| s.parse::<memhp_control::agents::Agent>())]
+        onliner: Vec<memhp_control::agents::Agent>,
+        /// Seed deciding races between onliners with the same delay.
+        #[arg(long, default_value_t = 0)]
+        onliner_seed: u64,
     },
     /// Unmount a tree served by `memhp mount`.
     Umount { root: std::path::PathBuf },
@@ -180,7 +187,22 @@ fn run() -> Result<()> {
             foreground,
             socket,
             offline_timeout,
-        } => daemon::mount(&machine, &root, socket, foreground, offline_timeout)?,
+            onliner,
+            onliner_seed,
+        } => {
+            let agents = daemon::Onliners {
+                list: onliner,
+                seed: onliner_seed,
+            };
+            daemon::mount(
+                &machine,
+                &root,
+                socket,
+                foreground,
+                offline_timeout,
+                &agents,
+            )?
+        }
         Command::Umount { root } => daemon::umount(&root)?,
         Command::Ohelper { args } => std::process::exit(ohelper::main(&args)),
         Command::Ctl {

@@ -12,6 +12,7 @@
 //! The socket is created with mode 0600. Bad JSON or unknown commands get a
 //! QMP error; the server never stops for a client's mistake.
 
+pub mod agents;
 mod commands;
 
 pub use commands::{dispatch, CommandError};
@@ -43,6 +44,9 @@ pub enum ControlError {
 /// Subscribers of asynchronous events.
 #[derive(Default)]
 pub struct EventBus {
+    /// User-space onliners reacting to memory `add` uevents, and their seed.
+    agents: Vec<agents::Agent>,
+    agent_seed: u64,
     subscribers: Mutex<Vec<Sender<Value>>>,
     /// Uevents of the model already published.
     /// SEQNUM of the last uevent published.
@@ -57,6 +61,15 @@ fn timestamp() -> Value {
 }
 
 impl EventBus {
+    /// A bus whose `add` uevents also reach the given onliners.
+    pub fn with_agents(list: Vec<agents::Agent>, seed: u64) -> Self {
+        EventBus {
+            agents: list,
+            agent_seed: seed,
+            ..EventBus::default()
+        }
+    }
+
     pub fn subscribe(&self) -> Receiver<Value> {
         let (tx, rx) = channel();
         self.subscribers
@@ -135,24 +148,47 @@ impl EventBus {
     /// Publish the uevents the model sent since the last call (the first
     /// call only takes note of what is already there).
     pub fn pump_uevents(&self, host: &Host) {
+        // Held throughout, so that a caller returns only after the onliners
+        // reacted to the uevents it caused, whichever thread saw them first.
         let mut seen = self.uevents_seen.lock().unwrap_or_else(|e| e.into_inner());
-        let new: Vec<_> = host.shared.read(|s| match *seen {
-            None => {
-                *seen = Some(s.events.seqnum);
-                Vec::new()
+        loop {
+            let new: Vec<_> = host.shared.read(|s| match *seen {
+                None => {
+                    *seen = Some(s.events.seqnum);
+                    Vec::new()
+                }
+                Some(n) => s.events.uevents_after(n),
+            });
+            if let (Some(n), Some(last)) = (seen.as_mut(), new.last()) {
+                *n = last.seqnum;
             }
-            Some(n) => s.events.uevents_after(n),
-        });
-        if let (Some(n), Some(last)) = (seen.as_mut(), new.last()) {
-            *n = last.seqnum;
-        }
-        for u in new {
-            let data: serde_json::Map<String, Value> = u
-                .env()
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
-            self.publish("UEVENT", Value::Object(data));
+            let mut added = Vec::new();
+            for u in new {
+                if u.action == memhp_model::events::UeventAction::Add {
+                    if let Some(id) = u
+                        .devpath
+                        .strip_prefix("/devices/system/memory/memory")
+                        .and_then(|n| n.parse::<u64>().ok())
+                    {
+                        added.push(id);
+                    }
+                }
+                let data: serde_json::Map<String, Value> = u
+                    .env()
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                self.publish("UEVENT", Value::Object(data));
+            }
+            if added.is_empty() || self.agents.is_empty() {
+                return;
+            }
+            let tree = memhp_sysfs::SysfsTree::new(Arc::clone(&host.shared));
+            let hypervisor = host.shared.read(|s| s.hypervisor);
+            for action in agents::react(&tree, &self.agents, self.agent_seed, hypervisor, &added) {
+                self.publish("ONLINER", json!({"agent": action.agent.name(), "block": action.block, "report": action.to_string()}));
+            }
+            // Loop: publish the agents' own uevents (online) next.
         }
     }
 }
