@@ -11,10 +11,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// User-space onliners to simulate (`--onliner KIND[:DELAY_MS]`).
+/// User-space onliners to simulate (`--onliner KIND[:DELAY_MS]`) and the
+/// per-client event queue size.
 pub struct Onliners {
     pub list: Vec<memhp_control::agents::Agent>,
     pub seed: u64,
+    pub event_buffer: usize,
 }
 
 fn check_root(root: &Path) -> Result<()> {

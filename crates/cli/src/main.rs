@@ -64,6 +64,11 @@ enum Command {
         /// Seed deciding races between onliners with the same delay.
         #[arg(long, default_value_t = 0)]
         onliner_seed: u64,
+        /// Events a control-socket client may have waiting before later
+        /// ones are dropped (and counted: `ctl event-stats`), like a small
+        /// netlink receive buffer.
+        #[arg(long, default_value_t = memhp_control::DEFAULT_EVENT_CAPACITY)]
+        event_buffer: usize,
     },
     /// Unmount a tree served by `memhp mount`.
     Umount { root: std::path::PathBuf },

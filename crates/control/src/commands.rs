@@ -168,6 +168,10 @@ pub fn dispatch(
                 .shared
                 .modify(|s| s.events.wide_errnos.remove(&key))));
         }
+        "event-stats" => {
+            let (capacity, dropped) = bus.stats();
+            return Ok(json!({"capacity": capacity, "dropped": dropped}));
+        }
         "klog" => return Ok(json!(host.shared.modify(|s| s.events.take_klog()))),
         "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),
         "hotadd" | "device_add" => {

@@ -23,8 +23,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,13 +42,21 @@ pub enum ControlError {
     InUse(PathBuf),
 }
 
+/// Default number of events a subscriber may have waiting.
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
+
 /// Subscribers of asynchronous events.
 #[derive(Default)]
 pub struct EventBus {
     /// User-space onliners reacting to memory `add` uevents, and their seed.
     agents: Vec<agents::Agent>,
     agent_seed: u64,
-    subscribers: Mutex<Vec<Sender<Value>>>,
+    subscribers: Mutex<Vec<SyncSender<Value>>>,
+    /// Events a subscriber may have waiting before new ones are dropped
+    /// (like a netlink socket's receive buffer); 0 means the default.
+    capacity: usize,
+    /// Events dropped because a subscriber's queue was full.
+    dropped: AtomicU64,
     /// Uevents of the model already published.
     /// SEQNUM of the last uevent published.
     uevents_seen: Mutex<Option<u64>>,
@@ -71,7 +80,7 @@ impl EventBus {
     }
 
     pub fn subscribe(&self) -> Receiver<Value> {
-        let (tx, rx) = channel();
+        let (tx, rx) = sync_channel(self.stats().0);
         self.subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -79,13 +88,37 @@ impl EventBus {
         rx
     }
 
-    /// Send an event line to every live subscriber.
+    /// Each subscriber holds at most `capacity` undelivered events; later
+    /// ones are dropped and counted.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// `(capacity, dropped)`.
+    pub fn stats(&self) -> (usize, u64) {
+        let cap = if self.capacity == 0 {
+            DEFAULT_EVENT_CAPACITY
+        } else {
+            self.capacity
+        };
+        (cap, self.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Send an event line to every live subscriber; a full queue drops it.
     pub fn publish(&self, event: &str, data: Value) {
         let line = json!({"event": event, "data": data, "timestamp": timestamp()});
         self.subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|tx| tx.send(line.clone()).is_ok());
+            .retain(|tx| match tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
     }
 }
 

@@ -104,3 +104,31 @@ fn hotadd_reports_blocks_and_ost_and_uevents_in_order() {
     let e = c.execute("unplug", json!({"id": "nope"})).unwrap();
     assert_eq!(e["error"]["desc"], "Device 'nope' not found");
 }
+
+#[test]
+fn a_client_that_does_not_read_loses_events_and_they_are_counted() {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("32G,slots=4,maxmem=200G").unwrap();
+    let host = Arc::new(
+        Host::boot(
+            &q.machine("memhp_default_state=online", KernelVersion::V6_1)
+                .unwrap(),
+        )
+        .unwrap(),
+    );
+    let path = std::env::temp_dir().join(format!("memhp-test-{}-drop.sock", std::process::id()));
+    let bus = Arc::new(EventBus::default().with_capacity(16));
+    let _srv = ControlServer::start(host, Arc::clone(&bus), &path).unwrap();
+    // A listener that never reads: its socket buffer and then its queue fill.
+    let _idle = UnixStream::connect(&path).unwrap();
+    let mut c = ControlClient::connect(&path).unwrap();
+    let r = c
+        .execute("hotadd", json!({"id": "big", "size": "128G"}))
+        .unwrap();
+    assert_eq!(r["return"]["blocks"].as_array().unwrap().len(), 1024);
+    let stats = c.execute("event-stats", json!({})).unwrap();
+    assert_eq!(stats["return"]["capacity"], 16);
+    let dropped = stats["return"]["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "the idle listener must overflow: {stats}");
+    assert_eq!(bus.stats().1, dropped);
+}
