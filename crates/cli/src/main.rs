@@ -194,10 +194,12 @@ fn run() -> Result<()> {
             offline_timeout,
             onliner,
             onliner_seed,
+            event_buffer,
         } => {
             let agents = daemon::Onliners {
                 list: onliner,
                 seed: onliner_seed,
+                event_buffer,
             };
             daemon::mount(
                 &machine,
