@@ -84,10 +84,10 @@ fn serve(
             .with_context(|| format!("mount {}", root.display()))?;
         let ctl = memhp_control::ControlServer::start(
             host,
-            Arc::new(memhp_control::EventBus::with_agents(
-                agents.list.clone(),
-                agents.seed,
-            )),
+            Arc::new(
+                memhp_control::EventBus::with_agents(agents.list.clone(), agents.seed)
+                    .with_capacity(agents.event_buffer),
+            ),
             socket,
         )?;
         Ok((mount, ctl))
