@@ -16,6 +16,7 @@ pub mod hotadd;
 pub mod hotplug;
 pub mod iomem;
 pub mod kstr;
+pub mod lockdep;
 pub mod machine;
 pub mod notifier;
 pub mod pages;

@@ -4,6 +4,7 @@
 //! and never wait behind a long offline (spec 02 §5).
 
 use crate::hotplug::{DeviceOutcome, HotplugError, OfflineProgress};
+use crate::lockdep;
 use crate::system::System;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -28,6 +29,26 @@ pub struct Shared {
 pub struct HotplugGuard<'a> {
     shared: &'a Shared,
     _outer: MutexGuard<'a, ()>,
+    _order: lockdep::Held,
+}
+
+/// The state lock, recorded with the lock-order checker.
+struct StateGuard<'a> {
+    guard: MutexGuard<'a, System>,
+    _order: lockdep::Held,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = System;
+    fn deref(&self) -> &System {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut System {
+        &mut self.guard
+    }
 }
 
 impl Shared {
@@ -43,8 +64,15 @@ impl Shared {
         }
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, System> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Take the state lock (after checking the lock order: taking it twice
+    /// in one thread, e.g. reading the state from inside `modify`, would
+    /// deadlock and is reported instead).
+    fn lock_state(&self) -> StateGuard<'_> {
+        let order = lockdep::acquire(lockdep::MEM_HOTPLUG);
+        StateGuard {
+            guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            _order: order,
+        }
     }
 
     /// Run `f` on the current state (a short critical section).
@@ -83,12 +111,14 @@ impl Shared {
     /// Take `device_hotplug_lock` (blocking; sysfs writers restart their
     /// syscall transparently, which is the same thing to user space).
     pub fn lock_hotplug(&self) -> HotplugGuard<'_> {
+        let order = lockdep::acquire(lockdep::DEVICE_HOTPLUG);
         HotplugGuard {
             shared: self,
             _outer: self
                 .device_hotplug
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
+            _order: order,
         }
     }
 
@@ -138,12 +168,15 @@ impl HotplugGuard<'_> {
                         progress = sys.offline_signal();
                         continue;
                     }
+                    // The state lock is released while waiting; its
+                    // lock-order record stays (this thread takes nothing
+                    // else meanwhile).
                     let (guard, _) = self
                         .shared
                         .changed
-                        .wait_timeout(sys, RETRY_POLL)
+                        .wait_timeout(sys.guard, RETRY_POLL)
                         .unwrap_or_else(|e| e.into_inner());
-                    sys = guard;
+                    sys.guard = guard;
                     progress = sys.offline_retry();
                 }
             }
@@ -164,6 +197,24 @@ mod tests {
         sys.alloc_pages(Placement::Block(3), PageKind::Pinned, 5)
             .unwrap();
         Shared::new(sys)
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "lock order inversion: taking mem_hotplug_lock while holding mem_hotplug_lock"
+    )]
+    fn reading_the_state_inside_modify_is_reported_not_deadlocked() {
+        let s = shared_with_pin();
+        s.modify(|_| s.read(|sys| sys.blocks.len()));
+    }
+
+    #[test]
+    #[should_panic(expected = "taking device_hotplug_lock while holding mem_hotplug_lock")]
+    fn taking_the_hotplug_lock_inside_a_state_change_is_reported() {
+        let s = shared_with_pin();
+        s.modify(|_| {
+            let _g = s.lock_hotplug();
+        });
     }
 
     #[test]
