@@ -62,12 +62,7 @@ pub fn render(
         }
         for n in &spec.nodes {
             for &(s, e) in &n.mem {
-                let pieces: Vec<(u64, u64)> = if s == 0 && e > 0x100000 {
-                    vec![(0, 0xa0000), (0x100000, e)]
-                } else {
-                    vec![(s, e)]
-                };
-                for (a, b) in pieces {
+                for (a, b) in srat_pieces(s, e) {
                     l.push(format!(
                         "ACPI: SRAT: Node {} PXM {} {}",
                         n.id,
@@ -86,6 +81,7 @@ pub fn render(
             }
         }
     }
+    l.extend(numa_merge_lines(spec, sys.max_pfn << 12));
     l.push("Zone ranges:".into());
     for (i, z) in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal]
         .into_iter()
@@ -168,6 +164,23 @@ pub fn render(
     }
     let cpus: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
     l.push(format!("smpboot: Allowing {cpus} CPUs, 0 hotplug CPUs"));
+    let ram = usable_after_edits(spec);
+    let mut pfn = 0u64;
+    for &(s, e) in &ram {
+        let start = s.div_ceil(4096);
+        if start > pfn {
+            l.push(format!(
+                "PM: hibernation: Registered nosave memory: {}",
+                short(pfn << 12, (start << 12) - 1)
+            ));
+        }
+        pfn = e / 4096;
+    }
+    if let Some((gs, ge)) = pci_gap(spec) {
+        l.push(format!("{} available for PCI devices", short(gs, ge - 1)));
+    }
+    let nr_node_ids = spec.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    l.push(format!("setup_percpu: NR_CPUS:8192 nr_cpumask_bits:{cpus} nr_cpu_ids:{cpus} nr_node_ids:{nr_node_ids}"));
     let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
     l.extend(crate::wmark::fallback_order_lines(sys));
     // At this point managed = present − memmap − DMA reserve, watermarks 0.
@@ -192,9 +205,187 @@ pub fn render(
         sys.wmark.policy_zone.unwrap_or(ZoneType::Dma).name()
     ));
     l.push(format!("Kernel command line: {}", sys.cmdline.raw));
+    let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
+    let entries = (kernel_pages >> 2).next_power_of_two();
+    let bytes = entries * 8;
+    l.push(format!(
+        "Inode-cache hash table entries: {entries} (order: {}, {bytes} bytes, linear)",
+        (bytes / 4096).trailing_zeros()
+    ));
+    l.push("mem auto-init: stack:all(zero), heap alloc:on, heap free:off".into());
+    l.push(format!(
+        "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs={cpus}, Nodes={nr_node_ids}"
+    ));
+    if cpus == 1 {
+        l.push("Freeing SMP alternatives memory: 36K".into());
+    }
+    let nodes_up = online.len();
+    l.push(format!(
+        "smp: Brought up {nodes_up} node{}, {cpus} CPU{}",
+        if nodes_up == 1 { "" } else { "s" },
+        if cpus == 1 { "" } else { "s" }
+    ));
     l.push(format!(
         "x86/mm: Memory block size: {}MB",
         sys.block_size >> 20
     ));
+    let pool_kib = ((sys.totalram_pages() / 8192).min(1024) * 4).max(128);
+    for gfp in ["GFP_KERNEL", "GFP_KERNEL|GFP_DMA", "GFP_KERNEL|GFP_DMA32"] {
+        l.push(format!(
+            "DMA: preallocated {pool_kib} KiB {gfp} pool for atomic allocations"
+        ));
+    }
+    let windows = pci_windows(spec);
+    for &(s, e) in &windows {
+        l.push(format!(
+            "pci_bus 0000:00: root bus resource {} window]",
+            short(s, e - 1).trim_end_matches(']')
+        ));
+    }
+    l.push("iommu: DMA domain TLB invalidation policy: lazy mode ".into());
+    for &(_, e) in &ram {
+        let align: u64 = if e <= 1 << 20 {
+            64 << 10
+        } else if e <= 16 << 20 {
+            1 << 20
+        } else {
+            64 << 20
+        };
+        let up = e.div_ceil(align) * align;
+        if up > e {
+            l.push(format!("e820: reserve RAM buffer {}", short(e, up - 1)));
+        }
+    }
+    for (i, &(s, e)) in windows.iter().enumerate() {
+        l.push(format!(
+            "pci_bus 0000:00: resource {} {} window]",
+            6 + i,
+            short(s, e - 1).trim_end_matches(']')
+        ));
+    }
+    if spec.boot_alloc.swiotlb_pages > 0 {
+        l.push("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)".into());
+    }
+    for line in [
+        "Freeing unused decrypted memory: 2036K",
+        "Freeing unused kernel image (initmem) memory: 2824K",
+        "Freeing unused kernel image (text/rodata gap) memory: 2040K",
+        "Freeing unused kernel image (rodata/data gap) memory: 1108K",
+    ] {
+        l.push(line.into());
+    }
     l
+}
+
+/// `[mem %#010llx-%#010llx]`.
+fn short(start: u64, end_inclusive: u64) -> String {
+    short_mem(start, end_inclusive)
+}
+
+/// Usable e820 RAM after the kernel's edits (first page, 640K-1M), bytes.
+fn usable_after_edits(spec: &MachineSpec) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for e in spec.e820.iter().filter(|e| e.kind == E820Kind::Usable) {
+        let s = e.start.max(0x1000);
+        let mut end = e.end;
+        if s < 0x100000 && end > 0xa0000 {
+            end = end.min(0xa0000);
+        }
+        if s < end {
+            out.push((s, end));
+        }
+    }
+    out
+}
+
+/// `e820_search_gap`: the largest gap between e820 entries below 4 GiB.
+fn pci_gap(spec: &MachineSpec) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut entries: Vec<(u64, u64)> = spec
+        .e820
+        .iter()
+        .map(|e| (e.start, e.end))
+        .filter(|e| e.0 < 1 << 32)
+        .collect();
+    entries.sort_unstable();
+    for w in entries.windows(2) {
+        let (gs, ge) = (w[0].1, w[1].0.min(1 << 32));
+        if ge > gs && best.is_none_or(|b| ge - gs > b.1 - b.0) {
+            best = Some((gs, ge));
+        }
+    }
+    best
+}
+
+/// The host bridge's memory windows of QEMU's i440fx: legacy VGA, the
+/// 32-bit hole above low RAM, the 64-bit hole after device memory.
+fn pci_windows(spec: &MachineSpec) -> Vec<(u64, u64)> {
+    let low_end = spec
+        .e820
+        .iter()
+        .filter(|e| e.kind == E820Kind::Usable && e.end <= 1 << 32)
+        .map(|e| e.end)
+        .max()
+        .unwrap_or(0);
+    let low_end = low_end.div_ceil(1 << 20) * (1 << 20);
+    let high_end = spec
+        .e820
+        .iter()
+        .filter(|e| e.kind == E820Kind::Usable)
+        .map(|e| e.end)
+        .max()
+        .unwrap_or(0);
+    let hole64 = match spec.dimm {
+        Some(d) => d.base + d.size,
+        None => high_end.max(1 << 32).div_ceil(1 << 30) << 30,
+    };
+    vec![
+        (0xa0000, 0xc0000),
+        (low_end, 0xfec0_0000),
+        (hole64, hole64 + (2 << 30)),
+    ]
+}
+
+/// QEMU's SRAT describes the first node's low memory as two ranges that
+/// skip the legacy VGA/BIOS hole at 640 KiB..1 MiB.
+fn srat_pieces(s: u64, e: u64) -> Vec<(u64, u64)> {
+    if s == 0 && e > 0x100000 {
+        vec![(0, 0xa0000), (0x100000, e)]
+    } else {
+        vec![(s, e)]
+    }
+}
+
+/// numa_cleanup_meminfo: a node's SRAT ranges, cut at the end of RAM and
+/// merged when nothing lies between them.
+fn numa_merge_lines(spec: &MachineSpec, ram_end: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &spec.nodes {
+        let mut blocks: Vec<(u64, u64)> = Vec::new();
+        for &(s, e) in &n.mem {
+            for (a, b) in srat_pieces(s, e) {
+                let b = b.min(ram_end);
+                if a < b {
+                    blocks.push((a, b));
+                }
+            }
+        }
+        let mut merged: Option<(u64, u64)> = None;
+        for (a, b) in blocks {
+            merged = Some(match merged {
+                None => (a, b),
+                Some((ms, me)) => {
+                    out.push(format!(
+                        "NUMA: Node {} {} + {} -> {}",
+                        n.id,
+                        short(ms, me - 1),
+                        short(a, b - 1),
+                        short(ms, b - 1)
+                    ));
+                    (ms, b)
+                }
+            });
+        }
+    }
+    out
 }
