@@ -112,17 +112,19 @@ pub fn render(
             mem(s << 12, (e << 12) - 1)
         ));
     }
-    for node in sys.nodes.values() {
-        let mine: Vec<_> = memblock
-            .iter()
-            .filter(|r| node_of(r.0) == node.id)
-            .collect();
+    let mut node_ids: Vec<u32> = spec.nodes.iter().map(|n| n.id).collect();
+    node_ids.sort_unstable();
+    for &nid in &node_ids {
+        let mine: Vec<_> = memblock.iter().filter(|r| node_of(r.0) == nid).collect();
         if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
             l.push(format!(
-                "Initmem setup node {} {}",
-                node.id,
+                "Initmem setup node {nid} {}",
                 mem(first.0 << 12, (last.1 << 12) - 1)
             ));
+        } else {
+            // A node with CPUs but no memory is brought online empty.
+            l.push(format!("Initializing node {nid} as memoryless"));
+            l.push(format!("Initmem setup node {nid} as memoryless"));
         }
     }
     // Unavailable ranges (memmap_init): holes before each range, per zone,
@@ -216,9 +218,13 @@ pub fn render(
     l.push(format!(
         "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs={cpus}, Nodes={nr_node_ids}"
     ));
+    if spec.nodes.len() > 1 {
+        l.push("mempolicy: Enabling automatic NUMA balancing. Configure with numa_balancing= or the kernel.numa_balancing sysctl".into());
+    }
     if cpus == 1 {
         l.push("Freeing SMP alternatives memory: 36K".into());
     }
+    l.extend(smp_boot_lines(spec));
     let nodes_up = online.len();
     l.push(format!(
         "smp: Brought up {nodes_up} node{}, {cpus} CPU{}",
@@ -234,6 +240,14 @@ pub fn render(
         l.push(format!(
             "DMA: preallocated {pool_kib} KiB {gfp} pool for atomic allocations"
         ));
+    }
+    l.push(
+        "kprobes: kprobe jump-optimization is enabled. All kprobes are optimized if possible."
+            .into(),
+    );
+    if nr_node_ids > 1 {
+        // The root bus has no _PXM, so it belongs to no node.
+        l.push("pci_bus 0000:00: Unknown NUMA node; performance will be reduced".into());
     }
     let windows = pci_windows(spec);
     for &(s, e) in &windows {
@@ -344,6 +358,54 @@ fn pci_windows(spec: &MachineSpec) -> Vec<(u64, u64)> {
         (low_end, 0xfec0_0000),
         (hole64, hole64 + (2 << 30)),
     ]
+}
+
+/// Secondary CPU bring-up (announce_cpu): one `.... node #N, CPUs:` line
+/// per run of CPUs on the same node, continued with ` #cpu` for each CPU,
+/// and the once-only warning when a CPU shares its last-level cache with a
+/// CPU of another node (QEMU puts all `-smp` CPUs in one package).
+fn smp_boot_lines(spec: &MachineSpec) -> Vec<String> {
+    let mut cpu_node: Vec<(u32, u32)> = spec
+        .nodes
+        .iter()
+        .flat_map(|n| n.cpus.iter().map(move |&c| (c, n.id)))
+        .collect();
+    cpu_node.sort_unstable();
+    if cpu_node.len() < 2 {
+        return Vec::new();
+    }
+    let digits = |v: usize| v.to_string().len();
+    let width = digits(cpu_node.len()) + 1;
+    let node_width = digits(spec.nodes.len()) + 1;
+    let mut out = vec!["x86: Booting SMP configuration:".to_string()];
+    let mut line: Option<String> = None;
+    let mut current = None;
+    let mut warned = false;
+    for (i, &(cpu, nid)) in cpu_node.iter().enumerate().skip(1) {
+        if current != Some(nid) {
+            out.extend(line.take());
+            current = Some(nid);
+            let pad = node_width.saturating_sub(digits(nid as usize)).max(1);
+            line = Some(format!(".... node {:pad$}#{nid}, CPUs:  ", ""));
+        }
+        let text = line.get_or_insert_with(String::new);
+        if i == 1 {
+            text.push_str(&" ".repeat(width + 1));
+        }
+        let pad = width.saturating_sub(digits(cpu as usize)).max(1);
+        text.push_str(&format!("{:pad$}#{cpu}", ""));
+        if !warned {
+            if let Some(&(other, onid)) = cpu_node[..i].iter().find(|&&(_, n)| n != nid) {
+                warned = true;
+                out.extend(line.take());
+                out.push(format!(
+                    "sched: CPU #{cpu}'s llc-sibling CPU #{other} is not on the same node! [node: {nid} != {onid}]. Ignoring dependency."
+                ));
+            }
+        }
+    }
+    out.extend(line);
+    out
 }
 
 /// QEMU's SRAT describes the first node's low memory as two ranges that
