@@ -64,3 +64,61 @@ fn qemu_pc_4g_movablecore_zones_match_transcript() {
     assert_eq!(sys.blocks[&37].zone, Some(ZoneType::Normal));
     assert!(!sys.blocks.contains_key(&24));
 }
+
+/// The `numa-memoryless` oracle machine: node 1 has a CPU and no memory.
+/// Its boot log carries the memoryless-node, NUMA balancing, SMP bring-up
+/// and PCI lines in the kernel's order (the oracle's `bootlog` excerpt).
+#[test]
+fn memoryless_node_boot_log_lines_follow_the_oracle_order() {
+    use memhp_model::machine::QemuNuma;
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+    q.smp = 2;
+    q.numa = vec![
+        QemuNuma {
+            nodeid: 0,
+            cpus: vec![0],
+            mem: 1 << 30,
+        },
+        QemuNuma {
+            nodeid: 1,
+            cpus: vec![1],
+            mem: 0,
+        },
+    ];
+    let sys = System::boot(
+        &q.machine("memhp_default_state=offline", KernelVersion::V6_1)
+            .unwrap(),
+    )
+    .unwrap();
+    let wanted = [
+        "Initmem setup node 0 [mem 0x0000000000001000-0x000000003ffdffff]",
+        "Initializing node 1 as memoryless",
+        "Initmem setup node 1 as memoryless",
+        "setup_percpu: NR_CPUS:8192 nr_cpumask_bits:2 nr_cpu_ids:2 nr_node_ids:2",
+        "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs=2, Nodes=2",
+        "mempolicy: Enabling automatic NUMA balancing. Configure with numa_balancing= or the kernel.numa_balancing sysctl",
+        ".... node  #1, CPUs:      #1",
+        "sched: CPU #1's llc-sibling CPU #0 is not on the same node! [node: 1 != 0]. Ignoring dependency.",
+        "smp: Brought up 2 nodes, 2 CPUs",
+        "kprobes: kprobe jump-optimization is enabled. All kprobes are optimized if possible.",
+        "pci_bus 0000:00: Unknown NUMA node; performance will be reduced",
+    ];
+    let positions: Vec<Option<usize>> = wanted
+        .iter()
+        .map(|w| sys.bootlog.iter().position(|l| l == w))
+        .collect();
+    for (w, p) in wanted.iter().zip(&positions) {
+        assert!(p.is_some(), "missing boot-log line {w:?}");
+    }
+    assert!(
+        positions.windows(2).all(|p| p[0] < p[1]),
+        "boot-log lines out of order: {positions:?}"
+    );
+    // A single-node, single-CPU guest prints none of the NUMA/SMP lines.
+    let one = boot("1G,slots=4,maxmem=4G", "");
+    assert!(!one.bootlog.iter().any(|l| l.contains("memoryless")
+        || l.starts_with("mempolicy:")
+        || l.starts_with(".... node")
+        || l.contains("Unknown NUMA node")));
+}
