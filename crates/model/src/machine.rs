@@ -314,6 +314,22 @@ const AMD_HT_START: u64 = 0xfd_0000_0000;
 const MIB: u64 = 1 << 20;
 
 impl QemuPc {
+    /// One NUMA node per vCPU (node N holds CPU N) with the given memory
+    /// sizes, like `-smp N -numa node,nodeid=N,cpus=N[,memdev=...]`; a size
+    /// of 0 makes a memoryless node.
+    pub fn with_node_per_cpu(mut self, node_mem: &[u64]) -> Self {
+        self.smp = node_mem.len() as u32;
+        self.numa = (0u32..)
+            .zip(node_mem)
+            .map(|(nodeid, &mem)| QemuNuma {
+                nodeid,
+                cpus: vec![nodeid],
+                mem,
+            })
+            .collect();
+        self
+    }
+
     /// Parse QEMU's `-m` value: `SIZE[,slots=N][,maxmem=M]`.
     /// Nothing changes when the value is refused.
     pub fn parse_mem_option(&mut self, value: &str) -> Result<(), MachineError> {
@@ -732,22 +748,7 @@ mod tests {
 
     #[test]
     fn qemu_numa_memoryless_node_gets_no_ranges() {
-        let q = QemuPc {
-            smp: 2,
-            numa: vec![
-                QemuNuma {
-                    nodeid: 0,
-                    cpus: vec![0],
-                    mem: GIB,
-                },
-                QemuNuma {
-                    nodeid: 1,
-                    cpus: vec![1],
-                    mem: 0,
-                },
-            ],
-            ..QemuPc::default()
-        };
+        let q = QemuPc::default().with_node_per_cpu(&[GIB, 0]);
         let m = q.machine("", KernelVersion::V6_1).unwrap();
         assert_eq!(m.nodes[0].mem, vec![(0, GIB)]);
         assert!(m.nodes[1].mem.is_empty());

@@ -70,22 +70,8 @@ fn qemu_pc_4g_movablecore_zones_match_transcript() {
 /// and PCI lines in the kernel's order (the oracle's `bootlog` excerpt).
 #[test]
 fn memoryless_node_boot_log_lines_follow_the_oracle_order() {
-    use memhp_model::machine::QemuNuma;
-    let mut q = QemuPc::default();
+    let mut q = QemuPc::default().with_node_per_cpu(&[1 << 30, 0]);
     q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
-    q.smp = 2;
-    q.numa = vec![
-        QemuNuma {
-            nodeid: 0,
-            cpus: vec![0],
-            mem: 1 << 30,
-        },
-        QemuNuma {
-            nodeid: 1,
-            cpus: vec![1],
-            mem: 0,
-        },
-    ];
     let sys = System::boot(
         &q.machine("memhp_default_state=offline", KernelVersion::V6_1)
             .unwrap(),

@@ -5,7 +5,7 @@
 use memhp_model::block::{BlockState, OnlineType};
 use memhp_model::cmdline::OnlinePolicy;
 use memhp_model::hotadd::AddRequest;
-use memhp_model::machine::{QemuNuma, QemuPc};
+use memhp_model::machine::QemuPc;
 use memhp_model::{KernelVersion, System, ZoneType};
 use proptest::prelude::*;
 
@@ -44,22 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn machine() -> System {
-    let q = QemuPc {
-        smp: 2,
-        numa: vec![
-            QemuNuma {
-                nodeid: 0,
-                cpus: vec![0],
-                mem: 1 << 30,
-            },
-            QemuNuma {
-                nodeid: 1,
-                cpus: vec![1],
-                mem: 0,
-            },
-        ],
-        ..QemuPc::default()
-    };
+    let q = QemuPc::default().with_node_per_cpu(&[1 << 30, 0]);
     System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap()
 }
 
