@@ -2,82 +2,10 @@
 //! mount namespace where the memhp tree stands at /sys, and a kata-agent
 //! style onliner (read_dir, then write `1` to every offline block's `online`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
-
-struct Machine {
-    dir: PathBuf,
-    root: PathBuf,
-    sock: PathBuf,
-}
-
-impl Machine {
-    fn mount(tag: &str, cmdline: &str) -> Machine {
-        let dir = std::env::temp_dir().join(format!("memhp-clients-{}-{tag}", std::process::id()));
-        let root = dir.join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let sock = dir.join("ctl.sock");
-        let st = Command::new(MEMHP)
-            .arg("mount")
-            .arg(&root)
-            .arg("--socket")
-            .arg(&sock)
-            .args(["--cmdline", cmdline])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        Machine { dir, root, sock }
-    }
-
-    fn ctl(&self, words: &[&str]) -> String {
-        let out = Command::new(MEMHP)
-            .arg("ctl")
-            .arg("--socket")
-            .arg(&self.sock)
-            .args(words)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctl {words:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// Run a shell script in a private mount namespace with the tree at /sys.
-    fn in_namespace(&self, script: &str) -> String {
-        let full = format!(
-            "mount --bind {}/sys /sys || exit 99\n{script}",
-            self.root.display()
-        );
-        let out = Command::new("unshare")
-            .args(["-m", "sh", "-c", &full])
-            .output()
-            .unwrap();
-        assert_ne!(
-            out.status.code(),
-            Some(99),
-            "bind mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.root.join(rel)).unwrap()
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = Command::new(MEMHP).arg("umount").arg(&self.root).status();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::Machine;
+use std::path::Path;
 
 fn state(m: &Machine, b: u64) -> (String, String) {
     let dir = format!("sys/devices/system/memory/memory{b}");
@@ -89,7 +17,10 @@ fn state(m: &Machine, b: u64) -> (String, String) {
 
 #[test]
 fn chmem_enables_lowest_first_disables_highest_first_and_honours_zones() {
-    let m = Machine::mount("chmem", "memhp_default_state=offline");
+    let m = Machine::mount(
+        "clients-chmem",
+        &["--cmdline", "memhp_default_state=offline"],
+    );
     m.ctl(&["hotadd", "d1", "512M"]);
     m.ctl(&["hotadd", "d2", "512M"]);
     let out =
@@ -136,7 +67,10 @@ fn chmem_enables_lowest_first_disables_highest_first_and_honours_zones() {
 
 #[test]
 fn kata_style_onliner_onlines_a_4g_hot_add() {
-    let m = Machine::mount("kata", "memhp_default_state=offline");
+    let m = Machine::mount(
+        "clients-kata",
+        &["--cmdline", "memhp_default_state=offline"],
+    );
     m.ctl(&["hotadd", "d1", "4G"]);
     let base = m.root.join("sys/devices/system/memory");
     let mut onlined = 0;

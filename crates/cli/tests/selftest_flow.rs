@@ -7,7 +7,9 @@
 
 use std::process::Command;
 
-const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
+mod common;
+
+use common::{Machine, MEMHP};
 
 /// The selftest's phases, as spec 02 §9.6 describes them.
 const FLOW: &str = r#"
@@ -61,32 +63,14 @@ exit $retval
 "#;
 
 fn run_flow(tag: &str, args: &str, hotadd: Option<&str>) -> (i32, String) {
-    let dir = std::env::temp_dir().join(format!("memhp-selftest-{}-{tag}", std::process::id()));
-    let root = dir.join("root");
+    let m = Machine::mount(&format!("selftest-{tag}"), &[]);
+    let (dir, root, sock) = (&m.dir, &m.root, &m.sock);
     let dbg = dir.join("debug");
     let shim = dir.join("sbin");
-    std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(&dbg).unwrap();
     std::fs::create_dir_all(&shim).unwrap();
-    let sock = dir.join("ctl.sock");
-    assert!(Command::new(MEMHP)
-        .arg("mount")
-        .arg(&root)
-        .arg("--socket")
-        .arg(&sock)
-        .status()
-        .unwrap()
-        .success());
     if let Some(size) = hotadd {
-        assert!(Command::new(MEMHP)
-            .arg("ctl")
-            .arg("--socket")
-            .arg(&sock)
-            .args(["hotadd", "d1", size])
-            .output()
-            .unwrap()
-            .status
-            .success());
+        m.ctl(&["hotadd", "d1", size]);
     }
     // /sbin/modprobe for the guest: memory-notifier-error-inject through the
     // control socket; anything else fails harmlessly.
@@ -114,9 +98,7 @@ fn run_flow(tag: &str, args: &str, hotadd: Option<&str>) -> (i32, String) {
         .args(["-m", "sh", "-c", &setup])
         .output()
         .unwrap();
-    let _ = Command::new(MEMHP).arg("umount").arg(&root).status();
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(m);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)

@@ -10,12 +10,13 @@ use memhp_control::ControlClient;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
+mod common;
+
+use common::Machine;
 
 fn rng(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -30,26 +31,18 @@ fn eight_writers_and_hotplug_end_consistent_without_deadlock() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let dir = std::env::temp_dir().join(format!("memhp-stress-{}", std::process::id()));
-    let root = dir.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let sock = dir.join("ctl.sock");
-    let st = Command::new(MEMHP)
-        .arg("mount")
-        .arg(&root)
-        .arg("--socket")
-        .arg(&sock)
-        .args([
+    let m = Machine::mount(
+        "stress",
+        &[
             "--mem",
             "2G,slots=8,maxmem=16G",
             "--cmdline",
             "memhp_default_state=online_movable",
             "--event-buffer",
             "1000000",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+        ],
+    );
+    let (root, sock) = (m.root.clone(), m.sock.clone());
     let mem = root.join("sys/devices/system/memory");
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
@@ -190,7 +183,4 @@ fn eight_writers_and_hotplug_end_consistent_without_deadlock() {
         "writers made progress"
     );
     assert!(n > 5, "hotplug made progress");
-    let _ = Command::new(MEMHP).arg("umount").arg(&root).status();
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,85 @@
+//! A real `memhp mount` daemon for the CLI's integration tests: mounted in a
+//! private temporary directory with its control socket, unmounted and
+//! removed on drop (also when the test panics).
+
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
+
+pub struct Machine {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub sock: PathBuf,
+}
+
+impl Machine {
+    /// `memhp mount ROOT --socket SOCK ARGS...` under a directory named for
+    /// the test (`tag`) and this process.
+    pub fn mount(tag: &str, args: &[&str]) -> Machine {
+        let dir = std::env::temp_dir().join(format!("memhp-{tag}-{}", std::process::id()));
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let sock = dir.join("ctl.sock");
+        let st = Command::new(MEMHP)
+            .arg("mount")
+            .arg(&root)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "memhp mount {args:?}");
+        Machine { dir, root, sock }
+    }
+
+    /// `memhp ctl` with the oracle's host-step words; must succeed.
+    pub fn ctl(&self, words: &[&str]) -> String {
+        let out = Command::new(MEMHP)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(words)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl {words:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Run a shell script in a private mount namespace with the tree at /sys.
+    pub fn in_namespace(&self, script: &str) -> String {
+        let full = format!(
+            "mount --bind {}/sys /sys || exit 99\n{script}",
+            self.root.display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &full])
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(99),
+            "bind mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = Command::new(MEMHP).arg("umount").arg(&self.root).status();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
