@@ -402,19 +402,7 @@ impl System {
         if !self.nodes.contains_key(&nid) || max_pages == 0 {
             return Err(HotplugError::Invalid("bad static group"));
         }
-        let id = self.lowest_free_group_id();
-        self.groups.insert(
-            id,
-            MemoryGroup {
-                id,
-                nid,
-                kind: GroupKind::Static { max_pages },
-                present_kernel_pages: 0,
-                present_movable_pages: 0,
-                blocks: Vec::new(),
-            },
-        );
-        Ok(id)
+        Ok(self.insert_group(nid, GroupKind::Static { max_pages }))
     }
 
     /// `memory_group_register_dynamic(nid, unit_pages)`.
@@ -430,19 +418,24 @@ impl System {
         {
             return Err(HotplugError::Invalid("bad dynamic group"));
         }
+        Ok(self.insert_group(nid, GroupKind::Dynamic { unit_pages }))
+    }
+
+    /// A new, empty group of `kind` on `nid` under the lowest free id.
+    fn insert_group(&mut self, nid: u32, kind: GroupKind) -> GroupId {
         let id = self.lowest_free_group_id();
         self.groups.insert(
             id,
             MemoryGroup {
                 id,
                 nid,
-                kind: GroupKind::Dynamic { unit_pages },
+                kind,
                 present_kernel_pages: 0,
                 present_movable_pages: 0,
                 blocks: Vec::new(),
             },
         );
-        Ok(id)
+        id
     }
 
     /// `memory_group_unregister(mgid)`.
