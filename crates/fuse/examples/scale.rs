@@ -19,15 +19,6 @@ use std::time::{Duration, Instant};
 
 const MEMORY: &str = "sys/devices/system/memory";
 const NODE0: &str = "sys/devices/system/node/node0";
-const BLOCK_FILES: [(&str, u16); 7] = [
-    ("online", 0o644),
-    ("phys_device", 0o444),
-    ("phys_index", 0o444),
-    ("removable", 0o444),
-    ("state", 0o644),
-    ("uevent", 0o644),
-    ("valid_zones", 0o444),
-];
 const POWER_FILES: [&str; 3] = ["async", "control", "runtime_status"];
 
 struct Blocks {
@@ -82,7 +73,7 @@ impl Blocks {
                 self.block(block)?;
                 match sub {
                     None => {
-                        for (n, m) in BLOCK_FILES {
+                        for (n, m) in memhp_sysfs::tree::BLOCK_FILES {
                             add(n, file(m));
                         }
                         add(

@@ -332,7 +332,7 @@ fn split(path: &str) -> Vec<&str> {
 }
 
 /// The files of a memory block directory (everything but the links).
-const BLOCK_FILES: [(&str, u16); 7] = [
+pub const BLOCK_FILES: [(&str, u16); 7] = [
     ("online", 0o644),
     ("phys_device", 0o444),
     ("phys_index", 0o444),
