@@ -11,12 +11,14 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// User-space onliners to simulate (`--onliner KIND[:DELAY_MS]`) and the
-/// per-client event queue size.
-pub struct Onliners {
+/// How to serve: user-space onliners to simulate (`--onliner
+/// KIND[:DELAY_MS]`, raced by `seed`), the per-client event queue size, and
+/// how opens work.
+pub struct ServeOptions {
     pub list: Vec<memhp_control::agents::Agent>,
     pub seed: u64,
     pub event_buffer: usize,
+    pub opens: memhp_fuse::Opens,
 }
 
 fn check_root(root: &Path) -> Result<()> {
@@ -69,7 +71,7 @@ fn serve(
     root: &Path,
     socket: &Path,
     offline_timeout: Option<f64>,
-    agents: &Onliners,
+    serve_opts: &ServeOptions,
     ready: &mut dyn FnMut(Option<&str>),
 ) -> Result<()> {
     let set = block_signals();
@@ -80,13 +82,20 @@ fn serve(
             .set_retry_timeout(offline_timeout.map(std::time::Duration::from_secs_f64));
         let tree: Arc<dyn memhp_sysfs::vfs::Tree> =
             Arc::new(SysfsTree::new(Arc::clone(&host.shared)));
-        let mount = memhp_fuse::spawn_mount(tree, root, &memhp_fuse::MountOptions::default())
-            .with_context(|| format!("mount {}", root.display()))?;
+        let mount = memhp_fuse::spawn_mount(
+            tree,
+            root,
+            &memhp_fuse::MountOptions {
+                opens: serve_opts.opens,
+                ..memhp_fuse::MountOptions::default()
+            },
+        )
+        .with_context(|| format!("mount {}", root.display()))?;
         let ctl = memhp_control::ControlServer::start(
             host,
             Arc::new(
-                memhp_control::EventBus::with_agents(agents.list.clone(), agents.seed)
-                    .with_capacity(agents.event_buffer),
+                memhp_control::EventBus::with_agents(serve_opts.list.clone(), serve_opts.seed)
+                    .with_capacity(serve_opts.event_buffer),
             ),
             socket,
         )?;
@@ -119,19 +128,26 @@ pub fn mount(
     socket: Option<PathBuf>,
     foreground: bool,
     offline_timeout: Option<f64>,
-    agents: &Onliners,
+    serve_opts: &ServeOptions,
 ) -> Result<()> {
     let socket = socket.unwrap_or_else(|| socket_for_root(root));
     if foreground {
-        return serve(machine, root, &socket, offline_timeout, agents, &mut |r| {
-            if r.is_none() {
-                eprintln!(
-                    "memhp: serving {} (control socket {})",
-                    root.display(),
-                    socket.display()
-                );
-            }
-        });
+        return serve(
+            machine,
+            root,
+            &socket,
+            offline_timeout,
+            serve_opts,
+            &mut |r| {
+                if r.is_none() {
+                    eprintln!(
+                        "memhp: serving {} (control socket {})",
+                        root.display(),
+                        socket.display()
+                    );
+                }
+            },
+        );
     }
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints.
@@ -172,7 +188,7 @@ pub fn mount(
         root,
         &socket,
         offline_timeout,
-        agents,
+        serve_opts,
         &mut |res| {
             if let Some(mut w) = wr.take() {
                 let _ = w.write_all(res.unwrap_or("ok").as_bytes());

@@ -69,6 +69,12 @@ enum Command {
         /// netlink receive buffer.
         #[arg(long, default_value_t = memhp_control::DEFAULT_EVENT_CAPACITY)]
         event_buffer: usize,
+        /// Serve opens inside the kernel (no request per open(2)): reading a
+        /// cached attribute costs what it costs on tmpfs, but a refused open
+        /// (a read-only file opened for writing, a write-only one for
+        /// reading) fails at the first read, write or O_TRUNC instead.
+        #[arg(long)]
+        cached_opens: bool,
     },
     /// Unmount a tree served by `memhp mount`.
     Umount { root: std::path::PathBuf },
@@ -195,11 +201,17 @@ fn run() -> Result<()> {
             onliner,
             onliner_seed,
             event_buffer,
+            cached_opens,
         } => {
-            let agents = daemon::Onliners {
+            let serve_opts = daemon::ServeOptions {
                 list: onliner,
                 seed: onliner_seed,
                 event_buffer,
+                opens: if cached_opens {
+                    memhp_fuse::Opens::Cached
+                } else {
+                    memhp_fuse::Opens::Exact
+                },
             };
             daemon::mount(
                 &machine,
@@ -207,7 +219,7 @@ fn run() -> Result<()> {
                 socket,
                 foreground,
                 offline_timeout,
-                &agents,
+                &serve_opts,
             )?
         }
         Command::Umount { root } => daemon::umount(&root)?,

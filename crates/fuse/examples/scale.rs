@@ -3,13 +3,13 @@
 //! transport's own) and times what lsmem and the hotplug selftest do.
 //!
 //! ```text
-//! cargo run --release -p memhp-fuse --example scale -- [BLOCKS] [--generation-only]
+//! cargo run --release -p memhp-fuse --example scale -- [BLOCKS] [--generation-only] [--cached-opens]
 //! ```
 //! `--generation-only` leaves `Tree::layout_generation` at its default, so
 //! that every write looks like a layout change.
 //! Needs root and /dev/fuse; runs `lsmem --sysroot` if lsmem is installed.
 
-use memhp_fuse::{spawn_mount, MountOptions};
+use memhp_fuse::{spawn_mount, MountOptions, Opens};
 use memhp_sysfs::vfs::{Cancel, EntryKind, Errno, Tree};
 use std::io::Write;
 use std::path::Path;
@@ -241,7 +241,15 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    let mount = spawn_mount(tree.clone(), &root, &MountOptions::default()).expect("mount");
+    let options = MountOptions {
+        opens: if args.iter().any(|a| a == "--cached-opens") {
+            Opens::Cached
+        } else {
+            Opens::Exact
+        },
+        ..MountOptions::default()
+    };
+    let mount = spawn_mount(tree.clone(), &root, &options).expect("mount");
     let memory = root.join(MEMORY);
     println!("{blocks} memory blocks mounted at {}", root.display());
 

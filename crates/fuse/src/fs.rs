@@ -6,10 +6,13 @@
 //! for as long as an offline retries, so it runs on a thread of its own and
 //! answers from there; the request loop, and every reader, carries on.
 
-use crate::attr::{self, attributes, dir_nlink, file_type};
+use crate::attr::{self, attributes, dir_nlink};
+use crate::content::{listing, Listing, PageCache};
 use crate::inodes::{join, Inodes, NodeType, Reported};
+use crate::interrupt::InflightWrites;
 use crate::invalidate::Invalidator;
-use crate::relay::{InflightWrites, MAX_WRITE};
+use crate::options::Opens;
+use crate::warm::Warmer;
 use crate::writers::Writers;
 use fuser::{
     AccessFlags, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig, OpenAccMode, OpenFlags,
@@ -26,6 +29,11 @@ use std::time::{Duration, SystemTime};
 /// sysfs stores at most one page per `write(2)`; longer writes are short.
 const MAX_STORE: usize = 4096;
 
+/// The largest `FUSE_WRITE` payload we ask the kernel for. Anything above
+/// 4096 bytes is enough to see that a write was longer than a page, which
+/// is all sysfs needs to answer with a short write.
+const MAX_WRITE: u32 = 128 * 1024;
+
 fn errno(e: memhp_sysfs::vfs::Errno) -> fuser::Errno {
     // The kernel rejects FUSE replies with an error outside -511..-1 and
     // leaves the request hanging; such errnos (a notifier may return any
@@ -36,27 +44,17 @@ fn errno(e: memhp_sysfs::vfs::Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.0)
 }
 
-/// One entry of a directory listing snapshot.
-struct Listed {
-    ino: u64,
-    kind: fuser::FileType,
-    name: String,
-}
-
-enum Handle {
-    /// An open attribute. `content` is what the last read at offset 0
-    /// rendered; reads further on continue in it, as seq_file does.
-    File { content: Option<Arc<[u8]>> },
-    /// An open directory: the listing offsets index into. Re-taken when the
-    /// reader starts over at offset 0 (rewinddir), except for the first read
-    /// right after opendir.
-    Dir { listing: Arc<[Listed]>, fresh: bool },
+/// An open attribute (when opens are sent to us). `content` is what the
+/// last read at offset 0 rendered; reads further on continue in it, as
+/// seq_file does.
+struct OpenFile {
+    content: Option<Arc<[u8]>>,
 }
 
 #[derive(Default)]
 struct Handles {
     next: u64,
-    open: HashMap<u64, Handle>,
+    open: HashMap<u64, OpenFile>,
 }
 
 /// Timeouts and TTLs the operations need.
@@ -65,6 +63,7 @@ pub(crate) struct FsConfig {
     pub(crate) attr_ttl: Duration,
     /// How long a write's reply waits for cache invalidation.
     pub(crate) write_sync_timeout: Duration,
+    pub(crate) opens: Opens,
 }
 
 pub(crate) struct MemhpFs {
@@ -72,6 +71,9 @@ pub(crate) struct MemhpFs {
     inodes: Arc<Inodes>,
     inflight: Arc<InflightWrites>,
     invalidator: Arc<Invalidator>,
+    page_cache: Arc<PageCache>,
+    /// Lists directories to the end for the kernel (`Opens::Cached`).
+    warmer: Option<Arc<Warmer>>,
     writers: Writers,
     handles: Mutex<Handles>,
     config: FsConfig,
@@ -85,6 +87,8 @@ impl MemhpFs {
         inodes: Arc<Inodes>,
         inflight: Arc<InflightWrites>,
         invalidator: Arc<Invalidator>,
+        page_cache: Arc<PageCache>,
+        warmer: Option<Arc<Warmer>>,
         config: FsConfig,
     ) -> MemhpFs {
         MemhpFs {
@@ -92,6 +96,8 @@ impl MemhpFs {
             inodes,
             inflight,
             invalidator,
+            page_cache,
+            warmer,
             writers: Writers::new(),
             handles: Mutex::new(Handles::default()),
             config,
@@ -103,7 +109,7 @@ impl MemhpFs {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add_handle(&self, handle: Handle) -> FileHandle {
+    fn add_handle(&self, handle: OpenFile) -> FileHandle {
         let mut handles = self.handles();
         handles.next += 1;
         let fh = handles.next;
@@ -137,69 +143,85 @@ impl MemhpFs {
         Reported { kind, nlink }
     }
 
+    /// The attributes of inode `ino` at `path`. With [`Opens::Cached`] a
+    /// file's size is its content's length (recorded like served content),
+    /// not sysfs's 4096: the kernel sets the size of a cached file to where
+    /// a read came up short, and drops its pages whenever a later
+    /// attribute reply disagrees, which would make every `stat` cost a read.
+    fn attr_for(&self, ino: u64, path: &str, reported: &Reported) -> fuser::FileAttr {
+        let mut attr = attributes(ino, &reported.kind, reported.nlink, self.time);
+        // A file that cannot be read keeps 4096, so that a read reaches us
+        // (and fails as it should) instead of ending at size 0.
+        if self.config.opens == Opens::Cached
+            && matches!(reported.kind, EntryKind::File { .. })
+            && self.tree.open(path, true, false).is_ok()
+        {
+            if let Ok(content) = self.cached_render(ino, path) {
+                attr.size = content.len() as u64;
+            }
+        }
+        attr
+    }
+
     /// Send the attributes of `ino` (holding `kind`) and remember them.
     fn reply_attr(&self, ino: INodeNo, path: &str, kind: EntryKind, reply: ReplyAttr) {
         let reported = self.reported(path, kind);
-        let attr = attributes(ino.0, &reported.kind, reported.nlink, self.time);
+        let attr = self.attr_for(ino.0, path, &reported);
         self.inodes.attributes_sent(ino.0, reported);
         reply.attr(&self.config.attr_ttl, &attr);
     }
 
-    /// Snapshot the listing of directory `ino`, interning every child.
-    fn listing(&self, ino: INodeNo, path: &str) -> Result<Arc<[Listed]>, fuser::Errno> {
-        let entries = self.tree.readdir(path).map_err(errno)?;
-        let listed: Vec<Listed> = entries
-            .into_iter()
-            .filter(|(name, _)| {
-                let valid = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
-                if !valid {
-                    tracing::warn!(dir = path, name, "tree listed an invalid name; skipped");
-                }
-                valid
-            })
-            .map(|(name, kind)| Listed {
-                ino: self.inodes.intern(ino.0, &join(path, &name), &kind),
-                kind: file_type(&kind),
-                name,
-            })
-            .collect();
-        Ok(listed.into())
+    /// When opens are not sent to us (`Opens::Cached`) the access check of
+    /// open happens at the first read, write or O_TRUNC instead.
+    fn access_without_open(
+        &self,
+        path: &str,
+        fh: FileHandle,
+        read: bool,
+        write: bool,
+    ) -> Result<(), fuser::Errno> {
+        if self.config.opens == Opens::Cached && fh.0 == 0 {
+            self.tree.open(path, read, write).map_err(errno)?;
+        }
+        Ok(())
     }
 
-    fn dir_listing_for_read(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-    ) -> Result<Arc<[Listed]>, fuser::Errno> {
-        {
-            let mut handles = self.handles();
-            match handles.open.get_mut(&fh.0) {
-                Some(Handle::Dir { listing, fresh }) if offset != 0 || *fresh => {
-                    *fresh = false;
-                    return Ok(listing.clone());
-                }
-                Some(Handle::File { .. }) => return Err(fuser::Errno::EBADF),
-                Some(Handle::Dir { .. }) | None => {}
+    /// The listing a readdir at `offset` continues in: a new snapshot at
+    /// offset 0 (which the kernel may cache, see [`PageCache`]), the one
+    /// being read otherwise.
+    fn dir_listing_for_read(&self, ino: INodeNo, offset: u64) -> Result<Listing, fuser::Errno> {
+        if offset > 0 {
+            if let Some(listing) = self.page_cache.dir_listing(ino.0) {
+                return Ok(listing);
             }
         }
-        // Starting over (or a handle we do not know): take a new snapshot.
         let (path, _) = self.node(ino)?;
-        let listing = self.listing(ino, &path)?;
-        if let Some(Handle::Dir { listing: slot, .. }) = self.handles().open.get_mut(&fh.0) {
-            *slot = listing.clone();
+        let listing = listing(&*self.tree, &self.inodes, ino.0, &path).map_err(errno)?;
+        if self.page_cache.dir_served(ino.0, listing.clone()) {
+            self.invalidator.request();
+        }
+        if let Some(warmer) = &self.warmer {
+            warmer.listed(ino.0, &path);
         }
         Ok(listing)
     }
 
+    /// The content a read at `offset` of file `ino` slices: rendered anew
+    /// at offset 0 (seq_file's first read) and the buffer of that first
+    /// read further on (kept per open file); per inode and generation when
+    /// opens are not sent to us.
     fn file_content(
         &self,
+        ino: INodeNo,
         path: &str,
         fh: FileHandle,
         offset: u64,
     ) -> Result<Arc<[u8]>, fuser::Errno> {
+        if self.config.opens == Opens::Cached {
+            return self.cached_render(ino.0, path);
+        }
         if offset > 0 {
-            if let Some(Handle::File {
+            if let Some(OpenFile {
                 content: Some(content),
             }) = self.handles().open.get(&fh.0)
             {
@@ -207,8 +229,27 @@ impl MemhpFs {
             }
         }
         let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
-        if let Some(Handle::File { content: slot }) = self.handles().open.get_mut(&fh.0) {
+        if let Some(OpenFile { content: slot }) = self.handles().open.get_mut(&fh.0) {
             *slot = Some(content.clone());
+        }
+        Ok(content)
+    }
+
+    /// With [`Opens::Cached`]: the content of file `ino` as recorded at the
+    /// tree's current generation, or rendered and recorded now (the kernel
+    /// may cache what it is given; see [`PageCache`]).
+    fn cached_render(&self, ino: u64, path: &str) -> Result<Arc<[u8]>, fuser::Errno> {
+        let generation = self.tree.generation();
+        if let Some(content) = self.page_cache.file_content(ino, generation) {
+            return Ok(content);
+        }
+        let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
+        self.page_cache
+            .file_served(ino, content.clone(), generation);
+        if self.tree.generation() != generation {
+            // Rendered while the tree changed: whatever the kernel caches
+            // now must be compared again.
+            self.invalidator.request();
         }
         Ok(content)
     }
@@ -269,7 +310,7 @@ impl fuser::Filesystem for MemhpFs {
         };
         let ino = self.inodes.intern(parent.0, &path, &kind);
         let reported = self.reported(&path, kind);
-        let attr = attributes(ino, &reported.kind, reported.nlink, self.time);
+        let attr = self.attr_for(ino, &path, &reported);
         self.inodes.looked_up(ino, reported);
         reply.entry_with_ttls(
             &self.config.attr_ttl,
@@ -280,15 +321,19 @@ impl fuser::Filesystem for MemhpFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.inodes.forget(ino.0, nlookup);
+        if self.inodes.forget(ino.0, nlookup) {
+            self.page_cache.forget(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         // The kernel asks again after every read (a read invalidates atime).
         // What we last sent is still right unless the invalidator has seen
         // the tree change since, in which case it has cleared the record.
-        if let Some(reported) = self.inodes.reported(ino.0) {
-            let attr = attributes(ino.0, &reported.kind, reported.nlink, self.time);
+        if let (Some(reported), Some((path, _))) =
+            (self.inodes.reported(ino.0), self.inodes.get(ino.0))
+        {
+            let attr = self.attr_for(ino.0, &path, &reported);
             return reply.attr(&self.config.attr_ttl, &attr);
         }
         match self.current(ino) {
@@ -304,11 +349,11 @@ impl fuser::Filesystem for MemhpFs {
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -320,7 +365,17 @@ impl fuser::Filesystem for MemhpFs {
         }
         // A size change is O_TRUNC or truncate(2): attributes have no
         // storage to cut, so (as on sysfs) it succeeds and changes nothing.
-        // Times are accepted and not kept.
+        // Times are accepted and not kept. When opens are not sent to us,
+        // the truncation of an O_TRUNC open is where an open for writing
+        // is refused.
+        // (The kernel sends an O_TRUNC's truncation without a file handle,
+        // so truncate(2) of a read-only attribute is refused as well.)
+        if let (Some(_), Ok((path, _))) = (size, self.node(ino)) {
+            let fh = fh.unwrap_or(FileHandle(0));
+            if let Err(e) = self.access_without_open(&path, fh, false, true) {
+                return reply.error(e);
+            }
+        }
         match self.current(ino) {
             Ok((path, kind)) => self.reply_attr(ino, &path, kind, reply),
             Err(e) => reply.error(e),
@@ -416,13 +471,22 @@ impl fuser::Filesystem for MemhpFs {
             OpenAccMode::O_WRONLY => (false, true),
             OpenAccMode::O_RDWR => (true, true),
         };
+        if self.config.opens == Opens::Cached {
+            // ENOSYS: "opened, and do not send opens any more"
+            // (`fc->no_open`). Not checked here, so that the first open
+            // behaves like all later ones: refused at its first read,
+            // write or O_TRUNC.
+            return reply.error(fuser::Errno::ENOSYS);
+        }
         if let Err(e) = self.tree.open(&path, read, write) {
             return reply.error(errno(e));
         }
-        let fh = self.add_handle(Handle::File { content: None });
+        let fh = self.add_handle(OpenFile { content: None });
         // DIRECT_IO: reads return exactly the content and never come from
-        // the page cache. PARALLEL_DIRECT_WRITES: a write blocked in an
-        // offline must not hold the inode lock against a second writer.
+        // the page cache (which would make the kernel shrink the file's
+        // 4096-byte size to the content's). PARALLEL_DIRECT_WRITES: a write
+        // blocked in an offline must not hold the inode lock against a
+        // second writer.
         reply.opened(
             fh,
             FopenFlags::FOPEN_DIRECT_IO
@@ -446,7 +510,10 @@ impl fuser::Filesystem for MemhpFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
-        match self.file_content(&path, fh, offset) {
+        if let Err(e) = self.access_without_open(&path, fh, true, false) {
+            return reply.error(e);
+        }
+        match self.file_content(ino, &path, fh, offset) {
             Ok(content) => {
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
@@ -462,7 +529,7 @@ impl fuser::Filesystem for MemhpFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _offset: u64,
         data: &[u8],
         _write_flags: fuser::WriteFlags,
@@ -474,16 +541,24 @@ impl fuser::Filesystem for MemhpFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
+        if let Err(e) = self.access_without_open(&path, fh, false, true) {
+            return reply.error(e);
+        }
         if data.is_empty() {
             return reply.written(0);
         }
-        let cancel = self.inflight.token(req.unique().0);
+        let unique = req.unique().0;
+        let cancel = self.inflight.begin(unique, req.pid());
+        let inflight = self.inflight.clone();
         let data = data[..data.len().min(MAX_STORE)].to_vec();
         let tree = self.tree.clone();
         let invalidator = self.invalidator.clone();
         let sync_timeout = self.config.write_sync_timeout;
+        let ino = ino.0;
+        invalidator.write_begins(ino);
         self.writers.run(move || {
             let result = tree.write(&path, &data, &cancel);
+            inflight.end(unique);
             // Whoever wrote must not see caches older than the write.
             if !invalidator.sync(&*tree, sync_timeout) {
                 tracing::warn!(
@@ -498,6 +573,7 @@ impl fuser::Filesystem for MemhpFs {
                     reply.error(errno(e));
                 }
             }
+            invalidator.write_answered(ino);
         });
     }
 
@@ -539,21 +615,14 @@ impl fuser::Filesystem for MemhpFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let (path, node_type) = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        if node_type != NodeType::Dir {
-            return reply.error(fuser::Errno::ENOTDIR);
-        }
-        match self.listing(ino, &path) {
-            Ok(listing) => {
-                let fh = self.add_handle(Handle::Dir {
-                    listing,
-                    fresh: true,
-                });
-                reply.opened(fh, FopenFlags::empty());
+        match self.node(ino) {
+            Ok((_, NodeType::Dir)) => {
+                // ENOSYS: "opened, and do not send opendirs any more"
+                // (`fc->no_opendir`); the kernel then caches listings
+                // (`FOPEN_CACHE_DIR`), which the invalidator keeps current.
+                reply.error(fuser::Errno::ENOSYS)
             }
+            Ok(_) => reply.error(fuser::Errno::ENOTDIR),
             Err(e) => reply.error(e),
         }
     }
@@ -562,11 +631,11 @@ impl fuser::Filesystem for MemhpFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listing = match self.dir_listing_for_read(ino, fh, offset) {
+        let listing = match self.dir_listing_for_read(ino, offset) {
             Ok(listing) => listing,
             Err(e) => return reply.error(e),
         };
@@ -597,11 +666,11 @@ impl fuser::Filesystem for MemhpFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles().open.remove(&fh.0);
+        // Directories are never opened through us (see `opendir`).
         reply.ok();
     }
 

@@ -191,18 +191,19 @@ impl Inodes {
         table.nodes.get(ino as usize)?.as_ref()?.reported.clone()
     }
 
-    /// The kernel dropped `count` lookups of `ino`.
-    pub(crate) fn forget(&self, ino: u64, count: u64) {
+    /// The kernel dropped `count` lookups of `ino`. True if it holds none
+    /// any more (and with them the inode and its pages).
+    pub(crate) fn forget(&self, ino: u64, count: u64) -> bool {
         if ino == ROOT_INO {
-            return;
+            return false;
         }
         let mut table = self.lock();
         let Some(node) = table.nodes.get_mut(ino as usize).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
         node.lookups = node.lookups.saturating_sub(count);
         if node.lookups > 0 {
-            return;
+            return false;
         }
         node.reported = None;
         node.invalidated = false;
@@ -213,6 +214,7 @@ impl Inodes {
                 table.known_children.remove(&parent);
             }
         }
+        true
     }
 
     /// We told the kernel to drop its entry for `ino`, having seen it with

@@ -19,17 +19,14 @@
 //! the scan's notifications have reached the kernel.
 
 use crate::attr::dir_nlink;
+use crate::content::{listing, PageCache};
 use crate::inodes::{Inodes, NodeType, ROOT_INO};
-use crate::relay::NotifyDelivery;
 use fuser::{INodeNo, Notifier};
 use memhp_sysfs::vfs::{EntryKind, Tree};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// How long a scan waits for its notifications to reach the kernel.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Directories with more known children than this get a hash index for the
 /// comparison; smaller ones are searched linearly.
@@ -45,6 +42,18 @@ struct ScanState {
     requested: bool,
     /// The layout generation the last completed scan brought the kernel to.
     synced_layout: Option<u64>,
+    /// The generation the last completed scan brought cached contents to.
+    synced_generation: Option<u64>,
+    /// Something may have been cached that the last scan did not see:
+    /// compare contents at the next scan even if the generation is synced.
+    recheck: bool,
+    /// Files with writes in flight, and how many: the kernel may hold
+    /// their pages locked until the write is answered (a write through the
+    /// page cache, [`Opens::Cached`](crate::Opens::Cached)), so their
+    /// pages are dropped after the reply instead of by a scan.
+    writing: HashMap<u64, usize>,
+    /// Files whose pages to drop now that their writes were answered.
+    answered: Vec<u64>,
     stop: bool,
 }
 
@@ -54,20 +63,19 @@ pub(crate) struct ScanReport {
     pub(crate) dirs: usize,
     pub(crate) entries_invalidated: usize,
     pub(crate) inodes_invalidated: usize,
+    pub(crate) listings_invalidated: usize,
 }
 
 pub(crate) struct Invalidator {
     state: Mutex<ScanState>,
     cv: Condvar,
-    delivery: Arc<NotifyDelivery>,
 }
 
 impl Invalidator {
-    pub(crate) fn new(delivery: Arc<NotifyDelivery>) -> Invalidator {
+    pub(crate) fn new() -> Invalidator {
         Invalidator {
             state: Mutex::new(ScanState::default()),
             cv: Condvar::new(),
-            delivery,
         }
     }
 
@@ -81,8 +89,12 @@ impl Invalidator {
     /// or shutdown.
     pub(crate) fn sync(&self, tree: &dyn Tree, timeout: Duration) -> bool {
         let layout = tree.layout_generation();
+        let generation = tree.generation();
         let mut state = self.lock();
-        if state.synced_layout == Some(layout) {
+        if state.synced_layout == Some(layout)
+            && state.synced_generation == Some(generation)
+            && !state.recheck
+        {
             return true;
         }
         let target = state.started + 1;
@@ -93,6 +105,37 @@ impl Invalidator {
             .wait_timeout_while(state, timeout, |s| s.completed < target && !s.stop)
             .unwrap_or_else(|e| e.into_inner());
         state.completed >= target
+    }
+
+    /// A write to file `ino` is about to be handed to the tree.
+    pub(crate) fn write_begins(&self, ino: u64) {
+        *self.lock().writing.entry(ino).or_default() += 1;
+    }
+
+    /// The write to file `ino` was answered: drop its pages (they may hold
+    /// the written bytes over the old content) once no other write to it
+    /// is in flight.
+    pub(crate) fn write_answered(&self, ino: u64) {
+        let mut state = self.lock();
+        if let Some(n) = state.writing.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                state.writing.remove(&ino);
+                state.answered.push(ino);
+            }
+        }
+        drop(state);
+        self.cv.notify_all();
+    }
+
+    /// Compare cached contents with the tree at the next scan, and start
+    /// it now.
+    pub(crate) fn request(&self) {
+        let mut state = self.lock();
+        state.recheck = true;
+        state.requested = true;
+        drop(state);
+        self.cv.notify_all();
     }
 
     /// End [`Invalidator::run`] and wake all waiters.
@@ -106,15 +149,24 @@ impl Invalidator {
         &self,
         tree: &dyn Tree,
         inodes: &Inodes,
+        page_cache: &PageCache,
         notifier: &Notifier,
         poll_interval: Duration,
     ) {
-        let mut sent: u64 = 0;
+        // Nothing is cached before the first request: the kernel starts in
+        // line with the tree as it is now.
+        {
+            let mut state = self.lock();
+            state.synced_layout.get_or_insert(tree.layout_generation());
+            state.synced_generation.get_or_insert(tree.generation());
+        }
         loop {
             let state = self.lock();
             let (mut state, _) = self
                 .cv
-                .wait_timeout_while(state, poll_interval, |s| !s.requested && !s.stop)
+                .wait_timeout_while(state, poll_interval, |s| {
+                    !s.requested && !s.stop && s.answered.is_empty()
+                })
                 .unwrap_or_else(|e| e.into_inner());
             if state.stop {
                 break;
@@ -123,38 +175,99 @@ impl Invalidator {
             state.started += 1;
             let scan = state.started;
             let synced = state.synced_layout;
+            let synced_generation = state.synced_generation;
+            let recheck = std::mem::take(&mut state.recheck);
+            let answered = std::mem::take(&mut state.answered);
+            let writing: HashSet<u64> = state.writing.keys().copied().collect();
             drop(state);
+            let mut send = Sender { notifier };
+            for ino in answered {
+                page_cache.forget(ino);
+                send.pages(ino);
+            }
 
             // Read after `started` moved: a waiter that saw the old count
             // finished its change before this point.
             let layout = tree.layout_generation();
+            let generation = tree.generation();
             if synced != Some(layout) {
                 let begin = Instant::now();
-                let mut send = Sender {
-                    notifier,
-                    sent: &mut sent,
-                };
-                let report = scan_once(tree, inodes, &mut send);
-                if !self.delivery.wait_for(sent, DELIVERY_TIMEOUT) {
-                    tracing::warn!("cache invalidations not delivered within {DELIVERY_TIMEOUT:?}");
-                }
+                // A notification is processed by the kernel inside the
+                // write(2) that sends it: once the scan returns, the
+                // kernel's caches are in line.
+                let mut report = scan_once(tree, inodes, &mut send);
+                report.listings_invalidated = drop_stale_dirs(tree, inodes, page_cache, &mut send);
                 tracing::debug!(
                     layout,
                     dirs = report.dirs,
                     entries = report.entries_invalidated,
                     inodes = report.inodes_invalidated,
+                    listings = report.listings_invalidated,
                     elapsed_us = begin.elapsed().as_micros() as u64,
                     "cache invalidation scan"
                 );
             }
 
+            if recheck && synced == Some(layout) {
+                drop_stale_dirs(tree, inodes, page_cache, &mut send);
+            }
+            if recheck || synced_generation != Some(generation) {
+                let stale = stale_files(tree, inodes, page_cache);
+                if !stale.is_empty() {
+                    tracing::trace!(
+                        generation,
+                        files = stale.len(),
+                        "cached contents invalidated"
+                    );
+                }
+                // A file being written is dropped when its write is answered.
+                for ino in stale.into_iter().filter(|ino| !writing.contains(ino)) {
+                    send.pages(ino);
+                }
+            }
+
             let mut state = self.lock();
             state.completed = scan;
             state.synced_layout = Some(layout);
+            state.synced_generation = Some(generation);
             drop(state);
             self.cv.notify_all();
         }
     }
+}
+
+/// The cached files whose content changed (forgotten by `page_cache`).
+fn stale_files(tree: &dyn Tree, inodes: &Inodes, page_cache: &PageCache) -> Vec<u64> {
+    page_cache.stale_files(|inos| {
+        let paths: Vec<Option<Arc<str>>> = inos
+            .iter()
+            .map(|&ino| inodes.get(ino).map(|(p, _)| p))
+            .collect();
+        let known: Vec<&str> = paths.iter().flatten().map(|p| &**p).collect();
+        let mut read = tree.read_batch(&known).into_iter();
+        paths
+            .iter()
+            .map(|p| p.as_ref().and_then(|_| read.next()?.ok()))
+            .collect()
+    })
+}
+
+/// Drop the cached directory listings that changed (forgotten by
+/// `page_cache`); how many.
+fn drop_stale_dirs(
+    tree: &dyn Tree,
+    inodes: &Inodes,
+    page_cache: &PageCache,
+    send: &mut Sender<'_>,
+) -> usize {
+    let stale = page_cache.stale_dirs(|ino| {
+        let (path, _) = inodes.get(ino)?;
+        listing(tree, inodes, ino, &path).ok()
+    });
+    for &dir in &stale {
+        send.pages(dir);
+    }
+    stale.len()
 }
 
 /// Where a scan sends its invalidations.
@@ -165,22 +278,31 @@ pub(crate) trait Invalidate {
 
 struct Sender<'a> {
     notifier: &'a Notifier,
-    sent: &'a mut u64,
 }
 
 impl Invalidate for Sender<'_> {
     fn entry(&mut self, parent: u64, name: &str) {
         match self.notifier.inval_entry(INodeNo(parent), OsStr::new(name)) {
-            Ok(()) => *self.sent += 1,
+            Ok(()) => {}
             Err(e) => tracing::debug!(parent, name, error = %e, "inval_entry not sent"),
         }
     }
 
     fn attributes(&mut self, ino: u64) {
-        // Offset -1: attributes only; there is no page cache to drop.
+        // Offset -1: attributes only (cached pages are compared apart).
         match self.notifier.inval_inode(INodeNo(ino), -1, 0) {
-            Ok(()) => *self.sent += 1,
+            Ok(()) => {}
             Err(e) => tracing::debug!(ino, error = %e, "inval_inode not sent"),
+        }
+    }
+}
+
+impl Sender<'_> {
+    /// Drop the cached pages (content or listing) and attributes of `ino`.
+    fn pages(&mut self, ino: u64) {
+        match self.notifier.inval_inode(INodeNo(ino), 0, 0) {
+            Ok(()) => {}
+            Err(e) => tracing::debug!(ino, error = %e, "inval_inode (pages) not sent"),
         }
     }
 }

@@ -16,9 +16,9 @@
 //!
 //! Mounting needs root and `/dev/fuse`; no libfuse or `fusermount` is used.
 //!
-//! Inside: `fs` answers the FUSE operations; `relay` sits between
-//! `/dev/fuse` and fuser to receive `FUSE_INTERRUPT`, which fuser does not
-//! deliver (about 10 µs per request); `writers` runs writes off the request
+//! Inside: `fs` answers the FUSE operations; `interrupt` notices that the
+//! writer of a blocked write was signalled (fuser answers `FUSE_INTERRUPT`
+//! itself, with `ENOSYS`); `writers` runs writes off the request
 //! loop; `invalidate` keeps the kernel's entry and attribute caches in step
 //! with the tree (driven by [`Tree::layout_generation`]); `inodes` numbers
 //! paths; `mount` does mount(2)/umount2(2) and stale-mount recovery.
@@ -26,18 +26,19 @@
 //! [`Tree::layout_generation`]: memhp_sysfs::vfs::Tree::layout_generation
 
 mod attr;
+mod content;
 mod error;
 mod fs;
 mod inodes;
+mod interrupt;
 mod invalidate;
 mod mount;
 mod options;
-mod relay;
 mod session;
-mod wire;
+mod warm;
 mod writers;
 
 pub use error::FuseError;
 pub use mount::{recover_stale, unmount};
-pub use options::MountOptions;
+pub use options::{MountOptions, Opens};
 pub use session::{serve, spawn_mount, MountHandle};

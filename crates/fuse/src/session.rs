@@ -2,29 +2,68 @@
 //! dropping or unmounting the [`MountHandle`]) or in the foreground
 //! ([`serve`], which returns once the file system is unmounted).
 
+use crate::content::PageCache;
 use crate::error::FuseError;
 use crate::fs::{FsConfig, MemhpFs};
 use crate::inodes::Inodes;
+use crate::interrupt::InflightWrites;
 use crate::invalidate::Invalidator;
 use crate::mount;
 use crate::options::MountOptions;
-use crate::relay::{InflightWrites, NotifyDelivery, Relay};
+use crate::options::Opens;
+use crate::warm::Warmer;
 use memhp_sysfs::vfs::Tree;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// How long teardown waits for the `/dev/fuse` reader once fuser is done.
-const RELAY_GRACE: Duration = Duration::from_secs(1);
+/// The threads that serve beside fuser's request loop, each with the call
+/// that ends it.
+#[derive(Default)]
+struct Helpers {
+    threads: Vec<(JoinHandle<()>, StopFn)>,
+}
+
+/// Ends one helper thread's loop.
+type StopFn = Box<dyn Fn() + Send>;
+
+impl Helpers {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        body: impl FnOnce() + Send + 'static,
+        stop: impl Fn() + Send + 'static,
+    ) -> Result<(), FuseError> {
+        let handle = thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|source| FuseError::Session {
+                what: "starting a helper thread",
+                source,
+            })?;
+        self.threads.push((handle, Box::new(stop)));
+        Ok(())
+    }
+
+    /// Stop every thread, then wait for them.
+    fn stop(self) {
+        for (_, stop) in &self.threads {
+            stop();
+        }
+        for (handle, _) in self.threads {
+            let _ = handle.join();
+        }
+    }
+}
 
 /// A mounted, served tree.
 struct Running {
     mountpoint: PathBuf,
     session: fuser::Session<MemhpFs>,
-    relay: Relay,
     invalidator: Arc<Invalidator>,
-    invalidator_thread: JoinHandle<()>,
+    helpers: Helpers,
 }
 
 fn session_error(what: &'static str) -> impl FnOnce(std::io::Error) -> FuseError {
@@ -42,32 +81,29 @@ fn start(
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
 
     let inflight = Arc::new(InflightWrites::default());
-    let delivery = Arc::new(NotifyDelivery::default());
-    let (relay, fuser_end) = match Relay::start(dev, inflight.clone(), delivery.clone()) {
-        Ok(started) => started,
-        Err(source) => {
-            let _ = mount::detach(mountpoint);
-            return Err(session_error("starting the /dev/fuse relay")(source));
-        }
-    };
-
-    let invalidator = Arc::new(Invalidator::new(delivery));
+    let invalidator = Arc::new(Invalidator::new());
     let inodes = Arc::new(Inodes::new());
+    let page_cache = Arc::new(PageCache::default());
+    let warmer =
+        (options.opens == Opens::Cached).then(|| Arc::new(Warmer::new(mountpoint.to_path_buf())));
     let fs = MemhpFs::new(
         tree.clone(),
         inodes.clone(),
-        inflight,
+        inflight.clone(),
         invalidator.clone(),
+        page_cache.clone(),
+        warmer.clone(),
         FsConfig {
             entry_ttl: options.entry_ttl,
             attr_ttl: options.attr_ttl,
             write_sync_timeout: options.write_sync_timeout,
+            opens: options.opens,
         },
     );
     // The kernel queued FUSE_INIT at mount time; this answers it.
     let session = fuser::Session::from_fd(
         fs,
-        fuser_end,
+        OwnedFd::from(dev),
         fuser::SessionACL::All,
         fuser::Config::default(),
     );
@@ -75,33 +111,47 @@ fn start(
         Ok(session) => session,
         Err(source) => {
             let _ = mount::detach(mountpoint);
-            relay.stop(RELAY_GRACE);
             return Err(session_error("FUSE handshake")(source));
         }
     };
 
     let notifier = session.notifier();
     let poll_interval = options.poll_interval;
-    let scanner = invalidator.clone();
-    let invalidator_thread = thread::Builder::new()
-        .name("memhp-fuse-inval".into())
-        .spawn(move || scanner.run(&*tree, &inodes, &notifier, poll_interval));
-    let invalidator_thread = match invalidator_thread {
-        Ok(handle) => handle,
-        Err(source) => {
-            let _ = mount::detach(mountpoint);
-            drop(session);
-            relay.stop(RELAY_GRACE);
-            return Err(session_error("starting the invalidation thread")(source));
+    let mut helpers = Helpers::default();
+    let started = (|| {
+        let (scanner, stopper) = (invalidator.clone(), invalidator.clone());
+        helpers.spawn(
+            "memhp-fuse-inval",
+            move || scanner.run(&*tree, &inodes, &page_cache, &notifier, poll_interval),
+            move || stopper.stop(),
+        )?;
+        let (watcher, stopper) = (inflight.clone(), inflight.clone());
+        helpers.spawn(
+            "memhp-fuse-signals",
+            move || watcher.watch(),
+            move || stopper.stop(),
+        )?;
+        if let Some(warmer) = warmer {
+            let stopper = warmer.clone();
+            helpers.spawn(
+                "memhp-fuse-warm",
+                move || warmer.run(),
+                move || stopper.stop(),
+            )?;
         }
-    };
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = mount::detach(mountpoint);
+        helpers.stop();
+        return Err(e);
+    }
 
     Ok(Running {
         mountpoint: mountpoint.to_path_buf(),
         session,
-        relay,
         invalidator,
-        invalidator_thread,
+        helpers,
     })
 }
 
@@ -111,20 +161,19 @@ impl Running {
         let Running {
             mountpoint,
             session,
-            relay,
-            invalidator,
-            invalidator_thread,
+            invalidator: _,
+            helpers,
         } = self;
         let result = session.run().map_err(session_error("serving requests"));
-        if !relay.kernel_side_done() {
+        // fuser's loop ends cleanly (Ok) only when the kernel ends the
+        // connection, i.e. after an unmount.
+        if result.is_err() {
             // fuser stopped while still mounted: take the mount away so the
             // kernel stops queueing requests nobody will answer.
             tracing::error!(mountpoint = %mountpoint.display(), "FUSE session ended while mounted; detaching");
             let _ = mount::detach(&mountpoint);
         }
-        invalidator.stop();
-        let _ = invalidator_thread.join();
-        relay.stop(RELAY_GRACE);
+        helpers.stop();
         tracing::info!(mountpoint = %mountpoint.display(), "FUSE session ended");
         result
     }
@@ -162,7 +211,7 @@ pub fn spawn_mount(
         }),
         Err(source) => {
             // The closure owning the session is gone; unmounting ends the
-            // relay threads with the connection.
+            // connection.
             let _ = mount::detach(mountpoint);
             Err(session_error("starting the session thread")(source))
         }

@@ -171,6 +171,9 @@ fn rewinddir_sees_entries_added_since_the_directory_was_opened() {
         assert_eq!(count, 2, ". and .. only");
         m.tree
             .add("dyn/new", memhp_sysfs::vfs::EntryKind::File { mode: 0o444 });
+        // The kernel caches listings; a change made behind the file
+        // system's back reaches it by the next poll, or at once with a sync.
+        assert!(m.handle().sync_caches(std::time::Duration::from_secs(5)));
         libc::rewinddir(stream);
         let mut names = Vec::new();
         loop {

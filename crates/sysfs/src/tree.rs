@@ -460,6 +460,16 @@ impl SysfsTree {
     }
 }
 
+/// The content of the file at `path` in `sys`.
+fn read_path(sys: &System, path: &str) -> Result<Vec<u8>, Errno> {
+    let parts = split(path);
+    match lookup_in(sys, &parts) {
+        Some(EntryKind::File { .. }) => read_file(sys, &parts),
+        Some(EntryKind::Dir) => Err(Errno::EISDIR),
+        Some(EntryKind::Symlink { .. }) | None => Err(Errno::ENOENT),
+    }
+}
+
 impl Tree for SysfsTree {
     fn lookup(&self, path: &str) -> Option<EntryKind> {
         let parts = split(path);
@@ -495,12 +505,12 @@ impl Tree for SysfsTree {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        let parts = split(path);
-        self.shared.read(|sys| match lookup_in(sys, &parts) {
-            Some(EntryKind::File { .. }) => read_file(sys, &parts),
-            Some(EntryKind::Dir) => Err(Errno::EISDIR),
-            Some(EntryKind::Symlink { .. }) | None => Err(Errno::ENOENT),
-        })
+        self.shared.read(|sys| read_path(sys, path))
+    }
+
+    fn read_batch(&self, paths: &[&str]) -> Vec<Result<Vec<u8>, Errno>> {
+        self.shared
+            .read(|sys| paths.iter().map(|path| read_path(sys, path)).collect())
     }
 
     fn write(&self, path: &str, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {

@@ -123,6 +123,12 @@ pub trait Tree: Send + Sync {
     /// (e.g. `power/autosuspend_delay_ms` → `EIO`).
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno>;
 
+    /// [`Tree::read`] of many files at once, from one consistent state
+    /// (transports compare everything a kernel caches after each change).
+    fn read_batch(&self, paths: &[&str]) -> Vec<Result<Vec<u8>, Errno>> {
+        paths.iter().map(|p| self.read(p)).collect()
+    }
+
     /// One `write(2)` of `data` (already truncated to 4096 bytes by the
     /// caller if longer; a zero-length write never reaches here). Returns the
     /// byte count the kernel would return, or the errno. May block (an
