@@ -50,34 +50,39 @@ pub struct BenchReport {
     pub baseline_memmap: Duration,
 }
 
-pub fn run(tib: u64, cycles: u64) -> Result<BenchReport> {
+/// A 2 GiB qemu-pc machine (128 MiB blocks) with room for `tib` TiB of
+/// DIMMs, onlining hot-added memory movable with memmap_on_memory; and the
+/// base address of its DIMM region.
+pub fn big_machine(tib: u64) -> Result<(System, u64)> {
     let mut q = QemuPc::default();
     q.parse_mem_option(&format!("2G,slots=1,maxmem={}G", 2 + tib * 1024))?;
     let spec = q.machine(
         "memory_hotplug.memmap_on_memory=1 memhp_default_state=online_movable",
         KernelVersion::V6_1,
     )?;
-    let mut sys = System::boot(&spec)?;
-    let base = spec.dimm.context("no DIMM region")?.base;
+    let sys = System::boot(&spec)?;
+    Ok((sys, spec.dimm.context("no DIMM region")?.base))
+}
+
+/// Hot-add (and so online) `n` blocks one by one from `base`.
+pub fn add_blocks(sys: &mut System, base: u64, n: u64) -> Result<()> {
+    let bs = sys.block_size;
+    for i in 0..n {
+        let req = AddRequest::system_ram(0, base + i * bs, bs, true);
+        sys.add_memory(&req)
+            .map_err(|e| anyhow::anyhow!("add_memory block {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn run(tib: u64, cycles: u64) -> Result<BenchReport> {
+    let (mut sys, base) = big_machine(tib)?;
     let bs = sys.block_size;
     let nblocks = (tib << 40) / bs;
     let rss0 = rss_kib("VmRSS:");
 
     let t = Instant::now();
-    for i in 0..nblocks {
-        let req = AddRequest {
-            nid: 0,
-            start: base + i * bs,
-            size: bs,
-            resource_name: "System RAM".into(),
-            parent_resource: None,
-            group: None,
-            memmap_on_memory: true,
-            driver_offline_pages: 0,
-        };
-        sys.add_memory(&req)
-            .map_err(|e| anyhow::anyhow!("add_memory block {i}: {e}"))?;
-    }
+    add_blocks(&mut sys, base, nblocks)?;
     let add_online = t.elapsed();
     let online = sys
         .blocks
@@ -105,16 +110,7 @@ pub fn run(tib: u64, cycles: u64) -> Result<BenchReport> {
     let offline_remove = t.elapsed();
 
     // Cycle rate on one block.
-    let req = AddRequest {
-        nid: 0,
-        start: base,
-        size: bs,
-        resource_name: "System RAM".into(),
-        parent_resource: None,
-        group: None,
-        memmap_on_memory: false,
-        driver_offline_pages: 0,
-    };
+    let req = AddRequest::system_ram(0, base, bs, false);
     sys.params.default_online_type = OnlineType::Offline;
     sys.add_memory(&req).map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = base / bs;

@@ -35,6 +35,64 @@ fn kv(words: &[String]) -> Result<Map<String, Value>> {
 }
 
 /// Turn the words after `ctl` into a command and its arguments.
+const FAULT_USAGE: &str = "usage: memhp ctl fault add ACTION ERRNO [always|once|every=N|probability=P] [seed=S] [priority=P] | fault remove ID | fault list";
+
+/// `fault add|remove|list ...`.
+fn fault(rest: &[String]) -> Result<(String, Value)> {
+    match rest {
+        [sub, action, errno, opts @ ..] if sub == "add" => {
+            let error: i64 = errno
+                .parse()
+                .with_context(|| format!("fault add: ERRNO must be an integer, got {errno:?}"))?;
+            let mut args = Map::new();
+            args.insert("action".into(), json!(action));
+            args.insert("error".into(), json!(error));
+            for o in opts {
+                let number = |v: &str| -> Result<Value> {
+                    v.parse::<u64>()
+                        .map(Value::from)
+                        .with_context(|| format!("fault add: {o:?} needs a non-negative integer"))
+                };
+                match o.split_once('=') {
+                    None if o == "always" || o == "once" => {
+                        args.insert("mode".into(), json!(o));
+                    }
+                    Some(("every", n)) => {
+                        args.insert("mode".into(), json!("every"));
+                        args.insert("n".into(), number(n)?);
+                    }
+                    Some(("probability", p)) => {
+                        let p: f64 = p
+                            .parse()
+                            .with_context(|| format!("fault add: {o:?} needs a number"))?;
+                        args.insert("mode".into(), json!("probability"));
+                        args.insert("p".into(), json!(p));
+                    }
+                    Some(("seed", v)) => {
+                        args.insert("seed".into(), number(v)?);
+                    }
+                    Some(("priority", v)) => {
+                        let p: i64 = v
+                            .parse()
+                            .with_context(|| format!("fault add: {o:?} needs an integer"))?;
+                        args.insert("priority".into(), json!(p));
+                    }
+                    _ => bail!("fault add: unknown option {o:?}\n{FAULT_USAGE}"),
+                }
+            }
+            Ok(("fault-add".into(), Value::Object(args)))
+        }
+        [sub, id] if sub == "remove" => {
+            let id: u64 = id
+                .parse()
+                .with_context(|| format!("fault remove: ID must be a number, got {id:?}"))?;
+            Ok(("fault-remove".into(), json!({ "id": id })))
+        }
+        [sub] if sub == "list" => Ok(("fault-list".into(), json!({}))),
+        _ => bail!("{FAULT_USAGE}"),
+    }
+}
+
 pub fn parse(words: &[String]) -> Result<(String, Value)> {
     let Some(verb) = words.first() else {
         bail!("missing command (try: query, hotadd, unplug, vmem-resize, klog, events)")
@@ -76,6 +134,7 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
                 .context("inject: ERRNO must be an integer in -4095..0")?;
             ("inject".into(), json!({"action": rest[0], "error": e}))
         }
+        "fault" => fault(rest)?,
         "workload" => {
             need(
                 4,

@@ -1,6 +1,7 @@
 //! `memhp`: Linux memory hotplug in user space.
 
 mod bench;
+mod bench_fuse;
 mod check;
 mod ctl;
 mod daemon;
@@ -121,6 +122,19 @@ enum Command {
         /// Online/offline cycles for the rate measurement.
         #[arg(long, default_value_t = 200_000)]
         cycles: u64,
+        /// Also measure the FUSE transport (root, /dev/fuse and lsmem
+        /// needed): lsmem vs plain files, a full scan, write cycles.
+        #[arg(long)]
+        fuse: bool,
+        /// Memory blocks of the lsmem machine (with --fuse).
+        #[arg(long, default_value_t = 16_288)]
+        lsmem_blocks: u64,
+        /// Memory blocks of the full-scan machine (with --fuse).
+        #[arg(long, default_value_t = 65_536)]
+        scan_blocks: u64,
+        /// Write cycles through the mount (with --fuse).
+        #[arg(long, default_value_t = 5_000)]
+        fuse_cycles: u64,
     },
 }
 
@@ -297,7 +311,19 @@ fn run() -> Result<()> {
             let n = dump_io::capture(&sysroot, &out)?;
             eprintln!("memhp: wrote {n} files to {}", out.display());
         }
-        Command::Bench { tib, cycles } => bench::print(&bench::run(tib, cycles)?),
+        Command::Bench {
+            tib,
+            cycles,
+            fuse,
+            lsmem_blocks,
+            scan_blocks,
+            fuse_cycles,
+        } => {
+            bench::print(&bench::run(tib, cycles)?);
+            if fuse {
+                bench_fuse::print(&bench_fuse::run(lsmem_blocks, scan_blocks, fuse_cycles)?);
+            }
+        }
     }
     Ok(())
 }

@@ -230,6 +230,9 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     });
     std::fs::write(dir.join("boot.log"), bootlog)?;
     std::fs::write(dir.join("bootblocks"), bootblocks)?;
+    for fifo in ["oh.req", "oh.resp"] {
+        make_fifo(&dir.join(fifo))?;
+    }
 
     // The script: helpers, then the steps.
     // The guest reaches this binary through a bind mount in the run
@@ -378,6 +381,18 @@ impl Drop for RunDir {
         let _ = memhp_fuse::unmount(&self.0.join("root"));
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A FIFO at `path` (for the resident guest helper).
+fn make_fifo(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mkfifo {}", path.display()));
+    }
+    Ok(())
 }
 
 fn tempdir() -> Result<PathBuf> {

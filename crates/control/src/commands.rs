@@ -61,7 +61,75 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "make migration of a block fail: block, failure (enomem|eagain|none)",
     ),
     ("hwpoison", "poison one free page of a block: block"),
+    (
+        "fault-add",
+        "fail a memory notifier event: action (MEM_*), error (-4095..-1), mode (always|once|every|probability), n (every), p and seed (probability), priority",
+    ),
+    ("fault-remove", "remove a fault rule: id"),
+    ("fault-list", "the fault rules with their match and fire counts"),
 ];
+
+fn fault_json(f: &memhp_model::fault::ActiveFault) -> Value {
+    use memhp_model::fault::FaultMode;
+    let mut v = json!({
+        "id": f.id.0,
+        "action": f.rule.action.name(),
+        "error": f.rule.errno,
+        "priority": f.priority,
+        "matched": f.counts().matched,
+        "fired": f.counts().fired,
+    });
+    let mode = match f.rule.mode {
+        FaultMode::Always => json!({"mode": "always"}),
+        FaultMode::Once => json!({"mode": "once"}),
+        FaultMode::EveryNth(n) => json!({"mode": "every", "n": n}),
+        FaultMode::Probability { p, seed } => json!({"mode": "probability", "p": p, "seed": seed}),
+    };
+    if let (Value::Object(v), Value::Object(m)) = (&mut v, mode) {
+        v.extend(m);
+    }
+    v
+}
+
+fn fault_add(host: &Host, args: &Map<String, Value>) -> Result<Value, CommandError> {
+    use memhp_model::events::MemAction;
+    use memhp_model::fault::{FaultMode, FaultRule};
+    let name = str_arg(args, "action")?;
+    let action = MemAction::from_name(&name)
+        .ok_or_else(|| generic(format!("no memory notifier action '{name}'")))?;
+    let error = arg(args, "error")?
+        .as_i64()
+        .ok_or_else(|| generic("'error' must be an integer"))?;
+    let mode = match args.get("mode").and_then(Value::as_str).unwrap_or("always") {
+        "always" => FaultMode::Always,
+        "once" => FaultMode::Once,
+        "every" => FaultMode::EveryNth(u64_arg(args, "n")?),
+        "probability" => FaultMode::Probability {
+            p: arg(args, "p")?
+                .as_f64()
+                .ok_or_else(|| generic("'p' must be a number"))?,
+            seed: opt_u64(args, "seed")?.unwrap_or(0),
+        },
+        m => {
+            return Err(generic(format!(
+                "no fault mode '{m}' (always, once, every, probability)"
+            )))
+        }
+    };
+    let priority = match args.get("priority") {
+        None => 0,
+        Some(v) => v
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| generic("'priority' must be a 32-bit integer"))?,
+    };
+    let rule = FaultRule::new(action, error, mode).map_err(|e| generic(e.to_string()))?;
+    let id = host
+        .shared
+        .modify(|s| s.add_fault(rule, priority))
+        .map_err(|e| generic(e.to_string()))?;
+    Ok(json!({"id": id.0}))
+}
 
 fn arg<'a>(args: &'a Map<String, Value>, name: &str) -> Result<&'a Value, CommandError> {
     args.get(name)
@@ -250,6 +318,19 @@ pub fn dispatch(
                 }
             });
             return Ok(json!({}));
+        }
+        "fault-add" => return fault_add(host, args),
+        "fault-remove" => {
+            let id = memhp_model::notifier::NotifierId(u64_arg(args, "id")?);
+            host.shared
+                .modify(|s| s.remove_fault(id))
+                .map_err(|e| generic(e.to_string()))?;
+            return Ok(json!({}));
+        }
+        "fault-list" => {
+            return Ok(host
+                .shared
+                .read(|s| Value::Array(s.faults.iter().map(fault_json).collect())))
         }
         "workload" => {
             let op = str_arg(args, "op")?;

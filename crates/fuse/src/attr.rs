@@ -1,7 +1,8 @@
 //! Attributes as sysfs reports them: directories 0755 with a link count of
 //! two plus their subdirectories, attributes with their mode and a size of
 //! 4096 whatever their content, symlinks 0777 sized by their target; all
-//! owned by root, all with the same timestamp (the mount time).
+//! owned by root, all with the same timestamp (the mount time) until what
+//! the kernel caches of them changes (see `fs::MemhpFs::attr_for`).
 
 use memhp_sysfs::vfs::EntryKind;
 use std::time::SystemTime;

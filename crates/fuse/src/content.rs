@@ -4,8 +4,10 @@
 //! listings cached by the kernel, `FOPEN_CACHE_DIR`).
 //!
 //! A read of a cached page never reaches us, so whenever the tree changes
-//! the invalidator compares what we served with what the tree holds now and
-//! drops exactly the pages that differ (`FUSE_NOTIFY_INVAL_INODE`). The
+//! the invalidator compares what we served with what the tree holds now;
+//! for each file that differs it moves the file's version (reported as its
+//! mtime) and drops its attributes: the kernel fetches them at the next
+//! access, sees the new mtime and drops the pages (`FUSE_AUTO_INVAL_DATA`). The
 //! served content doubles as the `seq_file` buffer of reads past offset 0,
 //! which arrive without a file handle when opens are not sent to us.
 
@@ -69,6 +71,10 @@ enum Served {
 #[derive(Default)]
 pub(crate) struct Records {
     by_ino: HashMap<u64, Served>,
+    /// How often each inode's cached pages were dropped (never reset:
+    /// the kernel must never see an old version again). It is the
+    /// inode's mtime, which is how the kernel learns to drop them.
+    versions: HashMap<u64, u64>,
 }
 
 /// The record of served contents and listings, by inode.
@@ -198,7 +204,19 @@ impl PageCache {
         let mut inner = self.lock();
         for ino in inos {
             inner.by_ino.remove(ino);
+            *inner.versions.entry(*ino).or_default() += 1;
         }
+    }
+
+    /// The kernel's pages of `ino` may differ from the tree (a write went
+    /// through them): forget what was served and move its version.
+    pub(crate) fn written(&self, ino: u64) {
+        self.forget_all(&[ino]);
+    }
+
+    /// The version of `ino`'s content: its mtime offset.
+    pub(crate) fn version(&self, ino: u64) -> u64 {
+        self.lock().versions.get(&ino).copied().unwrap_or(0)
     }
 
     #[cfg(test)]
@@ -233,6 +251,7 @@ mod tests {
         };
         assert_eq!(cache.stale_files(now), vec![5]);
         assert_eq!(cache.stale_files(now), Vec::<u64>::new());
+        assert_eq!((cache.version(5), cache.version(6)), (1, 0));
         assert_eq!(cache.len(), 1);
     }
 

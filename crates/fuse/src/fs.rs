@@ -143,13 +143,20 @@ impl MemhpFs {
         Reported { kind, nlink }
     }
 
-    /// The attributes of inode `ino` at `path`. With [`Opens::Cached`] a
+    /// The attributes of inode `ino` at `path`: mtime and ctime move with
+    /// the version of what the kernel may cache of it. With [`Opens::Cached`] a
     /// file's size is its content's length (recorded like served content),
     /// not sysfs's 4096: the kernel sets the size of a cached file to where
     /// a read came up short, and drops its pages whenever a later
     /// attribute reply disagrees, which would make every `stat` cost a read.
     fn attr_for(&self, ino: u64, path: &str, reported: &Reported) -> fuser::FileAttr {
         let mut attr = attributes(ino, &reported.kind, reported.nlink, self.time);
+        // The version of what the kernel may cache (a listing; a file's
+        // content with `Opens::Cached`): 0 (the mount time) until it
+        // changes.
+        let version = Duration::from_nanos(self.page_cache.version(ino));
+        attr.mtime += version;
+        attr.ctime += version;
         // A file that cannot be read keeps 4096, so that a read reaches us
         // (and fails as it should) instead of ending at size 0.
         if self.config.opens == Opens::Cached
@@ -286,6 +293,15 @@ fn may_access(kind: &EntryKind, mask: AccessFlags, uid: u32, gid: u32) -> bool {
 
 impl fuser::Filesystem for MemhpFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Drop a directory's cached listing, or a cached file's pages, when
+        // its mtime or size changes (see `content`); without it they would
+        // be kept.
+        if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_AUTO_INVAL_DATA) {
+            tracing::warn!(
+                ?missing,
+                "kernel lacks FUSE_AUTO_INVAL_DATA; cached listings may go stale"
+            );
+        }
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
             let _ = config.set_max_write(nearest);
         }
@@ -555,10 +571,15 @@ impl fuser::Filesystem for MemhpFs {
         let invalidator = self.invalidator.clone();
         let sync_timeout = self.config.write_sync_timeout;
         let ino = ino.0;
-        invalidator.write_begins(ino);
+        let page_cache = self.page_cache.clone();
         self.writers.run(move || {
             let result = tree.write(&path, &data, &cancel);
             inflight.end(unique);
+            // A write through the page cache (`Opens::Cached`) leaves the
+            // written bytes in the file's page, whatever the tree made of
+            // them; the kernel refreshes the attributes of a written file,
+            // and the new version (mtime) makes it drop that page.
+            page_cache.written(ino);
             // Whoever wrote must not see caches older than the write.
             if !invalidator.sync(&*tree, sync_timeout) {
                 tracing::warn!(
@@ -573,7 +594,6 @@ impl fuser::Filesystem for MemhpFs {
                     reply.error(errno(e));
                 }
             }
-            invalidator.write_answered(ino);
         });
     }
 

@@ -34,11 +34,7 @@ const INDEX_THRESHOLD: usize = 8;
 
 #[derive(Default)]
 struct ScanState {
-    /// Scans started / completed so far (a waiter needs one that started
-    /// after its change).
-    started: u64,
-    completed: u64,
-    /// Someone waits for a scan: start one now rather than at the next tick.
+    /// Someone wants a scan: start one now rather than at the next tick.
     requested: bool,
     /// The layout generation the last completed scan brought the kernel to.
     synced_layout: Option<u64>,
@@ -47,13 +43,6 @@ struct ScanState {
     /// Something may have been cached that the last scan did not see:
     /// compare contents at the next scan even if the generation is synced.
     recheck: bool,
-    /// Files with writes in flight, and how many: the kernel may hold
-    /// their pages locked until the write is answered (a write through the
-    /// page cache, [`Opens::Cached`](crate::Opens::Cached)), so their
-    /// pages are dropped after the reply instead of by a scan.
-    writing: HashMap<u64, usize>,
-    /// Files whose pages to drop now that their writes were answered.
-    answered: Vec<u64>,
     stop: bool,
 }
 
@@ -66,9 +55,20 @@ pub(crate) struct ScanReport {
     pub(crate) listings_invalidated: usize,
 }
 
+/// What a scan compares and where it sends invalidations.
+pub(crate) struct ScanContext {
+    pub(crate) tree: Arc<dyn Tree>,
+    pub(crate) inodes: Arc<Inodes>,
+    pub(crate) page_cache: Arc<PageCache>,
+    pub(crate) notifier: Notifier,
+}
+
 pub(crate) struct Invalidator {
     state: Mutex<ScanState>,
     cv: Condvar,
+    /// Held for the whole of a scan (scans never overlap); `None` until
+    /// the session exists, and again after [`Invalidator::stop`].
+    context: Mutex<Option<ScanContext>>,
 }
 
 impl Invalidator {
@@ -76,6 +76,7 @@ impl Invalidator {
         Invalidator {
             state: Mutex::new(ScanState::default()),
             cv: Condvar::new(),
+            context: Mutex::new(None),
         }
     }
 
@@ -83,49 +84,48 @@ impl Invalidator {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Make the kernel's caches reflect the tree as it is now: returns at
-    /// once if nothing changed since the last scan, otherwise waits (up to
-    /// `timeout`) for a scan that starts after this call. False on timeout
-    /// or shutdown.
-    pub(crate) fn sync(&self, tree: &dyn Tree, timeout: Duration) -> bool {
-        let layout = tree.layout_generation();
-        let generation = tree.generation();
+    /// Start scanning with `context`. Nothing is cached before the first
+    /// request, so the kernel starts in line with the tree as it is now.
+    pub(crate) fn attach(&self, context: ScanContext) {
         let mut state = self.lock();
-        if state.synced_layout == Some(layout)
-            && state.synced_generation == Some(generation)
+        state.synced_layout = Some(context.tree.layout_generation());
+        state.synced_generation = Some(context.tree.generation());
+        drop(state);
+        *self.context.lock().unwrap_or_else(|e| e.into_inner()) = Some(context);
+    }
+
+    fn synced(&self, tree: &dyn Tree) -> bool {
+        let state = self.lock();
+        state.synced_layout == Some(tree.layout_generation())
+            && state.synced_generation == Some(tree.generation())
             && !state.recheck
-        {
+    }
+
+    /// Make the kernel's caches reflect the tree as it is now: returns at
+    /// once if nothing changed since the last scan, otherwise scans on the
+    /// calling thread (after any scan under way). A notification is
+    /// processed by the kernel inside the write(2) that sends it (and
+    /// ours never wait for a page lock), so when this returns no reader
+    /// sees anything older than the tree at the time of the call. False
+    /// after [`Invalidator::stop`]. (`_timeout` is kept for callers that
+    /// bound their wait; a scan does not block.)
+    pub(crate) fn sync(&self, tree: &dyn Tree, _timeout: Duration) -> bool {
+        if self.synced(tree) {
             return true;
         }
-        let target = state.started + 1;
-        state.requested = true;
-        self.cv.notify_all();
-        let (state, _) = self
-            .cv
-            .wait_timeout_while(state, timeout, |s| s.completed < target && !s.stop)
-            .unwrap_or_else(|e| e.into_inner());
-        state.completed >= target
+        self.scan_now()
     }
 
-    /// A write to file `ino` is about to be handed to the tree.
-    pub(crate) fn write_begins(&self, ino: u64) {
-        *self.lock().writing.entry(ino).or_default() += 1;
-    }
-
-    /// The write to file `ino` was answered: drop its pages (they may hold
-    /// the written bytes over the old content) once no other write to it
-    /// is in flight.
-    pub(crate) fn write_answered(&self, ino: u64) {
-        let mut state = self.lock();
-        if let Some(n) = state.writing.get_mut(&ino) {
-            *n -= 1;
-            if *n == 0 {
-                state.writing.remove(&ino);
-                state.answered.push(ino);
+    /// Run one scan now; false if stopped.
+    fn scan_now(&self) -> bool {
+        let context = self.context.lock().unwrap_or_else(|e| e.into_inner());
+        match context.as_ref() {
+            Some(context) => {
+                self.scan(context);
+                true
             }
+            None => false,
         }
-        drop(state);
-        self.cv.notify_all();
     }
 
     /// Compare cached contents with the tree at the next scan, and start
@@ -138,101 +138,85 @@ impl Invalidator {
         self.cv.notify_all();
     }
 
-    /// End [`Invalidator::run`] and wake all waiters.
+    /// End [`Invalidator::run`], and scanning.
     pub(crate) fn stop(&self) {
         self.lock().stop = true;
         self.cv.notify_all();
+        *self.context.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// The scanning loop; returns after [`Invalidator::stop`].
-    pub(crate) fn run(
-        &self,
-        tree: &dyn Tree,
-        inodes: &Inodes,
-        page_cache: &PageCache,
-        notifier: &Notifier,
-        poll_interval: Duration,
-    ) {
-        // Nothing is cached before the first request: the kernel starts in
-        // line with the tree as it is now.
-        {
-            let mut state = self.lock();
-            state.synced_layout.get_or_insert(tree.layout_generation());
-            state.synced_generation.get_or_insert(tree.generation());
-        }
+    /// The polling loop (changes made behind the file system's back: a
+    /// control socket); returns after [`Invalidator::stop`].
+    pub(crate) fn run(&self, poll_interval: Duration) {
         loop {
             let state = self.lock();
             let (mut state, _) = self
                 .cv
-                .wait_timeout_while(state, poll_interval, |s| {
-                    !s.requested && !s.stop && s.answered.is_empty()
-                })
+                .wait_timeout_while(state, poll_interval, |s| !s.requested && !s.stop)
                 .unwrap_or_else(|e| e.into_inner());
             if state.stop {
                 break;
             }
             state.requested = false;
-            state.started += 1;
-            let scan = state.started;
-            let synced = state.synced_layout;
-            let synced_generation = state.synced_generation;
-            let recheck = std::mem::take(&mut state.recheck);
-            let answered = std::mem::take(&mut state.answered);
-            let writing: HashSet<u64> = state.writing.keys().copied().collect();
             drop(state);
-            let mut send = Sender { notifier };
-            for ino in answered {
-                page_cache.forget(ino);
-                send.pages(ino);
+            if !self.scan_now() {
+                break;
             }
+        }
+    }
 
-            // Read after `started` moved: a waiter that saw the old count
-            // finished its change before this point.
-            let layout = tree.layout_generation();
-            let generation = tree.generation();
-            if synced != Some(layout) {
-                let begin = Instant::now();
-                // A notification is processed by the kernel inside the
-                // write(2) that sends it: once the scan returns, the
-                // kernel's caches are in line.
-                let mut report = scan_once(tree, inodes, &mut send);
-                report.listings_invalidated = drop_stale_dirs(tree, inodes, page_cache, &mut send);
-                tracing::debug!(
-                    layout,
-                    dirs = report.dirs,
-                    entries = report.entries_invalidated,
-                    inodes = report.inodes_invalidated,
-                    listings = report.listings_invalidated,
-                    elapsed_us = begin.elapsed().as_micros() as u64,
-                    "cache invalidation scan"
+    /// One scan (the caller holds the context lock).
+    fn scan(&self, context: &ScanContext) {
+        let ScanContext {
+            tree,
+            inodes,
+            page_cache,
+            notifier,
+        } = context;
+        let (tree, inodes, page_cache) = (&**tree, &**inodes, &**page_cache);
+        let mut state = self.lock();
+        let synced = state.synced_layout;
+        let synced_generation = state.synced_generation;
+        let recheck = std::mem::take(&mut state.recheck);
+        // Read under the lock: a change made before this point is seen.
+        let layout = tree.layout_generation();
+        let generation = tree.generation();
+        drop(state);
+        let mut send = Sender { notifier };
+
+        if synced != Some(layout) {
+            let begin = Instant::now();
+            let mut report = scan_once(tree, inodes, &mut send);
+            report.listings_invalidated = drop_stale_dirs(tree, inodes, page_cache, &mut send);
+            tracing::debug!(
+                layout,
+                dirs = report.dirs,
+                entries = report.entries_invalidated,
+                inodes = report.inodes_invalidated,
+                listings = report.listings_invalidated,
+                elapsed_us = begin.elapsed().as_micros() as u64,
+                "cache invalidation scan"
+            );
+        } else if recheck {
+            drop_stale_dirs(tree, inodes, page_cache, &mut send);
+        }
+        if recheck || synced_generation != Some(generation) {
+            let stale = stale_files(tree, inodes, page_cache);
+            if !stale.is_empty() {
+                tracing::trace!(
+                    generation,
+                    files = stale.len(),
+                    "cached contents invalidated"
                 );
             }
-
-            if recheck && synced == Some(layout) {
-                drop_stale_dirs(tree, inodes, page_cache, &mut send);
+            for ino in stale {
+                send.pages(ino);
             }
-            if recheck || synced_generation != Some(generation) {
-                let stale = stale_files(tree, inodes, page_cache);
-                if !stale.is_empty() {
-                    tracing::trace!(
-                        generation,
-                        files = stale.len(),
-                        "cached contents invalidated"
-                    );
-                }
-                // A file being written is dropped when its write is answered.
-                for ino in stale.into_iter().filter(|ino| !writing.contains(ino)) {
-                    send.pages(ino);
-                }
-            }
-
-            let mut state = self.lock();
-            state.completed = scan;
-            state.synced_layout = Some(layout);
-            state.synced_generation = Some(generation);
-            drop(state);
-            self.cv.notify_all();
         }
+
+        let mut state = self.lock();
+        state.synced_layout = Some(layout);
+        state.synced_generation = Some(generation);
     }
 }
 
@@ -298,12 +282,15 @@ impl Invalidate for Sender<'_> {
 }
 
 impl Sender<'_> {
-    /// Drop the cached pages (content or listing) and attributes of `ino`.
+    /// Make the kernel drop the cached pages (content or listing) of
+    /// `ino`, whose version [`PageCache`] has moved: by dropping its
+    /// attributes, so that the next access fetches them, sees a new
+    /// mtime (and maybe size) and drops the pages itself
+    /// (`FUSE_AUTO_INVAL_DATA`). Invalidating the pages directly would
+    /// wait for their locks, which a write through the page cache holds
+    /// until we answer it.
     fn pages(&mut self, ino: u64) {
-        match self.notifier.inval_inode(INodeNo(ino), 0, 0) {
-            Ok(()) => {}
-            Err(e) => tracing::debug!(ino, error = %e, "inval_inode (pages) not sent"),
-        }
+        self.attributes(ino);
     }
 }
 

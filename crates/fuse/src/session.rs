@@ -7,7 +7,7 @@ use crate::error::FuseError;
 use crate::fs::{FsConfig, MemhpFs};
 use crate::inodes::Inodes;
 use crate::interrupt::InflightWrites;
-use crate::invalidate::Invalidator;
+use crate::invalidate::{Invalidator, ScanContext};
 use crate::mount;
 use crate::options::MountOptions;
 use crate::options::Opens;
@@ -115,14 +115,19 @@ fn start(
         }
     };
 
-    let notifier = session.notifier();
+    invalidator.attach(ScanContext {
+        tree,
+        inodes,
+        page_cache,
+        notifier: session.notifier(),
+    });
     let poll_interval = options.poll_interval;
     let mut helpers = Helpers::default();
     let started = (|| {
         let (scanner, stopper) = (invalidator.clone(), invalidator.clone());
         helpers.spawn(
             "memhp-fuse-inval",
-            move || scanner.run(&*tree, &inodes, &page_cache, &notifier, poll_interval),
+            move || scanner.run(poll_interval),
             move || stopper.stop(),
         )?;
         let (watcher, stopper) = (inflight.clone(), inflight.clone());

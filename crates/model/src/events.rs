@@ -60,6 +60,21 @@ pub enum MemAction {
 }
 
 impl MemAction {
+    /// Every action, in the order of the kernel's `MEM_*` values.
+    pub const ALL: [MemAction; 6] = [
+        MemAction::Online,
+        MemAction::GoingOffline,
+        MemAction::Offline,
+        MemAction::GoingOnline,
+        MemAction::CancelOnline,
+        MemAction::CancelOffline,
+    ];
+
+    /// The action named `name` (`MEM_GOING_ONLINE`, ...).
+    pub fn from_name(name: &str) -> Option<MemAction> {
+        MemAction::ALL.into_iter().find(|a| a.name() == name)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             MemAction::Online => "MEM_ONLINE",

@@ -34,6 +34,23 @@ pub struct AddRequest {
     pub driver_offline_pages: u64,
 }
 
+impl AddRequest {
+    /// `add_memory(nid, start, size, mhp_flags)` of plain `System RAM`, as
+    /// the ACPI memory device driver asks for it.
+    pub fn system_ram(nid: u32, start: u64, size: u64, memmap_on_memory: bool) -> AddRequest {
+        AddRequest {
+            nid,
+            start,
+            size,
+            resource_name: "System RAM".into(),
+            parent_resource: None,
+            group: None,
+            memmap_on_memory,
+            driver_offline_pages: 0,
+        }
+    }
+}
+
 /// A range added by `add_memory*`, remembered for removal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotRange {

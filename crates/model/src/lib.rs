@@ -12,6 +12,7 @@ mod bootlog;
 pub mod cmdline;
 pub mod dump;
 pub mod events;
+pub mod fault;
 pub mod hotadd;
 pub mod hotplug;
 pub mod iomem;

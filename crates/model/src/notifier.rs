@@ -284,10 +284,11 @@ pub fn boot_chain_6_1() -> MemoryChain {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn arg() -> MemoryNotify {
+    /// A `struct memory_notify` for one 128 MiB block at 4 GiB.
+    pub(crate) fn arg() -> MemoryNotify {
         MemoryNotify {
             start_pfn: 0x100000,
             nr_pages: 32768,

@@ -139,6 +139,9 @@ pub struct System {
     /// The memory notifier chain (callbacks are not serialised).
     #[serde(skip)]
     pub memory_chain: crate::notifier::MemoryChain,
+    /// memhp's own fault rules on the memory chain (`fault.rs`).
+    #[serde(skip)]
+    pub faults: Vec<crate::fault::ActiveFault>,
     pub wmark: Watermarks,
     /// Boot-log lines (what `dmesg` showed before the first `klog`).
     pub bootlog: Vec<String>,
@@ -186,6 +189,7 @@ impl System {
             events: EventLog::default(),
             injection: NotifierInjection::default(),
             memory_chain: crate::notifier::boot_chain_6_1(),
+            faults: Vec::new(),
             wmark: Watermarks::default(),
             bootlog: Vec::new(),
             generation: 0,

@@ -4,6 +4,9 @@
 #
 # Environment (set by the runner before sourcing this file):
 #   OHELPER           helper command, word-split     (default: memhp ohelper)
+#   MEMHP_OH_DIR      directory with FIFOs oh.req and oh.resp: run the helper
+#                     as a resident process ("$OHELPER serve") instead of
+#                     once per call (unset: once per call)
 #   M                 memory block directory         (default: /sys/devices/system/memory)
 #   N                 node directory                 (default: /sys/devices/system/node)
 #   MEMHP_PARAMS_DIR  memory_hotplug parameters      (default: /sys/module/memory_hotplug/parameters)
@@ -19,6 +22,44 @@
 # Host steps: "host N" prints "@@WAIT N" and waits for a line "GO N" on fd 3.
 
 : "${OHELPER:=memhp ohelper}"
+
+# _mh_oh ARGS...     the helper: through the resident helper when the runner
+#                    provided its FIFOs (MEMHP_OH_DIR/oh.req, oh.resp) and
+#                    this is the main shell (a subshell, e.g. a background
+#                    job, would share them), as a program otherwise
+_mh_oh() {
+	if [ -n "${_MH_OH_SHELL:-}" ]; then
+		read -r _mh_self _mh_rest </proc/self/stat
+		if [ "$_mh_self" = "$_MH_OH_SHELL" ]; then
+			_mh_req=
+			for _mh_a in "$@"; do
+				case "$_mh_a" in *"$_MH_NL"*) $OHELPER "$@"; return ;; esac
+				_mh_req="$_mh_req$_mh_a$_MH_US"
+			done
+			printf '%s\n' "$_mh_req" >&8
+			while IFS= read -r _mh_l <&9; do
+				case "$_mh_l" in
+				o*) printf '%s\n' "${_mh_l#o}" ;;
+				n*) printf '%s' "${_mh_l#n}" ;;
+				e*) printf '%s\n' "${_mh_l#e}" >&2 ;;
+				r*) return "${_mh_l#r}" ;;
+				esac
+			done
+			return 1
+		fi
+	fi
+	$OHELPER "$@"
+}
+if [ -n "${MEMHP_OH_DIR:-}" ] && [ -p "$MEMHP_OH_DIR/oh.req" ] && [ -p "$MEMHP_OH_DIR/oh.resp" ]; then
+	# Not a job of this shell (a step's "wait" must not wait for it); it
+	# exits once fd 8 is closed everywhere.
+	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" </dev/null >/dev/null 2>&1 &)
+	exec 8>"$MEMHP_OH_DIR/oh.req" 9<"$MEMHP_OH_DIR/oh.resp"
+	read -r _MH_OH_SHELL _mh_rest </proc/self/stat
+	_MH_US=$(printf '\037')
+	_MH_NL='
+'
+fi
 : "${M:=/sys/devices/system/memory}"
 : "${N:=/sys/devices/system/node}"
 : "${MEMHP_PARAMS_DIR:=/sys/module/memory_hotplug/parameters}"
@@ -28,28 +69,28 @@
 say() { printf '%s\n' "$*"; }
 
 # w FILE VALUE       one write(2) of VALUE, C escapes decoded, no newline added
-w() { $OHELPER write "$1" "$2"; }
+w() { _mh_oh write "$1" "$2"; }
 # wt FILE VALUE      the same, with the write's duration
-wt() { $OHELPER write -t "$1" "$2"; }
+wt() { _mh_oh write -t "$1" "$2"; }
 # wa SECS FILE VALUE timed write, interrupted by SIGALRM after SECS (virtual)
-wa() { $OHELPER write -t -a "$1" "$2" "$3"; }
+wa() { _mh_oh write -t -a "$1" "$2" "$3"; }
 # r FILE...          exact content of each file, escaped, or its errno
-r() { $OHELPER read "$@"; }
+r() { _mh_oh read "$@"; }
 # blk NAME FILE VALUE  w $M/NAME/FILE VALUE
-blk() { $OHELPER write "$M/$1/$2" "$3"; }
+blk() { _mh_oh write "$M/$1/$2" "$3"; }
 
 # one line per memory block
-blocks() { printf '%s\n' "--- blocks"; $OHELPER blocks "$M"; }
+blocks() { printf '%s\n' "--- blocks"; _mh_oh blocks "$M"; }
 
 # everything under $M, natural order, symlinks not followed
-memdump() { printf '%s\n' "--- memdump"; $OHELPER dump "$M"; }
+memdump() { printf '%s\n' "--- memdump"; _mh_oh dump "$M"; }
 
 # node masks, then per node: memory block links, cpulist, MemTotal
 nodes() {
 	printf '%s\n' "--- nodes"
 	for _mh_f in possible online has_memory has_normal_memory has_high_memory has_cpu has_generic_initiator; do
 		if [ -e "$N/$_mh_f" ]; then
-			$OHELPER read "$N/$_mh_f"
+			_mh_oh read "$N/$_mh_f"
 		else
 			printf '%s\n' "absent $N/$_mh_f"
 		fi
@@ -85,7 +126,7 @@ iomem() { printf '%s\n' "--- iomem"; grep -E 'System RAM|virtio|dimm|hotplug|Hot
 # memory_hotplug parameters and memory totals
 params() {
 	printf '%s\n' "--- params"
-	$OHELPER dump "$MEMHP_PARAMS_DIR"
+	_mh_oh dump "$MEMHP_PARAMS_DIR"
 	grep -E '^(MemTotal|Movable|HighTotal)' "$MEMHP_PROC/meminfo" | tr -s ' '
 }
 
@@ -150,4 +191,4 @@ loadmod() {
 }
 
 # CLOCK_MONOTONIC in ms
-ms() { $OHELPER ms; }
+ms() { _mh_oh ms; }

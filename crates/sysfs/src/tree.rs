@@ -355,6 +355,16 @@ fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
                 return Some(file(*m));
             }
         }
+        // A node's memoryN links (as listed by `list`).
+        ["sys", "devices", "system", "node", n, b] if b.starts_with("memory") => {
+            let node = sys.node(node_id(n)?).filter(|n| n.online)?;
+            let id = block_id(b)?;
+            return sys
+                .blocks
+                .get(&id)
+                .filter(|blk| blk.link_nodes.contains(&node.id))
+                .map(|_| link(format!("../../memory/memory{id}")));
+        }
         _ => {}
     }
     match parts.split_last() {

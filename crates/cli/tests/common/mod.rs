@@ -35,21 +35,40 @@ impl Machine {
         Machine { dir, root, sock }
     }
 
-    /// `memhp ctl` with the oracle's host-step words; must succeed.
-    pub fn ctl(&self, words: &[&str]) -> String {
-        let out = Command::new(MEMHP)
+    fn ctl_output(&self, words: &[&str]) -> std::process::Output {
+        Command::new(MEMHP)
             .arg("ctl")
             .arg("--socket")
             .arg(&self.sock)
             .args(words)
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `memhp ctl` with the oracle's host-step words; must succeed.
+    pub fn ctl(&self, words: &[&str]) -> String {
+        let out = self.ctl_output(words);
         assert!(
             out.status.success(),
             "ctl {words:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `memhp ctl` that must fail: its exit code and stderr.
+    pub fn ctl_fails(&self, words: &[&str]) -> (Option<i32>, String) {
+        let out = self.ctl_output(words);
+        assert!(!out.status.success(), "ctl {words:?} succeeded");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// Write `value` to `rel` under the root: Ok or the errno.
+    pub fn write(&self, rel: &str, value: &str) -> Result<(), i32> {
+        std::fs::write(self.root.join(rel), value).map_err(|e| e.raw_os_error().unwrap_or(-1))
     }
 
     /// Run a shell script in a private mount namespace with the tree at /sys.

@@ -13,6 +13,8 @@
 //!                                phys_device=.. node=..  (DIR defaults to
 //!                                /sys/devices/system/memory; the C helper takes no DIR)
 //! ms                             CLOCK_MONOTONIC in ms
+//! serve REQ RESP                 all of the above as a resident process
+//!                                (see `serve.rs`)
 //! ```
 //!
 //! **`-a S` is virtual time.** memhp's model is instantaneous, so a write
@@ -31,10 +33,12 @@
 //! the guest's alarm does (`open:EINTR(4)`).
 
 mod errno;
+mod serve;
 mod text;
 mod write;
 
 pub use errno::{errno_label, errno_name};
+pub use serve::{decode_request, encode_response};
 pub use text::{atoi, escaped, push_escaped, strverscmp, unescape};
 pub use write::set_wide_errno_resolver;
 
@@ -54,6 +58,11 @@ const RBUF: usize = 1 << 20;
 /// process's stdout/stderr and returns the exit status: 0, 1 (a write or
 /// `blocks` failed), 2 (usage).
 pub fn ohelper_main(args: &[String]) -> i32 {
+    if let [cmd, req, resp] = args {
+        if cmd == "serve" {
+            return serve::serve(Path::new(req), Path::new(resp));
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut err = std::io::stderr();

@@ -1,0 +1,261 @@
+//! `memhp bench --fuse`: the FUSE transport at scale, against baselines
+//! measured in the same run (needs root, /dev/fuse and lsmem).
+//!
+//! * lsmem on a machine of 16,288 memory blocks (2 GiB of boot memory and
+//!   hot-added DIMMs in 128 MiB blocks), over a memhp mount and over the
+//!   same tree copied to plain files on tmpfs: first run and steady state
+//!   (best of three after two warm-up runs), with `--cached-opens` and
+//!   with exact opens;
+//! * a full scan (readdir, then `state`, `online`, `valid_zones`,
+//!   `removable` and `phys_index` of every block) at 65,536 blocks, cold
+//!   and warm;
+//! * online/offline write cycles per second through the mount.
+
+use crate::bench::{add_blocks, big_machine};
+use anyhow::{bail, Context, Result};
+use memhp_fuse::{MountOptions, Opens};
+use memhp_model::shared::Shared;
+use memhp_sysfs::tree::SysfsTree;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MEMORY: &str = "sys/devices/system/memory";
+const SCAN_FILES: [&str; 5] = ["state", "online", "valid_zones", "removable", "phys_index"];
+
+/// lsmem timings on one tree.
+#[derive(Debug, Clone, Copy)]
+pub struct LsmemTimes {
+    pub first: Duration,
+    pub steady: Duration,
+}
+
+pub struct FuseReport {
+    pub lsmem_blocks: usize,
+    pub plain: LsmemTimes,
+    pub cached: LsmemTimes,
+    pub exact: LsmemTimes,
+    pub scan_blocks: usize,
+    pub scan_cold: Duration,
+    pub scan_warm: Duration,
+    pub cycles: u64,
+    pub cycles_per_sec_cached: f64,
+    pub cycles_per_sec_exact: f64,
+}
+
+/// A directory that is removed (after unmounting what is on it) on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Scratch> {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("memhp-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A machine of `blocks` memory blocks in total.
+fn machine(blocks: u64) -> Result<Arc<SysfsTree>> {
+    let tib = (blocks * (128 << 20)).div_ceil(1 << 40);
+    let (mut sys, base) = big_machine(tib)?;
+    let boot = sys.blocks.len() as u64;
+    add_blocks(&mut sys, base, blocks.saturating_sub(boot))?;
+    Ok(Arc::new(SysfsTree::new(Arc::new(Shared::new(sys)))))
+}
+
+fn mount(tree: &Arc<SysfsTree>, at: &Path, opens: Opens) -> Result<memhp_fuse::MountHandle> {
+    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = tree.clone();
+    memhp_fuse::spawn_mount(
+        tree,
+        at,
+        &MountOptions {
+            opens,
+            ..MountOptions::default()
+        },
+    )
+    .with_context(|| format!("mount {}", at.display()))
+}
+
+fn lsmem_once(root: &Path) -> Result<Duration> {
+    let t = Instant::now();
+    let status = Command::new("lsmem")
+        .arg("--sysroot")
+        .arg(root)
+        .stdout(Stdio::null())
+        .status()
+        .context("running lsmem (util-linux)")?;
+    let elapsed = t.elapsed();
+    if !status.success() {
+        bail!("lsmem --sysroot {} failed: {status}", root.display());
+    }
+    Ok(elapsed)
+}
+
+/// The first run, then the best of three after two more warm-up runs.
+fn lsmem_times(root: &Path) -> Result<LsmemTimes> {
+    let first = lsmem_once(root)?;
+    for _ in 0..2 {
+        lsmem_once(root)?;
+    }
+    let mut steady = Duration::MAX;
+    for _ in 0..3 {
+        steady = steady.min(lsmem_once(root)?);
+    }
+    Ok(LsmemTimes { first, steady })
+}
+
+/// Copy a mounted tree to plain files (contents as read, modes kept,
+/// symlinks as links; unreadable files empty).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            let mode = entry.metadata()?.permissions().mode();
+            std::fs::write(&dst, std::fs::read(&src).unwrap_or_default())?;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// readdir of the memory directory, then every block's scan files.
+fn full_scan(root: &Path) -> Result<Duration> {
+    let memory = root.join(MEMORY);
+    let t = Instant::now();
+    let mut blocks = 0usize;
+    for entry in std::fs::read_dir(&memory)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("memory") {
+            continue;
+        }
+        blocks += 1;
+        for file in SCAN_FILES {
+            std::fs::read(memory.join(&*name).join(file))
+                .with_context(|| format!("read {name}/{file}"))?;
+        }
+    }
+    let elapsed = t.elapsed();
+    if blocks == 0 {
+        bail!("no memory blocks under {}", memory.display());
+    }
+    Ok(elapsed)
+}
+
+/// Offline/online cycles of the last block through `state`, per second.
+fn write_cycles(root: &Path, cycles: u64) -> Result<f64> {
+    let memory = root.join(MEMORY);
+    let last = std::fs::read_dir(&memory)?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("memory")?.parse::<u64>().ok()
+        })
+        .max()
+        .context("no memory blocks")?;
+    let state = memory.join(format!("memory{last}/state"));
+    let write = |value: &[u8]| -> Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&state)?;
+        f.write_all(value)
+            .with_context(|| format!("write {}", state.display()))
+    };
+    let t = Instant::now();
+    for _ in 0..cycles {
+        write(b"offline")?;
+        write(b"online_movable")?;
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(lsmem_blocks: u64, scan_blocks: u64, cycles: u64) -> Result<FuseReport> {
+    // lsmem: plain files, cached opens, exact opens.
+    let tree = machine(lsmem_blocks)?;
+    let mnt = Scratch::new("mnt")?;
+    let plain = Scratch::new("plain")?;
+    let handle = mount(&tree, &mnt.0, Opens::Cached)?;
+    copy_tree(&mnt.0.join("sys"), &plain.0.join("sys"))?;
+    let plain_times = lsmem_times(&plain.0)?;
+    let cached = lsmem_times(&mnt.0)?;
+    let cycles_per_sec_cached = write_cycles(&mnt.0, cycles)?;
+    handle.unmount()?;
+    let handle = mount(&tree, &mnt.0, Opens::Exact)?;
+    let exact = lsmem_times(&mnt.0)?;
+    let cycles_per_sec_exact = write_cycles(&mnt.0, cycles)?;
+    handle.unmount()?;
+    drop(tree);
+
+    // Full scan at scale, cached opens.
+    let tree = machine(scan_blocks)?;
+    let handle = mount(&tree, &mnt.0, Opens::Cached)?;
+    let scan_cold = full_scan(&mnt.0)?;
+    // Let the directory warmer finish before measuring the warm scan.
+    std::thread::sleep(Duration::from_millis(500));
+    full_scan(&mnt.0)?;
+    let scan_warm = full_scan(&mnt.0)?;
+    handle.unmount()?;
+
+    Ok(FuseReport {
+        lsmem_blocks: lsmem_blocks as usize,
+        plain: plain_times,
+        cached,
+        exact,
+        scan_blocks: scan_blocks as usize,
+        scan_cold,
+        scan_warm,
+        cycles,
+        cycles_per_sec_cached,
+        cycles_per_sec_exact,
+    })
+}
+
+pub fn print(r: &FuseReport) {
+    let s = |d: Duration| d.as_secs_f64();
+    println!(
+        "memhp bench --fuse: lsmem --sysroot on {} memory blocks (128 MiB), FUSE vs the same tree as plain files on tmpfs",
+        r.lsmem_blocks
+    );
+    println!(
+        "  plain files (baseline)   first {:>7.3} s   steady {:>7.3} s",
+        s(r.plain.first),
+        s(r.plain.steady)
+    );
+    for (name, t) in [("--cached-opens", r.cached), ("exact opens", r.exact)] {
+        println!(
+            "  {name:<24} first {:>7.3} s   steady {:>7.3} s   steady/plain {:.2}x (target ≤ 1.5x)",
+            s(t.first),
+            s(t.steady),
+            s(t.steady) / s(r.plain.steady).max(1e-9)
+        );
+    }
+    println!(
+        "  full scan of {} blocks (readdir + {} files each), --cached-opens: cold {:.3} s, warm {:.3} s (target ≤ 1 s)",
+        r.scan_blocks,
+        SCAN_FILES.len(),
+        s(r.scan_cold),
+        s(r.scan_warm)
+    );
+    println!(
+        "  online/offline write cycles through FUSE: {:.0}/s with --cached-opens, {:.0}/s with exact opens (target ≥ 10000/s; {} cycles)",
+        r.cycles_per_sec_cached, r.cycles_per_sec_exact, r.cycles
+    );
+}
