@@ -60,17 +60,25 @@ pub(crate) struct Listed {
     pub(crate) name: String,
 }
 
-enum Served {
-    /// File content and the tree generation it was rendered at.
-    File { content: Arc<[u8]>, generation: u64 },
-    /// A listing; `conflict`: a different one was served since the last
-    /// invalidation, so the kernel may hold either (drop it).
-    Dir { listing: Listing, conflict: bool },
+/// A file's content as served, and the tree generation it was rendered at.
+struct ServedFile {
+    content: Arc<[u8]>,
+    generation: u64,
 }
 
+/// A listing as served; `conflict`: a different one was served since the
+/// last invalidation, so the kernel may hold either (drop it).
+struct ServedDir {
+    listing: Listing,
+    conflict: bool,
+}
+
+/// Files and directories apart: a change compares every recorded file,
+/// a layout change every recorded directory, and neither walks the other.
 #[derive(Default)]
 pub(crate) struct Records {
-    by_ino: HashMap<u64, Served>,
+    files: HashMap<u64, ServedFile>,
+    dirs: HashMap<u64, ServedDir>,
     /// How often each inode's cached pages were dropped (never reset:
     /// the kernel must never see an old version again). It is the
     /// inode's mtime, which is how the kernel learns to drop them.
@@ -90,9 +98,9 @@ impl PageCache {
 
     /// Remember that the kernel may now cache `content` for file `ino`.
     pub(crate) fn file_served(&self, ino: u64, content: Arc<[u8]>, generation: u64) {
-        self.lock().by_ino.insert(
+        self.lock().files.insert(
             ino,
-            Served::File {
+            ServedFile {
                 content,
                 generation,
             },
@@ -102,13 +110,11 @@ impl PageCache {
     /// The content served for `ino`, if it was rendered at `generation`
     /// (the tree has not changed since).
     pub(crate) fn file_content(&self, ino: u64, generation: u64) -> Option<Arc<[u8]>> {
-        match self.lock().by_ino.get(&ino) {
-            Some(Served::File {
-                content,
-                generation: g,
-            }) if *g == generation => Some(content.clone()),
-            _ => None,
-        }
+        self.lock()
+            .files
+            .get(&ino)
+            .filter(|f| f.generation == generation)
+            .map(|f| f.content.clone())
     }
 
     /// Remember that the kernel may now cache `listing` for directory `ino`.
@@ -116,34 +122,30 @@ impl PageCache {
     /// cache may hold that one: the directory must be dropped).
     pub(crate) fn dir_served(&self, ino: u64, listing: Listing) -> bool {
         let mut inner = self.lock();
-        let conflict = match inner.by_ino.get(&ino) {
-            Some(Served::Dir {
-                listing: old,
-                conflict,
-            }) => *conflict || *old != listing,
-            _ => false,
-        };
-        inner.by_ino.insert(ino, Served::Dir { listing, conflict });
+        let conflict = inner
+            .dirs
+            .get(&ino)
+            .is_some_and(|old| old.conflict || old.listing != listing);
+        inner.dirs.insert(ino, ServedDir { listing, conflict });
         conflict
     }
 
     /// The listing served for directory `ino`.
     pub(crate) fn dir_listing(&self, ino: u64) -> Option<Listing> {
-        match self.lock().by_ino.get(&ino) {
-            Some(Served::Dir { listing, .. }) => Some(listing.clone()),
-            _ => None,
-        }
+        self.lock().dirs.get(&ino).map(|d| d.listing.clone())
     }
 
     /// Forget `ino` (the kernel dropped it, or we told it to).
     pub(crate) fn forget(&self, ino: u64) {
-        self.lock().by_ino.remove(&ino);
+        let mut inner = self.lock();
+        inner.files.remove(&ino);
+        inner.dirs.remove(&ino);
     }
 
     /// The files whose served content differs from what `current` says
     /// they hold now (given all cached files at once, it answers for each:
-    /// `None` if the file is gone or unreadable). They are forgotten: the
-    /// caller invalidates them in the kernel.
+    /// `None` if the file is gone or unreadable). They are forgotten and
+    /// their versions move: the caller invalidates them in the kernel.
     ///
     /// Comparing costs a render per cached file, so the record is bounded:
     /// beyond [`MAX_CACHED_FILES`] every cached file is reported stale (the
@@ -154,12 +156,9 @@ impl PageCache {
     ) -> Vec<u64> {
         let files: Vec<(u64, Arc<[u8]>)> = self
             .lock()
-            .by_ino
+            .files
             .iter()
-            .filter_map(|(&ino, served)| match served {
-                Served::File { content, .. } => Some((ino, content.clone())),
-                Served::Dir { .. } => None,
-            })
+            .map(|(&ino, f)| (ino, f.content.clone()))
             .collect();
         let stale: Vec<u64> = if files.len() > MAX_CACHED_FILES {
             files.into_iter().map(|(ino, _)| ino).collect()
@@ -182,12 +181,9 @@ impl PageCache {
     pub(crate) fn stale_dirs(&self, mut current: impl FnMut(u64) -> Option<Listing>) -> Vec<u64> {
         let dirs: Vec<(u64, Listing, bool)> = self
             .lock()
-            .by_ino
+            .dirs
             .iter()
-            .filter_map(|(&ino, served)| match served {
-                Served::Dir { listing, conflict } => Some((ino, listing.clone(), *conflict)),
-                Served::File { .. } => None,
-            })
+            .map(|(&ino, d)| (ino, d.listing.clone(), d.conflict))
             .collect();
         let stale: Vec<u64> = dirs
             .into_iter()
@@ -203,7 +199,8 @@ impl PageCache {
     fn forget_all(&self, inos: &[u64]) {
         let mut inner = self.lock();
         for ino in inos {
-            inner.by_ino.remove(ino);
+            inner.files.remove(ino);
+            inner.dirs.remove(ino);
             *inner.versions.entry(*ino).or_default() += 1;
         }
     }
@@ -221,7 +218,8 @@ impl PageCache {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().by_ino.len()
+        let inner = self.lock();
+        inner.files.len() + inner.dirs.len()
     }
 }
 

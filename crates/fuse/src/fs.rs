@@ -571,7 +571,7 @@ impl fuser::Filesystem for MemhpFs {
         let invalidator = self.invalidator.clone();
         let sync_timeout = self.config.write_sync_timeout;
         let ino = ino.0;
-        let page_cache = self.page_cache.clone();
+        let page_cache = (self.config.opens == Opens::Cached).then(|| self.page_cache.clone());
         self.writers.run(move || {
             let result = tree.write(&path, &data, &cancel);
             inflight.end(unique);
@@ -579,7 +579,9 @@ impl fuser::Filesystem for MemhpFs {
             // written bytes in the file's page, whatever the tree made of
             // them; the kernel refreshes the attributes of a written file,
             // and the new version (mtime) makes it drop that page.
-            page_cache.written(ino);
+            if let Some(page_cache) = &page_cache {
+                page_cache.written(ino);
+            }
             // Whoever wrote must not see caches older than the write.
             if !invalidator.sync(&*tree, sync_timeout) {
                 tracing::warn!(

@@ -29,7 +29,8 @@ pub enum Opens {
     /// Every `open(2)` is a request (about 45 µs on a 2-vCPU VM), answered
     /// as kernfs answers it: `EACCES` for a read-only attribute opened for
     /// writing or a write-only one opened for reading, even for root.
-    /// Reads come from the page cache after the first.
+    /// Every read is a request too (`FOPEN_DIRECT_IO`), so sizes stay
+    /// sysfs's 4096.
     #[default]
     Exact,
     /// Opens never leave the kernel (`fc->no_open`): opening, reading and
@@ -38,10 +39,8 @@ pub enum Opens {
     /// write (`EACCES` from `write(2)`) or `O_TRUNC` (`EACCES` from
     /// `open(2)`, as with a shell's `>`; `truncate(2)` of a read-only
     /// attribute, which sysfs lets root do, is refused too). A readable
-    /// file's size is its content's length, not 4096 (see `attr_for` in
-    /// `fs`). Writes go through the page cache,
-    /// so until the reply's invalidation lands a reader of the written file
-    /// may see the written bytes over the old content.
+    /// file's size is its content's length, not 4096, and its mtime moves
+    /// with its content (see `content` and `attr_for` in `fs`).
     Cached,
 }
 
@@ -53,8 +52,8 @@ impl Default for MountOptions {
         MountOptions {
             fsname: "memhp".to_string(),
             allow_other: true,
-            entry_ttl: Duration::from_secs(60),
-            attr_ttl: Duration::from_secs(60),
+            entry_ttl: Duration::from_secs(3600),
+            attr_ttl: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(10),
             write_sync_timeout: Duration::from_secs(5),
             opens: Opens::Exact,

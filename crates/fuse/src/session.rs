@@ -63,6 +63,7 @@ struct Running {
     mountpoint: PathBuf,
     session: fuser::Session<MemhpFs>,
     invalidator: Arc<Invalidator>,
+    warmer: Option<Arc<Warmer>>,
     helpers: Helpers,
 }
 
@@ -136,7 +137,7 @@ fn start(
             move || watcher.watch(),
             move || stopper.stop(),
         )?;
-        if let Some(warmer) = warmer {
+        if let Some(warmer) = warmer.clone() {
             let stopper = warmer.clone();
             helpers.spawn(
                 "memhp-fuse-warm",
@@ -156,6 +157,7 @@ fn start(
         mountpoint: mountpoint.to_path_buf(),
         session,
         invalidator,
+        warmer,
         helpers,
     })
 }
@@ -167,6 +169,7 @@ impl Running {
             mountpoint,
             session,
             invalidator: _,
+            warmer: _,
             helpers,
         } = self;
         let result = session.run().map_err(session_error("serving requests"));
@@ -190,6 +193,7 @@ pub struct MountHandle {
     mountpoint: PathBuf,
     tree: Arc<dyn Tree>,
     invalidator: Arc<Invalidator>,
+    warmer: Option<Arc<Warmer>>,
     supervisor: Option<JoinHandle<Result<(), FuseError>>>,
 }
 
@@ -204,6 +208,7 @@ pub fn spawn_mount(
 ) -> Result<MountHandle, FuseError> {
     let running = start(tree.clone(), mountpoint, options)?;
     let invalidator = running.invalidator.clone();
+    let warmer = running.warmer.clone();
     let supervisor = thread::Builder::new()
         .name("memhp-fuse".into())
         .spawn(move || running.run());
@@ -212,6 +217,7 @@ pub fn spawn_mount(
             mountpoint: mountpoint.to_path_buf(),
             tree,
             invalidator,
+            warmer,
             supervisor: Some(handle),
         }),
         Err(source) => {
@@ -251,6 +257,13 @@ impl MountHandle {
     /// answer someone (a control socket). False on timeout.
     pub fn sync_caches(&self, timeout: Duration) -> bool {
         self.invalidator.sync(&*self.tree, timeout)
+    }
+
+    /// Wait until memhp's own background listings (directory caches it
+    /// completes for the kernel, [`Opens::Cached`]) are done, so that a
+    /// measurement does not share the machine with them. False on timeout.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.warmer.as_ref().is_none_or(|w| w.wait_idle(timeout))
     }
 
     /// Wait until the file system is unmounted by someone else.

@@ -50,7 +50,17 @@ impl Warmer {
         }
         state.queue.push_back((ino, path.to_string()));
         drop(state);
-        self.cv.notify_one();
+        self.cv.notify_all();
+    }
+
+    /// Wait until nothing is queued or being listed (false on timeout).
+    pub(crate) fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .cv
+            .wait_timeout_while(state, timeout, |s| !s.stop && !s.queued.is_empty())
+            .unwrap_or_else(|e| e.into_inner());
+        state.queued.is_empty()
     }
 
     pub(crate) fn stop(&self) {
@@ -82,6 +92,7 @@ impl Warmer {
                 Err(e) => tracing::trace!(path, error = %e, "directory not warmed"),
             }
             self.lock().queued.remove(&ino);
+            self.cv.notify_all();
         }
     }
 }
