@@ -29,9 +29,12 @@
 #                    job, would share them), as a program otherwise
 _mh_oh() {
 	if [ -n "${_MH_OH_SHELL:-}" ]; then
-		read -r _mh_self _mh_rest </proc/self/stat
+		# This process's pid: the first field of /proc/self/stat (read up to
+		# its first space; a shell without "read -d" never matches).
+		_mh_self=
+		read -r -d ' ' _mh_self </proc/self/stat 2>/dev/null
 		if [ "$_mh_self" = "$_MH_OH_SHELL" ]; then
-			_mh_req=
+			_mh_req="$_mh_self$_MH_US"
 			for _mh_a in "$@"; do
 				case "$_mh_a" in *"$_MH_NL"*) $OHELPER "$@"; return ;; esac
 				_mh_req="$_mh_req$_mh_a$_MH_US"
@@ -55,7 +58,8 @@ if [ -n "${MEMHP_OH_DIR:-}" ] && [ -p "$MEMHP_OH_DIR/oh.req" ] && [ -p "$MEMHP_O
 	# exits once fd 8 is closed everywhere.
 	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" </dev/null >/dev/null 2>&1 &)
 	exec 8>"$MEMHP_OH_DIR/oh.req" 9<"$MEMHP_OH_DIR/oh.resp"
-	read -r _MH_OH_SHELL _mh_rest </proc/self/stat
+	_MH_OH_SHELL=
+	read -r -d ' ' _MH_OH_SHELL </proc/self/stat 2>/dev/null
 	_MH_US=$(printf '\037')
 	_MH_NL='
 '
@@ -88,46 +92,23 @@ memdump() { printf '%s\n' "--- memdump"; _mh_oh dump "$M"; }
 # node masks, then per node: memory block links, cpulist, MemTotal
 nodes() {
 	printf '%s\n' "--- nodes"
-	for _mh_f in possible online has_memory has_normal_memory has_high_memory has_cpu has_generic_initiator; do
-		if [ -e "$N/$_mh_f" ]; then
-			_mh_oh read "$N/$_mh_f"
-		else
-			printf '%s\n' "absent $N/$_mh_f"
-		fi
-	done
-	for _mh_d in "$N"/node[0-9]*; do
-		[ -d "$_mh_d" ] || continue
-		_mh_n=${_mh_d##*/}
-		printf '%s\n' "$_mh_n memory links: $(ls "$_mh_d" | grep '^memory[0-9]' | sort -t y -k 2 -n | tr '\n' ' ')"
-		printf '%s\n' "$_mh_n cpulist: $(cat "$_mh_d/cpulist")"
-		printf '%s\n' "$_mh_n $(grep MemTotal "$_mh_d/meminfo" | tr -s ' ')"
-	done
+	_mh_oh nodes "$N"
 }
 
 # zone spans and page counts from zoneinfo ("-": not printed for the zone)
 zones() {
 	printf '%s\n' "--- zones"
-	awk '
-	function out() {
-		if (zone != "")
-			printf "zone node=%s %-7s start_pfn=%s spanned=%s present=%s managed=%s\n", node, zone, spfn, span, pres, mng
-	}
-	$1 == "Node" { out(); node = $2; sub(/,$/, "", node); zone = $4; spfn = "-"; span = "-"; pres = "-"; mng = "-"; next }
-	$1 == "spanned" { span = $2 }
-	$1 == "present" { pres = $2 }
-	$1 == "managed" { mng = $2 }
-	$1 == "start_pfn:" { spfn = $2 }
-	END { out() }' "$MEMHP_PROC/zoneinfo"
+	_mh_oh zones "$MEMHP_PROC/zoneinfo"
 }
 
 # RAM resources
-iomem() { printf '%s\n' "--- iomem"; grep -E 'System RAM|virtio|dimm|hotplug|Hotplug' "$MEMHP_PROC/iomem"; }
+iomem() { printf '%s\n' "--- iomem"; _mh_oh iomem "$MEMHP_PROC/iomem"; }
 
 # memory_hotplug parameters and memory totals
 params() {
 	printf '%s\n' "--- params"
 	_mh_oh dump "$MEMHP_PARAMS_DIR"
-	grep -E '^(MemTotal|Movable|HighTotal)' "$MEMHP_PROC/meminfo" | tr -s ' '
+	_mh_oh meminfo-totals "$MEMHP_PROC/meminfo"
 }
 
 # all of the above
@@ -148,26 +129,22 @@ bootlog() {
 	grep -E "$1" "$MEMHP_BOOTLOG" | sed 's/^/bootlog: /'
 }
 
-# the boot blocks file, or nothing when it is unset, missing or empty
-_mh_bootfile() {
-	if [ -n "${MEMHP_BOOTBLOCKS:-}" ] && [ -s "$MEMHP_BOOTBLOCKS" ]; then
-		printf '%s\n' "$MEMHP_BOOTBLOCKS"
-	fi
-}
+# the boot blocks file, when it is set, present and not empty
+_mh_has_bootfile() { [ -n "${MEMHP_BOOTBLOCKS:-}" ] && [ -s "$MEMHP_BOOTBLOCKS" ]; }
 
 # memory block names, numerically sorted: all / hot-added / present at boot
-allblocks() { ls "$M" | grep '^memory[0-9]' | sort -t y -k 2 -n; }
+allblocks() { _mh_oh allblocks "$M"; }
 hotblocks() {
-	_mh_bb=$(_mh_bootfile)
-	if [ -n "$_mh_bb" ]; then
-		allblocks | grep -vxF -f "$_mh_bb"
+	if _mh_has_bootfile; then
+		_mh_oh hotblocks "$M" "$MEMHP_BOOTBLOCKS"
 	else
-		allblocks
+		_mh_oh hotblocks "$M"
 	fi
 }
 bootblocks() {
-	_mh_bb=$(_mh_bootfile)
-	[ -z "$_mh_bb" ] || sort -t y -k 2 -n "$_mh_bb"
+	if _mh_has_bootfile; then
+		_mh_oh bootblocks "$MEMHP_BOOTBLOCKS"
+	fi
 }
 
 # host step N: hand control to the runner and wait for "GO N" on fd 3

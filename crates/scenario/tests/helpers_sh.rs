@@ -383,3 +383,65 @@ fn host_waits_for_go_on_fd3() {
         );
     }
 }
+
+/// FIFOs for the resident helper in the fake tree's directory.
+fn resident_fifos(fake: &Fake) -> String {
+    let dir = fake.path("oh");
+    fs::create_dir_all(&dir).unwrap();
+    for f in ["oh.req", "oh.resp"] {
+        let c = std::ffi::CString::new(format!("{dir}/{f}")).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+    dir
+}
+
+#[test]
+fn resident_helper_prints_exactly_what_the_helper_program_prints_in_order() {
+    let fake = fake_tree();
+    let dir = resident_fifos(&fake);
+    let mut script = String::new();
+    for i in 0..50 {
+        script.push_str(&format!(
+            "say step {i}; r $M/memory0/state; blocks; say between; zones; w $M/memory0/nope x; x=$(r $M/memory1/state); say \"$x\"\n"
+        ));
+    }
+    // A helper that counts its starts.
+    let count = fake.path("starts");
+    let wrapper = fake.path("counting-ohelper");
+    put(
+        Path::new(&wrapper),
+        &format!("#!/bin/sh\necho >> '{count}'\nexec '{OHELPER}' \"$@\"\n"),
+    );
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let starts = || -> usize {
+        let n = fs::read_to_string(&count).map_or(0, |s| s.lines().count());
+        let _ = fs::remove_file(&count);
+        n
+    };
+    for shell in shells() {
+        let counted = ("OHELPER", wrapper.clone());
+        let (rc_exec, exec_out, exec_err) =
+            sh(&shell, &fake, std::slice::from_ref(&counted), &script);
+        let exec_starts = starts();
+        let (rc_res, res_out, res_err) = sh(
+            &shell,
+            &fake,
+            &[counted, ("MEMHP_OH_DIR", dir.clone())],
+            &script,
+        );
+        let resident_starts = starts();
+        assert_eq!(
+            (rc_res, &res_out, &res_err),
+            (rc_exec, &exec_out, &exec_err),
+            "{shell:?}"
+        );
+        assert!(res_out.contains("step 49\n"), "{res_out}");
+        assert_eq!(exec_starts, 50 * 5, "{shell:?}");
+        if shell.len() > 1 {
+            // busybox sh ("read -d"): the main shell's 200 calls go to the
+            // one resident helper; the 50 in $(...) start a helper each.
+            assert_eq!(resident_starts, 1 + 50, "{shell:?}");
+        }
+    }
+}

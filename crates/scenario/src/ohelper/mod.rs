@@ -13,6 +13,8 @@
 //!                                phys_device=.. node=..  (DIR defaults to
 //!                                /sys/devices/system/memory; the C helper takes no DIR)
 //! ms                             CLOCK_MONOTONIC in ms
+//! zones|iomem|meminfo-totals|nodes|allblocks|bootblocks|hotblocks ...
+//!                                the shell library's pipelines (`library.rs`)
 //! serve REQ RESP                 all of the above as a resident process
 //!                                (see `serve.rs`)
 //! ```
@@ -33,6 +35,7 @@
 //! the guest's alarm does (`open:EINTR(4)`).
 
 mod errno;
+mod library;
 mod serve;
 mod text;
 mod write;
@@ -77,6 +80,9 @@ pub fn ohelper_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) ->
         return usage(err);
     };
     let rest = &args[1..];
+    if let Some(status) = library::run(cmd, rest, out, err) {
+        return status;
+    }
     match cmd.as_str() {
         "write" => write::do_write(rest, out, err),
         "read" => {

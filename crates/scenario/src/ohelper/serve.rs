@@ -4,7 +4,8 @@
 //!
 //! Protocol, over two FIFOs the caller opens once (see `_mh_oh` in
 //! `helpers.sh`):
-//! * request: one line, the arguments each followed by `\x1f`;
+//! * request: one line, the calling shell's pid and then the arguments,
+//!   each followed by `\x1f`;
 //! * response: the call's output as lines tagged `o` (stdout line), `n`
 //!   (a last stdout line without its newline) and `e` (stderr line), then
 //!   `r` and the exit status.
@@ -81,7 +82,14 @@ pub fn serve(req: &Path, resp: &Path) -> i32 {
         let Ok(line) = line else {
             break;
         };
-        let args = decode_request(&line);
+        let mut args = decode_request(&line);
+        if args.is_empty() {
+            continue;
+        }
+        // The caller's pid (kept for diagnostics; output goes back through
+        // the response FIFO: writing into the caller's stdout directly
+        // would overtake what the shell still holds in its own buffer).
+        let _shell = args.remove(0);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let status = ohelper_run(&args, &mut out, &mut err);
         if responses
