@@ -169,7 +169,11 @@ impl InflightWrites {
             state
                 .writes
                 .iter()
-                .filter(|(_, w)| !w.cancel.is_cancelled() && w.since.elapsed() >= GRACE)
+                // TID 0: a writer outside our PID namespace, which we
+                // cannot watch (its write waits for the tree, as before).
+                .filter(|(_, w)| {
+                    w.tid != 0 && !w.cancel.is_cancelled() && w.since.elapsed() >= GRACE
+                })
                 .map(|(unique, w)| (*unique, w.tid))
                 .collect()
         };
@@ -288,6 +292,16 @@ mod tests {
         std::thread::sleep(GRACE * 2);
         assert_eq!(inflight.check_once(), 1);
         assert!(token.is_cancelled());
+    }
+
+    #[test]
+    fn writer_outside_our_pid_namespace_is_never_taken_for_gone() {
+        let proc = tempfile::tempdir().unwrap();
+        let inflight = InflightWrites::with_proc_root(proc.path().to_path_buf());
+        let token = inflight.begin(1, 0);
+        std::thread::sleep(GRACE * 2);
+        assert_eq!(inflight.check_once(), 0);
+        assert!(!token.is_cancelled());
     }
 
     #[test]
