@@ -146,6 +146,11 @@ fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
         Ok(s) => s,
         Err(_) => return,
     };
+    // The greeting comes first: events that arrive meanwhile wait in the
+    // subscription (a client reads the greeting as the first line).
+    if writeln!(writer, "{}", greeting()).is_err() {
+        return;
+    }
     let out2 = Arc::clone(&out);
     let evt = std::thread::spawn(move || {
         for ev in events {
@@ -155,12 +160,6 @@ fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
             }
         }
     });
-    {
-        let _g = out.lock().unwrap_or_else(|e| e.into_inner());
-        if writeln!(writer, "{}", greeting()).is_err() {
-            return;
-        }
-    }
     let reader = BufReader::new(stream);
     for line in reader.lines() {
         let Ok(line) = line else { break };

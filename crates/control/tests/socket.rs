@@ -132,3 +132,29 @@ fn a_client_that_does_not_read_loses_events_and_they_are_counted() {
     assert!(dropped > 0, "the idle listener must overflow: {stats}");
     assert_eq!(bus.stats().1, dropped);
 }
+
+#[test]
+fn greeting_is_the_first_line_even_while_events_flood() {
+    let (_srv, path) = server("flood", "memhp_default_state=online");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (path, stop) = (path.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut c = ControlClient::connect(&path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                c.execute("hotadd", json!({"id": "f", "size": "128M"}))
+                    .unwrap();
+                c.execute("unplug", json!({"id": "f"})).unwrap();
+                c.events.clear();
+            }
+        })
+    };
+    for _ in 0..200 {
+        let stream = UnixStream::connect(&path).unwrap();
+        let mut first = String::new();
+        BufReader::new(stream).read_line(&mut first).unwrap();
+        assert!(first.starts_with("{\"QMP\""), "first line: {first}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    flood.join().unwrap();
+}
