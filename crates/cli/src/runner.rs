@@ -323,7 +323,7 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
                 transcript.push_str(&l);
                 transcript.push('\n');
             }
-            mount.sync_caches(Duration::from_secs(5));
+            mount.sync_caches();
             writeln!(go, "GO {idx}")?;
             go.flush()?;
             continue;

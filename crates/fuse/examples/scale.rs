@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const MEMORY: &str = "sys/devices/system/memory";
 const NODE0: &str = "sys/devices/system/node/node0";
@@ -294,7 +294,7 @@ fn main() {
     if !layout_aware {
         let scan_sync = timed("sync_caches after a change behind the mount's back", || {
             tree.generation.fetch_add(1, Ordering::SeqCst);
-            mount.sync_caches(Duration::from_secs(30))
+            mount.sync_caches()
         });
         assert!(scan_sync);
     }

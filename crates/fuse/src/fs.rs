@@ -61,8 +61,6 @@ struct Handles {
 pub(crate) struct FsConfig {
     pub(crate) entry_ttl: Duration,
     pub(crate) attr_ttl: Duration,
-    /// How long a write's reply waits for cache invalidation.
-    pub(crate) write_sync_timeout: Duration,
     pub(crate) opens: Opens,
 }
 
@@ -191,6 +189,20 @@ impl MemhpFs {
             self.tree.open(path, read, write).map_err(errno)?;
         }
         Ok(())
+    }
+
+    /// The path of file `ino` for a read or write through `fh`, checked as
+    /// its open would have been (see [`MemhpFs::access_without_open`]).
+    fn io_path(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        read: bool,
+        write: bool,
+    ) -> Result<Arc<str>, fuser::Errno> {
+        let (path, _) = self.node(ino)?;
+        self.access_without_open(&path, fh, read, write)?;
+        Ok(path)
     }
 
     /// The listing a readdir at `offset` continues in: a new snapshot at
@@ -522,13 +534,10 @@ impl fuser::Filesystem for MemhpFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let (path, _) = match self.node(ino) {
-            Ok(node) => node,
+        let path = match self.io_path(ino, fh, true, false) {
+            Ok(path) => path,
             Err(e) => return reply.error(e),
         };
-        if let Err(e) = self.access_without_open(&path, fh, true, false) {
-            return reply.error(e);
-        }
         match self.file_content(ino, &path, fh, offset) {
             Ok(content) => {
                 let start = usize::try_from(offset)
@@ -553,13 +562,10 @@ impl fuser::Filesystem for MemhpFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let (path, _) = match self.node(ino) {
-            Ok(node) => node,
+        let path = match self.io_path(ino, fh, false, true) {
+            Ok(path) => path,
             Err(e) => return reply.error(e),
         };
-        if let Err(e) = self.access_without_open(&path, fh, false, true) {
-            return reply.error(e);
-        }
         if data.is_empty() {
             return reply.written(0);
         }
@@ -569,7 +575,6 @@ impl fuser::Filesystem for MemhpFs {
         let data = data[..data.len().min(MAX_STORE)].to_vec();
         let tree = self.tree.clone();
         let invalidator = self.invalidator.clone();
-        let sync_timeout = self.config.write_sync_timeout;
         let ino = ino.0;
         let page_cache = (self.config.opens == Opens::Cached).then(|| self.page_cache.clone());
         self.writers.run(move || {
@@ -583,7 +588,7 @@ impl fuser::Filesystem for MemhpFs {
                 page_cache.written(ino);
             }
             // Whoever wrote must not see caches older than the write.
-            if !invalidator.sync(&*tree, sync_timeout) {
+            if !invalidator.sync(&*tree) {
                 tracing::warn!(
                     path = &*path,
                     "write answered before caches were invalidated"

@@ -107,9 +107,8 @@ impl Invalidator {
     /// processed by the kernel inside the write(2) that sends it (and
     /// ours never wait for a page lock), so when this returns no reader
     /// sees anything older than the tree at the time of the call. False
-    /// after [`Invalidator::stop`]. (`_timeout` is kept for callers that
-    /// bound their wait; a scan does not block.)
-    pub(crate) fn sync(&self, tree: &dyn Tree, _timeout: Duration) -> bool {
+    /// after [`Invalidator::stop`].
+    pub(crate) fn sync(&self, tree: &dyn Tree) -> bool {
         if self.synced(tree) {
             return true;
         }

@@ -16,9 +16,6 @@ pub struct MountOptions {
     /// How often the tree's generation is polled for changes made behind
     /// the file system's back (control socket, scenario runner).
     pub poll_interval: Duration,
-    /// How long a `write(2)`'s reply may wait for the kernel's caches to be
-    /// invalidated after the tree changed.
-    pub write_sync_timeout: Duration,
     /// Whether opens are sent to us.
     pub opens: Opens,
 }
@@ -55,7 +52,6 @@ impl Default for MountOptions {
             entry_ttl: Duration::from_secs(3600),
             attr_ttl: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(10),
-            write_sync_timeout: Duration::from_secs(5),
             opens: Opens::Exact,
         }
     }

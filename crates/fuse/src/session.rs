@@ -97,7 +97,6 @@ fn start(
         FsConfig {
             entry_ttl: options.entry_ttl,
             attr_ttl: options.attr_ttl,
-            write_sync_timeout: options.write_sync_timeout,
             opens: options.opens,
         },
     );
@@ -254,9 +253,9 @@ impl MountHandle {
     /// next poll: after this returns true, no reader sees an entry or an
     /// attribute older than the tree's state at the time of the call. For
     /// callers that change the tree behind the file system's back and then
-    /// answer someone (a control socket). False on timeout.
-    pub fn sync_caches(&self, timeout: Duration) -> bool {
-        self.invalidator.sync(&*self.tree, timeout)
+    /// answer someone (a control socket). False once the session has stopped.
+    pub fn sync_caches(&self) -> bool {
+        self.invalidator.sync(&*self.tree)
     }
 
     /// Wait until memhp's own background listings (directory caches it

@@ -12,8 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-const SYNC: Duration = Duration::from_secs(5);
-
 fn cached(tree: Arc<FixtureTree>) -> Mounted {
     Mounted::with_options(
         tree,
@@ -57,12 +55,12 @@ fn changed_content_is_never_read_stale_after_a_sync() {
     let m = cached(FixtureTree::standard());
     assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"initial\n");
     m.tree.set_content("dir/rw", b"offline\n");
-    assert!(m.handle().sync_caches(SYNC));
+    assert!(m.handle().sync_caches());
     assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"offline\n");
     assert_eq!(std::fs::metadata(m.path("dir/rw")).unwrap().size(), 8);
     // Shorter again: no stale tail from the longer page.
     m.tree.set_content("dir/rw", b"on\n");
-    assert!(m.handle().sync_caches(SYNC));
+    assert!(m.handle().sync_caches());
     assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"on\n");
 }
 
@@ -136,9 +134,9 @@ fn directory_listing_cached_by_the_kernel_follows_additions_and_removals() {
     );
     m.tree
         .add("dyn/new", memhp_sysfs::vfs::EntryKind::File { mode: 0o444 });
-    assert!(m.handle().sync_caches(SYNC));
+    assert!(m.handle().sync_caches());
     assert_eq!(names(&m), ["new"]);
     m.tree.remove("dyn/new");
-    assert!(m.handle().sync_caches(SYNC));
+    assert!(m.handle().sync_caches());
     assert!(names(&m).is_empty());
 }

@@ -34,7 +34,7 @@ _mh_oh() {
 		_mh_self=
 		read -r -d ' ' _mh_self </proc/self/stat 2>/dev/null
 		if [ "$_mh_self" = "$_MH_OH_SHELL" ]; then
-			_mh_req="$_mh_self$_MH_US"
+			_mh_req=
 			for _mh_a in "$@"; do
 				case "$_mh_a" in *"$_MH_NL"*) $OHELPER "$@"; return ;; esac
 				_mh_req="$_mh_req$_mh_a$_MH_US"

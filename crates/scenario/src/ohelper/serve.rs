@@ -4,8 +4,7 @@
 //!
 //! Protocol, over two FIFOs the caller opens once (see `_mh_oh` in
 //! `helpers.sh`):
-//! * request: one line, the calling shell's pid and then the arguments,
-//!   each followed by `\x1f`;
+//! * request: one line, the arguments each followed by `\x1f`;
 //! * response: the call's output as lines tagged `o` (stdout line), `n`
 //!   (a last stdout line without its newline) and `e` (stderr line), then
 //!   `r` and the exit status.
@@ -82,14 +81,10 @@ pub fn serve(req: &Path, resp: &Path) -> i32 {
         let Ok(line) = line else {
             break;
         };
-        let mut args = decode_request(&line);
-        if args.is_empty() {
-            continue;
-        }
-        // The caller's pid (kept for diagnostics; output goes back through
-        // the response FIFO: writing into the caller's stdout directly
-        // would overtake what the shell still holds in its own buffer).
-        let _shell = args.remove(0);
+        // Output goes back through the response FIFO, not straight into
+        // the caller's stdout: that would overtake what the shell still
+        // holds in its own buffer.
+        let args = decode_request(&line);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let status = ohelper_run(&args, &mut out, &mut err);
         if responses
