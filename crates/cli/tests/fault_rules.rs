@@ -93,7 +93,7 @@ fn bad_rules_get_errors_a_person_can_act_on_and_the_daemon_keeps_serving() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["fault", "add", "MEM_BOGUS", "-1"],
-            "no memory notifier action 'MEM_BOGUS'",
+            "no notifier action 'MEM_BOGUS' (MEM_* or NODE_*)",
         ),
         (
             &["fault", "add", "MEM_GOING_ONLINE", "0"],
@@ -117,4 +117,103 @@ fn bad_rules_get_errors_a_person_can_act_on_and_the_daemon_keeps_serving() {
         assert!(err.contains(expected), "{words:?}: {err}");
     }
     assert_eq!(online(&m, 32), Ok(()));
+}
+
+/// Mainline, two nodes: node 1 has a CPU and no memory, so the first block
+/// hot-added to it and onlined is its first memory (the node chain).
+fn ml_memoryless_node(tag: &str) -> Machine {
+    let m = Machine::mount(
+        tag,
+        &[
+            "--kernel",
+            "ml",
+            "--smp",
+            "2",
+            "--numa",
+            "nodeid=0,cpus=0,mem=1G",
+            "--numa",
+            "nodeid=1,cpus=1,mem=0",
+            "--cmdline",
+            "memhp_default_state=offline",
+        ],
+    );
+    m.ctl(&["hotadd", "d1", "256M", "node=1"]);
+    m
+}
+
+#[test]
+fn node_chain_veto_fails_the_online_and_the_trace_shows_the_cancel_order() {
+    let m = ml_memoryless_node("fault-node");
+    m.ctl(&["notifier-trace"]);
+    m.ctl(&[
+        "fault",
+        "add",
+        "NODE_ADDING_FIRST_MEMORY",
+        "-16",
+        "once",
+        "priority=50",
+    ]);
+    assert_eq!(online(&m, 32), Err(libc::EBUSY));
+    assert_eq!(state(&m, 32), "offline\n");
+    assert_eq!(m.read("sys/devices/system/node/has_memory"), "0\n");
+    let trace: serde_json::Value = serde_json::from_str(&m.ctl(&["notifier-trace"])).unwrap();
+    let events: Vec<(&str, &str)> = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["chain"].as_str().unwrap(), c["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("node", "NODE_ADDING_FIRST_MEMORY"),
+            ("memory", "MEM_CANCEL_ONLINE"),
+            ("node", "NODE_CANCEL_ADDING_FIRST_MEMORY")
+        ]
+    );
+    assert_eq!(trace[0]["arg"], serde_json::json!({"nid": 1}));
+    // Mainline's memory_notify has no status fields.
+    assert_eq!(
+        trace[1]["arg"],
+        serde_json::json!({"start_pfn": 0x100000, "nr_pages": 32768})
+    );
+    let vetoer = &trace[0]["consumers"][1];
+    assert_eq!(vetoer["consumer"], "memhp_fault_inject");
+    assert_eq!(vetoer["ret"], 0x8000 | (1 + 16));
+    // The rule was once: the next online succeeds with the full sequence.
+    assert_eq!(online(&m, 32), Ok(()));
+    let trace: serde_json::Value = serde_json::from_str(&m.ctl(&["notifier-trace"])).unwrap();
+    let events: Vec<&str> = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "NODE_ADDING_FIRST_MEMORY",
+            "MEM_GOING_ONLINE",
+            "NODE_ADDED_FIRST_MEMORY",
+            "MEM_ONLINE"
+        ]
+    );
+    assert_eq!(m.read("sys/devices/system/node/has_memory"), "0-1\n");
+}
+
+#[test]
+fn node_rule_on_6_1_is_refused_with_the_reason() {
+    let m = machine("fault-node-61");
+    let (_, err) = m.ctl_fails(&["fault", "add", "NODE_ADDING_FIRST_MEMORY", "-16"]);
+    assert!(
+        err.contains(
+            "NODE_ADDING_FIRST_MEMORY needs the node notifier chain, which Linux 6.1 does not have"
+        ),
+        "{err}"
+    );
+    let (_, err) = m.ctl_fails(&["fault", "add", "NODE_BOGUS", "-16"]);
+    assert!(
+        err.contains("no notifier action 'NODE_BOGUS' (MEM_* or NODE_*)"),
+        "{err}"
+    );
 }

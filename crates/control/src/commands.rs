@@ -63,10 +63,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("hwpoison", "poison one free page of a block: block"),
     (
         "fault-add",
-        "fail a memory notifier event: action (MEM_*), error (-4095..-1), mode (always|once|every|probability), n (every), p and seed (probability), priority",
+        "fail a notifier event: action (MEM_*, or NODE_* in ml), error (-4095..-1), mode (always|once|every|probability), n (every), p and seed (probability), priority",
     ),
     ("fault-remove", "remove a fault rule: id"),
     ("fault-list", "the fault rules with their match and fire counts"),
+    (
+        "notifier-trace",
+        "drain the notifier calls so far: chain, event, argument fields, and per consumer its return value",
+    ),
 ];
 
 fn fault_json(f: &memhp_model::fault::ActiveFault) -> Value {
@@ -91,12 +95,48 @@ fn fault_json(f: &memhp_model::fault::ActiveFault) -> Value {
     v
 }
 
+/// The calls each chain made since the last drain, each with the
+/// consumers it reached (in order) and what they returned.
+fn notifier_trace(host: &Host) -> Value {
+    let (version, calls, records) = host.shared.modify(|s| {
+        let calls = std::mem::take(&mut s.events.notifier);
+        (s.version, calls, s.memory_chain.take_trace())
+    });
+    let mut records = records.into_iter().peekable();
+    let mut out = Vec::new();
+    for call in calls {
+        let mut consumers = Vec::new();
+        while let Some(r) = records.next_if(|r| r.call == call) {
+            consumers.push(json!({"consumer": r.consumer, "ret": r.ret}));
+        }
+        let (chain, fields) = match call {
+            memhp_model::events::ChainCall::Memory { arg, .. } => (
+                "memory",
+                arg.fields(version)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect::<Map<String, Value>>(),
+            ),
+            memhp_model::events::ChainCall::Node { arg, .. } => (
+                "node",
+                [("nid".to_string(), json!(arg.nid))].into_iter().collect(),
+            ),
+        };
+        out.push(json!({
+            "chain": chain,
+            "event": call.name(),
+            "arg": fields,
+            "consumers": consumers,
+        }));
+    }
+    Value::Array(out)
+}
+
 fn fault_add(host: &Host, args: &Map<String, Value>) -> Result<Value, CommandError> {
-    use memhp_model::events::MemAction;
-    use memhp_model::fault::{FaultMode, FaultRule};
+    use memhp_model::fault::{FaultEvent, FaultMode, FaultRule};
     let name = str_arg(args, "action")?;
-    let action = MemAction::from_name(&name)
-        .ok_or_else(|| generic(format!("no memory notifier action '{name}'")))?;
+    let action = FaultEvent::from_name(&name)
+        .ok_or_else(|| generic(format!("no notifier action '{name}' (MEM_* or NODE_*)")))?;
     let error = arg(args, "error")?
         .as_i64()
         .ok_or_else(|| generic("'error' must be an integer"))?;
@@ -320,6 +360,7 @@ pub fn dispatch(
             return Ok(json!({}));
         }
         "fault-add" => return fault_add(host, args),
+        "notifier-trace" => return Ok(notifier_trace(host)),
         "fault-remove" => {
             let id = memhp_model::notifier::NotifierId(u64_arg(args, "id")?);
             host.shared

@@ -64,7 +64,7 @@ fn injected_errors_reach_the_writer_and_the_file_clamps() {
     let trace = host.shared.read(|s| s.memory_chain.take_trace());
     let cancels = trace
         .iter()
-        .filter(|c| c.action == MemAction::CancelOnline)
+        .filter(|c| c.mem_action() == Some(MemAction::CancelOnline))
         .count();
     assert_eq!(cancels, 3 * 10);
     assert_eq!(

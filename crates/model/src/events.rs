@@ -1,5 +1,5 @@
 //! What the model reports as it works: kernel log lines, uevents (spec 01
-//! §10) and the memory-notifier trace (spec 02 §2), plus the error-injection
+//! §10) and the notifier-chain trace (spec 02 §2, §3), plus the error-injection
 //! settings that act on the notifier chain (spec 02 §8).
 
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,9 @@ impl MemAction {
     }
 }
 
-/// `struct memory_notify` (6.1 layout).
+/// `struct memory_notify`. The status fields exist in 6.1 only (spec 02
+/// §2.3); mainline's struct is `start_pfn` and `nr_pages`, and the model
+/// keeps the status fields at -1 there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryNotify {
     pub start_pfn: u64,
@@ -97,11 +99,112 @@ pub struct MemoryNotify {
     pub status_change_nid: i32,
 }
 
-/// One call of the memory notifier chain.
+impl MemoryNotify {
+    /// The struct's fields in `version`, in declaration order.
+    pub fn fields(&self, version: crate::KernelVersion) -> Vec<(&'static str, i64)> {
+        let mut f = vec![
+            ("start_pfn", self.start_pfn as i64),
+            ("nr_pages", self.nr_pages as i64),
+        ];
+        if version == crate::KernelVersion::V6_1 {
+            f.push((
+                "status_change_nid_normal",
+                i64::from(self.status_change_nid_normal),
+            ));
+            f.push(("status_change_nid", i64::from(self.status_change_nid)));
+        }
+        f
+    }
+}
+
+/// Node notifier actions (spec 02 §3.1): mainline only; 6.1 expresses the
+/// same transitions through the memory events' status fields (§3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotifierCall {
-    pub action: MemAction,
-    pub arg: MemoryNotify,
+pub enum NodeAction {
+    AddingFirstMemory,
+    AddedFirstMemory,
+    CancelAddingFirstMemory,
+    RemovingLastMemory,
+    RemovedLastMemory,
+    CancelRemovingLastMemory,
+}
+
+impl NodeAction {
+    /// Every action, in the order of the kernel's `NODE_*` values.
+    pub const ALL: [NodeAction; 6] = [
+        NodeAction::AddingFirstMemory,
+        NodeAction::AddedFirstMemory,
+        NodeAction::CancelAddingFirstMemory,
+        NodeAction::RemovingLastMemory,
+        NodeAction::RemovedLastMemory,
+        NodeAction::CancelRemovingLastMemory,
+    ];
+
+    /// The action named `name` (`NODE_ADDING_FIRST_MEMORY`, ...).
+    pub fn from_name(name: &str) -> Option<NodeAction> {
+        NodeAction::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            NodeAction::AddingFirstMemory => "NODE_ADDING_FIRST_MEMORY",
+            NodeAction::AddedFirstMemory => "NODE_ADDED_FIRST_MEMORY",
+            NodeAction::CancelAddingFirstMemory => "NODE_CANCEL_ADDING_FIRST_MEMORY",
+            NodeAction::RemovingLastMemory => "NODE_REMOVING_LAST_MEMORY",
+            NodeAction::RemovedLastMemory => "NODE_REMOVED_LAST_MEMORY",
+            NodeAction::CancelRemovingLastMemory => "NODE_CANCEL_REMOVING_LAST_MEMORY",
+        }
+    }
+}
+
+/// `struct node_notify`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeNotify {
+    pub nid: i32,
+}
+
+/// One call of a notifier chain, memory or node (the global sequence of
+/// spec 02 §3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "chain", rename_all = "lowercase")]
+pub enum ChainCall {
+    Memory {
+        action: MemAction,
+        arg: MemoryNotify,
+    },
+    Node {
+        action: NodeAction,
+        arg: NodeNotify,
+    },
+}
+
+impl ChainCall {
+    /// The event's kernel name.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            ChainCall::Memory { action, .. } => action.name(),
+            ChainCall::Node { action, .. } => action.name(),
+        }
+    }
+
+    /// The call as one line: the event, then the argument struct's fields
+    /// in `version` (`MEM_ONLINE start_pfn=0x100000 nr_pages=32768 ...`).
+    pub fn render(&self, version: crate::KernelVersion) -> String {
+        match self {
+            ChainCall::Memory { action, arg } => {
+                let mut s = action.name().to_string();
+                for (k, v) in arg.fields(version) {
+                    if k == "start_pfn" {
+                        s.push_str(&format!(" {k}={v:#x}"));
+                    } else {
+                        s.push_str(&format!(" {k}={v}"));
+                    }
+                }
+                s
+            }
+            ChainCall::Node { action, arg } => format!("{} nid={}", action.name(), arg.nid),
+        }
+    }
 }
 
 /// Errors injected into the memory chain (the debugfs `error` files).
@@ -131,7 +234,8 @@ pub struct EventLog {
     pub klog_read: usize,
     pub uevents: Vec<Uevent>,
     pub seqnum: u64,
-    pub notifier: Vec<NotifierCall>,
+    /// Every notifier-chain call (memory and node chains), in order.
+    pub notifier: Vec<ChainCall>,
     /// Errnos a transport could not deliver (FUSE carries only 1..511), by
     /// the path of the write, for helpers that ask (`wide-errno`).
     #[serde(default)]
@@ -159,7 +263,7 @@ impl EventLog {
     }
 
     /// Record a notifier-chain call.
-    pub fn trace_notifier(&mut self, call: NotifierCall) {
+    pub fn trace_notifier(&mut self, call: ChainCall) {
         self.notifier.push(call);
         trim(&mut self.notifier);
     }

@@ -1,5 +1,5 @@
-//! Host-side fault injection into the memory notifier chain: for any
-//! memory event, a callback that returns an errno always, once, on every
+//! Host-side fault injection into the notifier chains: for any memory
+//! event (and, in mainline, any node event), a callback that returns an errno always, once, on every
 //! Nth matching call, or with a probability drawn from a seeded generator
 //! (deterministic: the same seed fails the same calls).
 //!
@@ -9,12 +9,13 @@
 //! as the consumer `memhp_fault_inject` at the priority it is given, so
 //! where it sits relative to the kernel's consumers decides which of them
 //! see the event and which get the cancel (spec 02 §2.5). As in the kernel,
-//! an error only vetoes `MEM_GOING_ONLINE` / `MEM_GOING_OFFLINE`; for the
-//! other events it is recorded in the chain trace and otherwise ignored.
+//! an error only vetoes `MEM_GOING_ONLINE` / `MEM_GOING_OFFLINE` (and
+//! `NODE_ADDING_FIRST_MEMORY` / `NODE_REMOVING_LAST_MEMORY`); for the other
+//! events it is recorded in the chain trace and otherwise ignored.
 
-use crate::events::MemAction;
+use crate::events::{MemAction, NodeAction};
 use crate::notifier::{
-    notifier_from_errno, MemoryCallback, NotifierError, NotifierId, NOTIFY_DONE,
+    notifier_from_errno, Callback, ChainEvent, NotifierError, NotifierId, NOTIFY_DONE,
 };
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
@@ -36,10 +37,45 @@ pub enum FaultMode {
     Probability { p: f64, seed: u64 },
 }
 
+/// The event a rule fails: on the memory chain or on the node chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultEvent {
+    Memory(MemAction),
+    Node(NodeAction),
+}
+
+impl FaultEvent {
+    /// The event named `name` (`MEM_*` or `NODE_*`).
+    pub fn from_name(name: &str) -> Option<FaultEvent> {
+        MemAction::from_name(name)
+            .map(FaultEvent::Memory)
+            .or_else(|| NodeAction::from_name(name).map(FaultEvent::Node))
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FaultEvent::Memory(a) => a.name(),
+            FaultEvent::Node(a) => a.name(),
+        }
+    }
+}
+
+impl From<MemAction> for FaultEvent {
+    fn from(a: MemAction) -> Self {
+        FaultEvent::Memory(a)
+    }
+}
+
+impl From<NodeAction> for FaultEvent {
+    fn from(a: NodeAction) -> Self {
+        FaultEvent::Node(a)
+    }
+}
+
 /// A rule: fail `action` with `errno` (negative) according to `mode`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FaultRule {
-    pub action: MemAction,
+    pub action: FaultEvent,
     pub errno: i32,
     pub mode: FaultMode,
 }
@@ -56,6 +92,8 @@ pub enum FaultError {
     NotFound(u64),
     #[error("notifier chain: {0}")]
     Chain(#[from] NotifierError),
+    #[error("{0} needs the node notifier chain, which Linux 6.1 does not have")]
+    NoNodeChain(&'static str),
 }
 
 impl FaultError {
@@ -71,7 +109,12 @@ impl FaultError {
 
 impl FaultRule {
     /// A checked rule.
-    pub fn new(action: MemAction, errno: i64, mode: FaultMode) -> Result<FaultRule, FaultError> {
+    pub fn new(
+        action: impl Into<FaultEvent>,
+        errno: i64,
+        mode: FaultMode,
+    ) -> Result<FaultRule, FaultError> {
+        let action = action.into();
         if !(-4095..=-1).contains(&errno) {
             return Err(FaultError::Errno(errno));
         }
@@ -129,8 +172,9 @@ impl ActiveFault {
     }
 }
 
-/// The callback of `rule` and the state it updates.
-fn callback(rule: FaultRule) -> (MemoryCallback, Arc<Mutex<FaultState>>) {
+/// The callback of `rule`, failing `target` on its chain, and the state it
+/// updates.
+fn callback<E: ChainEvent>(rule: FaultRule, target: E) -> (Callback<E>, Arc<Mutex<FaultState>>) {
     let seed = match rule.mode {
         FaultMode::Probability { seed, .. } => seed,
         _ => 0,
@@ -140,8 +184,8 @@ fn callback(rule: FaultRule) -> (MemoryCallback, Arc<Mutex<FaultState>>) {
         rng: seed,
     }));
     let shared = state.clone();
-    let cb: MemoryCallback = Arc::new(move |action, _arg| {
-        if action != rule.action {
+    let cb: Callback<E> = Arc::new(move |action, _arg| {
+        if action != target {
             return NOTIFY_DONE;
         }
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,10 +211,27 @@ fn callback(rule: FaultRule) -> (MemoryCallback, Arc<Mutex<FaultState>>) {
 }
 
 impl crate::System {
-    /// Add `rule` to the memory chain at `priority`.
+    /// Add `rule` to its chain at `priority`.
     pub fn add_fault(&mut self, rule: FaultRule, priority: i32) -> Result<NotifierId, FaultError> {
-        let (cb, state) = callback(rule);
-        let id = self.memory_chain.register(FAULT_CONSUMER, priority, cb)?;
+        let (id, state) = match rule.action {
+            FaultEvent::Memory(a) => {
+                let (cb, state) = callback(rule, a);
+                (
+                    self.memory_chain.register(FAULT_CONSUMER, priority, cb)?,
+                    state,
+                )
+            }
+            FaultEvent::Node(a) if self.version == crate::KernelVersion::V6_1 => {
+                return Err(FaultError::NoNodeChain(a.name()))
+            }
+            FaultEvent::Node(a) => {
+                let (cb, state) = callback(rule, a);
+                (
+                    self.node_chain.register(FAULT_CONSUMER, priority, cb)?,
+                    state,
+                )
+            }
+        };
         self.faults.push(ActiveFault {
             id,
             rule,
@@ -187,7 +248,10 @@ impl crate::System {
             .iter()
             .position(|f| f.id == id)
             .ok_or(FaultError::NotFound(id.0))?;
-        self.memory_chain.unregister(id)?;
+        match self.faults[pos].rule.action {
+            FaultEvent::Memory(_) => self.memory_chain.unregister(id)?,
+            FaultEvent::Node(_) => self.node_chain.unregister(id)?,
+        }
         self.faults.remove(pos);
         Ok(())
     }
@@ -199,10 +263,11 @@ mod tests {
     use crate::notifier::tests::arg;
 
     fn fires(rule: FaultRule, calls: usize) -> Vec<bool> {
-        let (cb, _) = callback(rule);
-        (0..calls)
-            .map(|_| cb(rule.action, &arg()) != NOTIFY_DONE)
-            .collect()
+        let FaultEvent::Memory(a) = rule.action else {
+            panic!("memory rules only")
+        };
+        let (cb, _) = callback(rule, a);
+        (0..calls).map(|_| cb(a, &arg()) != NOTIFY_DONE).collect()
     }
 
     #[test]
@@ -220,7 +285,7 @@ mod tests {
     #[test]
     fn other_actions_pass_and_do_not_count() {
         let rule = FaultRule::new(MemAction::GoingOnline, -12, FaultMode::Once).unwrap();
-        let (cb, state) = callback(rule);
+        let (cb, state) = callback(rule, MemAction::GoingOnline);
         assert_eq!(cb(MemAction::GoingOffline, &arg()), NOTIFY_DONE);
         assert_eq!(state.lock().unwrap().counts, FaultCounts::default());
         assert_eq!(cb(MemAction::GoingOnline, &arg()), notifier_from_errno(-12));
@@ -297,7 +362,7 @@ mod tests {
             .memory_chain
             .take_trace()
             .into_iter()
-            .map(|r| (r.consumer, r.action.name(), r.ret))
+            .map(|r| (r.consumer.clone(), r.event(), r.ret))
             .collect();
         let going: Vec<&str> = trace
             .iter()

@@ -4,7 +4,8 @@
 //! states, span shrink and undo paths.
 
 use crate::block::{BlockState, OnlineType};
-use crate::events::{MemAction, MemoryNotify, NotifierCall, UeventAction};
+use crate::events::{MemAction, MemoryNotify, NodeAction, NodeNotify, UeventAction};
+use crate::notifier::{ChainEvent, NotifierChain};
 use crate::pages::MigrateFailure;
 use crate::system::System;
 use crate::units::PAGES_PER_SUBSECTION;
@@ -86,6 +87,32 @@ pub struct InFlightOffline {
     pub id: u64,
     pub zone: ZoneType,
     pub arg: MemoryNotify,
+    /// The node loses its last kernel-zone memory (`N_NORMAL_MEMORY`).
+    #[serde(default)]
+    pub clear_normal: bool,
+    /// The node loses its last memory (`N_MEMORY`).
+    #[serde(default)]
+    pub clear_memory: bool,
+    /// NODE_REMOVING_LAST_MEMORY was sent (mainline).
+    #[serde(default)]
+    pub node_event: bool,
+}
+
+/// An event whose chain a [`System`] owns.
+pub(crate) trait OnChain: ChainEvent {
+    fn chain(sys: &mut System) -> &mut NotifierChain<Self>;
+}
+
+impl OnChain for MemAction {
+    fn chain(sys: &mut System) -> &mut NotifierChain<Self> {
+        &mut sys.memory_chain
+    }
+}
+
+impl OnChain for NodeAction {
+    fn chain(sys: &mut System) -> &mut NotifierChain<Self> {
+        &mut sys.node_chain
+    }
 }
 
 impl System {
@@ -116,18 +143,17 @@ impl System {
         }
     }
 
-    /// Call the memory notifier chain; for the vetoable GOING events, a
-    /// stop-bit error becomes the operation's error.
-    pub(crate) fn notify(
+    /// Call the chain of `action` (memory or node); for the vetoable events
+    /// (GOING_*, NODE_ADDING_*/NODE_REMOVING_*), a stop-bit error becomes
+    /// the operation's error.
+    pub(crate) fn notify<E: OnChain>(
         &mut self,
-        action: MemAction,
-        arg: MemoryNotify,
+        action: E,
+        arg: E::Arg,
     ) -> Result<(), HotplugError> {
-        self.events.trace_notifier(NotifierCall { action, arg });
-        let mut log = Vec::new();
-        let (ret, _) = self
-            .memory_chain
-            .call(action, &arg, None, &self.injection, &mut log);
+        self.events.trace_notifier(action.record(&arg));
+        let (inj, mut log) = (self.injection, Vec::new());
+        let (ret, _) = E::chain(self).call(action, &arg, None, &inj, &mut log);
         for l in log {
             self.events.log(l);
         }
@@ -135,6 +161,11 @@ impl System {
             0 => Ok(()),
             e => Err(HotplugError::Notifier(e)),
         }
+    }
+
+    /// The node event for `nid`, in the versions that have the node chain.
+    fn node_notify(&mut self, action: NodeAction, nid: u32) -> Result<(), HotplugError> {
+        self.notify(action, NodeNotify { nid: nid as i32 })
     }
 
     fn grow_spans(&mut self, nid: u32, zone: ZoneType, start: u64, nr: u64) {
@@ -268,6 +299,18 @@ impl System {
         (normal, memory)
     }
 
+    /// `struct memory_notify` as this version fills it: the 6.1 status
+    /// fields do not exist in mainline (kept at -1).
+    fn memory_notify(&self, pfn: u64, n: u64, nid_normal: i32, nid: i32) -> MemoryNotify {
+        let v61 = self.version == KernelVersion::V6_1;
+        MemoryNotify {
+            start_pfn: pfn,
+            nr_pages: n,
+            status_change_nid_normal: if v61 { nid_normal } else { -1 },
+            status_change_nid: if v61 { nid } else { -1 },
+        }
+    }
+
     /// `memory_block_online` → `online_pages` for block `id`.
     fn memory_block_online(
         &mut self,
@@ -291,14 +334,19 @@ impl System {
         let kernel_zone_was_top = self.highest_populated_kernel_zone(nid);
         self.grow_spans(nid, zone, pfn, n);
         let (nid_normal, nid_memory) = self.status_online(nid, zone);
-        let arg = MemoryNotify {
-            start_pfn: pfn,
-            nr_pages: n,
-            status_change_nid_normal: nid_normal,
-            status_change_nid: nid_memory,
-        };
-        if let Err(e) = self.notify(MemAction::GoingOnline, arg) {
+        let arg = self.memory_notify(pfn, n, nid_normal, nid_memory);
+        // Mainline announces the node's first memory on the node chain.
+        let node_event = self.version == KernelVersion::Mainline && nid_memory >= 0;
+        let vetoed = match node_event {
+            true => self.node_notify(NodeAction::AddingFirstMemory, nid),
+            false => Ok(()),
+        }
+        .and_then(|()| self.notify(MemAction::GoingOnline, arg));
+        if let Err(e) = vetoed {
             let _ = self.notify(MemAction::CancelOnline, arg);
+            if node_event {
+                let _ = self.node_notify(NodeAction::CancelAddingFirstMemory, nid);
+            }
             self.shrink_spans(nid, zone, pfn, pfn + n);
             if v > 0 {
                 self.shrink_spans(nid, zone, start, start + v);
@@ -320,6 +368,9 @@ impl System {
             self.zonelist_rebuild();
         }
         self.recompute_watermarks();
+        if node_event {
+            let _ = self.node_notify(NodeAction::AddedFirstMemory, nid);
+        }
         let _ = self.notify(MemAction::Online, arg);
         if v > 0 {
             self.adjust_present(id, zone, v as i64);
@@ -447,25 +498,37 @@ impl System {
             self.dump_unmovable_page(p, nid, zone);
             return fail(self, HotplugError::Busy("unmovable page"));
         }
-        // 6.1 node_states_check_changes_offline (after isolation).
+        // node_states_check_changes_offline (after isolation): the 6.1
+        // status fields; mainline's NODE_REMOVING_LAST_MEMORY condition
+        // (nr_pages >= node_present_pages) is the same as the second one.
         let node = &self.nodes[&nid];
         let kernel_present = node.kernel_present_pages();
         let all_present = kernel_present + node.zone(ZoneType::Movable).present;
-        let arg = MemoryNotify {
-            start_pfn: pfn,
-            nr_pages: n,
-            status_change_nid_normal: if zone.is_kernel() && n >= kernel_present {
-                nid as i32
-            } else {
-                -1
-            },
-            status_change_nid: if n >= all_present { nid as i32 } else { -1 },
-        };
-        if let Err(e) = self.notify(MemAction::GoingOffline, arg) {
+        let clear_normal = zone.is_kernel() && n >= kernel_present;
+        let clear_memory = n >= all_present;
+        let status = |c: bool| if c { nid as i32 } else { -1 };
+        let arg = self.memory_notify(pfn, n, status(clear_normal), status(clear_memory));
+        let node_event = self.version == KernelVersion::Mainline && clear_memory;
+        let vetoed = match node_event {
+            true => self.node_notify(NodeAction::RemovingLastMemory, nid),
+            false => Ok(()),
+        }
+        .and_then(|()| self.notify(MemAction::GoingOffline, arg));
+        if let Err(e) = vetoed {
             let _ = self.notify(MemAction::CancelOffline, arg);
+            if node_event {
+                let _ = self.node_notify(NodeAction::CancelRemovingLastMemory, nid);
+            }
             return fail(self, e);
         }
-        self.offlining = Some(InFlightOffline { id, zone, arg });
+        self.offlining = Some(InFlightOffline {
+            id,
+            zone,
+            arg,
+            clear_normal,
+            clear_memory,
+            node_event,
+        });
         self.offline_retry()
     }
 
@@ -518,6 +581,10 @@ impl System {
             return OfflineProgress::Done(Err(HotplugError::Invalid("no offline in flight")));
         };
         let _ = self.notify(MemAction::CancelOffline, inflight.arg);
+        if inflight.node_event {
+            let nid = self.blocks[&inflight.id].nid.unwrap_or(0);
+            let _ = self.node_notify(NodeAction::CancelRemovingLastMemory, nid);
+        }
         let v = self.blocks[&inflight.id].nr_vmemmap_pages;
         if v > 0 {
             self.adjust_present(inflight.id, inflight.zone, v as i64);
@@ -601,11 +668,14 @@ impl System {
             self.zonelist_rebuild();
         }
         let node = self.node_mut(nid);
-        if f.arg.status_change_nid_normal >= 0 {
+        if f.clear_normal {
             node.has_normal_memory = false;
         }
-        if f.arg.status_change_nid >= 0 {
+        if f.clear_memory {
             node.has_memory = false;
+        }
+        if f.node_event {
+            let _ = self.node_notify(NodeAction::RemovedLastMemory, nid);
         }
         let _ = self.notify(MemAction::Offline, f.arg);
         let blk = self.blocks.get_mut(&id).expect("block exists");

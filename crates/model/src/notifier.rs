@@ -1,9 +1,13 @@
 //! Blocking notifier chains (spec 02 §1–§4): registration by priority,
-//! return-value encoding, the plain and the robust call, and the memory
-//! chain with the in-kernel consumers of Linux 6.1 registered at boot.
+//! return-value encoding, the plain and the robust call, the memory chain
+//! and (mainline) the node chain, with the in-kernel consumers registered
+//! at boot in each version.
 
-use crate::events::{MemAction, MemoryNotify, NotifierInjection};
+use crate::events::{
+    ChainCall, MemAction, MemoryNotify, NodeAction, NodeNotify, NotifierInjection,
+};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const NOTIFY_DONE: i32 = 0x0000;
@@ -31,10 +35,63 @@ pub const fn notifier_to_errno(ret: i32) -> i32 {
     }
 }
 
-/// A memory-notifier callback: `(action, arg) -> NOTIFY_*`.
-pub type MemoryCallback = Arc<dyn Fn(MemAction, &MemoryNotify) -> i32 + Send + Sync>;
+/// An event of a notifier chain: its argument type, its kernel name, and
+/// how it appears in the global trace.
+pub trait ChainEvent: Copy + PartialEq + Send + Sync + 'static {
+    /// The `void *` argument the chain passes (`struct memory_notify`,
+    /// `struct node_notify`).
+    type Arg: Copy + Send + Sync + 'static;
+    fn name(self) -> &'static str;
+    /// The call as a trace entry.
+    fn record(self, arg: &Self::Arg) -> ChainCall;
+    /// What `memory-notifier-error-inject` returns for this event (it only
+    /// sits on the memory chain).
+    fn injected_errno(self, _inj: &NotifierInjection) -> i32 {
+        0
+    }
+}
 
-/// Registration handle.
+impl ChainEvent for MemAction {
+    type Arg = MemoryNotify;
+    fn name(self) -> &'static str {
+        MemAction::name(self)
+    }
+    fn record(self, arg: &MemoryNotify) -> ChainCall {
+        ChainCall::Memory {
+            action: self,
+            arg: *arg,
+        }
+    }
+    fn injected_errno(self, inj: &NotifierInjection) -> i32 {
+        match self {
+            MemAction::GoingOnline => inj.going_online,
+            MemAction::GoingOffline => inj.going_offline,
+            _ => 0,
+        }
+    }
+}
+
+impl ChainEvent for NodeAction {
+    type Arg = NodeNotify;
+    fn name(self) -> &'static str {
+        NodeAction::name(self)
+    }
+    fn record(self, arg: &NodeNotify) -> ChainCall {
+        ChainCall::Node {
+            action: self,
+            arg: *arg,
+        }
+    }
+}
+
+/// A chain callback: `(action, arg) -> NOTIFY_*`.
+pub type Callback<E> = Arc<dyn Fn(E, &<E as ChainEvent>::Arg) -> i32 + Send + Sync>;
+/// A memory-notifier callback.
+pub type MemoryCallback = Callback<MemAction>;
+/// A node-notifier callback.
+pub type NodeCallback = Callback<NodeAction>;
+
+/// Registration handle (unique across the chains of one system).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NotifierId(pub u64);
 
@@ -54,42 +111,115 @@ pub enum NotifierError {
 }
 
 /// What a chain entry runs.
-#[derive(Clone)]
-enum Entry {
-    Callback(MemoryCallback),
+enum Entry<E: ChainEvent> {
+    Callback(Callback<E>),
     /// `memory-notifier-error-inject`: returns the configured error for
     /// MEM_GOING_ONLINE / MEM_GOING_OFFLINE.
     Injector,
 }
 
-#[derive(Clone)]
-struct Block {
+impl<E: ChainEvent> Clone for Entry<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Entry::Callback(c) => Entry::Callback(Arc::clone(c)),
+            Entry::Injector => Entry::Injector,
+        }
+    }
+}
+
+struct Block<E: ChainEvent> {
     id: NotifierId,
     name: String,
     priority: i32,
-    entry: Entry,
+    entry: Entry<E>,
+}
+
+impl<E: ChainEvent> Clone for Block<E> {
+    fn clone(&self) -> Self {
+        Block {
+            id: self.id,
+            name: self.name.clone(),
+            priority: self.priority,
+            entry: self.entry.clone(),
+        }
+    }
 }
 
 /// One call of one callback, for traces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
     pub consumer: String,
-    pub action: MemAction,
-    pub arg: MemoryNotify,
+    pub call: ChainCall,
     pub ret: i32,
 }
 
-/// A blocking notifier chain of the memory-hotplug kind.
+impl CallRecord {
+    /// The event's kernel name.
+    pub fn event(&self) -> &'static str {
+        self.call.name()
+    }
+
+    /// The memory action, if this was a memory-chain call.
+    pub fn mem_action(&self) -> Option<MemAction> {
+        match self.call {
+            ChainCall::Memory { action, .. } => Some(action),
+            ChainCall::Node { .. } => None,
+        }
+    }
+}
+
+/// What the chains of one system share: the per-callback trace (one
+/// sequence across both chains) and the registration-id counter.
 #[derive(Clone, Default)]
-pub struct MemoryChain {
-    blocks: Vec<Block>,
-    next_id: u64,
-    /// Every callback invocation, in order (`take_trace` drains it).
+pub struct ChainContext {
     trace: Arc<Mutex<Vec<CallRecord>>>,
+    ids: Arc<AtomicU64>,
+}
+
+impl ChainContext {
+    /// Drain the per-callback trace.
+    pub fn take_trace(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut *self.trace.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn push(&self, r: CallRecord) {
+        let mut trace = self.trace.lock().unwrap_or_else(|e| e.into_inner());
+        trace.push(r);
+        if trace.len() > crate::events::LOG_CAPACITY {
+            trace.drain(..crate::events::LOG_CAPACITY / 4);
+        }
+    }
+}
+
+/// A blocking notifier chain (`struct blocking_notifier_head`).
+pub struct NotifierChain<E: ChainEvent> {
+    blocks: Vec<Block<E>>,
+    ctx: ChainContext,
     in_call: bool,
 }
 
-impl fmt::Debug for MemoryChain {
+/// The memory chain (`memory_chain`).
+pub type MemoryChain = NotifierChain<MemAction>;
+/// The node chain (`node_chain`, mainline).
+pub type NodeChain = NotifierChain<NodeAction>;
+
+impl<E: ChainEvent> Clone for NotifierChain<E> {
+    fn clone(&self) -> Self {
+        NotifierChain {
+            blocks: self.blocks.clone(),
+            ctx: self.ctx.clone(),
+            in_call: self.in_call,
+        }
+    }
+}
+
+impl<E: ChainEvent> Default for NotifierChain<E> {
+    fn default() -> Self {
+        NotifierChain::new(ChainContext::default())
+    }
+}
+
+impl<E: ChainEvent> fmt::Debug for NotifierChain<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
             .entries(self.blocks.iter().map(|b| (&b.name, b.priority)))
@@ -97,14 +227,23 @@ impl fmt::Debug for MemoryChain {
     }
 }
 
-impl MemoryChain {
+impl<E: ChainEvent> NotifierChain<E> {
+    /// An empty chain recording into `ctx`.
+    pub fn new(ctx: ChainContext) -> Self {
+        NotifierChain {
+            blocks: Vec::new(),
+            ctx,
+            in_call: false,
+        }
+    }
+
     /// `notifier_chain_register`: before the first entry with a strictly
     /// lower priority (descending priority, FIFO among equals).
     pub fn register(
         &mut self,
         name: &str,
         priority: i32,
-        callback: MemoryCallback,
+        callback: Callback<E>,
     ) -> Result<NotifierId, NotifierError> {
         if self.in_call {
             return Err(NotifierError::Reentrant);
@@ -119,9 +258,8 @@ impl MemoryChain {
         Ok(self.insert(name, priority, Entry::Callback(callback)))
     }
 
-    fn insert(&mut self, name: &str, priority: i32, entry: Entry) -> NotifierId {
-        self.next_id += 1;
-        let id = NotifierId(self.next_id);
+    fn insert(&mut self, name: &str, priority: i32, entry: Entry<E>) -> NotifierId {
+        let id = NotifierId(self.ctx.ids.fetch_add(1, Ordering::Relaxed) + 1);
         let pos = self
             .blocks
             .iter()
@@ -190,8 +328,8 @@ impl MemoryChain {
     /// The injector reads `inj` and appends its log line to `log`.
     pub fn call(
         &mut self,
-        action: MemAction,
-        arg: &MemoryNotify,
+        action: E,
+        arg: &E::Arg,
         nr_to_call: Option<usize>,
         inj: &NotifierInjection,
         log: &mut Vec<String>,
@@ -203,11 +341,7 @@ impl MemoryChain {
             ret = match &b.entry {
                 Entry::Callback(cb) => cb(action, arg),
                 Entry::Injector => {
-                    let err = match action {
-                        MemAction::GoingOnline => inj.going_online,
-                        MemAction::GoingOffline => inj.going_offline,
-                        _ => 0,
-                    };
+                    let err = action.injected_errno(inj);
                     if err != 0 {
                         log.push(format!("Injecting error ({err}) to {}", action.name()));
                     }
@@ -215,17 +349,11 @@ impl MemoryChain {
                 }
             };
             calls += 1;
-            let mut trace = self.trace.lock().unwrap_or_else(|e| e.into_inner());
-            trace.push(CallRecord {
+            self.ctx.push(CallRecord {
                 consumer: b.name.clone(),
-                action,
-                arg: *arg,
+                call: action.record(arg),
                 ret,
             });
-            if trace.len() > crate::events::LOG_CAPACITY {
-                trace.drain(..crate::events::LOG_CAPACITY / 4);
-            }
-            drop(trace);
             if ret & NOTIFY_STOP_MASK != 0 {
                 break;
             }
@@ -238,9 +366,9 @@ impl MemoryChain {
     /// the callbacks that accepted `up` (all but the failing one).
     pub fn call_robust(
         &mut self,
-        up: MemAction,
-        down: MemAction,
-        arg: &MemoryNotify,
+        up: E,
+        down: E,
+        arg: &E::Arg,
         inj: &NotifierInjection,
         log: &mut Vec<String>,
     ) -> i32 {
@@ -251,36 +379,79 @@ impl MemoryChain {
         ret
     }
 
-    /// Drain the call trace.
+    /// Drain the call trace (shared by the chains of one system).
     pub fn take_trace(&self) -> Vec<CallRecord> {
-        std::mem::take(&mut *self.trace.lock().unwrap_or_else(|e| e.into_inner()))
+        self.ctx.take_trace()
     }
 }
 
 /// A consumer that accepts everything (the kernel's bookkeeping consumers
 /// whose side effects are not visible through sysfs).
-fn accept() -> MemoryCallback {
+fn accept<E: ChainEvent>() -> Callback<E> {
     Arc::new(|_, _| NOTIFY_OK)
+}
+
+fn chain_of<E: ChainEvent>(ctx: &ChainContext, consumers: &[(&str, i32)]) -> NotifierChain<E> {
+    let mut c = NotifierChain::new(ctx.clone());
+    for &(name, prio) in consumers {
+        c.register(name, prio, accept()).expect("fresh callbacks");
+    }
+    c
 }
 
 /// The memory chain of a booted Linux 6.1 x86-64 (Debian config), in
 /// registration order (spec 02 §4).
 pub fn boot_chain_6_1() -> MemoryChain {
-    let mut c = MemoryChain::default();
-    for (name, prio) in [
-        ("slab_memory_callback", 1),
-        ("page_ext_callback", 0),
-        ("mm_compute_batch_notifier", 10),
-        ("cpuset_track_online_nodes", 10),
-        ("kcore_callback", 0),
-        ("reserve_mem_notifier", 0),
-        ("ksm_memory_callback", 100),
-        ("memtier_hotplug_callback", 100),
-        ("hmat_callback", 2),
-    ] {
-        c.register(name, prio, accept()).expect("fresh callbacks");
+    boot_chains(crate::KernelVersion::V6_1, &ChainContext::default()).0
+}
+
+/// The memory and node chains of a booted kernel of `version`, in
+/// registration order (spec 02 §4): in mainline, SLUB, memory tiers, HMAT
+/// and cpuset moved to the node chain and the weighted-interleave sysfs and
+/// kdump consumers are new; 6.1 has no node chain.
+pub fn boot_chains(version: crate::KernelVersion, ctx: &ChainContext) -> (MemoryChain, NodeChain) {
+    match version {
+        crate::KernelVersion::V6_1 => (
+            chain_of(
+                ctx,
+                &[
+                    ("slab_memory_callback", 1),
+                    ("page_ext_callback", 0),
+                    ("mm_compute_batch_notifier", 10),
+                    ("cpuset_track_online_nodes", 10),
+                    ("kcore_callback", 0),
+                    ("reserve_mem_notifier", 0),
+                    ("ksm_memory_callback", 100),
+                    ("memtier_hotplug_callback", 100),
+                    ("hmat_callback", 2),
+                ],
+            ),
+            NotifierChain::new(ctx.clone()),
+        ),
+        crate::KernelVersion::Mainline => (
+            chain_of(
+                ctx,
+                &[
+                    ("page_ext_callback", 0),
+                    ("mm_compute_batch_notifier", 10),
+                    ("kcore_callback", 0),
+                    ("reserve_mem_notifier", 0),
+                    ("crash_memhp_notifier", 0),
+                    ("ksm_memory_callback", 100),
+                ],
+            ),
+            chain_of(
+                ctx,
+                &[
+                    ("slab_memory_callback", 1),
+                    ("cpuset_track_online_nodes", 10),
+                    ("wi_node_notifier", 0),
+                    ("memtier_hotplug_callback", 100),
+                    ("hmat_callback", 6),
+                ],
+            ),
+        ),
     }
-    c
 }
 
 #[cfg(test)]
@@ -332,7 +503,7 @@ pub(crate) mod tests {
     #[test]
     fn double_registration_is_eexist_and_unknown_unregister_enoent() {
         let mut c = MemoryChain::default();
-        let cb = accept();
+        let cb: MemoryCallback = accept();
         let id = c.register("a", 0, Arc::clone(&cb)).unwrap();
         assert_eq!(c.register("a", 0, cb), Err(NotifierError::Exists));
         c.unregister(id).unwrap();
@@ -385,7 +556,7 @@ pub(crate) mod tests {
         let t: Vec<(String, MemAction)> = c
             .take_trace()
             .into_iter()
-            .map(|r| (r.consumer, r.action))
+            .map(|r| (r.consumer.clone(), r.mem_action().unwrap()))
             .collect();
         assert_eq!(
             t,

@@ -139,6 +139,9 @@ pub struct System {
     /// The memory notifier chain (callbacks are not serialised).
     #[serde(skip)]
     pub memory_chain: crate::notifier::MemoryChain,
+    /// The node notifier chain (mainline; empty and never called in 6.1).
+    #[serde(skip)]
+    pub node_chain: crate::notifier::NodeChain,
     /// memhp's own fault rules on the memory chain (`fault.rs`).
     #[serde(skip)]
     pub faults: Vec<crate::fault::ActiveFault>,
@@ -188,7 +191,8 @@ impl System {
             iomem: a.iomem,
             events: EventLog::default(),
             injection: NotifierInjection::default(),
-            memory_chain: crate::notifier::boot_chain_6_1(),
+            memory_chain: Default::default(),
+            node_chain: Default::default(),
             faults: Vec::new(),
             wmark: Watermarks::default(),
             bootlog: Vec::new(),
@@ -197,6 +201,8 @@ impl System {
             offlining: None,
             hot_ranges: BTreeMap::new(),
         };
+        (sys.memory_chain, sys.node_chain) =
+            crate::notifier::boot_chains(sys.version, &Default::default());
         sys.wmark = Watermarks::at_boot(&sys);
         sys
     }
