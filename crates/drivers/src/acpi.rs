@@ -172,29 +172,35 @@ impl AcpiDimms {
         Ok(HotaddReport { dimm, events })
     }
 
-    /// `acpi_memory_device_add` + `acpi_memory_enable_device` (guest side).
+    /// `acpi_memory_device_add` + `acpi_memory_enable_device` (guest side),
+    /// under `device_hotplug_lock` (`acpi_scan_lock` path): `__add_memory`
+    /// with its own lock sequence and auto-online.
     fn acpi_memory_device_add(&self, shared: &Shared, dimm: &mut Dimm) {
         let hp = shared.lock_hotplug();
-        hp.with(|sys| {
-            let Ok(group) = sys.register_static_group(dimm.node, dimm.size.div_ceil(4096)) else {
-                return;
-            };
+        let Ok((group, memmap)) = hp.with(|sys| {
+            let group = sys.register_static_group(dimm.node, dimm.size.div_ceil(4096))?;
             // 6.1 only passes MHP_MEMMAP_ON_MEMORY when the range qualifies.
             let memmap = match sys.version {
                 KernelVersion::V6_1 => sys.mhp_supports_memmap_on_memory(dimm.size),
                 KernelVersion::Mainline => true,
             };
-            let req = AddRequest {
-                nid: dimm.node,
-                start: dimm.addr,
-                size: dimm.size,
-                resource_name: "System RAM".into(),
-                parent_resource: None,
-                group: Some(group),
-                memmap_on_memory: memmap,
-                driver_offline_pages: 0,
-            };
-            match sys.add_memory(&req) {
+            Ok::<_, HotplugError>((group, memmap))
+        }) else {
+            return;
+        };
+        let req = AddRequest {
+            nid: dimm.node,
+            start: dimm.addr,
+            size: dimm.size,
+            resource_name: "System RAM".into(),
+            parent_resource: None,
+            group: Some(group),
+            memmap_on_memory: memmap,
+            driver_offline_pages: 0,
+        };
+        let added = hp.add_memory(&req);
+        hp.with(|sys| {
+            match added {
                 Ok(ids) => {
                     for id in &ids {
                         if let Some(b) = sys.blocks.get_mut(id) {
@@ -237,50 +243,59 @@ impl AcpiDimms {
             status: OST_EJECT_IN_PROGRESS,
         }];
         let hp = shared.lock_hotplug();
-        let ok = hp.with(|sys| {
-            let mut offlined = Vec::new();
-            let mut failed = Vec::new();
-            for &b in &dimm.blocks {
-                match sys.device_offline_nowait(b) {
-                    Ok(DeviceOutcome::Changed) => offlined.push(b),
-                    Ok(DeviceOutcome::AlreadyInState) => {}
-                    Err(_) => failed.push(b),
+        // acpi_scan_try_to_offline: device_offline() of each block (its
+        // device lock, then mem_hotplug_lock), a second pass for those that
+        // failed; the eject cannot wait for a retrying offline.
+        let offline = |b: u64| hp.device_offline(b, &|| true);
+        let mut offlined = Vec::new();
+        let mut failed = Vec::new();
+        for &b in &dimm.blocks {
+            match offline(b) {
+                Ok(DeviceOutcome::Changed) => offlined.push(b),
+                Ok(DeviceOutcome::AlreadyInState) => {}
+                Err(_) => failed.push(b),
+            }
+        }
+        let mut still_failing = None;
+        for &b in &failed {
+            match offline(b) {
+                Ok(DeviceOutcome::Changed) => offlined.push(b),
+                Ok(DeviceOutcome::AlreadyInState) => {}
+                Err(_) => {
+                    hp.with(|sys| sys.events.log(format!("memory memory{b}: Offline failed.")));
+                    still_failing = Some(b);
+                    break;
                 }
             }
-            let mut still_failing = None;
-            for &b in &failed {
-                match sys.device_offline_nowait(b) {
-                    Ok(DeviceOutcome::Changed) => offlined.push(b),
-                    Ok(DeviceOutcome::AlreadyInState) => {}
-                    Err(_) => {
-                        sys.events.log(format!("memory memory{b}: Offline failed."));
-                        still_failing = Some(b);
-                        break;
+        }
+        let ok = if still_failing.is_some() {
+            for b in offlined {
+                let _ = hp.device_online(b, None);
+            }
+            false
+        } else {
+            let removed = if dimm.enabled && !dimm.blocks.is_empty() {
+                hp.with(|sys| {
+                    for &b in &dimm.blocks {
+                        if let Some(blk) = sys.blocks.get_mut(&b) {
+                            blk.firmware_node = None;
+                        }
                     }
+                    sys.layout_touch();
+                });
+                hp.remove_memory(dimm.addr, dimm.size).is_ok()
+            } else {
+                true
+            };
+            if removed {
+                if let Some(g) = dimm.group {
+                    hp.with(|sys| {
+                        let _ = sys.unregister_group(g);
+                    });
                 }
             }
-            if still_failing.is_some() {
-                for b in offlined {
-                    let _ = sys.device_online(b);
-                }
-                return false;
-            }
-            if dimm.enabled && !dimm.blocks.is_empty() {
-                for &b in &dimm.blocks {
-                    if let Some(blk) = sys.blocks.get_mut(&b) {
-                        blk.firmware_node = None;
-                    }
-                }
-                sys.layout_touch();
-                if sys.remove_memory(dimm.addr, dimm.size).is_err() {
-                    return false;
-                }
-            }
-            if let Some(g) = dimm.group {
-                let _ = sys.unregister_group(g);
-            }
-            true
-        });
+            removed
+        };
         drop(hp);
         if ok {
             dimms.remove(id);

@@ -70,7 +70,8 @@ impl System {
     }
 
     /// Ids of the existing blocks in `[start, start + size)`, ascending.
-    fn block_ids_in(&self, start: u64, size: u64) -> Vec<u64> {
+    /// The existing blocks in `[start, start + size)`.
+    pub fn block_ids_in(&self, start: u64, size: u64) -> Vec<u64> {
         let first = start / self.block_size;
         self.blocks
             .range(first..first + size / self.block_size)
@@ -158,8 +159,33 @@ impl System {
     }
 
     /// `__add_memory` / `add_memory_driver_managed` (the caller holds the
-    /// device hotplug lock). Returns the new block ids.
+    /// device hotplug lock), auto-online included. Returns the new block
+    /// ids. [`crate::shared::HotplugGuard::add_memory`] does the same with
+    /// the kernel's locks around each part.
     pub fn add_memory(&mut self, req: &AddRequest) -> Result<Vec<u64>, HotplugError> {
+        let ids = self.add_memory_resource(req)?;
+        self.auto_online(&ids);
+        Ok(ids)
+    }
+
+    /// The auto-online walk after `add_memory_resource`: each new block,
+    /// ascending, with the default online type; stop at the first failure
+    /// (whose error is ignored).
+    pub fn auto_online(&mut self, ids: &[u64]) {
+        let default = self.params.default_online_type;
+        if default != OnlineType::Offline {
+            for &id in ids {
+                self.blocks.get_mut(&id).expect("just created").online_type = default;
+                if self.device_online(id).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// `add_memory_resource()` up to `mem_hotplug_done()`: the range, its
+    /// blocks (offline) and their uevents, without auto-online.
+    pub fn add_memory_resource(&mut self, req: &AddRequest) -> Result<Vec<u64>, HotplugError> {
         let max = (1u64 << MAX_PHYSMEM_BITS) - 1;
         let end = req.start.checked_add(req.size).filter(|&e| e > req.start);
         let Some(end) = end.filter(|&e| e - 1 <= max) else {
@@ -275,16 +301,6 @@ impl System {
             },
         );
         self.layout_touch();
-        // Auto-online, ascending; stop at the first failure; errors ignored.
-        let default = self.params.default_online_type;
-        if default != OnlineType::Offline {
-            for &id in &ids {
-                self.blocks.get_mut(&id).expect("just created").online_type = default;
-                if self.device_online(id).is_err() {
-                    break;
-                }
-            }
-        }
         Ok(ids)
     }
 

@@ -18,6 +18,7 @@ pub mod hotplug;
 pub mod iomem;
 pub mod kstr;
 pub mod lockdep;
+pub mod lockproto;
 pub mod machine;
 pub mod notifier;
 pub mod pages;

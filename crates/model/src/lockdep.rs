@@ -3,6 +3,13 @@
 //! take a lock of a higher rank than every lock it already holds. Taking one
 //! out of order is reported with both lock names (a panic: the checker is
 //! meant to stop tests at the first inversion, before it can deadlock).
+//!
+//! One exception is the kernel's own: `add_memory_resource()` registers
+//! block devices (taking their device locks) inside `mem_hotplug_lock`,
+//! the reverse of `device_online()`. That is safe only because both paths
+//! hold `device_hotplug_lock` (spec 02 §5.3), so a device lock may be taken
+//! inside `mem_hotplug_begin()` (`cpu_hotplug_lock`, `mem_hotplug_lock`)
+//! exactly when `device_hotplug_lock` is held.
 
 use std::cell::RefCell;
 
@@ -18,10 +25,27 @@ pub const DEVICE_HOTPLUG: LockClass = LockClass {
     name: "device_hotplug_lock",
     rank: 1,
 };
-/// The model's state lock: `mem_hotplug_lock` and everything inside it.
+/// `device_lock()` of a memory block device.
+pub const DEVICE: LockClass = LockClass {
+    name: "device_lock",
+    rank: 2,
+};
+/// `cpu_hotplug_lock` (read side, from `mem_hotplug_begin`).
+pub const CPU_HOTPLUG: LockClass = LockClass {
+    name: "cpu_hotplug_lock",
+    rank: 3,
+};
+/// `mem_hotplug_lock`, either side.
 pub const MEM_HOTPLUG: LockClass = LockClass {
     name: "mem_hotplug_lock",
     rank: 4,
+};
+/// The model's state lock: held for the instant a reader or a hotplug step
+/// looks at or changes the [`crate::System`] (innermost, like
+/// `zone->lock` and the span locks).
+pub const STATE: LockClass = LockClass {
+    name: "memhp_state",
+    rank: 7,
 };
 
 thread_local! {
@@ -47,15 +71,22 @@ impl std::fmt::Display for Inversion {
 
 /// Check that `class` may be taken now.
 pub fn check(class: LockClass) -> Result<(), Inversion> {
-    HELD.with(
-        |h| match h.borrow().iter().find(|held| held.rank >= class.rank) {
+    HELD.with(|h| {
+        let h = h.borrow();
+        let outer = h.contains(&DEVICE_HOTPLUG);
+        let bad = h.iter().find(|held| {
+            let nested_register =
+                class == DEVICE && (**held == MEM_HOTPLUG || **held == CPU_HOTPLUG) && outer;
+            held.rank >= class.rank && !nested_register
+        });
+        match bad {
             Some(&held) => Err(Inversion {
                 held,
                 taking: class,
             }),
             None => Ok(()),
-        },
-    )
+        }
+    })
 }
 
 /// Proof that a class is held by this thread; released on drop.
@@ -118,6 +149,26 @@ mod tests {
     fn recursion_on_the_same_class_is_an_inversion_too() {
         let _b = acquire(MEM_HOTPLUG);
         assert!(check(MEM_HOTPLUG).is_err());
+    }
+
+    #[test]
+    fn device_lock_inside_mem_hotplug_only_under_device_hotplug() {
+        {
+            let _m = acquire(MEM_HOTPLUG);
+            assert_eq!(
+                check(DEVICE),
+                Err(Inversion {
+                    held: MEM_HOTPLUG,
+                    taking: DEVICE
+                })
+            );
+        }
+        let _a = acquire(DEVICE_HOTPLUG);
+        let _m = acquire(MEM_HOTPLUG);
+        let _d = acquire(DEVICE);
+        // ... but never inside the state lock.
+        let _s = acquire(STATE);
+        assert!(check(DEVICE).is_err());
     }
 
     #[test]

@@ -1,17 +1,71 @@
-//! A [`System`] shared between threads with the kernel's outer locking:
-//! `device_hotplug_lock` serialises every state change (sysfs writes, hot-add,
-//! eject), while readers only take the state lock for the instant they need
-//! and never wait behind a long offline (spec 02 §5).
+//! A [`System`] shared between threads with the kernel's locks (spec 02
+//! §5): `device_hotplug_lock` serialises every state change (sysfs writes,
+//! hot-add, eject); under it each operation takes the device lock of its
+//! block, `cpu_hotplug_lock` and `mem_hotplug_lock` in the order
+//! [`crate::lockproto`] gives for it. `get_online_mems()` readers wait for
+//! a running operation, as in the kernel, while sysfs readers only take the
+//! state lock for the instant they need and never wait behind a long
+//! offline (a blocked offline releases the state lock between passes).
 
+use crate::block::OnlineType;
+use crate::hotadd::AddRequest;
 use crate::hotplug::{DeviceOutcome, HotplugError, OfflineProgress};
 use crate::lockdep;
+use crate::lockproto::{self, Lock, LockSet, Operation, Phase};
 use crate::system::System;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 /// How often a retrying offline looks at its cancellation input.
 const RETRY_POLL: Duration = Duration::from_millis(2);
+
+/// The device locks of the memory block devices, by block id.
+#[derive(Default)]
+struct DeviceLocks {
+    held: Mutex<HashSet<u64>>,
+    released: Condvar,
+}
+
+impl DeviceLocks {
+    fn lock(&self, id: u64) -> DeviceLockGuard<'_> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while held.contains(&id) {
+            held = self.released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.insert(id);
+        DeviceLockGuard { locks: self, id }
+    }
+}
+
+/// `device_lock(dev)` of one block; `device_unlock` on drop.
+pub struct DeviceLockGuard<'a> {
+    locks: &'a DeviceLocks,
+    id: u64,
+}
+
+impl Drop for DeviceLockGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.id);
+        self.locks.released.notify_all();
+    }
+}
+
+/// A lock of the protocol held by this thread (recorded with the
+/// lock-order checker, which is told before the lock is taken).
+pub struct ProtocolGuard<'a> {
+    _guard: HeldLock<'a>,
+    _order: lockdep::Held,
+}
+
+enum HeldLock<'a> {
+    Mutex(#[allow(dead_code)] MutexGuard<'a, ()>),
+    Device(#[allow(dead_code)] DeviceLockGuard<'a>),
+    Read(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    Write(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
 
 /// A system plus its locks.
 pub struct Shared {
@@ -20,16 +74,64 @@ pub struct Shared {
     retry_timeout: Mutex<Option<Duration>>,
     state: Mutex<System>,
     device_hotplug: Mutex<()>,
+    devices: DeviceLocks,
+    cpu_hotplug: RwLock<()>,
+    mem_hotplug: RwLock<()>,
     changed: Condvar,
     generation: AtomicU64,
     layout_generation: AtomicU64,
 }
 
+impl<'s> LockSet for &'s Shared {
+    type Guard = ProtocolGuard<'s>;
+
+    fn take(&self, lock: Lock) -> ProtocolGuard<'s> {
+        let shared: &'s Shared = self;
+        let class = match lock {
+            Lock::DeviceHotplug => lockdep::DEVICE_HOTPLUG,
+            Lock::Device(_) => lockdep::DEVICE,
+            Lock::CpuHotplugRead => lockdep::CPU_HOTPLUG,
+            Lock::MemHotplugWrite | Lock::MemHotplugRead => lockdep::MEM_HOTPLUG,
+        };
+        let order = lockdep::acquire(class);
+        let guard = match lock {
+            Lock::DeviceHotplug => HeldLock::Mutex(
+                shared
+                    .device_hotplug
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
+            Lock::Device(id) => HeldLock::Device(shared.devices.lock(id)),
+            Lock::CpuHotplugRead => {
+                HeldLock::Read(shared.cpu_hotplug.read().unwrap_or_else(|e| e.into_inner()))
+            }
+            Lock::MemHotplugWrite => HeldLock::Write(
+                shared
+                    .mem_hotplug
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
+            Lock::MemHotplugRead => {
+                HeldLock::Read(shared.mem_hotplug.read().unwrap_or_else(|e| e.into_inner()))
+            }
+        };
+        ProtocolGuard {
+            _guard: guard,
+            _order: order,
+        }
+    }
+}
+
 /// Held while a top-level hotplug operation runs (`lock_device_hotplug`).
 pub struct HotplugGuard<'a> {
     shared: &'a Shared,
-    _outer: MutexGuard<'a, ()>,
-    _order: lockdep::Held,
+    _outer: ProtocolGuard<'a>,
+}
+
+/// `get_online_mems()`: `mem_hotplug_lock` for reading, until dropped
+/// (`put_online_mems()`).
+pub struct OnlineMemsGuard<'a> {
+    _lock: ProtocolGuard<'a>,
 }
 
 /// The state lock, recorded with the lock-order checker.
@@ -58,6 +160,9 @@ impl Shared {
             retry_timeout: Mutex::new(None),
             state: Mutex::new(sys),
             device_hotplug: Mutex::new(()),
+            devices: DeviceLocks::default(),
+            cpu_hotplug: RwLock::new(()),
+            mem_hotplug: RwLock::new(()),
             changed: Condvar::new(),
             layout_generation: AtomicU64::new(0),
             generation,
@@ -68,7 +173,7 @@ impl Shared {
     /// in one thread, e.g. reading the state from inside `modify`, would
     /// deadlock and is reported instead).
     fn lock_state(&self) -> StateGuard<'_> {
-        let order = lockdep::acquire(lockdep::MEM_HOTPLUG);
+        let order = lockdep::acquire(lockdep::STATE);
         StateGuard {
             guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
             _order: order,
@@ -111,15 +216,32 @@ impl Shared {
     /// Take `device_hotplug_lock` (blocking; sysfs writers restart their
     /// syscall transparently, which is the same thing to user space).
     pub fn lock_hotplug(&self) -> HotplugGuard<'_> {
-        let order = lockdep::acquire(lockdep::DEVICE_HOTPLUG);
         HotplugGuard {
             shared: self,
-            _outer: self
-                .device_hotplug
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-            _order: order,
+            _outer: (&self).take(Lock::DeviceHotplug),
         }
+    }
+
+    /// `get_online_mems()`: wait until no hotplug operation runs, and keep
+    /// them out until the guard is dropped. From inside a notifier callback
+    /// (which runs under the write side) this is reported, not deadlocked.
+    pub fn get_online_mems(&self) -> OnlineMemsGuard<'_> {
+        OnlineMemsGuard {
+            _lock: (&self).take(Lock::MemHotplugRead),
+        }
+    }
+
+    /// `get_online_mems()` that does not wait: `None` while a hotplug
+    /// operation runs.
+    pub fn try_get_online_mems(&self) -> Option<OnlineMemsGuard<'_>> {
+        lockdep::check(lockdep::MEM_HOTPLUG).ok()?;
+        let guard = self.mem_hotplug.try_read().ok()?;
+        Some(OnlineMemsGuard {
+            _lock: ProtocolGuard {
+                _guard: HeldLock::Read(guard),
+                _order: lockdep::acquire(lockdep::MEM_HOTPLUG),
+            },
+        })
     }
 
     fn publish(&self, sys: &System) {
@@ -131,19 +253,114 @@ impl Shared {
 }
 
 impl HotplugGuard<'_> {
-    /// Change the state under the hotplug lock.
+    /// Run `op`'s lock sequence (under the `device_hotplug_lock` this guard
+    /// holds) with `work` at its work step.
+    fn run<R>(&self, op: &Operation, removed: &[u64], work: impl FnOnce() -> (R, Vec<u64>)) -> R {
+        let version = self.shared.read(|s| s.version);
+        let steps = lockproto::sequence(op, version);
+        let mut work = Some(work);
+        let mut out = None;
+        lockproto::run(
+            &self.shared,
+            &steps,
+            &[Lock::DeviceHotplug],
+            removed,
+            |_: Phase| {
+                let (r, created) = work.take().expect("one work step")();
+                out = Some(r);
+                created
+            },
+        );
+        out.expect("the sequence has a work step")
+    }
+
+    /// Change the state inside `mem_hotplug_begin()`/`mem_hotplug_done()`.
     pub fn with<R>(&self, f: impl FnOnce(&mut System) -> R) -> R {
-        let mut sys = self.shared.lock_state();
-        let r = f(&mut sys);
-        self.shared.publish(&sys);
-        r
+        self.run(&Operation::MemHotplugSection, &[], || {
+            let mut sys = self.shared.lock_state();
+            let r = f(&mut sys);
+            self.shared.publish(&sys);
+            (r, Vec::new())
+        })
+    }
+
+    /// `device_online()` of block `id` (sysfs `state`/`online` writes,
+    /// auto-online, a driver's re-online); `online_type` is latched first
+    /// when given (`state_store`).
+    pub fn device_online(
+        &self,
+        id: u64,
+        online_type: Option<OnlineType>,
+    ) -> Result<DeviceOutcome, HotplugError> {
+        self.run(&Operation::DeviceOnlineOffline { block: id }, &[], || {
+            let mut sys = self.shared.lock_state();
+            let r = (|| {
+                if let Some(t) = online_type {
+                    let b = sys.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
+                    b.online_type = t;
+                }
+                sys.device_online(id)
+            })();
+            self.shared.publish(&sys);
+            (r, Vec::new())
+        })
+    }
+
+    /// `add_memory()`: the range is added and its block devices registered
+    /// under `mem_hotplug_lock`; then, after `mem_hotplug_done()`, each new
+    /// block is onlined with the default online type (ascending, stopping at
+    /// the first failure, whose error is ignored), as the kernel does.
+    pub fn add_memory(&self, req: &AddRequest) -> Result<Vec<u64>, HotplugError> {
+        let ids = self.run(&Operation::AddMemory, &[], || {
+            let mut sys = self.shared.lock_state();
+            let r = sys.add_memory_resource(req);
+            self.shared.publish(&sys);
+            let created = r.clone().unwrap_or_default();
+            (r, created)
+        })?;
+        let default = self.shared.read(|s| s.params.default_online_type);
+        if default != OnlineType::Offline {
+            for &id in &ids {
+                if self.device_online(id, Some(default)).is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// `remove_memory()` of `[start, start + size)`: every block must be
+    /// offline (EBUSY otherwise).
+    pub fn remove_memory(&self, start: u64, size: u64) -> Result<(), HotplugError> {
+        let blocks = self.shared.read(|s| s.block_ids_in(start, size));
+        let op = Operation::RemoveMemory {
+            blocks: blocks.clone(),
+        };
+        self.run(&op, &blocks, || {
+            let mut sys = self.shared.lock_state();
+            let r = sys.remove_memory(start, size);
+            self.shared.publish(&sys);
+            (r, Vec::new())
+        })
     }
 
     /// `device_offline()` that waits while the migration loop retries, as a
     /// writer blocked in `write(2)` does: until `cancelled()` says a signal
     /// arrived (then EINTR), or until the situation changes and the loop
-    /// finishes. Readers are not blocked meanwhile.
+    /// finishes. `mem_hotplug_lock` stays held meanwhile (so
+    /// `get_online_mems()` waits, as in the kernel), but sysfs readers are
+    /// not blocked: the state lock is released between passes.
     pub fn device_offline(
+        &self,
+        id: u64,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<DeviceOutcome, HotplugError> {
+        self.run(&Operation::DeviceOnlineOffline { block: id }, &[], || {
+            (self.offline_loop(id, cancelled), Vec::new())
+        })
+    }
+
+    fn offline_loop(
         &self,
         id: u64,
         cancelled: &dyn Fn() -> bool,
@@ -187,9 +404,11 @@ impl HotplugGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::MemAction;
     use crate::machine::QemuPc;
     use crate::workload::{PageKind, Placement};
     use crate::KernelVersion;
+    use std::sync::{Arc, OnceLock, Weak};
 
     fn shared_with_pin() -> Shared {
         let mut sys =
@@ -200,16 +419,14 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(
-        expected = "lock order inversion: taking mem_hotplug_lock while holding mem_hotplug_lock"
-    )]
+    #[should_panic(expected = "lock order inversion: taking memhp_state while holding memhp_state")]
     fn reading_the_state_inside_modify_is_reported_not_deadlocked() {
         let s = shared_with_pin();
         s.modify(|_| s.read(|sys| sys.blocks.len()));
     }
 
     #[test]
-    #[should_panic(expected = "taking device_hotplug_lock while holding mem_hotplug_lock")]
+    #[should_panic(expected = "taking device_hotplug_lock while holding memhp_state")]
     fn taking_the_hotplug_lock_inside_a_state_change_is_reported() {
         let s = shared_with_pin();
         s.modify(|_| {
@@ -217,18 +434,93 @@ mod tests {
         });
     }
 
-    #[test]
-    fn retry_timeout_ends_a_stuck_offline_with_eintr() {
-        let s = shared_with_pin();
-        s.set_retry_timeout(Some(Duration::from_millis(20)));
-        let r = s.lock_hotplug().device_offline(3, &|| false);
-        assert_eq!(r, Err(HotplugError::Interrupted));
-        assert_eq!(s.read(|s| s.blocks[&3].state), crate::BlockState::Online);
+    /// A system whose memory chain has a callback that runs `f` on every
+    /// MEM_GOING_ONLINE, with the shared system at hand.
+    fn with_reentrant_callback(f: fn(&Shared)) -> (Arc<Shared>, u64) {
+        let q = {
+            let mut q = QemuPc::default();
+            q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+            q
+        };
+        let spec = q
+            .machine("memhp_default_state=offline", KernelVersion::V6_1)
+            .unwrap();
+        let mut sys = System::boot(&spec).unwrap();
+        let base = spec.dimm.unwrap().base;
+        let ids = sys
+            .add_memory(&AddRequest::system_ram(0, base, sys.block_size, false))
+            .unwrap();
+        let cell: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
+        let c2 = Arc::clone(&cell);
+        sys.memory_chain
+            .register(
+                "reentrant",
+                0,
+                Arc::new(move |a, _| {
+                    if a == MemAction::GoingOnline {
+                        if let Some(s) = c2.get().and_then(Weak::upgrade) {
+                            f(&s);
+                        }
+                    }
+                    crate::notifier::NOTIFY_OK
+                }),
+            )
+            .unwrap();
+        let shared = Arc::new(Shared::new(sys));
+        cell.set(Arc::downgrade(&shared)).ok().unwrap();
+        (shared, ids[0])
     }
 
     #[test]
-    fn readers_are_not_blocked_by_a_stuck_offline() {
+    #[should_panic(expected = "taking mem_hotplug_lock while holding mem_hotplug_lock")]
+    fn get_online_mems_from_a_callback_is_reported_not_deadlocked() {
+        let (s, id) = with_reentrant_callback(|s| drop(s.get_online_mems()));
+        let _ = s.lock_hotplug().device_online(id, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "taking device_hotplug_lock while holding")]
+    fn device_online_from_a_callback_is_reported_not_deadlocked() {
+        let (s, id) = with_reentrant_callback(|s| drop(s.lock_hotplug()));
+        let _ = s.lock_hotplug().device_online(id, None);
+    }
+
+    #[test]
+    fn hot_add_through_the_lock_protocol_auto_onlines_each_new_block() {
+        let mut q = QemuPc::default();
+        q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+        let spec = q
+            .machine("memhp_default_state=online_movable", KernelVersion::V6_1)
+            .unwrap();
+        let s = Shared::new(System::boot(&spec).unwrap());
+        let base = spec.dimm.unwrap().base;
+        let bs = s.read(|s| s.block_size);
+        let hp = s.lock_hotplug();
+        let ids = hp
+            .add_memory(&AddRequest::system_ram(0, base, 2 * bs, false))
+            .unwrap();
+        assert_eq!(ids, [base / bs, base / bs + 1]);
+        for id in &ids {
+            assert_eq!(
+                s.read(|s| (s.blocks[id].state, s.blocks[id].zone)),
+                (crate::BlockState::Online, Some(crate::ZoneType::Movable))
+            );
+        }
+        assert_eq!(
+            hp.remove_memory(base, 2 * bs),
+            Err(HotplugError::Busy("a block is online"))
+        );
+        for id in &ids {
+            hp.device_offline(*id, &|| false).unwrap();
+        }
+        hp.remove_memory(base, 2 * bs).unwrap();
+        assert!(s.read(|s| !s.blocks.contains_key(&ids[0])));
+    }
+
+    #[test]
+    fn get_online_mems_waits_for_a_stuck_offline_while_sysfs_readers_do_not() {
         let s = std::sync::Arc::new(shared_with_pin());
+        assert!(s.try_get_online_mems().is_some());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s2, stop2) = (std::sync::Arc::clone(&s), std::sync::Arc::clone(&stop));
         let writer = std::thread::spawn(move || {
@@ -243,7 +535,24 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Readers went on (the loop above) while get_online_mems() waits.
+        assert!(s.try_get_online_mems().is_none());
+        assert_eq!(
+            s.read(|s| s.blocks[&3].state),
+            crate::BlockState::GoingOffline
+        );
         stop.store(true, Ordering::Release);
         assert_eq!(writer.join().unwrap(), Err(HotplugError::Interrupted));
+        assert!(s.try_get_online_mems().is_some());
+        drop(s.get_online_mems());
+    }
+
+    #[test]
+    fn retry_timeout_ends_a_stuck_offline_with_eintr() {
+        let s = shared_with_pin();
+        s.set_retry_timeout(Some(Duration::from_millis(20)));
+        let r = s.lock_hotplug().device_offline(3, &|| false);
+        assert_eq!(r, Err(HotplugError::Interrupted));
+        assert_eq!(s.read(|s| s.blocks[&3].state), crate::BlockState::Online);
     }
 }

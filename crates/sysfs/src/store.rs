@@ -42,11 +42,7 @@ fn state_store(
     let outcome = if t == OnlineType::Offline {
         hp.device_offline(id, cancelled)
     } else {
-        hp.with(|sys| {
-            let b = sys.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-            b.online_type = t;
-            sys.device_online(id)
-        })
+        hp.device_online(id, Some(t))
     };
     match outcome {
         Ok(DeviceOutcome::Changed) => Ok(data.len()),
@@ -65,7 +61,7 @@ fn online_store(
     let on = kstr::kstrtobool(data).map_err(kerr)?;
     let hp = shared.lock_hotplug();
     let r = if on {
-        hp.with(|sys| sys.device_online(id))
+        hp.device_online(id, None)
     } else {
         hp.device_offline(id, cancelled)
     };
@@ -75,7 +71,7 @@ fn online_store(
 fn probe_store(shared: &Shared, data: &[u8]) -> Result<usize, Errno> {
     let addr = kstr::kstrtoull(data).map_err(kerr)?;
     let hp = shared.lock_hotplug();
-    hp.with(|sys| {
+    let req = hp.with(|sys| {
         if addr % sys.block_size != 0 {
             return Err(Errno::EINVAL);
         }
@@ -87,7 +83,7 @@ fn probe_store(shared: &Shared, data: &[u8]) -> Result<usize, Errno> {
             .find(|b| b.id == addr / sys.block_size)
             .and_then(|b| b.nid)
             .unwrap_or_else(|| *sys.nodes.keys().next().unwrap_or(&0));
-        let req = AddRequest {
+        Ok(AddRequest {
             nid,
             start: addr,
             size: sys.block_size,
@@ -96,9 +92,9 @@ fn probe_store(shared: &Shared, data: &[u8]) -> Result<usize, Errno> {
             group: None,
             memmap_on_memory: false,
             driver_offline_pages: 0,
-        };
-        sys.add_memory(&req).map(|_| data.len()).map_err(errno)
-    })
+        })
+    })?;
+    hp.add_memory(&req).map(|_| data.len()).map_err(errno)
 }
 
 fn offline_page_store(shared: &Shared, data: &[u8], hard: bool) -> Result<usize, Errno> {
