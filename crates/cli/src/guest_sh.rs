@@ -2,8 +2,9 @@
 //! (`memhp_scenario::HELPERS_SH`), configured for a memhp machine. It
 //! expects `MEMHP` (this binary, reachable inside the namespace),
 //! `MEMHP_SOCK` (the machine's control socket) and `MEMHP_DIR` (holding
-//! `boot.log`, `bootblocks` and the resident helper's FIFOs `oh.req` and
-//! `oh.resp`). Time is virtual: `sleep` returns at once.
+//! `boot.log`, `bootblocks` and the resident helper's FIFOs `oh.req`,
+//! `oh.resp` and `oh.out`, the last read by the runner: transcript mode).
+//! Time is virtual: `sleep` returns at once.
 
 /// The library plus memhp's settings, ready to be sourced before the steps.
 pub fn helpers() -> String {
@@ -14,6 +15,7 @@ pub fn helpers() -> String {
          MEMHP_BOOTBLOCKS=\"$MEMHP_DIR/bootblocks\"\n\
          MEMHP_LOADMOD=\"$MEMHP ctl --socket $MEMHP_SOCK module-load\"\n\
          MEMHP_OH_DIR=\"$MEMHP_DIR\"\n\
+         MEMHP_OH_TRANSCRIPT=1\n\
          {}\n\
          sleep() {{ :; }}\n",
         memhp_scenario::HELPERS_SH

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_fuse;
 mod check;
+mod cpu_pin;
 mod ctl;
 mod daemon;
 mod dump_io;

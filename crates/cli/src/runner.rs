@@ -202,6 +202,8 @@ fn host_lines(host: &Host, action: &HostAction) -> Vec<String> {
 /// Run a scenario; returns the transcript text.
 pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<RunOutcome> {
     let started = Instant::now();
+    // Server threads and the guest shell on one CPU (see cpu_pin.rs).
+    let _pin = crate::cpu_pin::CpuPin::here();
     let spec = machine(scn)?.machine(&kernel_cmdline(scn), version)?;
     let host = Arc::new(Host::boot(&spec)?);
     let run_dir = RunDir(tempdir()?);
@@ -230,9 +232,13 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     });
     std::fs::write(dir.join("boot.log"), bootlog)?;
     std::fs::write(dir.join("bootblocks"), bootblocks)?;
-    for fifo in ["oh.req", "oh.resp"] {
+    for fifo in ["oh.req", "oh.resp", "oh.out"] {
         make_fifo(&dir.join(fifo))?;
     }
+    // The transcript FIFO, drained by a thread (a frame larger than the
+    // FIFO must not wait for its marker).
+    let frames = Drained::start(&dir.join("oh.out"))?;
+    let mut merger = memhp_scenario::ohelper::TranscriptMerger::new(BufReader::new(frames));
 
     // The script: helpers, then the steps.
     // The guest reaches this binary through a bind mount in the run
@@ -319,6 +325,7 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
             let step = host_steps.get(idx).context("unknown host step")?;
             transcript.push_str(&step.text);
             transcript.push('\n');
+            transcript.push_str(&merger.finish());
             for l in host_lines(&host, &step.action) {
                 transcript.push_str(&l);
                 transcript.push('\n');
@@ -328,13 +335,17 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
             go.flush()?;
             continue;
         }
-        transcript.push_str(&line);
-        transcript.push('\n');
+        let text = merger.line(&line).context("the resident helper's output")?;
+        if echo && line.ends_with(memhp_scenario::ohelper::MARKER) {
+            eprint!("{text}");
+        }
+        transcript.push_str(&text);
         if deadline.is_some_and(|d| Instant::now() > d) {
             let _ = child.kill();
             bail!("scenario {} exceeded its timeout", scn.name);
         }
     }
+    transcript.push_str(&merger.finish());
     let status = child.wait()?;
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -384,6 +395,77 @@ impl Drop for RunDir {
 }
 
 /// A FIFO at `path` (for the resident guest helper).
+/// A FIFO drained by a thread; reads take what it has received, waiting
+/// for more. The thread holds the FIFO open for reading and writing, so
+/// that neither its open nor its reads see "no writer" before the helper
+/// comes; dropping the `Drained` wakes it with one byte to let it exit.
+struct Drained {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    waker: std::fs::File,
+}
+
+impl Drained {
+    fn start(path: &Path) -> Result<Drained> {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("open {}", path.display()))?;
+        let waker = f.try_clone()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stopped = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("memhp-oh-out".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match std::io::Read::read(&mut f, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if stopped.load(std::sync::atomic::Ordering::Acquire) => break,
+                        Ok(n) => {
+                            if tx.send(buf[..n].to_vec()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Drained {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            stop,
+            waker,
+        })
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = std::io::Write::write_all(&mut self.waker, b"\0");
+    }
+}
+
+impl std::io::Read for Drained {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => (self.chunk, self.pos) = (c, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 fn make_fifo(path: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;

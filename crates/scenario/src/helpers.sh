@@ -35,17 +35,25 @@ _mh_oh() {
 		read -r -d ' ' _mh_self </proc/self/stat 2>/dev/null
 		if [ "$_mh_self" = "$_MH_OH_SHELL" ]; then
 			_mh_req=
+			# Output straight into the transcript when stdout is still
+			# the runner's pipe (fd 7 keeps it): the runner puts it
+			# where the marker line is.
+			if [ -n "${_MH_OH_OUT:-}" ] && [ /proc/self/fd/1 -ef /proc/self/fd/7 ]; then
+				_mh_req="@transcript$_MH_US"
+			fi
 			for _mh_a in "$@"; do
 				case "$_mh_a" in *"$_MH_NL"*) $OHELPER "$@"; return ;; esac
 				_mh_req="$_mh_req$_mh_a$_MH_US"
 			done
 			printf '%s\n' "$_mh_req" >&8
+			_mh_f=
 			while IFS= read -r _mh_l <&9; do
 				case "$_mh_l" in
 				o*) printf '%s\n' "${_mh_l#o}" ;;
 				n*) printf '%s' "${_mh_l#n}" ;;
 				e*) printf '%s\n' "${_mh_l#e}" >&2 ;;
-				r*) return "${_mh_l#r}" ;;
+				f) _mh_f=1 ;;
+				r*) [ -z "$_mh_f" ] || printf '\036@@OH\n'; return "${_mh_l#r}" ;;
 				esac
 			done
 			return 1
@@ -56,7 +64,13 @@ _mh_oh() {
 if [ -n "${MEMHP_OH_DIR:-}" ] && [ -p "$MEMHP_OH_DIR/oh.req" ] && [ -p "$MEMHP_OH_DIR/oh.resp" ]; then
 	# Not a job of this shell (a step's "wait" must not wait for it); it
 	# exits once fd 8 is closed everywhere.
-	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" </dev/null >/dev/null 2>&1 &)
+	_MH_OH_OUT=
+	if [ -p "$MEMHP_OH_DIR/oh.out" ] && [ -n "${MEMHP_OH_TRANSCRIPT:-}" ]; then
+		# The runner reads oh.out: transcript mode (see _mh_oh).
+		_MH_OH_OUT="$MEMHP_OH_DIR/oh.out"
+		exec 7>&1
+	fi
+	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" $_MH_OH_OUT </dev/null >/dev/null 2>&1 &)
 	exec 8>"$MEMHP_OH_DIR/oh.req" 9<"$MEMHP_OH_DIR/oh.resp"
 	_MH_OH_SHELL=
 	read -r -d ' ' _MH_OH_SHELL </proc/self/stat 2>/dev/null

@@ -386,9 +386,13 @@ fn host_waits_for_go_on_fd3() {
 
 /// FIFOs for the resident helper in the fake tree's directory.
 fn resident_fifos(fake: &Fake) -> String {
+    fifos(fake, &["oh.req", "oh.resp"])
+}
+
+fn fifos(fake: &Fake, names: &[&str]) -> String {
     let dir = fake.path("oh");
     fs::create_dir_all(&dir).unwrap();
-    for f in ["oh.req", "oh.resp"] {
+    for f in names {
         let c = std::ffi::CString::new(format!("{dir}/{f}")).unwrap();
         // SAFETY: `c` is a valid NUL-terminated path for the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -443,5 +447,69 @@ fn resident_helper_prints_exactly_what_the_helper_program_prints_in_order() {
             // one resident helper; the 50 in $(...) start a helper each.
             assert_eq!(resident_starts, 1 + 50, "{shell:?}");
         }
+    }
+}
+
+#[test]
+fn transcript_mode_merges_to_exactly_the_helpers_output_even_past_the_fifo_size() {
+    use memhp_scenario::ohelper::{TranscriptMerger, MARKER};
+    let fake = fake_tree();
+    let dir = fifos(&fake, &["oh.req", "oh.resp", "oh.out"]);
+    // One frame far larger than a FIFO's 64 KiB.
+    put(Path::new(&fake.path("big")), &"x".repeat(300_000));
+    let redirected = fake.path("redirected");
+    let script = format!(
+        "say start; blocks; r $M/memory0/state; say between; r {big}; zones\n\
+         blocks > '{redirected}'; say after-redirect; printf 'no newline: '; r $M/memory0/online\n",
+        big = fake.path("big")
+    );
+    for shell in shells() {
+        let (rc_exec, exec_out, exec_err) = sh(&shell, &fake, &[], &script);
+        let out_fifo = format!("{dir}/oh.out");
+        let drain = std::thread::spawn(move || fs::read(out_fifo).unwrap());
+        let (rc, out, err) = sh(
+            &shell,
+            &fake,
+            &[
+                ("MEMHP_OH_DIR", dir.clone()),
+                ("MEMHP_OH_TRANSCRIPT", "1".into()),
+            ],
+            &script,
+        );
+        let frames = drain.join().unwrap();
+        let mut m = TranscriptMerger::new(&frames[..]);
+        let mut merged = String::new();
+        for line in out.lines() {
+            merged.push_str(&m.line(line).unwrap());
+        }
+        merged.push_str(&m.finish());
+        // Compared line by line: the big line would drown a failure.
+        let (a, b): (Vec<&str>, Vec<&str>) = (merged.lines().collect(), exec_out.lines().collect());
+        if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+            let cut = |l: Option<&&str>| l.map(|l| l.chars().take(150).collect::<String>());
+            panic!(
+                "{shell:?}: line {i}: {:?} != {:?}",
+                cut(a.get(i)),
+                cut(b.get(i))
+            );
+        }
+        assert!(merged == exec_out, "{shell:?}: outputs differ");
+        assert_eq!(
+            (rc, err.as_str()),
+            (rc_exec, exec_err.as_str()),
+            "{shell:?}"
+        );
+        if shell.len() > 1 {
+            // busybox: the main shell's calls went through the FIFO...
+            assert!(out.lines().filter(|l| l.ends_with(MARKER)).count() >= 5);
+            assert!(frames.len() > 300_000);
+        }
+        // ... except the redirected one, whose output is in its file.
+        let (_, blocks_only, _) = sh(&shell, &fake, &[], "blocks");
+        assert_eq!(
+            fs::read_to_string(&redirected).unwrap(),
+            blocks_only,
+            "{shell:?}"
+        );
     }
 }

@@ -15,7 +15,7 @@
 //! ms                             CLOCK_MONOTONIC in ms
 //! zones|iomem|meminfo-totals|nodes|allblocks|bootblocks|hotblocks ...
 //!                                the shell library's pipelines (`library.rs`)
-//! serve REQ RESP                 all of the above as a resident process
+//! serve REQ RESP [OUT]           all of the above as a resident process
 //!                                (see `serve.rs`)
 //! ```
 //!
@@ -41,7 +41,7 @@ mod text;
 mod write;
 
 pub use errno::{errno_label, errno_name};
-pub use serve::{decode_request, encode_response};
+pub use serve::{decode_request, encode_response, TranscriptMerger, MARKER};
 pub use text::{atoi, escaped, push_escaped, strverscmp, unescape};
 pub use write::set_wide_errno_resolver;
 
@@ -61,10 +61,14 @@ const RBUF: usize = 1 << 20;
 /// process's stdout/stderr and returns the exit status: 0, 1 (a write or
 /// `blocks` failed), 2 (usage).
 pub fn ohelper_main(args: &[String]) -> i32 {
-    if let [cmd, req, resp] = args {
-        if cmd == "serve" {
-            return serve::serve(Path::new(req), Path::new(resp));
+    match args {
+        [cmd, req, resp] if cmd == "serve" => {
+            return serve::serve(Path::new(req), Path::new(resp), None)
         }
+        [cmd, req, resp, out] if cmd == "serve" => {
+            return serve::serve(Path::new(req), Path::new(resp), Some(Path::new(out)))
+        }
+        _ => {}
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
