@@ -20,8 +20,9 @@ pub struct MachineArgs {
     /// Number of CPUs.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
-    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE]`
-    /// (repeatable; node memory must add up to the RAM size).
+    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE][,generic-initiator=on]`
+    /// (repeatable; node memory must add up to the RAM size;
+    /// `generic-initiator=on` is QEMU's `-object acpi-generic-initiator,node=N`).
     #[arg(long)]
     pub numa: Vec<String>,
     /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
@@ -64,6 +65,7 @@ pub fn parse_numa(s: &str) -> Result<QemuNuma> {
         nodeid: u32::MAX,
         cpus: Vec::new(),
         mem: 0,
+        generic_initiator: false,
     };
     for kv in s.split(',').filter(|p| *p != "node") {
         let (k, v) = kv
@@ -77,7 +79,14 @@ pub fn parse_numa(s: &str) -> Result<QemuNuma> {
             }
             "cpus" => n.cpus = parse_cpus(v)?,
             "mem" => n.mem = parse_size(v).with_context(|| format!("--numa: bad mem {v:?}"))?,
-            _ => bail!("--numa: unknown key {k:?} (expected nodeid, cpus, mem)"),
+            "generic-initiator" => {
+                n.generic_initiator = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("--numa: generic-initiator={v:?}: expected on or off"),
+                }
+            }
+            _ => bail!("--numa: unknown key {k:?} (expected nodeid, cpus, mem, generic-initiator)"),
         }
     }
     if n.nodeid == u32::MAX {
@@ -167,6 +176,17 @@ mod tests {
         let n = parse_numa("node,nodeid=1,cpus=2-3,mem=512M").unwrap();
         assert_eq!((n.nodeid, n.cpus, n.mem), (1, vec![2, 3], 512 << 20));
         assert!(parse_numa("cpus=1").is_err());
+        assert!(
+            parse_numa("nodeid=2,generic-initiator=on")
+                .unwrap()
+                .generic_initiator
+        );
+        assert_eq!(
+            parse_numa("nodeid=2,generic-initiator=yes")
+                .unwrap_err()
+                .to_string(),
+            "--numa: generic-initiator=\"yes\": expected on or off"
+        );
         assert!(parse_numa("nodeid=1,foo=2").is_err());
         assert!(parse_cpus("3-1").is_err());
     }
