@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc};
+use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc, VirtioMemSpec};
 use memhp_model::units::parse_size;
 use memhp_model::KernelVersion;
 
@@ -25,6 +25,12 @@ pub struct MachineArgs {
     /// `generic-initiator=on` is QEMU's `-object acpi-generic-initiator,node=N`).
     #[arg(long)]
     pub numa: Vec<String>,
+    /// A virtio-mem device (qemu-pc), QEMU style:
+    /// `id=ID,size=SIZE[,node=N][,block-size=SIZE][,requested-size=SIZE]`
+    /// (`size` is its memory backend's; `block-size` defaults to 2 MiB, and
+    /// one of at least a memory block makes the driver use Big Block Mode).
+    #[arg(long)]
+    pub virtio_mem: Vec<String>,
     /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
     #[arg(long, default_value = "")]
     pub cmdline: String,
@@ -95,6 +101,41 @@ pub fn parse_numa(s: &str) -> Result<QemuNuma> {
     Ok(n)
 }
 
+/// Parse one `--virtio-mem` value.
+pub fn parse_virtio_mem(s: &str) -> Result<VirtioMemSpec> {
+    let mut v = VirtioMemSpec {
+        id: String::new(),
+        node: 0,
+        region_size: 0,
+        block_size: 2 << 20,
+        requested_size: 0,
+    };
+    for kv in s.split(',') {
+        let (k, val) = kv
+            .split_once('=')
+            .with_context(|| format!("--virtio-mem: expected KEY=VALUE, got {kv:?}"))?;
+        let size = || parse_size(val).with_context(|| format!("--virtio-mem: bad {k} {val:?}"));
+        match k {
+            "id" => v.id = val.to_string(),
+            "node" => {
+                v.node = val
+                    .parse()
+                    .with_context(|| format!("--virtio-mem: bad node {val:?}"))?
+            }
+            "size" => v.region_size = size()?,
+            "block-size" => v.block_size = size()?,
+            "requested-size" => v.requested_size = size()?,
+            _ => bail!(
+                "--virtio-mem: unknown key {k:?} (expected id, size, node, block-size, requested-size)"
+            ),
+        }
+    }
+    if v.id.is_empty() || v.region_size == 0 {
+        bail!("--virtio-mem {s:?}: id= and size= are required");
+    }
+    Ok(v)
+}
+
 impl MachineArgs {
     /// The defaults, as if no machine option was given.
     pub fn parse_defaults() -> Self {
@@ -128,6 +169,9 @@ impl MachineArgs {
         let cmdline = format!("{ORACLE_BASE_CMDLINE} {}", self.cmdline)
             .trim()
             .to_string();
+        if !self.virtio_mem.is_empty() && self.machine != "qemu-pc" {
+            bail!("--virtio-mem needs --machine qemu-pc (a TOML machine lists its devices itself)");
+        }
         match self.machine.as_str() {
             "qemu-pc" => {
                 let mut q = QemuPc {
@@ -139,6 +183,11 @@ impl MachineArgs {
                     .numa
                     .iter()
                     .map(|s| parse_numa(s))
+                    .collect::<Result<_>>()?;
+                q.virtio_mem = self
+                    .virtio_mem
+                    .iter()
+                    .map(|s| parse_virtio_mem(s))
                     .collect::<Result<_>>()?;
                 Ok(q.machine(&cmdline, version)?)
             }
@@ -170,6 +219,30 @@ impl MachineArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtio_mem_option_parses_qemu_style() {
+        let v = parse_virtio_mem("id=vm0,size=4G,node=1,block-size=1G,requested-size=2G").unwrap();
+        assert_eq!(
+            (
+                v.id.as_str(),
+                v.node,
+                v.region_size,
+                v.block_size,
+                v.requested_size
+            ),
+            ("vm0", 1, 4 << 30, 1 << 30, 2 << 30)
+        );
+        assert_eq!(
+            parse_virtio_mem("id=a,size=1G").unwrap().block_size,
+            2 << 20
+        );
+        assert_eq!(
+            parse_virtio_mem("size=1G").unwrap_err().to_string(),
+            "--virtio-mem \"size=1G\": id= and size= are required"
+        );
+        assert!(parse_virtio_mem("id=a,size=1G,blocksize=2M").is_err());
+    }
 
     #[test]
     fn numa_option_parses_qemu_style() {
