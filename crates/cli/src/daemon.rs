@@ -19,6 +19,8 @@ pub struct ServeOptions {
     pub seed: u64,
     pub event_buffer: usize,
     pub opens: memhp_fuse::Opens,
+    /// Also send uevents on a NETLINK_KOBJECT_UEVENT socket.
+    pub netlink_uevents: bool,
 }
 
 fn check_root(root: &Path) -> Result<()> {
@@ -91,14 +93,13 @@ fn serve(
             },
         )
         .with_context(|| format!("mount {}", root.display()))?;
-        let ctl = memhp_control::ControlServer::start(
-            host,
-            Arc::new(
-                memhp_control::EventBus::with_agents(serve_opts.list.clone(), serve_opts.seed)
-                    .with_capacity(serve_opts.event_buffer),
-            ),
-            socket,
-        )?;
+        let mut bus =
+            memhp_control::EventBus::with_agents(serve_opts.list.clone(), serve_opts.seed)
+                .with_capacity(serve_opts.event_buffer);
+        if serve_opts.netlink_uevents {
+            bus = bus.with_netlink_uevents()?;
+        }
+        let ctl = memhp_control::ControlServer::start(host, Arc::new(bus), socket)?;
         Ok((mount, ctl))
     })();
     let (mount, ctl) = match started {

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc};
+use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc, VirtioMemSpec};
 use memhp_model::units::parse_size;
 use memhp_model::KernelVersion;
 
@@ -20,10 +20,17 @@ pub struct MachineArgs {
     /// Number of CPUs.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
-    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE]`
-    /// (repeatable; node memory must add up to the RAM size).
+    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE][,generic-initiator=on]`
+    /// (repeatable; node memory must add up to the RAM size;
+    /// `generic-initiator=on` is QEMU's `-object acpi-generic-initiator,node=N`).
     #[arg(long)]
     pub numa: Vec<String>,
+    /// A virtio-mem device (qemu-pc), QEMU style:
+    /// `id=ID,size=SIZE[,node=N][,block-size=SIZE][,requested-size=SIZE]`
+    /// (`size` is its memory backend's; `block-size` defaults to 2 MiB, and
+    /// one of at least a memory block makes the driver use Big Block Mode).
+    #[arg(long)]
+    pub virtio_mem: Vec<String>,
     /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
     #[arg(long, default_value = "")]
     pub cmdline: String,
@@ -64,6 +71,7 @@ pub fn parse_numa(s: &str) -> Result<QemuNuma> {
         nodeid: u32::MAX,
         cpus: Vec::new(),
         mem: 0,
+        generic_initiator: false,
     };
     for kv in s.split(',').filter(|p| *p != "node") {
         let (k, v) = kv
@@ -77,13 +85,55 @@ pub fn parse_numa(s: &str) -> Result<QemuNuma> {
             }
             "cpus" => n.cpus = parse_cpus(v)?,
             "mem" => n.mem = parse_size(v).with_context(|| format!("--numa: bad mem {v:?}"))?,
-            _ => bail!("--numa: unknown key {k:?} (expected nodeid, cpus, mem)"),
+            "generic-initiator" => {
+                n.generic_initiator = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("--numa: generic-initiator={v:?}: expected on or off"),
+                }
+            }
+            _ => bail!("--numa: unknown key {k:?} (expected nodeid, cpus, mem, generic-initiator)"),
         }
     }
     if n.nodeid == u32::MAX {
         bail!("--numa {s:?}: nodeid= is required");
     }
     Ok(n)
+}
+
+/// Parse one `--virtio-mem` value.
+pub fn parse_virtio_mem(s: &str) -> Result<VirtioMemSpec> {
+    let mut v = VirtioMemSpec {
+        id: String::new(),
+        node: 0,
+        region_size: 0,
+        block_size: 2 << 20,
+        requested_size: 0,
+    };
+    for kv in s.split(',') {
+        let (k, val) = kv
+            .split_once('=')
+            .with_context(|| format!("--virtio-mem: expected KEY=VALUE, got {kv:?}"))?;
+        let size = || parse_size(val).with_context(|| format!("--virtio-mem: bad {k} {val:?}"));
+        match k {
+            "id" => v.id = val.to_string(),
+            "node" => {
+                v.node = val
+                    .parse()
+                    .with_context(|| format!("--virtio-mem: bad node {val:?}"))?
+            }
+            "size" => v.region_size = size()?,
+            "block-size" => v.block_size = size()?,
+            "requested-size" => v.requested_size = size()?,
+            _ => bail!(
+                "--virtio-mem: unknown key {k:?} (expected id, size, node, block-size, requested-size)"
+            ),
+        }
+    }
+    if v.id.is_empty() || v.region_size == 0 {
+        bail!("--virtio-mem {s:?}: id= and size= are required");
+    }
+    Ok(v)
 }
 
 impl MachineArgs {
@@ -119,6 +169,9 @@ impl MachineArgs {
         let cmdline = format!("{ORACLE_BASE_CMDLINE} {}", self.cmdline)
             .trim()
             .to_string();
+        if !self.virtio_mem.is_empty() && self.machine != "qemu-pc" {
+            bail!("--virtio-mem needs --machine qemu-pc (a TOML machine lists its devices itself)");
+        }
         match self.machine.as_str() {
             "qemu-pc" => {
                 let mut q = QemuPc {
@@ -130,6 +183,11 @@ impl MachineArgs {
                     .numa
                     .iter()
                     .map(|s| parse_numa(s))
+                    .collect::<Result<_>>()?;
+                q.virtio_mem = self
+                    .virtio_mem
+                    .iter()
+                    .map(|s| parse_virtio_mem(s))
                     .collect::<Result<_>>()?;
                 Ok(q.machine(&cmdline, version)?)
             }
@@ -163,10 +221,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn virtio_mem_option_parses_qemu_style() {
+        let v = parse_virtio_mem("id=vm0,size=4G,node=1,block-size=1G,requested-size=2G").unwrap();
+        assert_eq!(
+            (
+                v.id.as_str(),
+                v.node,
+                v.region_size,
+                v.block_size,
+                v.requested_size
+            ),
+            ("vm0", 1, 4 << 30, 1 << 30, 2 << 30)
+        );
+        assert_eq!(
+            parse_virtio_mem("id=a,size=1G").unwrap().block_size,
+            2 << 20
+        );
+        assert_eq!(
+            parse_virtio_mem("size=1G").unwrap_err().to_string(),
+            "--virtio-mem \"size=1G\": id= and size= are required"
+        );
+        assert!(parse_virtio_mem("id=a,size=1G,blocksize=2M").is_err());
+    }
+
+    #[test]
     fn numa_option_parses_qemu_style() {
         let n = parse_numa("node,nodeid=1,cpus=2-3,mem=512M").unwrap();
         assert_eq!((n.nodeid, n.cpus, n.mem), (1, vec![2, 3], 512 << 20));
         assert!(parse_numa("cpus=1").is_err());
+        assert!(
+            parse_numa("nodeid=2,generic-initiator=on")
+                .unwrap()
+                .generic_initiator
+        );
+        assert_eq!(
+            parse_numa("nodeid=2,generic-initiator=yes")
+                .unwrap_err()
+                .to_string(),
+            "--numa: generic-initiator=\"yes\": expected on or off"
+        );
         assert!(parse_numa("nodeid=1,foo=2").is_err());
         assert!(parse_cpus("3-1").is_err());
     }

@@ -77,6 +77,13 @@ enum Command {
         /// reading) fails at the first read, write or O_TRUNC instead.
         #[arg(long)]
         cached_opens: bool,
+        /// Also multicast every uevent, in the kernel's wire format, on a
+        /// NETLINK_KOBJECT_UEVENT socket in a network namespace memhp
+        /// creates (`ctl event-stats` names it: `nsenter --net=PATH`).
+        /// The sender's port id is not 0, so libudev/systemd-udevd ignore
+        /// these; busybox `uevent`/`mdev` and custom listeners get them.
+        #[arg(long)]
+        netlink_uevents: bool,
     },
     /// Unmount a tree served by `memhp mount`.
     Umount { root: std::path::PathBuf },
@@ -217,6 +224,7 @@ fn run() -> Result<()> {
             onliner_seed,
             event_buffer,
             cached_opens,
+            netlink_uevents,
         } => {
             let serve_opts = daemon::ServeOptions {
                 list: onliner,
@@ -227,6 +235,7 @@ fn run() -> Result<()> {
                 } else {
                     memhp_fuse::Opens::Exact
                 },
+                netlink_uevents,
             };
             daemon::mount(
                 &machine,

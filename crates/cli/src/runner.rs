@@ -58,6 +58,7 @@ pub fn machine(scn: &Scenario) -> Result<QemuPc> {
                 nodeid: n.nodeid.context("-numa node without nodeid")?,
                 cpus: n.cpus.iter().flat_map(|r| r.first..=r.last).collect(),
                 mem: n.memdev.as_deref().map(backend).transpose()?.unwrap_or(0),
+                generic_initiator: false,
             }),
             QemuArg::VirtioMem(v) => q.virtio_mem.push(VirtioMemSpec {
                 id: v.id.clone().context("virtio-mem-pci without id")?,
@@ -67,6 +68,21 @@ pub fn machine(scn: &Scenario) -> Result<QemuPc> {
                 requested_size: v.requested_size,
             }),
             _ => {}
+        }
+    }
+    for a in &scn.qemu {
+        if let QemuArg::GenericInitiator(g) = a {
+            let n = q
+                .numa
+                .iter_mut()
+                .find(|n| n.nodeid == g.node)
+                .with_context(|| {
+                    format!(
+                        "acpi-generic-initiator {}: node {} is not a -numa node",
+                        g.id, g.node
+                    )
+                })?;
+            n.generic_initiator = true;
         }
     }
     Ok(q)
@@ -487,4 +503,36 @@ fn tempdir() -> Result<PathBuf> {
         }
     }
     bail!("no free run directory under /run/memhp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scn(qemu: &str) -> Scenario {
+        let text = format!("mem: 1G,slots=4,maxmem=4G\nsmp: 1\nqemu: {qemu}\nsteps:\nnodes\n");
+        Scenario::parse("t", &text).unwrap()
+    }
+
+    #[test]
+    fn generic_initiator_object_marks_its_numa_node() {
+        let q = machine(&scn(
+            "-object memory-backend-ram,id=ram0,size=1G -numa node,nodeid=0,cpus=0,memdev=ram0 -numa node,nodeid=1 -object acpi-generic-initiator,id=gi0,pci-dev=dev0,node=1",
+        ))
+        .unwrap();
+        let gi: Vec<(u32, bool)> = q
+            .numa
+            .iter()
+            .map(|n| (n.nodeid, n.generic_initiator))
+            .collect();
+        assert_eq!(gi, [(0, false), (1, true)]);
+        let err = machine(&scn(
+            "-object memory-backend-ram,id=ram0,size=1G -numa node,nodeid=0,cpus=0,memdev=ram0 -object acpi-generic-initiator,id=gi0,pci-dev=dev0,node=3",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "acpi-generic-initiator gi0: node 3 is not a -numa node"
+        );
+    }
 }

@@ -278,7 +278,12 @@ pub fn dispatch(
         }
         "event-stats" => {
             let (capacity, dropped) = bus.stats();
-            return Ok(json!({"capacity": capacity, "dropped": dropped}));
+            let mut v = json!({"capacity": capacity, "dropped": dropped});
+            if let Some(nl) = bus.netlink() {
+                let (capacity, sent, dropped) = nl.queue().stats();
+                v["netlink"] = json!({"netns": nl.netns().display().to_string(), "capacity": capacity, "sent": sent, "dropped": dropped});
+            }
+            return Ok(v);
         }
         "klog" => return Ok(json!(host.shared.modify(|s| s.events.take_klog()))),
         "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),

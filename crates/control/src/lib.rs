@@ -14,6 +14,7 @@
 
 pub mod agents;
 mod commands;
+pub mod netlink;
 
 pub use commands::{dispatch, CommandError};
 
@@ -60,6 +61,8 @@ pub struct EventBus {
     /// Uevents of the model already published.
     /// SEQNUM of the last uevent published.
     uevents_seen: Mutex<Option<u64>>,
+    /// Uevents also go out on this netlink socket.
+    netlink: Option<netlink::UeventSender>,
 }
 
 fn timestamp() -> Value {
@@ -93,6 +96,18 @@ impl EventBus {
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
+    }
+
+    /// Also send every uevent on a `NETLINK_KOBJECT_UEVENT` socket in a
+    /// network namespace of its own, queued like a subscriber's events.
+    pub fn with_netlink_uevents(mut self) -> Result<Self, netlink::NetlinkError> {
+        self.netlink = Some(netlink::UeventSender::start(self.stats().0)?);
+        Ok(self)
+    }
+
+    /// The netlink uevent sender, if any.
+    pub fn netlink(&self) -> Option<&netlink::UeventSender> {
+        self.netlink.as_ref()
     }
 
     /// `(capacity, dropped)`.
@@ -196,6 +211,9 @@ impl EventBus {
             }
             let mut added = Vec::new();
             for u in new {
+                if let Some(nl) = &self.netlink {
+                    nl.queue().push(&u);
+                }
                 if u.action == memhp_model::events::UeventAction::Add {
                     if let Some(id) = u
                         .devpath

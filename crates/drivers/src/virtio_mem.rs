@@ -1,17 +1,30 @@
-//! virtio-mem in Sub Block Mode (device block ≤ memory block; spec 01 §8.3):
-//! the host sets `requested-size`, the guest driver plugs or unplugs
-//! sub-blocks, adding memory blocks one at a time as driver-managed
-//! `System RAM (virtio_mem)` in a dynamic memory group, and removing them
-//! (offline first) when they become empty. Unplugged sub-blocks of an added
-//! block stay `PageOffline`: present, never managed.
+//! virtio-mem (spec 01 §8.3): the host sets `requested-size`, the guest
+//! driver plugs or unplugs device memory and adds or removes it as
+//! driver-managed `System RAM (virtio_mem)` in a dynamic memory group.
+//!
+//! * Sub Block Mode (device block smaller than a memory block): sub-blocks
+//!   are plugged and unplugged, memory blocks are added one at a time and
+//!   removed (offline first) when they become empty. Unplugged sub-blocks
+//!   of an added block stay `PageOffline`: present, never managed.
+//! * Big Block Mode (device block at least a memory block, or
+//!   `virtio_mem.force_bbm`): whole big blocks of
+//!   `max(device block, memory block)` (or `virtio_mem.bbm_block_size`) are
+//!   plugged and added with one `add_memory_driver_managed` each, and
+//!   unplugged with `offline_and_remove_memory`: offline big blocks first,
+//!   then ones entirely in ZONE_MOVABLE, then any; with
+//!   `virtio_mem.bbm_safe_unplug` (default) a big block whose online pages
+//!   cannot be taken with `alloc_contig_range` is skipped (EBUSY) before
+//!   anything is offlined.
 
 use crate::HostEvent;
 use memhp_model::hotadd::AddRequest;
 use memhp_model::iomem::Resource;
+use memhp_model::kstr::{kstrtobool, kstrtoull};
 use memhp_model::machine::VirtioMemSpec;
 use memhp_model::shared::Shared;
+use memhp_model::ZoneType;
 use memhp_model::{BlockState, System};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 /// Why a virtio-mem request was refused (QEMU's errors).
@@ -37,10 +50,139 @@ pub struct VirtioMem {
     /// The guest driver is loaded.
     pub driver: bool,
     pub group: Option<u32>,
-    /// Plugged sub-blocks per added memory block (plugged from the start of
-    /// the block, unplugged from its end).
+    /// How the driver manages the device (chosen when it probes).
+    pub mode: Option<Mode>,
+    /// SBM: plugged sub-blocks per added memory block (plugged from the
+    /// start of the block, unplugged from its end).
     pub blocks: BTreeMap<u64, u64>,
+    /// BBM: the added (plugged) big blocks, by big block id.
+    pub big_blocks: BTreeSet<u64>,
 }
+
+impl VirtioMem {
+    /// `virtio_mem_add_memory`: `add_memory_driver_managed` of
+    /// `System RAM (virtio_mem)` below the device's resource, in its
+    /// dynamic group (MHP_MERGE_RESOURCE | MHP_NID_IS_MGID); the pages of
+    /// unplugged sub-blocks stay `PageOffline`.
+    fn add_request(&self, start: u64, size: u64, driver_offline_pages: u64) -> AddRequest {
+        AddRequest {
+            nid: self.spec.node,
+            start,
+            size,
+            resource_name: "System RAM (virtio_mem)".into(),
+            parent_resource: Some(format!("virtio{}", self.index)),
+            group: self.group,
+            memmap_on_memory: false,
+            driver_offline_pages,
+        }
+    }
+}
+
+/// The driver's mode of operation (`vm->in_sbm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Sub Block Mode with this sub-block size.
+    Sbm { sb_size: u64 },
+    /// Big Block Mode with this big block size.
+    Bbm { bb_size: u64 },
+}
+
+/// The driver's module parameters, as `virtio_mem.NAME=VALUE` on the kernel
+/// command line (modprobe passes them on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriverParams {
+    /// `force_bbm` (default off).
+    pub force_bbm: bool,
+    /// `bbm_block_size` (0: automatic).
+    pub bbm_block_size: u64,
+    /// `bbm_safe_unplug` (default on).
+    pub bbm_safe_unplug: bool,
+    /// `unplug_online` (default on).
+    pub unplug_online: bool,
+}
+
+impl Default for DriverParams {
+    fn default() -> Self {
+        DriverParams {
+            force_bbm: false,
+            bbm_block_size: 0,
+            bbm_safe_unplug: true,
+            unplug_online: true,
+        }
+    }
+}
+
+impl DriverParams {
+    /// The `virtio_mem.*` parameters of a kernel command line; a value the
+    /// kernel would refuse keeps the default and is reported as the kernel
+    /// logs it.
+    pub fn from_cmdline(cmdline: &str) -> (DriverParams, Vec<String>) {
+        let mut p = DriverParams::default();
+        let mut log = Vec::new();
+        for word in cmdline.split_whitespace() {
+            let Some(rest) = word.strip_prefix("virtio_mem.") else {
+                continue;
+            };
+            let (name, value) = rest.split_once('=').unwrap_or((rest, ""));
+            let flag = |v: &str| {
+                if v.is_empty() {
+                    Ok(true)
+                } else {
+                    kstrtobool(v.as_bytes())
+                }
+            };
+            let ok = match name {
+                "force_bbm" => flag(value).map(|b| p.force_bbm = b).is_ok(),
+                "bbm_safe_unplug" => flag(value).map(|b| p.bbm_safe_unplug = b).is_ok(),
+                "unplug_online" => flag(value).map(|b| p.unplug_online = b).is_ok(),
+                "bbm_block_size" => kstrtoull(value.as_bytes())
+                    .map(|n| p.bbm_block_size = n)
+                    .is_ok(),
+                _ => {
+                    log.push(format!("virtio_mem: unknown parameter '{name}' ignored"));
+                    true
+                }
+            };
+            if !ok {
+                log.push(format!(
+                    "virtio_mem: `{value}' invalid for parameter `{name}'"
+                ));
+            }
+        }
+        (p, log)
+    }
+
+    /// `virtio_mem_init`: SBM when a sub-block (at least a pageblock) is
+    /// smaller than a memory block and BBM is not forced; otherwise BBM with
+    /// big blocks of `max(device block, memory block)`, or `bbm_block_size`
+    /// when that is a larger power of two (else a warning).
+    pub fn mode(
+        &self,
+        device_block_size: u64,
+        memory_block_size: u64,
+    ) -> (Mode, Option<&'static str>) {
+        let sb_size = device_block_size.max(PAGEBLOCK_SIZE);
+        if sb_size < memory_block_size && !self.force_bbm {
+            return (Mode::Sbm { sb_size }, None);
+        }
+        let bb_size = device_block_size.max(memory_block_size);
+        match self.bbm_block_size {
+            0 => (Mode::Bbm { bb_size }, None),
+            n if !n.is_power_of_two() => (
+                Mode::Bbm { bb_size },
+                Some("bbm_block_size is not a power of 2"),
+            ),
+            n if n < bb_size => (Mode::Bbm { bb_size }, Some("bbm_block_size is too small")),
+            n => (Mode::Bbm { bb_size: n }, None),
+        }
+    }
+}
+
+/// 6.1 SBM: sub-blocks are at least a pageblock.
+const PAGEBLOCK_SIZE: u64 = 2 << 20;
+/// `VIRTIO_MEM_DEFAULT_OFFLINE_THRESHOLD`: memory the driver adds while it
+/// stays offline, before it waits for onlining (at least two blocks).
+const OFFLINE_THRESHOLD: u64 = 1 << 30;
 
 /// What a resize did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +194,8 @@ pub struct ResizeReport {
 /// The virtio-mem devices of a machine.
 pub struct VirtioMemDevices {
     devs: Mutex<Vec<VirtioMem>>,
+    /// The module parameters the driver was loaded with.
+    params: Mutex<DriverParams>,
 }
 
 const PCI_WINDOW_END: u64 = 0xfebf_ffff;
@@ -64,6 +208,8 @@ impl VirtioMemDevices {
         let mut addr = device_mem_base;
         let mut devs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
+            // QEMU aligns a virtio-mem region to its device block size.
+            addr = addr.div_ceil(spec.block_size) * spec.block_size;
             devs.push(VirtioMem {
                 spec: spec.clone(),
                 index: i as u32,
@@ -71,7 +217,9 @@ impl VirtioMemDevices {
                 plugged: 0,
                 driver: false,
                 group: None,
+                mode: None,
                 blocks: BTreeMap::new(),
+                big_blocks: BTreeSet::new(),
             });
             addr += spec.region_size;
         }
@@ -108,6 +256,7 @@ impl VirtioMemDevices {
         }
         VirtioMemDevices {
             devs: Mutex::new(devs),
+            params: Mutex::new(DriverParams::default()),
         }
     }
 
@@ -115,6 +264,7 @@ impl VirtioMemDevices {
     pub fn none() -> Self {
         VirtioMemDevices {
             devs: Mutex::new(Vec::new()),
+            params: Mutex::new(DriverParams::default()),
         }
     }
 
@@ -159,8 +309,16 @@ impl VirtioMemDevices {
         for d in devs.iter_mut().filter(|d| !d.driver) {
             d.driver = true;
             let hp = shared.lock_hotplug();
-            hp.with(|sys| {
+            let params = hp.with(|sys| {
                 let name = format!("virtio{}", d.index);
+                let (params, complaints) = DriverParams::from_cmdline(&sys.cmdline.raw);
+                for c in complaints {
+                    sys.events.log(c);
+                }
+                let (mode, warning) = params.mode(d.spec.block_size, sys.block_size);
+                if let Some(w) = warning {
+                    sys.events.log(format!("virtio_mem {name}: {w}"));
+                }
                 let log = |sys: &mut System, k: &str, v: String| {
                     sys.events.log(format!("virtio_mem {name}: {k}: {v}"))
                 };
@@ -173,13 +331,18 @@ impl VirtioMemDevices {
                 );
                 log(sys, "nid", d.spec.node.to_string());
                 log(sys, "memory block size", format!("{:#x}", sys.block_size));
-                log(
-                    sys,
-                    "subblock size",
-                    format!("{:#x}", sub_block_size(&d.spec)),
-                );
-                let unit = (d.spec.block_size.max(sys.block_size)) >> 12;
-                d.group = sys.register_dynamic_group(d.spec.node, unit).ok();
+                let (mode, unit) = match mode {
+                    Mode::Sbm { sb_size } => {
+                        log(sys, "subblock size", format!("{sb_size:#x}"));
+                        (mode, sys.block_size)
+                    }
+                    Mode::Bbm { bb_size } => {
+                        log(sys, "big block size", format!("{bb_size:#x}"));
+                        (mode, bb_size)
+                    }
+                };
+                d.mode = Some(mode);
+                d.group = sys.register_dynamic_group(d.spec.node, unit >> 12).ok();
                 let _ = sys
                     .iomem
                     .request(d.addr, d.addr + d.spec.region_size - 1, &name, None);
@@ -190,9 +353,11 @@ impl VirtioMemDevices {
                     format!("{:#x}", d.spec.requested_size),
                 );
                 sys.generation = sys.generation.wrapping_add(1);
+                params
             });
             drop(hp);
-            sync_to_request(shared, d);
+            *self.params.lock().unwrap_or_else(|e| e.into_inner()) = params;
+            sync_to_request(shared, d, &params);
         }
     }
 
@@ -224,7 +389,8 @@ impl VirtioMemDevices {
                 sys.events
                     .log(format!("virtio_mem {name}: requested size: {requested:#x}"));
             });
-            sync_to_request(shared, d);
+            let params = *self.params.lock().unwrap_or_else(|e| e.into_inner());
+            sync_to_request(shared, d, &params);
         }
         Ok(ResizeReport {
             size: d.plugged,
@@ -236,14 +402,125 @@ impl VirtioMemDevices {
     }
 }
 
-/// 6.1 SBM: sub-blocks are at least a pageblock.
-fn sub_block_size(spec: &VirtioMemSpec) -> u64 {
-    spec.block_size.max(2 << 20)
+/// Plug or unplug until `plugged == requested` or no progress is possible.
+fn sync_to_request(shared: &Shared, d: &mut VirtioMem, params: &DriverParams) {
+    match d.mode {
+        Some(Mode::Sbm { sb_size }) => sbm_sync(shared, d, sb_size),
+        Some(Mode::Bbm { bb_size }) => {
+            let hp = shared.lock_hotplug();
+            hp.with(|sys| {
+                bbm_sync(sys, d, bb_size, params);
+                sys.generation = sys.generation.wrapping_add(1);
+            });
+        }
+        None => {}
+    }
 }
 
-/// Plug or unplug until `plugged == requested` or no progress is possible.
-fn sync_to_request(shared: &Shared, d: &mut VirtioMem) {
-    let sb = sub_block_size(&d.spec);
+/// The memory block ids of big block `bb`.
+fn bb_block_ids(sys: &System, bb: u64, bb_size: u64) -> std::ops::Range<u64> {
+    let first = bb * bb_size / sys.block_size;
+    first..first + bb_size / sys.block_size
+}
+
+/// `vm->offline_size`: bytes the driver added that are not online.
+fn offline_size(sys: &System, d: &VirtioMem, bb_size: u64) -> u64 {
+    d.big_blocks
+        .iter()
+        .flat_map(|&bb| bb_block_ids(sys, bb, bb_size))
+        .filter(|id| {
+            sys.blocks
+                .get(id)
+                .is_some_and(|b| b.state == BlockState::Offline)
+        })
+        .count() as u64
+        * sys.block_size
+}
+
+/// BBM: plug and add whole big blocks (lowest free id first) while a whole
+/// one is still missing and the offline threshold allows; or unplug whole
+/// big blocks (highest id first) in the kernel's three passes.
+fn bbm_sync(sys: &mut System, d: &mut VirtioMem, bb_size: u64, params: &DriverParams) {
+    let first = d.addr.div_ceil(bb_size);
+    let end = (d.addr + d.spec.region_size) / bb_size;
+    let threshold = OFFLINE_THRESHOLD.max(2 * sys.block_size).max(2 * bb_size);
+    while d.spec.requested_size.saturating_sub(d.plugged) >= bb_size {
+        if offline_size(sys, d, bb_size) + bb_size > threshold {
+            break; // -ENOSPC until memory gets onlined
+        }
+        let Some(bb) = (first..end).find(|bb| !d.big_blocks.contains(bb)) else {
+            break;
+        };
+        let req = d.add_request(bb * bb_size, bb_size, 0);
+        // Plugged at the device first; unplugged again if adding fails.
+        if sys.add_memory(&req).is_err() {
+            break;
+        }
+        d.big_blocks.insert(bb);
+        d.plugged += bb_size;
+    }
+    let mut nb_bb = d.plugged.saturating_sub(d.spec.requested_size) / bb_size;
+    for pass in 0..3 {
+        let candidates: Vec<u64> = d.big_blocks.iter().rev().copied().collect();
+        for bb in candidates {
+            if nb_bb == 0 {
+                return;
+            }
+            let online: Vec<Option<ZoneType>> = bb_block_ids(sys, bb, bb_size)
+                .filter_map(|id| sys.blocks.get(&id))
+                .filter(|b| b.state != BlockState::Offline)
+                .map(|b| b.zone)
+                .collect();
+            let skip = match pass {
+                0 => !online.is_empty(),
+                1 => online.iter().any(|z| *z != Some(ZoneType::Movable)),
+                _ => false,
+            };
+            if skip {
+                continue;
+            }
+            if bbm_offline_remove_and_unplug_bb(sys, bb, bb_size, params) {
+                d.big_blocks.remove(&bb);
+                d.plugged -= bb_size;
+                nb_bb -= 1;
+            }
+        }
+        if pass == 0 && !params.unplug_online {
+            return;
+        }
+    }
+}
+
+/// `virtio_mem_bbm_offline_remove_and_unplug_bb`: with safe unplug, every
+/// online section must first be fake-offlined (`alloc_contig_range`,
+/// which fails on unmovable, pinned or reserved pages or pages that do not
+/// migrate), else EBUSY and nothing changes; then
+/// `offline_and_remove_memory` of the whole big block (which rolls its
+/// own offlining back when a block refuses). Whether the big block is gone.
+fn bbm_offline_remove_and_unplug_bb(
+    sys: &mut System,
+    bb: u64,
+    bb_size: u64,
+    params: &DriverParams,
+) -> bool {
+    if params.bbm_safe_unplug {
+        let busy = bb_block_ids(sys, bb, bb_size)
+            .filter_map(|id| sys.blocks.get(&id))
+            .filter(|b| b.state != BlockState::Offline)
+            .any(|b| {
+                let p = &b.pages;
+                p.unmovable > 0 || p.pinned > 0 || p.reserved > 0 || p.migrate_failure.is_some()
+            });
+        if busy {
+            return false;
+        }
+    }
+    sys.offline_and_remove_memory(bb * bb_size, bb_size).is_ok()
+}
+
+/// SBM: plug or unplug sub-blocks until `plugged == requested` or no
+/// progress is possible.
+fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
     let hp = shared.lock_hotplug();
     hp.with(|sys| {
         let block_size = sys.block_size;
@@ -269,16 +546,7 @@ fn sync_to_request(shared: &Shared, d: &mut VirtioMem) {
                 break;
             };
             let take = need.min(per_block);
-            let req = AddRequest {
-                nid: d.spec.node,
-                start: id * block_size,
-                size: block_size,
-                resource_name: "System RAM (virtio_mem)".into(),
-                parent_resource: Some(format!("virtio{}", d.index)),
-                group: d.group,
-                memmap_on_memory: false,
-                driver_offline_pages: (per_block - take) * sb_pages,
-            };
+            let req = d.add_request(id * block_size, block_size, (per_block - take) * sb_pages);
             if sys.add_memory(&req).is_err() {
                 break;
             }

@@ -118,6 +118,30 @@ fn node_ranges(spec: &MachineSpec, memblock: &[Range]) -> BTreeMap<u32, Vec<Rang
     out
 }
 
+/// The memblock ranges still flagged hotpluggable when the zones are laid
+/// out, with their node: SRAT "hot pluggable" ranges intersected with boot
+/// RAM, less every node that holds memory the kernel reserved before NUMA
+/// set-up (x86 `numa_clear_kernel_node_hotplug`: the low 1 MiB and the
+/// kernel image, so the node they are in is never hot-removable).
+fn hotpluggable_memblock(
+    spec: &MachineSpec,
+    nodes: &BTreeMap<u32, Vec<Range>>,
+) -> Vec<(u32, Range)> {
+    let kernel_nodes = [0, KERNEL_LOAD_PFN].map(|pfn| spec.node_of_addr(pfn << PAGE_SHIFT));
+    let mut out = Vec::new();
+    for n in spec.nodes.iter().filter(|n| !kernel_nodes.contains(&n.id)) {
+        for &(a, b) in &n.hotplug {
+            let (hs, he) = (a >> PAGE_SHIFT, b >> PAGE_SHIFT);
+            for &(s, e) in &nodes[&n.id] {
+                if s < he && hs < e {
+                    out.push((n.id, (s.max(hs), e.min(he))));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `find_zone_movable_pfns_for_nodes` (spec 01 §7.2): the first pfn of
 /// ZONE_MOVABLE per node (absent = none).
 fn zone_movable_pfns(
@@ -135,18 +159,9 @@ fn zone_movable_pfns(
         .collect();
 
     if cmd.movable_node {
-        for n in &spec.nodes {
-            for &(a, b) in &n.hotplug {
-                let ranges = &nodes[&n.id];
-                for &(s, e) in ranges {
-                    let (hs, he) = (a >> PAGE_SHIFT, b >> PAGE_SHIFT);
-                    if s < he && hs < e {
-                        let base = s.max(hs);
-                        let v = zmp.entry(n.id).or_insert(u64::MAX);
-                        *v = (*v).min(base);
-                    }
-                }
-            }
+        for (nid, (s, _)) in hotpluggable_memblock(spec, nodes) {
+            let v = zmp.entry(nid).or_insert(u64::MAX);
+            *v = (*v).min(s);
         }
     } else if cmd.kernelcore == Some(CoreSpec::Mirror) {
         // No memory is mirrored in our machines: 6.1 then makes all memory
@@ -296,9 +311,18 @@ fn boot_reservations(
     memblock: &[Range],
     nodes: &BTreeMap<u32, Vec<Range>>,
     kernel_pages: u64,
+    movable_node: bool,
 ) -> Vec<Range> {
     let a = spec.boot_alloc;
     let mut free: Vec<Range> = memblock.to_vec();
+    if movable_node {
+        // memblock allocations skip hotpluggable memory under movable_node
+        // (`memblock_find_in_range_node` with MEMBLOCK_HOTPLUG regions):
+        // a hotpluggable node's memmap lands on the next memory below it.
+        for (_, (s, e)) in hotpluggable_memblock(spec, nodes) {
+            reserve_fixed(&mut free, s, e);
+        }
+    }
     let mut reserved = Vec::new();
     reserved.extend(reserve_fixed(&mut free, 0, LOW_RESERVED_PFN));
     reserved.extend(reserve_fixed(
@@ -425,13 +449,16 @@ impl System {
             }
             node.has_memory = node.present_pages() > 0;
             node.has_normal_memory = ZoneType::KERNEL.iter().any(|&z| node.zone(z).present > 0);
-            node.online = node.has_memory || !node.cpus.is_empty();
+            // x86 `init_gi_nodes`: a node with only a generic initiator is
+            // set online too.
+            node.online = node.has_memory || !node.cpus.is_empty() || node.generic_initiator;
             nodes.insert(ns.id, node);
         }
 
         // Reservations → managed pages per zone and reserved pages per block.
         let kernel_pages: u64 = nodes.values().map(Node::kernel_present_pages).sum();
-        let reserved = boot_reservations(spec, &memblock, &nodes_mem, kernel_pages);
+        let reserved =
+            boot_reservations(spec, &memblock, &nodes_mem, kernel_pages, cmd.movable_node);
         for node in nodes.values_mut() {
             for i in 0..MAX_NR_ZONES {
                 let span = node.boot_zone_ranges[i];

@@ -291,6 +291,9 @@ pub struct QemuNuma {
     pub cpus: Vec<u32>,
     /// Memory of the node (its memdev's size); 0 for a memoryless node.
     pub mem: u64,
+    /// An `acpi-generic-initiator` object names this node (SRAT Generic
+    /// Initiator Affinity).
+    pub generic_initiator: bool,
 }
 
 /// The inputs of QEMU's `pc` (i440fx) machine that shape the guest's memory.
@@ -325,6 +328,7 @@ impl QemuPc {
                 nodeid,
                 cpus: vec![nodeid],
                 mem,
+                generic_initiator: false,
             })
             .collect();
         self
@@ -464,6 +468,7 @@ impl QemuPc {
                 nodeid: 0,
                 cpus: (0..self.smp.max(1)).collect(),
                 mem: self.ram,
+                generic_initiator: false,
             }]
         } else {
             self.numa.clone()
@@ -498,7 +503,7 @@ impl QemuPc {
                 cpus: n.cpus.clone(),
                 mem: ranges,
                 hotplug: Vec::new(),
-                generic_initiator: false,
+                generic_initiator: n.generic_initiator,
             });
         }
         let dimm = if self.maxmem > self.ram {

@@ -26,7 +26,10 @@ pub use diff::{
 };
 pub use helpers_sh::HELPERS_SH;
 pub use ohelper::{ohelper_main, ohelper_run};
-pub use qemu::{CpuRange, MemoryBackend, NumaNode, PcDimm, QemuArg, QemuArgError, VirtioMemPci};
+pub use qemu::{
+    CpuRange, GenericInitiator, MemoryBackend, NumaNode, PcDimm, QemuArg, QemuArgError,
+    VirtioMemPci,
+};
 pub use scenario::{
     rewrite_ohelper_calls, HostAction, HostStep, Hotadd, LoadError, Scenario, ScenarioError,
     ScenarioErrorKind, Step,

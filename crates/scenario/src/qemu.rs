@@ -14,6 +14,8 @@ pub enum QemuArg {
     VirtioMem(VirtioMemPci),
     /// `-device pc-dimm,...` (a cold-plugged DIMM)
     PcDimm(PcDimm),
+    /// `-object acpi-generic-initiator,id=..,pci-dev=..,node=N`
+    GenericInitiator(GenericInitiator),
     /// Anything else, one word at a time, exactly as written (an unknown
     /// option and its value are two consecutive `Raw` entries).
     Raw(String),
@@ -68,6 +70,20 @@ pub struct VirtioMemPci {
     pub requested_size: u64,
     /// `block-size=` in bytes (QEMU picks one when absent).
     pub block_size: Option<u64>,
+    /// Other properties, in order.
+    pub extra: Vec<(String, String)>,
+}
+
+/// `-object acpi-generic-initiator,id=..,pci-dev=..,node=N`: an SRAT
+/// Generic Initiator Affinity structure putting a PCI device in node `N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericInitiator {
+    /// `id=`
+    pub id: String,
+    /// `pci-dev=`: the id of the initiating PCI device.
+    pub pci_dev: String,
+    /// `node=`
+    pub node: u32,
     /// Other properties, in order.
     pub extra: Vec<(String, String)>,
 }
@@ -237,7 +253,7 @@ impl Props {
 fn parse_object(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
     let parts = split_qemu_opts(value);
     let kind = parts[0].strip_prefix("qom-type=").unwrap_or(&parts[0]);
-    if !kind.starts_with("memory-backend-") {
+    if !kind.starts_with("memory-backend-") && kind != "acpi-generic-initiator" {
         return Ok(None);
     }
     let mut p = Props {
@@ -246,6 +262,22 @@ fn parse_object(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
         items: props("-object", kind, &parts[1..])?,
     };
     let id = p.require("id")?;
+    if kind == "acpi-generic-initiator" {
+        let pci_dev = p.require("pci-dev")?;
+        let node = p
+            .number::<u32>("node")?
+            .ok_or(QemuArgError::MissingProperty {
+                option: "-object",
+                kind: kind.to_string(),
+                key: "node",
+            })?;
+        return Ok(Some(QemuArg::GenericInitiator(GenericInitiator {
+            id,
+            pci_dev,
+            node,
+            extra: p.items,
+        })));
+    }
     let size = p.size("size")?.ok_or(QemuArgError::MissingProperty {
         option: "-object",
         kind: kind.to_string(),
@@ -395,6 +427,18 @@ impl QemuArg {
                     &b.extra,
                 ),
             ],
+            QemuArg::GenericInitiator(g) => vec![
+                "-object".into(),
+                join_opts(
+                    "acpi-generic-initiator",
+                    &[
+                        ("id", g.id.clone()),
+                        ("pci-dev", g.pci_dev.clone()),
+                        ("node", g.node.to_string()),
+                    ],
+                    &g.extra,
+                ),
+            ],
             QemuArg::NumaNode(n) => {
                 let mut items = Vec::new();
                 if let Some(id) = n.nodeid {
@@ -489,6 +533,44 @@ mod tests {
                 }),
             ]
         );
+    }
+
+    #[test]
+    fn generic_initiator_object_is_typed_and_renders_back() {
+        let args = parse_qemu_args(&words(
+            "-object acpi-generic-initiator,id=gi0,pci-dev=dev0,node=2",
+        ))
+        .unwrap();
+        assert_eq!(
+            args,
+            vec![QemuArg::GenericInitiator(GenericInitiator {
+                id: "gi0".into(),
+                pci_dev: "dev0".into(),
+                node: 2,
+                extra: vec![],
+            })]
+        );
+        assert_eq!(
+            args[0].to_args(),
+            vec![
+                "-object",
+                "acpi-generic-initiator,id=gi0,pci-dev=dev0,node=2"
+            ]
+        );
+        assert_eq!(
+            parse_qemu_args(&words("-object acpi-generic-initiator,id=gi0,pci-dev=d"))
+                .unwrap_err()
+                .to_string(),
+            "-object acpi-generic-initiator: missing node="
+        );
+        assert!(matches!(
+            parse_qemu_args(&words("-object acpi-generic-initiator,id=gi0,pci-dev=d")),
+            Err(QemuArgError::MissingProperty { key: "node", .. })
+        ));
+        assert!(matches!(
+            parse_qemu_args(&words("-object acpi-generic-initiator,id=gi0,node=1")),
+            Err(QemuArgError::MissingProperty { key: "pci-dev", .. })
+        ));
     }
 
     #[test]
