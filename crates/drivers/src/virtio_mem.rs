@@ -21,7 +21,7 @@ use memhp_model::hotadd::AddRequest;
 use memhp_model::iomem::Resource;
 use memhp_model::kstr::{kstrtobool, kstrtoull};
 use memhp_model::machine::VirtioMemSpec;
-use memhp_model::shared::Shared;
+use memhp_model::shared::{HotplugGuard, Shared};
 use memhp_model::ZoneType;
 use memhp_model::{BlockState, System};
 use std::collections::{BTreeMap, BTreeSet};
@@ -408,10 +408,8 @@ fn sync_to_request(shared: &Shared, d: &mut VirtioMem, params: &DriverParams) {
         Some(Mode::Sbm { sb_size }) => sbm_sync(shared, d, sb_size),
         Some(Mode::Bbm { bb_size }) => {
             let hp = shared.lock_hotplug();
-            hp.with(|sys| {
-                bbm_sync(sys, d, bb_size, params);
-                sys.generation = sys.generation.wrapping_add(1);
-            });
+            bbm_sync(&hp, d, bb_size, params);
+            hp.with(|sys| sys.generation = sys.generation.wrapping_add(1));
         }
         None => {}
     }
@@ -440,12 +438,13 @@ fn offline_size(sys: &System, d: &VirtioMem, bb_size: u64) -> u64 {
 /// BBM: plug and add whole big blocks (lowest free id first) while a whole
 /// one is still missing and the offline threshold allows; or unplug whole
 /// big blocks (highest id first) in the kernel's three passes.
-fn bbm_sync(sys: &mut System, d: &mut VirtioMem, bb_size: u64, params: &DriverParams) {
+fn bbm_sync(hp: &HotplugGuard, d: &mut VirtioMem, bb_size: u64, params: &DriverParams) {
     let first = d.addr.div_ceil(bb_size);
     let end = (d.addr + d.spec.region_size) / bb_size;
-    let threshold = OFFLINE_THRESHOLD.max(2 * sys.block_size).max(2 * bb_size);
+    let block_size = hp.read(|s| s.block_size);
+    let threshold = OFFLINE_THRESHOLD.max(2 * block_size).max(2 * bb_size);
     while d.spec.requested_size.saturating_sub(d.plugged) >= bb_size {
-        if offline_size(sys, d, bb_size) + bb_size > threshold {
+        if hp.read(|sys| offline_size(sys, d, bb_size)) + bb_size > threshold {
             break; // -ENOSPC until memory gets onlined
         }
         let Some(bb) = (first..end).find(|bb| !d.big_blocks.contains(bb)) else {
@@ -453,7 +452,7 @@ fn bbm_sync(sys: &mut System, d: &mut VirtioMem, bb_size: u64, params: &DriverPa
         };
         let req = d.add_request(bb * bb_size, bb_size, 0);
         // Plugged at the device first; unplugged again if adding fails.
-        if sys.add_memory(&req).is_err() {
+        if hp.add_memory(&req).is_err() {
             break;
         }
         d.big_blocks.insert(bb);
@@ -466,11 +465,13 @@ fn bbm_sync(sys: &mut System, d: &mut VirtioMem, bb_size: u64, params: &DriverPa
             if nb_bb == 0 {
                 return;
             }
-            let online: Vec<Option<ZoneType>> = bb_block_ids(sys, bb, bb_size)
-                .filter_map(|id| sys.blocks.get(&id))
-                .filter(|b| b.state != BlockState::Offline)
-                .map(|b| b.zone)
-                .collect();
+            let online: Vec<Option<ZoneType>> = hp.read(|sys| {
+                bb_block_ids(sys, bb, bb_size)
+                    .filter_map(|id| sys.blocks.get(&id))
+                    .filter(|b| b.state != BlockState::Offline)
+                    .map(|b| b.zone)
+                    .collect()
+            });
             let skip = match pass {
                 0 => !online.is_empty(),
                 1 => online.iter().any(|z| *z != Some(ZoneType::Movable)),
@@ -479,7 +480,7 @@ fn bbm_sync(sys: &mut System, d: &mut VirtioMem, bb_size: u64, params: &DriverPa
             if skip {
                 continue;
             }
-            if bbm_offline_remove_and_unplug_bb(sys, bb, bb_size, params) {
+            if bbm_offline_remove_and_unplug_bb(hp, bb, bb_size, params) {
                 d.big_blocks.remove(&bb);
                 d.plugged -= bb_size;
                 nb_bb -= 1;
@@ -498,32 +499,34 @@ fn bbm_sync(sys: &mut System, d: &mut VirtioMem, bb_size: u64, params: &DriverPa
 /// `offline_and_remove_memory` of the whole big block (which rolls its
 /// own offlining back when a block refuses). Whether the big block is gone.
 fn bbm_offline_remove_and_unplug_bb(
-    sys: &mut System,
+    hp: &HotplugGuard,
     bb: u64,
     bb_size: u64,
     params: &DriverParams,
 ) -> bool {
     if params.bbm_safe_unplug {
-        let busy = bb_block_ids(sys, bb, bb_size)
-            .filter_map(|id| sys.blocks.get(&id))
-            .filter(|b| b.state != BlockState::Offline)
-            .any(|b| {
-                let p = &b.pages;
-                p.unmovable > 0 || p.pinned > 0 || p.reserved > 0 || p.migrate_failure.is_some()
-            });
+        let busy = hp.read(|sys| {
+            bb_block_ids(sys, bb, bb_size)
+                .filter_map(|id| sys.blocks.get(&id))
+                .filter(|b| b.state != BlockState::Offline)
+                .any(|b| {
+                    let p = &b.pages;
+                    p.unmovable > 0 || p.pinned > 0 || p.reserved > 0 || p.migrate_failure.is_some()
+                })
+        });
         if busy {
             return false;
         }
     }
-    sys.offline_and_remove_memory(bb * bb_size, bb_size).is_ok()
+    hp.offline_and_remove_memory(bb * bb_size, bb_size).is_ok()
 }
 
 /// SBM: plug or unplug sub-blocks until `plugged == requested` or no
 /// progress is possible.
 fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
     let hp = shared.lock_hotplug();
-    hp.with(|sys| {
-        let block_size = sys.block_size;
+    {
+        let block_size = hp.read(|sys| sys.block_size);
         let per_block = block_size / sb;
         let sb_pages = sb >> 12;
         // Plug: fill partially plugged blocks, then add new ones.
@@ -535,7 +538,7 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
             if let Some((&id, n)) = d.blocks.iter_mut().find(|(_, n)| **n < per_block) {
                 let take = need.min(per_block - *n);
                 *n += take;
-                sys.driver_release_pages(id, take * sb_pages);
+                hp.with(|sys| sys.driver_release_pages(id, take * sb_pages));
                 d.plugged += take * sb;
                 continue;
             }
@@ -547,7 +550,7 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
             };
             let take = need.min(per_block);
             let req = d.add_request(id * block_size, block_size, (per_block - take) * sb_pages);
-            if sys.add_memory(&req).is_err() {
+            if hp.add_memory(&req).is_err() {
                 break;
             }
             d.blocks.insert(id, take);
@@ -559,7 +562,7 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
             if need == 0 {
                 break;
             }
-            let order: Vec<u64> = {
+            let order: Vec<u64> = hp.read(|sys| {
                 let mut offline: Vec<u64> = d
                     .blocks
                     .keys()
@@ -579,33 +582,37 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
                 offline.reverse();
                 online.reverse();
                 offline.into_iter().chain(online).collect()
-            };
+            });
             let Some(&id) = order.first() else { break };
             let n = d.blocks[&id];
             let take = need.min(n);
             let start = id * block_size;
             if take == n {
-                let online = sys
-                    .blocks
-                    .get(&id)
-                    .is_some_and(|b| b.state != BlockState::Offline);
+                let online = hp.read(|sys| {
+                    sys.blocks
+                        .get(&id)
+                        .is_some_and(|b| b.state != BlockState::Offline)
+                });
                 let r = if online {
-                    sys.offline_and_remove_memory(start, block_size)
+                    hp.offline_and_remove_memory(start, block_size)
                 } else {
-                    sys.remove_memory(start, block_size)
+                    hp.remove_memory(start, block_size)
                 };
                 if r.is_err() {
                     break;
                 }
                 d.blocks.remove(&id);
             } else {
-                if sys.driver_claim_pages(id, take * sb_pages).is_err() {
+                if hp
+                    .with(|sys| sys.driver_claim_pages(id, take * sb_pages))
+                    .is_err()
+                {
                     break;
                 }
                 *d.blocks.get_mut(&id).expect("listed") -= take;
             }
             d.plugged -= take * sb;
         }
-        sys.generation = sys.generation.wrapping_add(1);
-    });
+        hp.with(|sys| sys.generation = sys.generation.wrapping_add(1));
+    }
 }

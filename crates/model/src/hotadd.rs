@@ -6,7 +6,7 @@
 use crate::block::{BlockState, GroupId, MemoryBlock, OnlineType};
 use crate::cmdline::MemmapOnMemory;
 use crate::events::UeventAction;
-use crate::hotplug::{DeviceOutcome, HotplugError};
+use crate::hotplug::HotplugError;
 use crate::system::{GroupKind, MemoryGroup, System};
 use crate::units::{MAX_PHYSMEM_BITS, PAGES_PER_SECTION, PAGE_SHIFT, STRUCT_PAGE_SIZE};
 use crate::zone::ZoneType;
@@ -383,43 +383,6 @@ impl System {
             "node",
         );
         self.layout_touch();
-    }
-
-    /// `offline_and_remove_memory(start, size)` (spec 01 §8.6).
-    pub fn offline_and_remove_memory(&mut self, start: u64, size: u64) -> Result<(), HotplugError> {
-        if !self.range_aligned(start, size) {
-            return Err(HotplugError::Invalid("unaligned range"));
-        }
-        let ids = self.block_ids_in(start, size);
-        let mut offlined: Vec<(u64, OnlineType)> = Vec::new();
-        let mut result = Ok(());
-        for &id in &ids {
-            let t = if self.blocks[&id].zone == Some(ZoneType::Movable) {
-                OnlineType::OnlineMovable
-            } else {
-                OnlineType::OnlineKernel
-            };
-            match self.device_offline_nowait(id) {
-                Ok(DeviceOutcome::Changed) => offlined.push((id, t)),
-                Ok(DeviceOutcome::AlreadyInState) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        if result.is_ok() {
-            result = self.remove_memory(start, size);
-        }
-        if result.is_err() {
-            for (id, t) in offlined {
-                if let Some(b) = self.blocks.get_mut(&id) {
-                    b.online_type = t;
-                    let _ = self.device_online(id);
-                }
-            }
-        }
-        result
     }
 
     fn lowest_free_group_id(&self) -> GroupId {

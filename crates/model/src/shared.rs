@@ -344,6 +344,56 @@ impl HotplugGuard<'_> {
         })
     }
 
+    /// Look at the state (the state lock only, as a driver's read of its
+    /// own bookkeeping).
+    pub fn read<R>(&self, f: impl FnOnce(&System) -> R) -> R {
+        self.shared.read(f)
+    }
+
+    /// `offline_and_remove_memory()` (spec 02 §5.5 F): `device_offline()`
+    /// of each block in ascending order (a retrying offline counts as
+    /// failed: the caller cannot wait), remembering the zone of each block
+    /// it offlined; if all went offline, `remove_memory()`; otherwise, or
+    /// if the removal failed, the offlined blocks are onlined again with
+    /// their zone. Returns the first error.
+    pub fn offline_and_remove_memory(&self, start: u64, size: u64) -> Result<(), HotplugError> {
+        let (aligned, ids) = self
+            .shared
+            .read(|s| (s.range_aligned(start, size), s.block_ids_in(start, size)));
+        if !aligned {
+            return Err(HotplugError::Invalid("unaligned range"));
+        }
+        let mut offlined: Vec<(u64, OnlineType)> = Vec::new();
+        let mut result = Ok(());
+        for &id in &ids {
+            let movable = self
+                .shared
+                .read(|s| s.blocks.get(&id).and_then(|b| b.zone) == Some(crate::ZoneType::Movable));
+            let t = if movable {
+                OnlineType::OnlineMovable
+            } else {
+                OnlineType::OnlineKernel
+            };
+            match self.device_offline(id, &|| true) {
+                Ok(DeviceOutcome::Changed) => offlined.push((id, t)),
+                Ok(DeviceOutcome::AlreadyInState) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = self.remove_memory(start, size);
+        }
+        if result.is_err() {
+            for (id, t) in offlined {
+                let _ = self.device_online(id, Some(t));
+            }
+        }
+        result
+    }
+
     /// `device_offline()` that waits while the migration loop retries, as a
     /// writer blocked in `write(2)` does: until `cancelled()` says a signal
     /// arrived (then EINTR), or until the situation changes and the loop
