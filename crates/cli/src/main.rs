@@ -179,7 +179,28 @@ enum ScenarioCmd {
     },
 }
 
+/// A reader that went away (`memhp scenario diff ... | head`) ends the
+/// output quietly, as with coreutils, instead of a panic from `println!`:
+/// exit status 141 (128 + SIGPIPE). SIGPIPE itself stays ignored, so the
+/// daemons' sockets never kill them.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    quiet_broken_pipe();
     match run() {
         Ok(()) => {}
         Err(e)
