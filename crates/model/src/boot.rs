@@ -22,7 +22,7 @@ const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
 /// x86 reserves the first 1 MiB for the BIOS and real mode.
 const LOW_RESERVED_PFN: u64 = 256;
 /// `pg_data_t` of 6.1 x86-64 (NODE_DATA(0) allocated [mem 0x3fe4e000-0x3fe78fff]).
-const NODE_DATA_PAGES: u64 = 43;
+pub(crate) const NODE_DATA_PAGES: u64 = 43;
 /// Per-cpu area of one more CPU (oracle `numa-memoryless`: 2 nodes, 2 CPUs
 /// reserve 104 pages more than 1 node, 1 CPU; 43 of them are NODE_DATA).
 const PERCPU_UNIT_PAGES: u64 = 61;

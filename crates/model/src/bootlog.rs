@@ -3,6 +3,7 @@
 //! the block size.
 
 use crate::machine::{E820Kind, MachineSpec};
+use crate::qemu_acpi::srat_pieces;
 use crate::system::System;
 use crate::units::PAGES_PER_SECTION;
 use crate::zone::ZoneType;
@@ -45,10 +46,24 @@ pub fn render(
     }
     l.push("e820: update [mem 0x00000000-0x00000fff] usable ==> reserved".into());
     l.push("e820: remove [mem 0x000a0000-0x000fffff] usable".into());
-    let srat = spec
-        .nodes
-        .iter()
-        .any(|n| !n.mem.is_empty() || !n.hotplug.is_empty());
+    let tables_base = acpi_base(spec);
+    if let (Some(a), Some(base)) = (&spec.acpi, tables_base) {
+        l.push("found SMP MP-table at [mem 0x000f5ba0-0x000f5baf]".into());
+        if a.initrd_bytes > 0 {
+            l.push(format!(
+                "RAMDISK: {}",
+                short_mem(base - a.initrd_bytes.div_ceil(4096) * 4096, base - 1)
+            ));
+        }
+        l.extend(a.log_lines(base));
+    }
+    let srat = match &spec.acpi {
+        Some(a) => a.numa,
+        None => spec
+            .nodes
+            .iter()
+            .any(|n| !n.mem.is_empty() || !n.hotplug.is_empty()),
+    };
     if srat {
         for n in &spec.nodes {
             if !n.cpus.is_empty() {
@@ -82,6 +97,9 @@ pub fn render(
         }
     }
     l.extend(numa_merge_lines(spec, sys.max_pfn << 12));
+    if let (Some(a), Some(base)) = (&spec.acpi, tables_base) {
+        l.extend(node_data_lines(spec, a, base, memblock));
+    }
     l.push("Zone ranges:".into());
     for (i, z) in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal]
         .into_iter()
@@ -288,6 +306,9 @@ pub fn render(
     if spec.boot_alloc.swiotlb_pages > 0 {
         l.push("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)".into());
     }
+    if let Some(a) = spec.acpi.as_ref().filter(|a| a.initrd_bytes > 0) {
+        l.push(format!("Freeing initrd memory: {}K", a.initrd_bytes >> 10));
+    }
     for line in [
         "Freeing unused decrypted memory: 2036K",
         "Freeing unused kernel image (initmem) memory: 2824K",
@@ -297,6 +318,58 @@ pub fn render(
         l.push(line.into());
     }
     l
+}
+
+/// Where SeaBIOS puts the ACPI tables: the reserved area right after the
+/// last usable RAM below 4 GiB.
+fn acpi_base(spec: &MachineSpec) -> Option<u64> {
+    spec.e820
+        .iter()
+        .filter(|e| e.kind == E820Kind::Usable && e.end <= 1 << 32)
+        .map(|e| e.end)
+        .max()
+}
+
+/// `NODE_DATA(n) allocated`: each node's `pg_data_t` (43 pages), top-down
+/// in the node's memory, below the initrd where the initrd is; above
+/// 4 GiB the early page tables take the top three pages first.
+fn node_data_lines(
+    spec: &MachineSpec,
+    a: &crate::qemu_acpi::QemuAcpi,
+    base: u64,
+    memblock_pfns: &[(u64, u64)],
+) -> Vec<String> {
+    let ramdisk = base - a.initrd_bytes.div_ceil(4096) * 4096;
+    let mut by_node: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for &(s, e) in memblock_pfns {
+        by_node
+            .entry(spec.node_of_addr(s << 12))
+            .or_default()
+            .push((s, e));
+    }
+    let mut out = Vec::new();
+    for (nid, node_ranges) in by_node {
+        let Some(&(_, end_pfn)) = node_ranges.last() else {
+            continue;
+        };
+        let mut top = end_pfn << 12;
+        if a.initrd_bytes > 0
+            && node_ranges
+                .iter()
+                .any(|&(s, e)| s << 12 <= ramdisk && ramdisk < e << 12)
+        {
+            top = ramdisk;
+        }
+        if top > 1 << 32 {
+            top -= 3 << 12;
+        }
+        let size = crate::boot::NODE_DATA_PAGES << 12;
+        out.push(format!(
+            "NODE_DATA({nid}) allocated {}",
+            short_mem(top - size, top - 1)
+        ));
+    }
+    out
 }
 
 /// `defer_init()` at boot: in the zone that ends a node, struct pages are
@@ -460,16 +533,6 @@ fn smp_boot_lines(spec: &MachineSpec) -> Vec<String> {
     }
     out.extend(line);
     out
-}
-
-/// QEMU's SRAT describes the first node's low memory as two ranges that
-/// skip the legacy VGA/BIOS hole at 640 KiB..1 MiB.
-fn srat_pieces(s: u64, e: u64) -> Vec<(u64, u64)> {
-    if s == 0 && e > 0x100000 {
-        vec![(0, 0xa0000), (0x100000, e)]
-    } else {
-        vec![(s, e)]
-    }
 }
 
 /// numa_cleanup_meminfo: a node's SRAT ranges, cut at the end of RAM and

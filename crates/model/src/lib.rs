@@ -23,6 +23,7 @@ pub mod machine;
 pub mod notifier;
 pub mod pages;
 mod policy;
+pub mod qemu_acpi;
 pub mod shared;
 pub mod system;
 pub mod units;

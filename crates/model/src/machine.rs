@@ -135,6 +135,10 @@ pub struct MachineSpec {
     pub virtio_mem: Vec<VirtioMemSpec>,
     #[serde(default)]
     pub boot_alloc: BootAllocSpec,
+    /// QEMU pc firmware (ACPI tables, initrd) as the boot log shows it;
+    /// `None` for machines whose firmware is not modelled.
+    #[serde(default)]
+    pub acpi: Option<crate::qemu_acpi::QemuAcpi>,
 }
 
 /// Why a machine description is not usable.
@@ -344,6 +348,10 @@ impl QemuPc {
     }
 
     fn parse_mem_into(&mut self, value: &str) -> Result<(), MachineError> {
+        // As QEMU: what `-m` leaves out is absent (no slots, no device
+        // memory); the 1G,slots=4,maxmem=4G default is for no `-m` at all.
+        self.slots = 0;
+        self.maxmem = 0;
         for (i, part) in value.split(',').enumerate() {
             let bad = |why: &str| MachineError::Option(part.to_string(), why.to_string());
             match part.split_once('=') {
@@ -522,6 +530,29 @@ impl QemuPc {
         } else {
             None
         };
+        let acpi = crate::qemu_acpi::QemuAcpi {
+            cpus: self.smp.max(1),
+            mem_slots: dimm.map_or(0, |d| d.slots),
+            // QEMU turns NUMA on by itself for memory hotplug.
+            numa: !self.numa.is_empty() || dimm.is_some(),
+            cpu_nodes: (0..self.smp.max(1))
+                .map(|c| {
+                    nodes
+                        .iter()
+                        .find(|n| n.cpus.contains(&c))
+                        .map_or(0, |n| n.id)
+                })
+                .collect(),
+            device_memory: dimm.is_some(),
+            ram_entries: nodes
+                .iter()
+                .flat_map(|n| n.mem.iter())
+                .map(|&(s, e)| crate::qemu_acpi::srat_pieces(s, e).len() as u32)
+                .sum(),
+            nodes: nodes.len() as u32,
+            ram_above_4g: high > 0,
+            initrd_bytes: crate::qemu_acpi::ORACLE_INITRD_BYTES,
+        };
         let m = MachineSpec {
             name: "qemu-pc".into(),
             version,
@@ -533,6 +564,7 @@ impl QemuPc {
             dimm,
             virtio_mem: self.virtio_mem.clone(),
             boot_alloc: BootAllocSpec::default(),
+            acpi: Some(acpi),
         };
         m.validate()?;
         Ok(m)
@@ -608,6 +640,7 @@ pub fn firecracker(
         dimm: None,
         virtio_mem: Vec::new(),
         boot_alloc: BootAllocSpec::default(),
+        acpi: None,
     };
     m.validate()?;
     Ok(m)
@@ -699,6 +732,7 @@ pub fn baremetal(
             swiotlb_pages: 0,
             ..BootAllocSpec::default()
         },
+        acpi: None,
     };
     m.validate()?;
     Ok(m)

@@ -38,6 +38,7 @@ fn spec(ranges: &[(u64, u64)], cmdline: &str, hypervisor: bool) -> MachineSpec {
         dimm: None,
         virtio_mem: vec![],
         boot_alloc: Default::default(),
+        acpi: None,
     }
 }
 
