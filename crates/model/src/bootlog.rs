@@ -96,7 +96,16 @@ pub fn render(
             }
         }
     }
-    l.extend(numa_merge_lines(spec, sys.max_pfn << 12));
+    if srat {
+        l.extend(numa_merge_lines(spec, sys.max_pfn << 12));
+    } else if spec.acpi.is_some() {
+        // dummy_numa_init: no SRAT, one node over all of RAM.
+        l.push("No NUMA configuration found".into());
+        l.push(format!(
+            "Faking a node at {}",
+            mem(0, (sys.max_pfn << 12) - 1)
+        ));
+    }
     if let (Some(a), Some(base)) = (&spec.acpi, tables_base) {
         l.extend(node_data_lines(spec, a, base, memblock));
     }
@@ -181,6 +190,9 @@ pub fn render(
                 end - hole
             ));
         }
+    }
+    if spec.acpi.is_some() {
+        l.push("ACPI: HPET id: 0x8086a201 base: 0xfed00000".into());
     }
     let cpus: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
     l.push(format!("smpboot: Allowing {cpus} CPUs, 0 hotplug CPUs"));
