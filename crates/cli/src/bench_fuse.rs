@@ -141,11 +141,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// readdir of the memory directory, then every block's scan files.
+/// readdir of the memory directory, then every block's scan files, the
+/// way a careful tool reads sysfs (lsmem's `ul_path` does the same): each
+/// file opened relative to its block directory's descriptor and read into
+/// a buffer until end of file, no `stat`.
 fn full_scan(root: &Path) -> Result<Duration> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let memory = root.join(MEMORY);
     let t = Instant::now();
     let mut blocks = 0usize;
+    let mut buf = [0u8; 4096];
     for entry in std::fs::read_dir(&memory)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
@@ -153,9 +159,18 @@ fn full_scan(root: &Path) -> Result<Duration> {
             continue;
         }
         blocks += 1;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
+            .open(memory.join(&*name))
+            .with_context(|| format!("open {name}"))?;
         for file in SCAN_FILES {
-            std::fs::read(memory.join(&*name).join(file))
-                .with_context(|| format!("read {name}/{file}"))?;
+            let mut f = openat(&dir, file).with_context(|| format!("open {name}/{file}"))?;
+            while f
+                .read(&mut buf)
+                .with_context(|| format!("read {name}/{file}"))?
+                > 0
+            {}
         }
     }
     let elapsed = t.elapsed();
@@ -163,6 +178,25 @@ fn full_scan(root: &Path) -> Result<Duration> {
         bail!("no memory blocks under {}", memory.display());
     }
     Ok(elapsed)
+}
+
+/// `openat(dir, name, O_RDONLY | O_CLOEXEC)`.
+fn openat(dir: &std::fs::File, name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: `dir` is an open descriptor and `c` a NUL-terminated path.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Offline/online cycles of the last block through `state`, per second.
