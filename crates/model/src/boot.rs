@@ -304,6 +304,31 @@ fn reserve_fixed(free: &mut Vec<Range>, s: u64, e: u64) -> Vec<Range> {
     got
 }
 
+/// `pci_swiotlb_detect`: without an IOMMU the software IO TLB is set up
+/// when memory may exist above 4 GiB: RAM there, or a hotplug range the
+/// SRAT announces (QEMU adds one for its DIMM area "for Linux to enable
+/// SWIOTLB when booted with less than 4G of RAM"). A guest without memory
+/// hotplug and below 4 GiB has none (recorded: `-m 1G` without slots).
+pub(crate) fn swiotlb_enabled(spec: &MachineSpec, memblock: &[Range]) -> bool {
+    if spec.boot_alloc.swiotlb_pages == 0 {
+        return false;
+    }
+    let srat = spec.acpi.as_ref().is_none_or(|a| a.numa);
+    let max_possible = memblock
+        .iter()
+        .map(|r| r.1 << PAGE_SHIFT)
+        .chain(
+            spec.nodes
+                .iter()
+                .flat_map(|n| n.hotplug.iter())
+                .filter(|_| srat)
+                .map(|r| r.1),
+        )
+        .max()
+        .unwrap_or(0);
+    max_possible > MAX_DMA32_PFN << PAGE_SHIFT
+}
+
 /// Boot-time reservations that stay for good (spec: what makes `managed`
 /// lower than `present` at boot), as pfn ranges.
 fn boot_reservations(
@@ -360,7 +385,7 @@ fn boot_reservations(
         let n = memmap + if i == 0 { global } else { 0 };
         reserved.extend(alloc_top_down(&mut free, n, node_end));
     }
-    if a.swiotlb_pages > 0 {
+    if swiotlb_enabled(spec, memblock) {
         reserved.extend(alloc_top_down(&mut free, a.swiotlb_pages, MAX_DMA32_PFN));
     }
     reserved.sort_unstable();

@@ -315,7 +315,7 @@ pub fn render(
             short(s, e - 1).trim_end_matches(']')
         ));
     }
-    if spec.boot_alloc.swiotlb_pages > 0 {
+    if crate::boot::swiotlb_enabled(spec, memblock) {
         l.push("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)".into());
     }
     if let Some(a) = spec.acpi.as_ref().filter(|a| a.initrd_bytes > 0) {
