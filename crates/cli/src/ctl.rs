@@ -149,6 +149,21 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
             );
             ("workload".into(), Value::Object(args))
         }
+        "hugetlb" => {
+            need(
+                2,
+                "hugetlb grow|shrink|use|unuse|reserve COUNT [block=N|node=N]",
+            )?;
+            let mut args = kv(&rest[2..])?;
+            args.insert("op".into(), json!(rest[0]));
+            args.insert(
+                "count".into(),
+                json!(rest[1]
+                    .parse::<u64>()
+                    .context("hugetlb: COUNT must be a number of huge pages")?),
+            );
+            ("hugetlb".into(), Value::Object(args))
+        }
         "migrate-fail" => {
             need(2, "migrate-fail BLOCK enomem|eagain|none")?;
             (

@@ -62,6 +62,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("hwpoison", "poison one free page of a block: block"),
     (
+        "hugetlb",
+        "the 2 MiB hugetlb pool: op (grow|shrink|use|unuse|reserve), count (huge pages), block or node (not for reserve)",
+    ),
+    (
         "fault-add",
         "fail a notifier event: action (MEM_*, or NODE_* in ml), error (-4095..-1), mode (always|once|every|probability), n (every), p and seed (probability), priority",
     ),
@@ -250,6 +254,40 @@ fn placement(args: &Map<String, Value>) -> Result<Placement, CommandError> {
     }
 }
 
+/// The 2 MiB hugetlb pool: grow/shrink it, use/unuse its pages (an
+/// application's mappings), reserve free pages; answers with the pool.
+fn hugetlb(host: &Host, args: &Map<String, Value>) -> Result<Value, CommandError> {
+    let op = str_arg(args, "op")?;
+    let count = u64_arg(args, "count")?;
+    let r = host.shared.modify(|s| {
+        let done = match op.as_str() {
+            "reserve" => s.hugetlb_reserve(count).map(|()| count),
+            "grow" | "shrink" | "use" | "unuse" => {
+                let at = placement(args)?;
+                match op.as_str() {
+                    "grow" => s.hugetlb_grow(at, count).map(|()| count),
+                    "shrink" => s.hugetlb_shrink(at, count),
+                    "use" => s.hugetlb_use(at, count).map(|()| count),
+                    _ => s.hugetlb_unuse(at, count),
+                }
+            }
+            _ => {
+                return Err(generic(format!(
+                    "unknown op '{op}' (grow, shrink, use, unuse, reserve)"
+                )))
+            }
+        };
+        Ok(done.map(|n| (n, s.hugetlb)))
+    })?;
+    let (n, pool) = r.map_err(model_err)?;
+    Ok(json!({
+        "count": n,
+        "nr_hugepages": pool.nr_huge_pages,
+        "free_hugepages": pool.free_huge_pages,
+        "resv_hugepages": pool.resv_huge_pages,
+    }))
+}
+
 fn model_err(e: memhp_model::HotplugError) -> CommandError {
     generic(format!("{e} (errno {})", e.errno()))
 }
@@ -406,6 +444,7 @@ pub fn dispatch(
                 _ => Err(generic(format!("unknown op '{op}' (alloc, free)"))),
             };
         }
+        "hugetlb" => return hugetlb(host, args),
         "migrate-fail" => {
             let block = u64_arg(args, "block")?;
             let failure = match str_arg(args, "failure")?.as_str() {

@@ -570,6 +570,14 @@ impl System {
                 };
             }
         }
+        if !self.hugetlb_migrate_out(id) {
+            return OfflineProgress::Retrying {
+                reason: "no huge page to migrate to (-ENOMEM)",
+            };
+        }
+        if let Err(e) = self.hugetlb_dissolve(id) {
+            return self.offline_abort(e);
+        }
         self.offlining = None;
         self.complete_offline(inflight)
     }
@@ -577,6 +585,12 @@ impl System {
     /// A signal arrived while the offline in flight was retrying: undo and
     /// fail with EINTR (spec 02 §7.2 U).
     pub fn offline_signal(&mut self) -> OfflineProgress {
+        self.offline_abort(HotplugError::Interrupted)
+    }
+
+    /// The undo path U of the offline in flight (spec 02 §7.2): cancel
+    /// events, the block back online, `err` to the writer.
+    fn offline_abort(&mut self, err: HotplugError) -> OfflineProgress {
         let Some(inflight) = self.offlining.take() else {
             return OfflineProgress::Done(Err(HotplugError::Invalid("no offline in flight")));
         };
@@ -594,34 +608,19 @@ impl System {
             .expect("block exists")
             .state = BlockState::Online;
         self.touch();
-        OfflineProgress::Done(Err(HotplugError::Interrupted))
+        OfflineProgress::Done(Err(err))
     }
 
     /// Move `pages` movable pages of block `id` into free pages of other
     /// online blocks (nodes other than the source first), highest pfn first.
     fn migrate_out(&mut self, id: u64, pages: u64) -> bool {
-        let src_nid = self.blocks[&id].nid.unwrap_or(0);
-        let others: Vec<u32> = self
-            .nodes
-            .values()
-            .filter(|n| n.has_memory && n.id != src_nid)
-            .map(|n| n.id)
-            .collect();
-        let allowed = |nid: u32| {
-            if others.is_empty() {
-                nid == src_nid
-            } else {
-                others.contains(&nid)
-            }
-        };
         let targets: Vec<(u64, u64)> = self
-            .blocks
-            .iter()
-            .rev()
-            .filter(|(&bid, b)| {
-                bid != id && b.state == BlockState::Online && allowed(b.nid.unwrap_or(0))
+            .migration_targets(id)
+            .into_iter()
+            .map(|bid| {
+                let b = &self.blocks[&bid];
+                (bid, b.pages.free(b.nr_vmemmap_pages))
             })
-            .map(|(&bid, b)| (bid, b.pages.free(b.nr_vmemmap_pages)))
             .filter(|&(_, f)| f > 0)
             .collect();
         if targets.iter().map(|t| t.1).sum::<u64>() < pages {

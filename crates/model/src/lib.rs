@@ -15,6 +15,7 @@ pub mod events;
 pub mod fault;
 pub mod hotadd;
 pub mod hotplug;
+pub mod hugetlb;
 pub mod iomem;
 pub mod kstr;
 pub mod lockdep;

@@ -31,6 +31,12 @@ pub struct PageUsage {
     pub hwpoison: u64,
     /// `PageOffline` pages held by a driver (virtio-mem unplugged sub-blocks).
     pub driver_offline: u64,
+    /// Free pages of the hugetlb pool (2 MiB each, 512 base pages).
+    #[serde(default)]
+    pub huge_free: u64,
+    /// Huge pages of the pool in use by an application (migratable).
+    #[serde(default)]
+    pub huge_used: u64,
     /// Injected migration failure for this block's movable pages.
     pub migrate_failure: Option<MigrateFailure>,
     /// The pfn of the first unmovable page, for the kernel's page dump.
@@ -46,6 +52,7 @@ impl PageUsage {
             + self.pinned
             + self.hwpoison
             + self.driver_offline
+            + (self.huge_free + self.huge_used) * crate::hugetlb::HPAGE_PAGES
     }
 
     /// Free pages, given the memmap_on_memory pages the block hosts.

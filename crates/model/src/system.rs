@@ -136,6 +136,9 @@ pub struct System {
     pub iomem: Iomem,
     pub events: EventLog,
     pub injection: NotifierInjection,
+    /// The 2 MiB hugetlb pool.
+    #[serde(default)]
+    pub hugetlb: crate::hugetlb::HugetlbPool,
     /// The memory notifier chain (callbacks are not serialised).
     #[serde(skip)]
     pub memory_chain: crate::notifier::MemoryChain,
@@ -191,6 +194,7 @@ impl System {
             iomem: a.iomem,
             events: EventLog::default(),
             injection: NotifierInjection::default(),
+            hugetlb: Default::default(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
             faults: Vec::new(),

@@ -32,7 +32,11 @@ pub enum Placement {
 }
 
 impl System {
-    fn placement_blocks(&self, at: Placement, kind: PageKind) -> Result<Vec<u64>, HotplugError> {
+    pub(crate) fn placement_blocks(
+        &self,
+        at: Placement,
+        kind: PageKind,
+    ) -> Result<Vec<u64>, HotplugError> {
         match at {
             Placement::Block(id) => {
                 let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;

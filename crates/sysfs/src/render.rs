@@ -3,6 +3,7 @@
 
 use memhp_model::block::BlockState;
 use memhp_model::cmdline::MemmapOnMemory;
+use memhp_model::hugetlb::HPAGE_PAGES;
 use memhp_model::iomem::Resource;
 use memhp_model::{KernelVersion, System, ZoneType};
 
@@ -162,7 +163,12 @@ pub fn node_free_pages(sys: &System, nid: u32) -> u64 {
         .blocks
         .values()
         .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
-        .map(|b| b.pages.unmovable + b.pages.movable + b.pages.pinned)
+        .map(|b| {
+            b.pages.unmovable
+                + b.pages.movable
+                + b.pages.pinned
+                + (b.pages.huge_free + b.pages.huge_used) * HPAGE_PAGES
+        })
         .sum();
     sys.node(nid)
         .map_or(0, |n| n.managed_pages())
@@ -223,8 +229,18 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
     for (label, v) in fields {
         out.push_str(&format!("Node {nid} {label:<16}{v:>8} kB\n"));
     }
-    out.push_str(&format!("Node {nid} HugePages_Total: {:>5}\n", 0));
-    out.push_str(&format!("Node {nid} HugePages_Free:  {:>5}\n", 0));
+    let (huge_total, huge_free) = sys
+        .blocks
+        .values()
+        .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
+        .fold((0, 0), |(t, f), b| {
+            (
+                t + b.pages.huge_free + b.pages.huge_used,
+                f + b.pages.huge_free,
+            )
+        });
+    out.push_str(&format!("Node {nid} HugePages_Total: {huge_total:>5}\n"));
+    out.push_str(&format!("Node {nid} HugePages_Free:  {huge_free:>5}\n"));
     out.push_str(&format!("Node {nid} HugePages_Surp:  {:>5}\n", 0));
     Some(out)
 }
@@ -261,6 +277,17 @@ pub fn proc_meminfo(sys: &System) -> String {
     for (label, pages) in fields {
         out.push_str(&format!("{label:<16}{:>8} kB\n", pages * 4));
     }
+    // hugetlb_report_meminfo
+    let h = &sys.hugetlb;
+    out.push_str(&format!(
+        "HugePages_Total:   {:>5}\nHugePages_Free:    {:>5}\nHugePages_Rsvd:    {:>5}\nHugePages_Surp:    {:>5}\nHugepagesize:   {:>8} kB\nHugetlb:        {:>8} kB\n",
+        h.nr_huge_pages,
+        h.free_huge_pages,
+        h.resv_huge_pages,
+        0,
+        HPAGE_PAGES * 4,
+        h.nr_huge_pages * HPAGE_PAGES * 4
+    ));
     out
 }
 

@@ -1,0 +1,229 @@
+//! hugetlb (2 MiB pages on x86-64): the persistent pool (`nr_hugepages`,
+//! free and reserved pages), where its pages sit in memory blocks, and what
+//! offlining a block does with them (spec 02 §7.2 step 8.4, §7.4):
+//! in-use huge pages are migrated like other movable memory; free ones are
+//! dissolved back to the buddy allocator, shrinking the pool, unless every
+//! free page of the pool is reserved (EBUSY). A dissolved page stays
+//! dissolved when the offline fails later.
+
+use crate::block::BlockState;
+use crate::hotplug::HotplugError;
+use crate::system::System;
+use crate::workload::{PageKind, Placement};
+use serde::{Deserialize, Serialize};
+
+/// Base pages per huge page (2 MiB / 4 KiB).
+pub const HPAGE_PAGES: u64 = 512;
+
+/// The pool of the 2 MiB hstate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugetlbPool {
+    /// `nr_hugepages` (`h->nr_huge_pages`).
+    pub nr_huge_pages: u64,
+    /// `free_hugepages`.
+    pub free_huge_pages: u64,
+    /// `resv_hugepages`: free pages promised to mappings.
+    pub resv_huge_pages: u64,
+}
+
+impl System {
+    /// The online blocks a hugetlb allocation at `at` may use (any zone:
+    /// 2 MiB pages are migratable, so ZONE_MOVABLE is allowed).
+    fn hugetlb_blocks(&self, at: Placement) -> Result<Vec<u64>, HotplugError> {
+        self.placement_blocks(at, PageKind::Movable)
+    }
+
+    /// Grow the pool by `count` huge pages taken from free memory at `at`
+    /// (`echo N > nr_hugepages`); all or nothing (ENOMEM).
+    pub fn hugetlb_grow(&mut self, at: Placement, count: u64) -> Result<(), HotplugError> {
+        let ids = self.hugetlb_blocks(at)?;
+        let room: u64 = ids.iter().map(|id| self.hpage_room(*id)).sum();
+        if room < count {
+            return Err(HotplugError::NoMemory(
+                "not enough free memory for huge pages",
+            ));
+        }
+        let mut left = count;
+        for id in ids {
+            let take = self.hpage_room(id).min(left);
+            self.blocks.get_mut(&id).expect("listed").pages.huge_free += take;
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        self.hugetlb.nr_huge_pages += count;
+        self.hugetlb.free_huge_pages += count;
+        self.touch();
+        Ok(())
+    }
+
+    /// Huge pages that fit in the free pages of block `id`.
+    fn hpage_room(&self, id: u64) -> u64 {
+        let b = &self.blocks[&id];
+        b.pages.free(b.nr_vmemmap_pages) / HPAGE_PAGES
+    }
+
+    /// Shrink the pool by up to `count` unreserved free huge pages at `at`;
+    /// returns how many were released.
+    pub fn hugetlb_shrink(&mut self, at: Placement, count: u64) -> Result<u64, HotplugError> {
+        let ids = self.hugetlb_blocks(at)?;
+        let unreserved = self.hugetlb.free_huge_pages - self.hugetlb.resv_huge_pages;
+        let mut left = count.min(unreserved);
+        let mut done = 0;
+        for id in ids {
+            let b = self.blocks.get_mut(&id).expect("listed");
+            let take = b.pages.huge_free.min(left);
+            b.pages.huge_free -= take;
+            left -= take;
+            done += take;
+        }
+        self.hugetlb.nr_huge_pages -= done;
+        self.hugetlb.free_huge_pages -= done;
+        self.touch();
+        Ok(done)
+    }
+
+    /// An application faults in `count` free pool pages at `at` (they are
+    /// in use and migratable); all or nothing (ENOMEM).
+    pub fn hugetlb_use(&mut self, at: Placement, count: u64) -> Result<(), HotplugError> {
+        let ids = self.hugetlb_blocks(at)?;
+        let free: u64 = ids.iter().map(|id| self.blocks[id].pages.huge_free).sum();
+        if free < count {
+            return Err(HotplugError::NoMemory("not enough free huge pages"));
+        }
+        self.move_huge(&ids, count, true);
+        self.hugetlb.free_huge_pages -= count;
+        self.hugetlb.resv_huge_pages = self
+            .hugetlb
+            .resv_huge_pages
+            .min(self.hugetlb.free_huge_pages);
+        self.touch();
+        Ok(())
+    }
+
+    /// The application unmaps up to `count` huge pages at `at`: back to the
+    /// pool as free pages; returns how many.
+    pub fn hugetlb_unuse(&mut self, at: Placement, count: u64) -> Result<u64, HotplugError> {
+        let ids = self.hugetlb_blocks(at)?;
+        let done = self.move_huge(&ids, count, false);
+        self.hugetlb.free_huge_pages += done;
+        self.touch();
+        Ok(done)
+    }
+
+    /// Move up to `count` pool pages of the blocks `ids` from free to in
+    /// use (`to_used`) or back; how many moved.
+    fn move_huge(&mut self, ids: &[u64], count: u64, to_used: bool) -> u64 {
+        let mut left = count;
+        for id in ids {
+            let p = &mut self.blocks.get_mut(id).expect("listed").pages;
+            let (from, to) = if to_used {
+                (&mut p.huge_free, &mut p.huge_used)
+            } else {
+                (&mut p.huge_used, &mut p.huge_free)
+            };
+            let take = (*from).min(left);
+            *from -= take;
+            *to += take;
+            left -= take;
+        }
+        count - left
+    }
+
+    /// Reserve `count` free pool pages for mappings (`resv_hugepages`),
+    /// as `mmap(MAP_HUGETLB)` does before the pages are touched.
+    pub fn hugetlb_reserve(&mut self, count: u64) -> Result<(), HotplugError> {
+        if count > self.hugetlb.free_huge_pages {
+            return Err(HotplugError::NoMemory(
+                "fewer free huge pages than the reservation",
+            ));
+        }
+        self.hugetlb.resv_huge_pages = count;
+        self.touch();
+        Ok(())
+    }
+
+    /// Offline, `do_migrate_range` for block `id`'s in-use huge pages:
+    /// each moves to a free pool page in another online block (other nodes
+    /// first), else to a fresh huge page allocated from free memory there
+    /// (the pool keeps its size: the source page is freed). False when a
+    /// page has nowhere to go (the loop retries).
+    pub(crate) fn hugetlb_migrate_out(&mut self, id: u64) -> bool {
+        let used = self.blocks[&id].pages.huge_used;
+        if used == 0 {
+            return true;
+        }
+        let targets = self.migration_targets(id);
+        for _ in 0..used {
+            let pool = targets
+                .iter()
+                .copied()
+                .find(|t| self.blocks[t].pages.huge_free > 0);
+            match pool {
+                Some(t) => {
+                    let tp = &mut self.blocks.get_mut(&t).expect("target").pages;
+                    tp.huge_free -= 1;
+                    tp.huge_used += 1;
+                }
+                None => {
+                    let Some(t) = targets.iter().copied().find(|&t| self.hpage_room(t) > 0) else {
+                        return false;
+                    };
+                    // A new page for the pool; the source becomes free.
+                    self.blocks.get_mut(&t).expect("target").pages.huge_used += 1;
+                    self.hugetlb.nr_huge_pages += 1;
+                    self.hugetlb.free_huge_pages += 1;
+                }
+            }
+            let sp = &mut self.blocks.get_mut(&id).expect("block").pages;
+            sp.huge_used -= 1;
+            sp.huge_free += 1;
+        }
+        self.touch();
+        true
+    }
+
+    /// Offline, `dissolve_free_huge_pages` over block `id`: each free huge
+    /// page leaves the pool, unless the pool's free pages are all reserved
+    /// (EBUSY, with the pages dissolved so far staying dissolved).
+    pub(crate) fn hugetlb_dissolve(&mut self, id: u64) -> Result<(), HotplugError> {
+        while self.blocks[&id].pages.huge_free > 0 {
+            if self.hugetlb.free_huge_pages <= self.hugetlb.resv_huge_pages {
+                self.touch();
+                return Err(HotplugError::Busy("failure to dissolve huge pages"));
+            }
+            self.blocks.get_mut(&id).expect("block").pages.huge_free -= 1;
+            self.hugetlb.nr_huge_pages -= 1;
+            self.hugetlb.free_huge_pages -= 1;
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// Online blocks other than `id` that migration may target: other
+    /// nodes with memory first, the same node only when there is none.
+    pub(crate) fn migration_targets(&self, id: u64) -> Vec<u64> {
+        let src_nid = self.blocks[&id].nid.unwrap_or(0);
+        let others: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.has_memory && n.id != src_nid)
+            .map(|n| n.id)
+            .collect();
+        self.blocks
+            .iter()
+            .rev()
+            .filter(|(&bid, b)| {
+                let nid = b.nid.unwrap_or(0);
+                let allowed = if others.is_empty() {
+                    nid == src_nid
+                } else {
+                    others.contains(&nid)
+                };
+                bid != id && b.state == BlockState::Online && allowed
+            })
+            .map(|(&bid, _)| bid)
+            .collect()
+    }
+}

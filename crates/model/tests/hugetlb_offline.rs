@@ -1,0 +1,159 @@
+//! Offlining a block that holds hugetlb pages (spec 02 §7.2 step 8.4,
+//! §7.4): in-use huge pages migrate, free ones are dissolved out of the
+//! pool, and a pool whose free pages are all reserved makes the offline
+//! fail with EBUSY, the pages dissolved so far staying dissolved.
+
+use memhp_model::hotadd::AddRequest;
+use memhp_model::hotplug::HotplugError;
+use memhp_model::hugetlb::HugetlbPool;
+use memhp_model::machine::QemuPc;
+use memhp_model::workload::Placement;
+use memhp_model::{BlockState, KernelVersion, System};
+
+/// 1 GiB qemu-pc with 4 hot-added movable blocks (memory32..35), all free.
+fn machine() -> System {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+    let spec = q
+        .machine("memhp_default_state=online_movable", KernelVersion::V6_1)
+        .unwrap();
+    let mut sys = System::boot(&spec).unwrap();
+    let base = spec.dimm.unwrap().base;
+    let bs = sys.block_size;
+    sys.add_memory(&AddRequest::system_ram(0, base, 4 * bs, false))
+        .unwrap();
+    assert!((32..36).all(|b| sys.blocks[&b].state == BlockState::Online));
+    sys
+}
+
+fn pool(sys: &System) -> (u64, u64, u64) {
+    let HugetlbPool {
+        nr_huge_pages,
+        free_huge_pages,
+        resv_huge_pages,
+    } = sys.hugetlb;
+    (nr_huge_pages, free_huge_pages, resv_huge_pages)
+}
+
+#[test]
+fn free_huge_pages_are_dissolved_and_the_pool_shrinks() {
+    let mut sys = machine();
+    sys.hugetlb_grow(Placement::Block(33), 10).unwrap();
+    sys.hugetlb_grow(Placement::Block(34), 2).unwrap();
+    assert_eq!(pool(&sys), (12, 12, 0));
+    let free_before = sys.blocks[&33].pages.free(0);
+    assert_eq!(free_before, 32768 - 10 * 512);
+    sys.device_offline_nowait(33).unwrap();
+    assert_eq!(sys.blocks[&33].state, BlockState::Offline);
+    assert_eq!(pool(&sys), (2, 2, 0));
+    assert_eq!(sys.blocks[&33].pages.huge_free, 0);
+}
+
+#[test]
+fn used_huge_pages_migrate_to_free_pool_pages_elsewhere() {
+    let mut sys = machine();
+    sys.hugetlb_grow(Placement::Block(33), 2).unwrap();
+    sys.hugetlb_use(Placement::Block(33), 2).unwrap();
+    sys.hugetlb_grow(Placement::Block(35), 3).unwrap();
+    assert_eq!(pool(&sys), (5, 3, 0));
+    sys.device_offline_nowait(33).unwrap();
+    // Two of block 35's free pages took the data; block 33's freed pages
+    // were dissolved.
+    assert_eq!(sys.blocks[&35].pages.huge_used, 2);
+    assert_eq!(sys.blocks[&35].pages.huge_free, 1);
+    assert_eq!(pool(&sys), (3, 1, 0));
+}
+
+#[test]
+fn used_huge_pages_without_free_pool_pages_get_fresh_ones_and_the_pool_keeps_its_size() {
+    let mut sys = machine();
+    sys.hugetlb_grow(Placement::Block(33), 4).unwrap();
+    sys.hugetlb_use(Placement::Block(33), 4).unwrap();
+    sys.device_offline_nowait(33).unwrap();
+    assert_eq!(pool(&sys), (4, 0, 0));
+    let used: u64 = (34..36).map(|b| sys.blocks[&b].pages.huge_used).sum();
+    assert_eq!(used, 4);
+}
+
+#[test]
+fn used_huge_pages_with_nowhere_to_go_retry_until_a_signal() {
+    let mut sys = machine();
+    // Every other block full: no free pool page, no room for a new one.
+    let others: Vec<u64> = sys
+        .blocks
+        .iter()
+        .filter(|(&id, b)| id != 33 && b.state == BlockState::Online)
+        .map(|(&id, _)| id)
+        .collect();
+    for b in others {
+        let free = sys.blocks[&b].pages.free(sys.blocks[&b].nr_vmemmap_pages);
+        sys.alloc_pages(
+            Placement::Block(b),
+            memhp_model::workload::PageKind::Unmovable,
+            free,
+        )
+        .unwrap();
+    }
+    sys.hugetlb_grow(Placement::Block(33), 1).unwrap();
+    sys.hugetlb_use(Placement::Block(33), 1).unwrap();
+    assert!(matches!(
+        sys.device_offline(33),
+        memhp_model::OfflineProgress::Retrying {
+            reason: "no huge page to migrate to (-ENOMEM)"
+        }
+    ));
+    assert_eq!(sys.blocks[&33].state, BlockState::GoingOffline);
+    assert!(matches!(
+        sys.offline_signal(),
+        memhp_model::OfflineProgress::Done(Err(HotplugError::Interrupted))
+    ));
+    assert_eq!(sys.blocks[&33].state, BlockState::Online);
+    assert_eq!(pool(&sys), (1, 0, 0));
+}
+
+#[test]
+fn reserved_free_pages_make_dissolve_fail_with_ebusy_and_dissolved_pages_stay_gone() {
+    let mut sys = machine();
+    sys.hugetlb_grow(Placement::Block(33), 3).unwrap();
+    sys.hugetlb_reserve(1).unwrap();
+    sys.events.notifier.clear();
+    assert_eq!(
+        sys.device_offline_nowait(33),
+        Err(HotplugError::Busy("failure to dissolve huge pages"))
+    );
+    assert_eq!(sys.blocks[&33].state, BlockState::Online);
+    // Two were dissolved before the reserved one stopped the loop.
+    assert_eq!(pool(&sys), (1, 1, 1));
+    let events: Vec<&str> = sys.events.notifier.iter().map(|c| c.name()).collect();
+    assert_eq!(events, ["MEM_GOING_OFFLINE", "MEM_CANCEL_OFFLINE"]);
+    assert_eq!(
+        HotplugError::Busy("failure to dissolve huge pages").errno(),
+        16
+    );
+}
+
+#[test]
+fn pool_controls_refuse_what_does_not_fit() {
+    let mut sys = machine();
+    assert_eq!(
+        sys.hugetlb_grow(Placement::Block(33), 65),
+        Err(HotplugError::NoMemory(
+            "not enough free memory for huge pages"
+        ))
+    );
+    sys.hugetlb_grow(Placement::Block(33), 2).unwrap();
+    assert_eq!(
+        sys.hugetlb_use(Placement::Block(33), 3),
+        Err(HotplugError::NoMemory("not enough free huge pages"))
+    );
+    assert_eq!(
+        sys.hugetlb_reserve(3),
+        Err(HotplugError::NoMemory(
+            "fewer free huge pages than the reservation"
+        ))
+    );
+    sys.hugetlb_reserve(1).unwrap();
+    // Only the unreserved free page can leave the pool.
+    assert_eq!(sys.hugetlb_shrink(Placement::Node(0), 2), Ok(1));
+    assert_eq!(pool(&sys), (1, 1, 1));
+}
