@@ -193,11 +193,16 @@ fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
 
 impl EventBus {
     /// Publish the uevents the model sent since the last call (the first
-    /// call only takes note of what is already there).
+    /// call only takes note of what is already there), and the devices'
+    /// own size changes.
     pub fn pump_uevents(&self, host: &Host) {
         // Held throughout, so that a caller returns only after the onliners
         // reacted to the uevents it caused, whichever thread saw them first.
         let mut seen = self.uevents_seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Size changes virtio-mem made on its own since the last pump.
+        for ev in host.vmem.take_async_events() {
+            self.publish(ev.name(), ev.data());
+        }
         loop {
             let new: Vec<_> = host.shared.read(|s| match *seen {
                 None => {

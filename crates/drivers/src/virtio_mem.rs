@@ -25,7 +25,7 @@ use memhp_model::shared::{HotplugGuard, Shared};
 use memhp_model::ZoneType;
 use memhp_model::{BlockState, System};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Why a virtio-mem request was refused (QEMU's errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,9 +193,14 @@ pub struct ResizeReport {
 
 /// The virtio-mem devices of a machine.
 pub struct VirtioMemDevices {
-    devs: Mutex<Vec<VirtioMem>>,
+    devs: Arc<Mutex<Vec<VirtioMem>>>,
     /// The module parameters the driver was loaded with.
-    params: Mutex<DriverParams>,
+    params: Arc<Mutex<DriverParams>>,
+    /// Size changes the driver made on its own (its workqueue), for the
+    /// host to report.
+    async_events: Arc<Mutex<Vec<HostEvent>>>,
+    /// Whether the driver's memory notifier and workqueue are set up.
+    worker: Mutex<bool>,
 }
 
 const PCI_WINDOW_END: u64 = 0xfebf_ffff;
@@ -254,18 +259,93 @@ impl VirtioMemDevices {
             let pos = sys.iomem.top.partition_point(|r| r.start < window.start);
             sys.iomem.top.insert(pos, window);
         }
+        VirtioMemDevices::with(devs)
+    }
+
+    fn with(devs: Vec<VirtioMem>) -> Self {
         VirtioMemDevices {
-            devs: Mutex::new(devs),
-            params: Mutex::new(DriverParams::default()),
+            devs: Arc::new(Mutex::new(devs)),
+            params: Arc::new(Mutex::new(DriverParams::default())),
+            async_events: Arc::new(Mutex::new(Vec::new())),
+            worker: Mutex::new(false),
         }
     }
 
     /// A machine without virtio-mem devices.
     pub fn none() -> Self {
-        VirtioMemDevices {
-            devs: Mutex::new(Vec::new()),
-            params: Mutex::new(DriverParams::default()),
+        VirtioMemDevices::with(Vec::new())
+    }
+
+    /// Size changes since the last call that the driver made by itself
+    /// (after memory in its range was onlined or offlined).
+    pub fn take_async_events(&self) -> Vec<HostEvent> {
+        std::mem::take(&mut *self.async_events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `virtio_mem_memory_notifier_cb` + the driver's workqueue: when
+    /// memory in a device's range goes online or offline, the driver
+    /// retries reaching the requested size (more can be plugged once added
+    /// memory was onlined; unplug may succeed once it is offline). The
+    /// callback only wakes the worker, which takes the hotplug lock itself
+    /// after the operation that notified has finished.
+    fn start_worker(&self, shared: &Arc<Shared>, devs: &[VirtioMem]) {
+        let mut started = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        if *started {
+            return;
         }
+        *started = true;
+        let ranges: Vec<(u64, u64)> = devs
+            .iter()
+            .map(|d| (d.addr >> 12, (d.addr + d.spec.region_size) >> 12))
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let tx = Mutex::new(tx);
+        let cb: memhp_model::notifier::MemoryCallback = Arc::new(move |action, arg| {
+            use memhp_model::events::MemAction;
+            let ours = ranges
+                .iter()
+                .any(|&(s, e)| arg.start_pfn < e && s < arg.start_pfn + arg.nr_pages);
+            if ours && matches!(action, MemAction::Online | MemAction::Offline) {
+                let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(());
+            }
+            memhp_model::notifier::NOTIFY_OK
+        });
+        let _ = shared.modify(|sys| {
+            sys.memory_chain
+                .register("virtio_mem_memory_notifier_cb", 0, cb)
+        });
+        let (weak, devs, params, events) = (
+            Arc::downgrade(shared),
+            Arc::clone(&self.devs),
+            Arc::clone(&self.params),
+            Arc::clone(&self.async_events),
+        );
+        let _ = std::thread::Builder::new()
+            .name("memhp-virtio-mem".into())
+            .spawn(move || {
+                // Ends when the machine (and the callback's sender) is gone.
+                while rx.recv().is_ok() {
+                    while rx.try_recv().is_ok() {}
+                    let Some(shared) = weak.upgrade() else { break };
+                    let params = *params.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut devs = devs.lock().unwrap_or_else(|e| e.into_inner());
+                    for d in devs.iter_mut().filter(|d| d.driver) {
+                        if d.plugged == d.spec.requested_size {
+                            continue;
+                        }
+                        let before = d.plugged;
+                        sync_to_request(&shared, d, &params);
+                        if d.plugged != before {
+                            events.lock().unwrap_or_else(|e| e.into_inner()).push(
+                                HostEvent::MemoryDeviceSizeChange {
+                                    device: d.spec.id.clone(),
+                                    size: d.plugged,
+                                },
+                            );
+                        }
+                    }
+                }
+            });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<VirtioMem>> {
@@ -304,8 +384,11 @@ impl VirtioMemDevices {
 
     /// `insmod virtio_mem`: the driver probes every device, then plugs what
     /// the device requests.
-    pub fn load_driver(&self, shared: &Shared) {
+    pub fn load_driver(&self, shared: &Arc<Shared>) {
         let mut devs = self.lock();
+        if devs.iter().any(|d| !d.driver) {
+            self.start_worker(shared, &devs);
+        }
         for d in devs.iter_mut().filter(|d| !d.driver) {
             d.driver = true;
             let hp = shared.lock_hotplug();

@@ -314,3 +314,32 @@ fn adding_stops_at_the_offline_threshold_while_nothing_is_onlined() {
         (32..48).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn onlining_added_memory_lets_the_driver_plug_the_rest_by_itself() {
+    let h = host("memhp_default_state=offline", G);
+    assert_eq!(resize(&h, 4 * G), size_change(2 * G));
+    // The guest onlines what was added: MEM_ONLINE in the device's range
+    // wakes the driver's workqueue, which adds the next big blocks.
+    for id in 32..48 {
+        h.shared
+            .lock_hotplug()
+            .device_online(id, Some(memhp_model::OnlineType::OnlineMovable))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.vmem.list()[0].plugged != 4 * G {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "driver never plugged the rest: {:#x}",
+            h.vmem.list()[0].plugged
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let evs = h.vmem.take_async_events();
+    assert_eq!(evs.last(), size_change(4 * G).last());
+    assert!(h
+        .shared
+        .read(|s| (48..64).all(|id| s.blocks[&id].state == BlockState::Offline)));
+    assert!(h.vmem.take_async_events().is_empty());
+}
