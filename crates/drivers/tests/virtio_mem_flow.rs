@@ -7,7 +7,7 @@ use memhp_model::shared::Shared;
 use memhp_model::{KernelVersion, System, ZoneType};
 use memhp_sysfs::render;
 
-fn setup() -> (Shared, VirtioMemDevices) {
+fn setup() -> (std::sync::Arc<Shared>, VirtioMemDevices) {
     let mut q = QemuPc::default();
     q.parse_mem_option("1G,maxmem=4G").unwrap();
     q.virtio_mem = vec![VirtioMemSpec {
@@ -22,7 +22,7 @@ fn setup() -> (Shared, VirtioMemDevices) {
         .unwrap();
     let mut sys = System::boot(&spec).unwrap();
     let devs = VirtioMemDevices::new(&spec.virtio_mem, spec.dimm.unwrap().base, &mut sys);
-    (Shared::new(sys), devs)
+    (std::sync::Arc::new(Shared::new(sys)), devs)
 }
 
 fn movable(s: &Shared) -> (u64, u64, u64, u64) {
