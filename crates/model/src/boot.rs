@@ -18,7 +18,7 @@ const MAX_DMA_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
 const MAX_DMA32_PFN: u64 = (4u64 << 30) >> PAGE_SHIFT;
 const MAX_ORDER_NR_PAGES: u64 = 1024;
 /// The kernel is loaded at 16 MiB (`CONFIG_PHYSICAL_START`).
-const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
+pub(crate) const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
 /// x86 reserves the first 1 MiB for the BIOS and real mode.
 const LOW_RESERVED_PFN: u64 = 256;
 /// `pg_data_t` of 6.1 x86-64 (NODE_DATA(0) allocated [mem 0x3fe4e000-0x3fe78fff]).
@@ -598,7 +598,7 @@ impl System {
             blocks,
             iomem,
         });
-        sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch);
+        sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
         Ok(sys)
     }
 }
