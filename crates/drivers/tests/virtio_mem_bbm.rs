@@ -2,6 +2,9 @@
 //! (larger than the 128 MiB memory block) on a 1 GiB `pc` machine; and BBM
 //! forced on 2 MiB device blocks through the module parameters.
 
+mod common;
+
+use common::uevents;
 use memhp_drivers::host::{Host, HostCommand};
 use memhp_drivers::virtio_mem::Mode;
 use memhp_drivers::HostEvent;
@@ -38,20 +41,6 @@ fn resize(h: &Host, size: u64) -> Vec<HostEvent> {
     })
     .unwrap()
     .events
-}
-
-/// Uevents after seqnum `*seen` as `ACTION memoryN` words; moves `*seen`.
-fn uevents(h: &Host, seen: &mut u64) -> Vec<String> {
-    let evs = h.shared.read(|s| s.events.uevents_after(*seen));
-    if let Some(u) = evs.last() {
-        *seen = u.seqnum;
-    }
-    evs.iter()
-        .map(|u| {
-            let dev = u.devpath.rsplit('/').next().unwrap_or("");
-            format!("{} {dev}", u.action.as_str())
-        })
-        .collect()
 }
 
 fn klog(h: &Host) -> Vec<String> {
