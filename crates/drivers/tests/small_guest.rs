@@ -14,18 +14,22 @@ fn small_guest(cmdline: &str, version: KernelVersion) -> Host {
     Host::boot(&q.machine(cmdline, version).unwrap()).unwrap()
 }
 
+/// `device_add` of the 128 GiB DIMM `big` on node 0.
+fn hotadd_128g(host: &Host) -> memhp_drivers::host::HostReply {
+    host.execute(&HostCommand::Hotadd {
+        id: "big".into(),
+        size: 128 << 30,
+        node: Some(0),
+        addr: None,
+    })
+    .unwrap()
+}
+
 #[test]
 fn hot_add_of_128g_fails_for_the_memmap_budget_on_6_1() {
     let host = small_guest("memhp_default_state=online", KernelVersion::V6_1);
     let before = host.shared.read(|s| s.blocks.len());
-    let rep = host
-        .execute(&HostCommand::Hotadd {
-            id: "big".into(),
-            size: 128 << 30,
-            node: Some(0),
-            addr: None,
-        })
-        .unwrap();
+    let rep = hotadd_128g(&host);
     assert_eq!(
         rep.events[0].data()["info"]["status"],
         0,
@@ -51,13 +55,7 @@ fn memmap_on_memory_does_not_help_a_multi_block_dimm_on_6_1() {
         KernelVersion::V6_1,
     );
     let before = host.shared.read(|s| s.blocks.len());
-    host.execute(&HostCommand::Hotadd {
-        id: "big".into(),
-        size: 128 << 30,
-        node: Some(0),
-        addr: None,
-    })
-    .unwrap();
+    hotadd_128g(&host);
     assert_eq!(host.shared.read(|s| s.blocks.len()), before);
 }
 
@@ -67,13 +65,7 @@ fn mainline_memmap_on_memory_hot_adds_and_onlines_all_1024_blocks() {
         "memhp_default_state=online_movable memory_hotplug.memmap_on_memory=1",
         KernelVersion::Mainline,
     );
-    host.execute(&HostCommand::Hotadd {
-        id: "big".into(),
-        size: 128 << 30,
-        node: Some(0),
-        addr: None,
-    })
-    .unwrap();
+    hotadd_128g(&host);
     let (online, vmemmap) = host.shared.read(|s| {
         let hot: Vec<_> = s.blocks.values().filter(|b| !b.early).collect();
         (

@@ -186,8 +186,8 @@ mod tests {
         assert_eq!(s.blocks[&3].state, BlockState::Online);
     }
 
-    #[test]
-    fn pinned_page_retries_until_a_signal_then_eintr() {
+    /// Block 4 with 10 pinned pages, its offline retrying.
+    fn retrying_offline_of_pinned_block() -> System {
         let mut s = boot();
         s.alloc_pages(Placement::Block(4), PageKind::Pinned, 10)
             .unwrap();
@@ -195,6 +195,12 @@ mod tests {
             s.device_offline(4),
             OfflineProgress::Retrying { .. }
         ));
+        s
+    }
+
+    #[test]
+    fn pinned_page_retries_until_a_signal_then_eintr() {
+        let mut s = retrying_offline_of_pinned_block();
         assert_eq!(s.blocks[&4].state, BlockState::GoingOffline);
         assert!(matches!(
             s.offline_retry(),
@@ -209,13 +215,7 @@ mod tests {
 
     #[test]
     fn released_pin_lets_the_retrying_offline_finish() {
-        let mut s = boot();
-        s.alloc_pages(Placement::Block(4), PageKind::Pinned, 10)
-            .unwrap();
-        assert!(matches!(
-            s.device_offline(4),
-            OfflineProgress::Retrying { .. }
-        ));
+        let mut s = retrying_offline_of_pinned_block();
         s.free_pages(Placement::Block(4), PageKind::Pinned, 10)
             .unwrap();
         assert_eq!(
