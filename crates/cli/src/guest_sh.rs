@@ -4,7 +4,9 @@
 //! `MEMHP_SOCK` (the machine's control socket) and `MEMHP_DIR` (holding
 //! `boot.log`, `bootblocks` and the resident helper's FIFOs `oh.req`,
 //! `oh.resp` and `oh.out`, the last read by the runner: transcript mode).
-//! Time is virtual: `sleep` returns at once.
+//! `klog` in the main shell is answered by the runner in place (`@@KLOG`,
+//! then `GO KLOG` on fd 3), elsewhere by `memhp ctl klog`. Time is
+//! virtual: `sleep` returns at once.
 
 /// The library plus memhp's settings, ready to be sourced before the steps.
 pub fn helpers() -> String {
@@ -16,6 +18,7 @@ pub fn helpers() -> String {
          MEMHP_LOADMOD=\"$MEMHP ctl --socket $MEMHP_SOCK module-load\"\n\
          MEMHP_OH_DIR=\"$MEMHP_DIR\"\n\
          MEMHP_OH_TRANSCRIPT=1\n\
+         MEMHP_KLOG_SYNC=1\n\
          {}\n\
          sleep() {{ :; }}\n",
         memhp_scenario::HELPERS_SH

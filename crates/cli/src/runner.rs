@@ -336,6 +336,19 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
             reached_end = true;
             continue;
         }
+        if line == "@@KLOG" {
+            // The kernel messages since the last klog, where the shell
+            // asked for them (it waits for GO meanwhile).
+            transcript.push_str(&merger.finish());
+            for l in host.shared.modify(|s| s.events.take_klog()) {
+                transcript.push_str("klog: ");
+                transcript.push_str(&l);
+                transcript.push('\n');
+            }
+            writeln!(go, "GO KLOG")?;
+            go.flush()?;
+            continue;
+        }
         if let Some(n) = line.strip_prefix("@@WAIT ") {
             let idx: usize = n.trim().parse().context("bad @@WAIT")?;
             let step = host_steps.get(idx).context("unknown host step")?;

@@ -23,41 +23,52 @@
 
 : "${OHELPER:=memhp ohelper}"
 
+_MH_CR=$(printf '\r')
+
+# Is this the main shell (not a subshell or job)? Its pid is the first
+# field of /proc/self/stat (read up to the first space; a shell without
+# "read -d" never matches).
+_mh_main_shell() {
+	[ -n "${_MH_OH_SHELL:-}" ] || return 1
+	_mh_self=
+	read -r -d ' ' _mh_self </proc/self/stat 2>/dev/null
+	[ "$_mh_self" = "$_MH_OH_SHELL" ]
+}
+
+# Main shell with stdout still the runner's transcript pipe (fd 7 keeps it)?
+_mh_to_transcript() {
+	[ -n "${_MH_OH_OUT:-}" ] && _mh_main_shell && [ /proc/self/fd/1 -ef /proc/self/fd/7 ]
+}
+
 # _mh_oh ARGS...     the helper: through the resident helper when the runner
 #                    provided its FIFOs (MEMHP_OH_DIR/oh.req, oh.resp) and
 #                    this is the main shell (a subshell, e.g. a background
 #                    job, would share them), as a program otherwise
 _mh_oh() {
-	if [ -n "${_MH_OH_SHELL:-}" ]; then
-		# This process's pid: the first field of /proc/self/stat (read up to
-		# its first space; a shell without "read -d" never matches).
-		_mh_self=
-		read -r -d ' ' _mh_self </proc/self/stat 2>/dev/null
-		if [ "$_mh_self" = "$_MH_OH_SHELL" ]; then
-			_mh_req=
-			# Output straight into the transcript when stdout is still
-			# the runner's pipe (fd 7 keeps it): the runner puts it
-			# where the marker line is.
-			if [ -n "${_MH_OH_OUT:-}" ] && [ /proc/self/fd/1 -ef /proc/self/fd/7 ]; then
-				_mh_req="@transcript$_MH_US"
-			fi
-			for _mh_a in "$@"; do
-				case "$_mh_a" in *"$_MH_NL"*) $OHELPER "$@"; return ;; esac
-				_mh_req="$_mh_req$_mh_a$_MH_US"
-			done
-			printf '%s\n' "$_mh_req" >&8
-			_mh_f=
-			while IFS= read -r _mh_l <&9; do
-				case "$_mh_l" in
-				o*) printf '%s\n' "${_mh_l#o}" ;;
-				n*) printf '%s' "${_mh_l#n}" ;;
-				e*) printf '%s\n' "${_mh_l#e}" >&2 ;;
-				f) _mh_f=1 ;;
-				r*) [ -z "$_mh_f" ] || printf '\036@@OH\n'; return "${_mh_l#r}" ;;
-				esac
-			done
-			return 1
+	if _mh_main_shell; then
+		_mh_req=
+		# Output straight into the transcript when stdout is still
+		# the runner's pipe: the runner puts it where the marker
+		# line is.
+		if [ -n "${_MH_OH_OUT:-}" ] && [ /proc/self/fd/1 -ef /proc/self/fd/7 ]; then
+			_mh_req="@transcript$_MH_US"
 		fi
+		for _mh_a in "$@"; do
+			case "$_mh_a" in *"$_MH_NL"*) $OHELPER "$@"; return ;; esac
+			_mh_req="$_mh_req$_mh_a$_MH_US"
+		done
+		printf '%s\n' "$_mh_req" >&8
+		_mh_f=
+		while IFS= read -r _mh_l <&9; do
+			case "$_mh_l" in
+			o*) printf '%s\n' "${_mh_l#o}" ;;
+			n*) printf '%s' "${_mh_l#n}" ;;
+			e*) printf '%s\n' "${_mh_l#e}" >&2 ;;
+			f) _mh_f=1 ;;
+			r*) [ -z "$_mh_f" ] || printf '\036@@OH\n'; return "${_mh_l#r}" ;;
+			esac
+		done
+		return 1
 	fi
 	$OHELPER "$@"
 }
@@ -130,6 +141,12 @@ dump() { memdump; nodes; zones; iomem; params; }
 
 # kernel messages since the previous klog
 klog() {
+	if [ -n "${MEMHP_KLOG_SYNC:-}" ] && _mh_to_transcript; then
+		# The runner prints them in place of "@@KLOG" while we wait.
+		printf '%s\n' "@@KLOG"
+		_mh_wait KLOG
+		return
+	fi
 	if [ -n "${MEMHP_KLOG_CMD:-}" ]; then
 		eval "$MEMHP_KLOG_CMD"
 	elif [ -n "${MEMHP_KLOG:-}" ] && [ -f "$MEMHP_KLOG" ]; then
@@ -161,15 +178,20 @@ bootblocks() {
 	fi
 }
 
-# host step N: hand control to the runner and wait for "GO N" on fd 3
-host() {
-	printf '%s\n' "@@WAIT $1"
+# wait for the line "GO TOKEN" on fd 3 (a trailing CR ignored); 1 when the
+# channel closes first
+_mh_wait() {
 	while read -r _mh_line <&3; do
-		_mh_line=$(printf '%s' "$_mh_line" | tr -d '\r')
-		[ "$_mh_line" = "GO $1" ] && return 0
+		[ "${_mh_line%"$_MH_CR"}" = "GO $1" ] && return 0
 	done
 	printf '%s\n' "ERROR: control channel closed"
 	return 1
+}
+
+# host step N: hand control to the runner and wait for "GO N" on fd 3
+host() {
+	printf '%s\n' "@@WAIT $1"
+	_mh_wait "$1"
 }
 
 # load a module (and its dependencies) through the runner

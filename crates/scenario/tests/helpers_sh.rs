@@ -513,3 +513,37 @@ fn transcript_mode_merges_to_exactly_the_helpers_output_even_past_the_fifo_size(
         );
     }
 }
+
+#[test]
+fn synchronous_klog_asks_the_runner_in_the_main_shell_and_falls_back_elsewhere() {
+    let fake = fake_tree();
+    let dir = fifos(&fake, &["oh.req", "oh.resp", "oh.out"]);
+    let ctl = fake.path("ctl");
+    fs::write(&ctl, "GO KLOG\r\nGO KLOG\n").unwrap();
+    let redirected = fake.path("klog-file");
+    // busybox only: the main-shell test needs "read -d".
+    for shell in shells().into_iter().filter(|s| s.len() > 1) {
+        let out_fifo = format!("{dir}/oh.out");
+        let drain = std::thread::spawn(move || fs::read(out_fifo).unwrap());
+        let (rc, out, _) = sh(
+            &shell,
+            &fake,
+            &[
+                ("MEMHP_OH_DIR", dir.clone()),
+                ("MEMHP_OH_TRANSCRIPT", "1".into()),
+                ("MEMHP_KLOG_SYNC", "1".into()),
+                ("MEMHP_KLOG_CMD", "printf 'from cmd\\n'".into()),
+            ],
+            &format!(
+                "{{ say a; klog; say b; klog > '{redirected}'; x=$(klog); say \"$x\"; klog; say c; }} 3<'{ctl}'"
+            ),
+        );
+        drain.join().unwrap();
+        assert_eq!(
+            (rc, out.as_str()),
+            (0, "a\n@@KLOG\nb\nklog: from cmd\n@@KLOG\nc\n"),
+            "{shell:?}"
+        );
+        assert_eq!(fs::read_to_string(&redirected).unwrap(), "klog: from cmd\n");
+    }
+}

@@ -135,26 +135,36 @@ fn path_of(bytes: &[u8]) -> &Path {
 
 /// Reads a whole file (up to `cap` bytes); the error is (stage, errno).
 fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
-    let mut f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
-    let mut buf = vec![0u8; cap];
-    let mut n = 0;
-    while n < cap {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            // A short read is the end: sysfs and procfs (seq_file) fill the
-            // buffer until their end, and so does a FUSE direct read. The C
-            // helper reads once more for the 0; the bytes are the same, and
-            // over FUSE that read is a round trip saved.
-            Ok(r) if r < cap - n => {
-                n += r;
-                break;
-            }
-            Ok(r) => n += r,
-            Err(e) => return Err(("read", os_errno(&e))),
-        }
+    thread_local! {
+        /// One read buffer per thread: a fresh zeroed megabyte per file
+        /// read was most of the resident helper's time.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    buf.truncate(n);
-    Ok(buf)
+    let mut f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
+        let mut n = 0;
+        while n < cap {
+            match f.read(&mut buf[n..cap]) {
+                Ok(0) => break,
+                // A short read is the end: sysfs and procfs (seq_file) fill
+                // the buffer until their end, and so does a FUSE direct
+                // read. The C helper reads once more for the 0; the bytes
+                // are the same, and over FUSE that read is a round trip
+                // saved.
+                Ok(r) if r < cap - n => {
+                    n += r;
+                    break;
+                }
+                Ok(r) => n += r,
+                Err(e) => return Err(("read", os_errno(&e))),
+            }
+        }
+        Ok(buf[..n].to_vec())
+    })
 }
 
 /// `PATH = "content"` / `PATH = <stage:ENAME(n)>` plus newline; with a
