@@ -9,6 +9,7 @@ mod daemon;
 mod dump_io;
 mod guest_sh;
 mod machine_args;
+mod namespace;
 mod ohelper;
 mod runner;
 mod show;

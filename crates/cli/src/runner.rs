@@ -8,6 +8,7 @@
 //! reading `GO N` from fd 3 while memhp performs step N.
 
 use crate::machine_args::ORACLE_BASE_CMDLINE;
+use crate::namespace;
 use anyhow::{bail, Context, Result};
 use memhp_drivers::host::{Host, HostCommand};
 use memhp_drivers::HostEvent;
@@ -276,24 +277,30 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     script.push_str("echo @@END\n");
     std::fs::write(dir.join("scenario.sh"), &script)?;
 
-    // Namespace setup: the tree at the Linux paths, a private /tmp.
-    let r = root.to_string_lossy();
-    let d = dir.to_string_lossy();
-    let setup = format!(
-        "set -e; mount --make-rprivate / ; mount --bind {x} {d}/memhp; mount --bind {r}/sys /sys; for f in zoneinfo iomem meminfo; do mount --bind {r}/proc/$f /proc/$f; done; \
-         mount -t tmpfs -o size=512m memhp-tmp /tmp; \
-         set +e; exec {sh} {d}/scenario.sh 3<&0 </dev/null",
-        sh = guest_shell(),
-        x = shell_quote(&real_exe.to_string_lossy()),
-    );
-    let mut child = Command::new("unshare")
-        .args(["-m", "sh", "-c", &setup])
-        .stdin(Stdio::piped())
+    // Namespace setup, in the child before it runs the shell: a private
+    // mount namespace with the tree at the Linux paths and a private /tmp.
+    let binds: Vec<(PathBuf, PathBuf)> = std::iter::once((real_exe.clone(), exe.clone()))
+        .chain(std::iter::once((root.join("sys"), PathBuf::from("/sys"))))
+        .chain(
+            ["zoneinfo", "iomem", "meminfo"]
+                .into_iter()
+                .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),
+        )
+        .collect();
+    let ns = namespace::Setup::new(&binds)?;
+    let (go_read, go) = namespace::pipe()?;
+    let mut words = guest_shell().split_whitespace();
+    let mut cmd = Command::new(words.next().unwrap_or("sh"));
+    cmd.args(words)
+        .arg(dir.join("scenario.sh"))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    ns.apply_in_child(&mut cmd, go_read);
+    let mut child = cmd
         .spawn()
-        .context("starting unshare -m sh (util-linux unshare and root are needed)")?;
-    let mut go = child.stdin.take().context("stdin")?;
+        .context("setting up the scenario's mount namespace (root is needed)")?;
+    let mut go = go;
     let stdout = child.stdout.take().context("stdout")?;
     let mut transcript = String::new();
     transcript.push_str(&format!(

@@ -1,0 +1,110 @@
+//! The scenario's mount namespace, set up in the guest shell's process
+//! between fork and exec (no `unshare`, `sh` and `mount` processes per
+//! run): a private copy of the mounts, memhp's tree bound over the Linux
+//! paths, a private tmpfs on /tmp, and the runner's "GO" pipe on fd 3.
+
+use anyhow::{Context, Result};
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Everything the child needs, prepared before the fork (the child may only
+/// make system calls).
+pub struct Setup {
+    binds: Vec<(CString, CString)>,
+    root: CString,
+    tmp: CString,
+    tmpfs: CString,
+    tmp_opts: CString,
+}
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("path {}", p.display()))
+}
+
+/// A pipe: the read end (for the child's fd 3) and the write end.
+pub fn pipe() -> Result<(OwnedFd, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: both descriptors were just created and are owned here only.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+fn check(r: libc::c_int) -> std::io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl Setup {
+    /// Bind mounts `(source, target)`, in order.
+    pub fn new(binds: &[(PathBuf, PathBuf)]) -> Result<Setup> {
+        Ok(Setup {
+            binds: binds
+                .iter()
+                .map(|(s, t)| Ok((cstr(s)?, cstr(t)?)))
+                .collect::<Result<_>>()?,
+            root: CString::new("/")?,
+            tmp: CString::new("/tmp")?,
+            tmpfs: CString::new("tmpfs")?,
+            tmp_opts: CString::new("size=512m")?,
+        })
+    }
+
+    /// Make `cmd`'s process enter the namespace, and take `go` as fd 3.
+    pub fn apply_in_child(self, cmd: &mut Command, go: OwnedFd) {
+        let go_fd = go.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes system calls on data prepared before the fork (no
+        // allocation, no locks). `go` is moved in, so its descriptor stays
+        // open until then.
+        unsafe {
+            cmd.pre_exec(move || {
+                let _keep = &go;
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    self.root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                for (src, dst) in &self.binds {
+                    check(libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ))?;
+                }
+                check(libc::mount(
+                    c"memhp-tmp".as_ptr(),
+                    self.tmp.as_ptr(),
+                    self.tmpfs.as_ptr(),
+                    0,
+                    self.tmp_opts.as_ptr().cast(),
+                ))?;
+                // fd 3 for the shell, without close-on-exec (dup2 clears
+                // it; a pipe that already is fd 3 needs it cleared).
+                if go_fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(go_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
