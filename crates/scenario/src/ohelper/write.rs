@@ -182,9 +182,16 @@ fn write_with_virtual_alarm(path: &[u8], buf: &[u8], secs: u64) -> (Outcome, boo
         .parent()
         .map_or_else(|| PathBuf::from("state"), |d| d.join("state"));
     let (tpath, tbuf, tphase) = (path.to_vec(), buf.to_vec(), Arc::clone(&phase));
+    // The thread says when it is done, so that a write that does not block
+    // is not waited for a whole poll interval.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("ohelper-write".into())
-        .spawn(move || open_write_close(&tpath, &tbuf, &tphase, true));
+        .spawn(move || {
+            let outcome = open_write_close(&tpath, &tbuf, &tphase, true);
+            let _ = done_tx.send(());
+            outcome
+        });
     let handle = match spawned {
         Ok(h) => h,
         Err(_) => {
@@ -210,7 +217,9 @@ fn write_with_virtual_alarm(path: &[u8], buf: &[u8], secs: u64) -> (Outcome, boo
                 fired_at = Some(Instant::now());
             }
         }
-        std::thread::sleep(POLL);
+        if done_rx.recv_timeout(POLL).is_ok() {
+            break;
+        }
     }
     let outcome = handle.join().unwrap_or(Outcome {
         open_err: None,
