@@ -304,6 +304,17 @@ fn reserve_fixed(free: &mut Vec<Range>, s: u64, e: u64) -> Vec<Range> {
     got
 }
 
+/// Pages of the memmap (`struct page`s, 64 bytes each) of the sections
+/// that the pfn `ranges` touch.
+pub(crate) fn memmap_pages(ranges: &[Range]) -> u64 {
+    let mut sections: Vec<u64> = ranges
+        .iter()
+        .flat_map(|&(s, e)| (s / PAGES_PER_SECTION)..e.div_ceil(PAGES_PER_SECTION))
+        .collect();
+    sections.dedup();
+    sections.len() as u64 * (PAGES_PER_SECTION * 64 / 4096)
+}
+
 /// `pci_swiotlb_detect`: without an IOMMU the software IO TLB is set up
 /// when memory may exist above 4 GiB: RAM there, or a hotplug range the
 /// SRAT announces (QEMU adds one for its DIMM area "for Linux to enable
@@ -375,12 +386,7 @@ fn boot_reservations(
     // The memmap of each node lives on the node; the first node also holds
     // the global allocations. Top-down from the node's last page.
     for (i, (_, ranges)) in nodes.iter().filter(|(_, r)| !r.is_empty()).enumerate() {
-        let mut sections: Vec<u64> = ranges
-            .iter()
-            .flat_map(|&(s, e)| (s / PAGES_PER_SECTION)..e.div_ceil(PAGES_PER_SECTION))
-            .collect();
-        sections.dedup();
-        let memmap = sections.len() as u64 * (PAGES_PER_SECTION * 64 / 4096);
+        let memmap = memmap_pages(ranges);
         let node_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
         let n = memmap + if i == 0 { global } else { 0 };
         reserved.extend(alloc_top_down(&mut free, n, node_end));

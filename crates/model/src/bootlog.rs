@@ -322,6 +322,14 @@ pub fn render(
     }
     if crate::boot::swiotlb_enabled(spec, memblock) {
         l.push("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)".into());
+        if let Some((start, end)) = swiotlb_placement(spec, sys, memblock) {
+            l.push(format!(
+                "software IO TLB: mapped [mem {:#018x}-{:#018x}] ({}MB)",
+                start << 12,
+                end << 12,
+                (end - start) >> 8
+            ));
+        }
     }
     if let Some(a) = spec.acpi.as_ref().filter(|a| a.initrd_bytes > 0) {
         l.push(format!("Freeing initrd memory: {}K", a.initrd_bytes >> 10));
@@ -382,6 +390,173 @@ fn node_data_lines(
         ));
     }
     out
+}
+
+/// Pages of one CPU's first per-cpu chunk in use (static, reserved and
+/// dynamic parts: "Embedded 61 pages/cpu"); the rest of its unit is freed.
+const PERCPU_UNIT_USED_PAGES: u64 = 61;
+/// `pcpu_embed_first_chunk`'s atom: 2 MiB.
+const PERCPU_ATOM_PAGES: u64 = 512;
+
+/// memblock's top-down allocator over free pfn ranges.
+struct TopDown {
+    free: Vec<(u64, u64)>,
+}
+
+impl TopDown {
+    fn reserve(&mut self, s: u64, e: u64) {
+        self.free = self
+            .free
+            .iter()
+            .flat_map(|&(a, b)| [(a, b.min(s)), (a.max(e), b)])
+            .filter(|(a, b)| a < b)
+            .collect();
+    }
+
+    /// Give `[s, e)` back (merged with free neighbours).
+    fn release(&mut self, s: u64, e: u64) {
+        self.free.push((s, e));
+        self.free.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in &self.free {
+            match merged.last_mut() {
+                Some(last) if last.1 >= a => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.free = merged;
+    }
+
+    /// The highest `pages` pages aligned to `align` inside `[lo, hi)` and
+    /// inside one of `within` (all memory when empty).
+    fn alloc(
+        &mut self,
+        pages: u64,
+        align: u64,
+        lo: u64,
+        hi: u64,
+        within: &[(u64, u64)],
+    ) -> Option<u64> {
+        let mut ranges = self.free.clone();
+        ranges.sort_unstable_by(|a, b| b.cmp(a));
+        for (a, b) in ranges {
+            let (mut a, mut b) = (a.max(lo), b.min(hi));
+            if !within.is_empty() {
+                // Clip to the part of the range inside the node.
+                let Some(&(wa, wb)) = within.iter().find(|&&(wa, wb)| a < wb && wa < b) else {
+                    continue;
+                };
+                (a, b) = (a.max(wa), b.min(wb));
+            }
+            if b < a + pages {
+                continue;
+            }
+            let start = (b - pages) / align * align;
+            if start >= a {
+                self.reserve(start, start + pages);
+                return Some(start);
+            }
+        }
+        None
+    }
+}
+
+/// Where `swiotlb_init` puts its 64 MiB (a `memblock_alloc_low`, top-down
+/// below 4 GiB) after the top-down allocations before it: the early page
+/// tables of memory above 4 GiB, each node's `pg_data_t` and memmap (2 MiB
+/// aligned), the per-cpu first chunk of each node's CPUs (2 MiB aligned,
+/// the unused part of each unit freed again), and the dentry and inode hash
+/// tables. The rule reproduces every recorded machine (1-4 GiB, 1-4 CPUs,
+/// one or two nodes).
+fn swiotlb_placement(
+    spec: &MachineSpec,
+    sys: &System,
+    memblock_pfns: &[(u64, u64)],
+) -> Option<(u64, u64)> {
+    let a = spec.acpi.as_ref()?;
+    let mut m = TopDown {
+        free: memblock_pfns.to_vec(),
+    };
+    m.reserve(0, 256);
+    let image = crate::boot::KERNEL_LOAD_PFN;
+    m.reserve(
+        image,
+        image + spec.boot_alloc.kernel_image_pages + IMAGE_PAGES_FREED_LATER,
+    );
+    let base = acpi_base(spec)? >> 12;
+    let initrd = a.initrd_bytes.div_ceil(4096);
+    m.reserve(base - initrd, base);
+    let top = memblock_pfns.iter().map(|r| r.1).max()?;
+    const PFN_4G: u64 = 1 << 20;
+    if top > PFN_4G {
+        m.alloc(3, 1, 0, u64::MAX, &[])?;
+    }
+    // Each node's memory: memblock cut at the SRAT ranges.
+    let mut by_node: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for n in &spec.nodes {
+        for &(ns, ne) in &n.mem {
+            for &(s, e) in memblock_pfns {
+                let (a, b) = (s.max(ns >> 12), e.min(ne >> 12));
+                if a < b {
+                    by_node.entry(n.id).or_default().push((a, b));
+                }
+            }
+        }
+    }
+    for ranges in by_node.values() {
+        m.alloc(crate::boot::NODE_DATA_PAGES, 1, 0, u64::MAX, ranges)?;
+    }
+    for ranges in by_node.values() {
+        let pages = crate::boot::memmap_pages(ranges);
+        m.alloc(pages, PERCPU_ATOM_PAGES, 4096, u64::MAX, ranges)?;
+    }
+    // pcpu_build_alloc_info: units per atom, the largest count that wastes
+    // no more than a third of a unit per CPU, then the fewest allocations.
+    let groups: Vec<(u32, u64)> = spec
+        .nodes
+        .iter()
+        .filter(|n| !n.cpus.is_empty())
+        .map(|n| (n.id, n.cpus.len() as u64))
+        .collect();
+    let cpus: u64 = groups.iter().map(|g| g.1).sum();
+    let mut max_upa = PERCPU_ATOM_PAGES / PERCPU_UNIT_USED_PAGES;
+    while !PERCPU_ATOM_PAGES.is_multiple_of(max_upa) {
+        max_upa -= 1;
+    }
+    let mut best = 1;
+    let mut last_allocs = u64::MAX;
+    for upa in (1..=max_upa).rev().filter(|u| max_upa.is_multiple_of(*u)) {
+        let allocs: u64 = groups.iter().map(|g| g.1.div_ceil(upa)).sum();
+        let wasted: u64 = groups.iter().map(|g| g.1.div_ceil(upa) * upa - g.1).sum();
+        if wasted > cpus / 3 {
+            continue;
+        }
+        if allocs > last_allocs {
+            break;
+        }
+        (last_allocs, best) = (allocs, upa);
+    }
+    let unit = PERCPU_ATOM_PAGES / best;
+    for &(nid, n) in &groups {
+        let units = n.div_ceil(best) * best;
+        let within = by_node.get(&nid).cloned().unwrap_or_default();
+        let start = m
+            .alloc(units * unit, PERCPU_ATOM_PAGES, 0, u64::MAX, &within)
+            .or_else(|| m.alloc(units * unit, PERCPU_ATOM_PAGES, 0, u64::MAX, &[]))?;
+        // The unused part of each unit goes back.
+        for u in 0..units {
+            let us = start + u * unit;
+            let keep = if u < n { PERCPU_UNIT_USED_PAGES } else { 0 };
+            m.release(us + keep, us + unit);
+        }
+    }
+    let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
+    let inode_pages = ((kernel_pages >> 2).next_power_of_two() * 8).div_ceil(4096);
+    m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
+    m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
+    let pages = spec.boot_alloc.swiotlb_pages;
+    let start = m.alloc(pages, 1, 0, PFN_4G, &[])?;
+    Some((start, start + pages))
 }
 
 /// `defer_init()` at boot: in the zone that ends a node, struct pages are

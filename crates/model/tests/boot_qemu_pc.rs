@@ -163,3 +163,66 @@ fn memory_summary_free_pages_follow_deferred_init_on_recorded_machines() {
     );
     assert_eq!(available("4G,slots=2,maxmem=8G", &[]), "3155104K/4193784K");
 }
+
+/// Where SWIOTLB lands, against the real kernel: the oracle's 1 GiB guest
+/// (1436 KiB initrd) and machines recorded here with a 2540 KiB initrd
+/// (6.1.0-48; the same layout code).
+#[test]
+fn swiotlb_lands_where_the_real_kernel_put_it() {
+    let line = |mem: &str, smp: u32, nodes: &[u64], cpus_per_node: u32, initrd_kib: u64| {
+        let mut q = QemuPc::default();
+        q.parse_mem_option(mem).unwrap();
+        q.smp = smp;
+        if !nodes.is_empty() {
+            q.numa = (0u32..)
+                .zip(nodes)
+                .map(|(id, &mem)| memhp_model::machine::QemuNuma {
+                    nodeid: id,
+                    cpus: (id * cpus_per_node..(id + 1) * cpus_per_node).collect(),
+                    mem,
+                    generic_initiator: false,
+                })
+                .collect();
+        }
+        let mut spec = q.machine("", KernelVersion::V6_1).unwrap();
+        spec.acpi.as_mut().unwrap().initrd_bytes = initrd_kib << 10;
+        let sys = System::boot(&spec).unwrap();
+        sys.bootlog
+            .iter()
+            .find(|l| l.starts_with("software IO TLB: mapped"))
+            .cloned()
+    };
+    let mapped = |s: u64, e: u64| {
+        Some(format!(
+            "software IO TLB: mapped [mem {s:#018x}-{e:#018x}] (64MB)"
+        ))
+    };
+    let half = 512 << 20;
+    let m = "1G,slots=4,maxmem=4G";
+    assert_eq!(line(m, 1, &[], 1, 1436), mapped(0x3ac00000, 0x3ec00000));
+    assert_eq!(line(m, 2, &[], 1, 2540), mapped(0x3aa00000, 0x3ea00000));
+    assert_eq!(line(m, 4, &[], 1, 2540), mapped(0x3a980000, 0x3e980000));
+    assert_eq!(
+        line(m, 2, &[half, half], 1, 2540),
+        mapped(0x3b200000, 0x3f200000)
+    );
+    assert_eq!(
+        line(m, 4, &[half, half], 2, 2540),
+        mapped(0x3b200000, 0x3f200000)
+    );
+    assert_eq!(
+        line("2G,slots=4,maxmem=8G", 1, &[], 1, 2540),
+        mapped(0x79800000, 0x7d800000)
+    );
+    assert_eq!(
+        line("4G,slots=2,maxmem=8G", 1, &[], 1, 2540),
+        mapped(0xbbd65000, 0xbfd65000)
+    );
+    // Three nodes, memory on node 0 only, one CPU each: the memoryless
+    // nodes' per-cpu chunks fall back to node 0.
+    assert_eq!(
+        line(m, 3, &[1 << 30, 0, 0], 1, 2540),
+        mapped(0x3a600000, 0x3e600000)
+    );
+    assert_eq!(line("1G", 1, &[], 1, 2540), None);
+}
