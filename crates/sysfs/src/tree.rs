@@ -155,20 +155,9 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             );
         }
         ["sys", "devices", "system", "memory"] => {
-            add("auto_online_blocks", file(0o644));
-            add("block_size_bytes", file(0o444));
-            if sys.version == memhp_model::KernelVersion::Mainline && sys.build.crash_hotplug {
-                add("crash_hotplug", file(0o444));
+            for (n, k) in memory_dir_entries(sys) {
+                add(n, k);
             }
-            if sys.build.memory_failure {
-                add("hard_offline_page", file(0o200));
-                add("soft_offline_page", file(0o200));
-            }
-            if sys.build.memory_probe {
-                add("probe", file(0o200));
-            }
-            add("power", DIR);
-            add("uevent", file(0o644));
             for id in sys.blocks.keys() {
                 add(&format!("memory{id}"), DIR);
             }
@@ -342,10 +331,39 @@ pub const BLOCK_FILES: [(&str, u16); 7] = [
     ("valid_zones", 0o444),
 ];
 
+/// The entries of the memory directory besides its blocks (what the build
+/// and the version provide).
+fn memory_dir_entries(sys: &System) -> Vec<(&'static str, EntryKind)> {
+    let mut v = vec![
+        ("auto_online_blocks", file(0o644)),
+        ("block_size_bytes", file(0o444)),
+    ];
+    if sys.version == memhp_model::KernelVersion::Mainline && sys.build.crash_hotplug {
+        v.push(("crash_hotplug", file(0o444)));
+    }
+    if sys.build.memory_failure {
+        v.push(("hard_offline_page", file(0o200)));
+        v.push(("soft_offline_page", file(0o200)));
+    }
+    if sys.build.memory_probe {
+        v.push(("probe", file(0o200)));
+    }
+    v.push(("power", DIR));
+    v.push(("uevent", file(0o644)));
+    v
+}
+
 fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
-    // Fast paths for the hot spots (block directories and their files), so
-    // that a lookup costs O(log blocks), not a directory listing.
+    // Fast paths for the hot spots (block directories and their files, the
+    // memory directory's own files), so that a lookup costs O(log blocks),
+    // not a directory listing.
     match parts {
+        ["sys", "devices", "system", "memory", f] if !f.starts_with("memory") => {
+            return memory_dir_entries(sys)
+                .into_iter()
+                .find(|(n, _)| n == f)
+                .map(|(_, k)| k);
+        }
         ["sys", "devices", "system", "memory", b] if b.starts_with("memory") => {
             return sys.blocks.contains_key(&block_id(b)?).then_some(DIR);
         }
