@@ -107,8 +107,13 @@ pub fn render(
             mem(0, (sys.max_pfn << 12) - 1)
         ));
     }
-    if let (Some(a), Some(base)) = (&spec.acpi, tables_base) {
-        l.extend(node_data_lines(spec, a, base, memblock));
+    let layout = early_layout(spec, sys, memblock).unwrap_or_default();
+    for &(nid, start) in &layout.node_data {
+        let size = crate::boot::NODE_DATA_PAGES;
+        l.push(format!(
+            "NODE_DATA({nid}) allocated {}",
+            short_mem(start << 12, ((start + size) << 12) - 1)
+        ));
     }
     l.push("Zone ranges:".into());
     for (i, z) in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal]
@@ -322,7 +327,7 @@ pub fn render(
     }
     if crate::boot::swiotlb_enabled(spec, memblock) {
         l.push("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)".into());
-        if let Some((start, end)) = swiotlb_placement(spec, sys, memblock) {
+        if let Some((start, end)) = layout.swiotlb {
             l.push(format!(
                 "software IO TLB: mapped [mem {:#018x}-{:#018x}] ({}MB)",
                 start << 12,
@@ -348,48 +353,6 @@ fn acpi_base(spec: &MachineSpec) -> Option<u64> {
         .filter(|e| e.kind == E820Kind::Usable && e.end <= 1 << 32)
         .map(|e| e.end)
         .max()
-}
-
-/// `NODE_DATA(n) allocated`: each node's `pg_data_t` (43 pages), top-down
-/// in the node's memory, below the initrd where the initrd is; above
-/// 4 GiB the early page tables take the top three pages first.
-fn node_data_lines(
-    spec: &MachineSpec,
-    a: &crate::qemu_acpi::QemuAcpi,
-    base: u64,
-    memblock_pfns: &[(u64, u64)],
-) -> Vec<String> {
-    let ramdisk = base - a.initrd_bytes.div_ceil(4096) * 4096;
-    let mut by_node: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
-    for &(s, e) in memblock_pfns {
-        by_node
-            .entry(spec.node_of_addr(s << 12))
-            .or_default()
-            .push((s, e));
-    }
-    let mut out = Vec::new();
-    for (nid, node_ranges) in by_node {
-        let Some(&(_, end_pfn)) = node_ranges.last() else {
-            continue;
-        };
-        let mut top = end_pfn << 12;
-        if a.initrd_bytes > 0
-            && node_ranges
-                .iter()
-                .any(|&(s, e)| s << 12 <= ramdisk && ramdisk < e << 12)
-        {
-            top = ramdisk;
-        }
-        if top > 1 << 32 {
-            top -= 3 << 12;
-        }
-        let size = crate::boot::NODE_DATA_PAGES << 12;
-        out.push(format!(
-            "NODE_DATA({nid}) allocated {}",
-            short_mem(top - size, top - 1)
-        ));
-    }
-    out
 }
 
 /// Pages of one CPU's first per-cpu chunk in use (static, reserved and
@@ -461,31 +424,54 @@ impl TopDown {
     }
 }
 
-/// Where `swiotlb_init` puts its 64 MiB (a `memblock_alloc_low`, top-down
-/// below 4 GiB) after the top-down allocations before it: the early page
-/// tables of memory above 4 GiB, each node's `pg_data_t` and memmap (2 MiB
-/// aligned), the per-cpu first chunk of each node's CPUs (2 MiB aligned,
-/// the unused part of each unit freed again), and the dentry and inode hash
-/// tables. The rule reproduces every recorded machine (1-4 GiB, 1-4 CPUs,
-/// one or two nodes).
-fn swiotlb_placement(
+/// Where the early top-down memblock allocations of a QEMU pc guest land:
+/// each node's `pg_data_t` (NODE_DATA) and the 64 MiB of `swiotlb_init`
+/// (a `memblock_alloc_low`, top-down below 4 GiB), after what comes
+/// before them: the early page tables of memory above 4 GiB, the nodes'
+/// memmaps (2 MiB aligned), the per-cpu first chunk of each node's CPUs
+/// (2 MiB aligned, the unused part of each unit freed again), and the
+/// dentry and inode hash tables. The rule reproduces every recorded
+/// machine (1-4 GiB, 1-4 CPUs, one to three nodes).
+#[derive(Default)]
+struct EarlyLayout {
+    /// `(node, first pfn)` of each node with memory.
+    node_data: Vec<(u32, u64)>,
+    /// `[start, end)` pfns of the SWIOTLB, when it is set up.
+    swiotlb: Option<(u64, u64)>,
+}
+
+/// The regions still held at `mem_init` besides the final boot
+/// reservations: the image parts freed later, and the initrd.
+fn held_until_after_mem_init(spec: &MachineSpec) -> Vec<(u64, u64)> {
+    let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
+    let mut held = vec![(image_end, image_end + IMAGE_PAGES_FREED_LATER)];
+    let initrd = spec
+        .acpi
+        .as_ref()
+        .map_or(0, |a| a.initrd_bytes.div_ceil(4096));
+    if let (Some(base), true) = (acpi_base(spec), initrd > 0) {
+        held.push(((base >> 12) - initrd, base >> 12));
+    }
+    held
+}
+
+fn early_layout(
     spec: &MachineSpec,
     sys: &System,
     memblock_pfns: &[(u64, u64)],
-) -> Option<(u64, u64)> {
-    let a = spec.acpi.as_ref()?;
+) -> Option<EarlyLayout> {
+    spec.acpi.as_ref()?;
     let mut m = TopDown {
         free: memblock_pfns.to_vec(),
     };
     m.reserve(0, 256);
-    let image = crate::boot::KERNEL_LOAD_PFN;
     m.reserve(
-        image,
-        image + spec.boot_alloc.kernel_image_pages + IMAGE_PAGES_FREED_LATER,
+        crate::boot::KERNEL_LOAD_PFN,
+        crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages,
     );
-    let base = acpi_base(spec)? >> 12;
-    let initrd = a.initrd_bytes.div_ceil(4096);
-    m.reserve(base - initrd, base);
+    for (s, e) in held_until_after_mem_init(spec) {
+        m.reserve(s, e);
+    }
     let top = memblock_pfns.iter().map(|r| r.1).max()?;
     const PFN_4G: u64 = 1 << 20;
     if top > PFN_4G {
@@ -503,8 +489,10 @@ fn swiotlb_placement(
             }
         }
     }
-    for ranges in by_node.values() {
-        m.alloc(crate::boot::NODE_DATA_PAGES, 1, 0, u64::MAX, ranges)?;
+    let mut layout = EarlyLayout::default();
+    for (&nid, ranges) in &by_node {
+        let start = m.alloc(crate::boot::NODE_DATA_PAGES, 1, 0, u64::MAX, ranges)?;
+        layout.node_data.push((nid, start));
     }
     for ranges in by_node.values() {
         let pages = crate::boot::memmap_pages(ranges);
@@ -554,9 +542,11 @@ fn swiotlb_placement(
     let inode_pages = ((kernel_pages >> 2).next_power_of_two() * 8).div_ceil(4096);
     m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
     m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
-    let pages = spec.boot_alloc.swiotlb_pages;
-    let start = m.alloc(pages, 1, 0, PFN_4G, &[])?;
-    Some((start, start + pages))
+    if crate::boot::swiotlb_enabled(spec, memblock_pfns) {
+        let pages = spec.boot_alloc.swiotlb_pages;
+        layout.swiotlb = m.alloc(pages, 1, 0, PFN_4G, &[]).map(|s| (s, s + pages));
+    }
+    Some(layout)
 }
 
 /// `defer_init()` at boot: in the zone that ends a node, struct pages are
@@ -647,17 +637,12 @@ fn memory_summary(
     reserved: &[(u64, u64)],
 ) -> String {
     let deferred = deferred_init(sys, memblock_pfns);
-    let kernel_load = crate::boot::KERNEL_LOAD_PFN;
-    let image_end = kernel_load + spec.boot_alloc.kernel_image_pages;
     let mut held: Vec<(u64, u64)> = reserved.to_vec();
-    held.push((image_end, image_end + IMAGE_PAGES_FREED_LATER));
+    held.extend(held_until_after_mem_init(spec));
     let initrd_pages = spec
         .acpi
         .as_ref()
         .map_or(0, |a| a.initrd_bytes.div_ceil(4096));
-    if let (Some(base), true) = (acpi_base(spec), initrd_pages > 0) {
-        held.push(((base >> 12) - initrd_pages, base >> 12));
-    }
     let overlap = |(s, e): (u64, u64), (a, b): (u64, u64)| e.min(b).saturating_sub(s.max(a));
     // Initialised at mem_init: memblock minus every node's deferred range.
     let mut available = 0u64;

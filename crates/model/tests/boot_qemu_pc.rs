@@ -164,33 +164,83 @@ fn memory_summary_free_pages_follow_deferred_init_on_recorded_machines() {
     assert_eq!(available("4G,slots=2,maxmem=8G", &[]), "3155104K/4193784K");
 }
 
+/// A qemu-pc guest: `-m mem -smp smp`, NUMA nodes of `nodes` bytes with
+/// `cpus_per_node` CPUs each (none: no `-numa`), and an initrd of
+/// `initrd_kib`; its boot-log lines starting with `prefix`.
+fn boot_lines(
+    mem: &str,
+    smp: u32,
+    nodes: &[u64],
+    cpus_per_node: u32,
+    initrd_kib: u64,
+    prefix: &str,
+) -> Vec<String> {
+    let mut q = QemuPc::default();
+    q.parse_mem_option(mem).unwrap();
+    q.smp = smp;
+    if !nodes.is_empty() {
+        q.numa = (0u32..)
+            .zip(nodes)
+            .map(|(id, &mem)| memhp_model::machine::QemuNuma {
+                nodeid: id,
+                cpus: (id * cpus_per_node..(id + 1) * cpus_per_node).collect(),
+                mem,
+                generic_initiator: false,
+            })
+            .collect();
+    }
+    let mut spec = q.machine("", KernelVersion::V6_1).unwrap();
+    spec.acpi.as_mut().unwrap().initrd_bytes = initrd_kib << 10;
+    let sys = System::boot(&spec).unwrap();
+    sys.bootlog
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// Where each node's pg_data_t lands, against the real kernel (the same
+/// recordings as the SWIOTLB placement).
+#[test]
+fn node_data_lands_where_the_real_kernel_put_it() {
+    let m = "1G,slots=4,maxmem=4G";
+    let half = 512 << 20;
+    assert_eq!(
+        boot_lines(m, 1, &[], 1, 1436, "NODE_DATA"),
+        ["NODE_DATA(0) allocated [mem 0x3fe4e000-0x3fe78fff]"]
+    );
+    assert_eq!(
+        boot_lines(m, 2, &[half, half], 1, 2540, "NODE_DATA"),
+        [
+            "NODE_DATA(0) allocated [mem 0x1ffd5000-0x1fffffff]",
+            "NODE_DATA(1) allocated [mem 0x3fd3a000-0x3fd64fff]"
+        ]
+    );
+    assert_eq!(
+        boot_lines(m, 3, &[1 << 30, 0, 0], 1, 2540, "NODE_DATA"),
+        ["NODE_DATA(0) allocated [mem 0x3fd3a000-0x3fd64fff]"]
+    );
+    assert_eq!(
+        boot_lines("4G,slots=2,maxmem=8G", 1, &[], 1, 2540, "NODE_DATA"),
+        ["NODE_DATA(0) allocated [mem 0x13ffd2000-0x13fffcfff]"]
+    );
+}
+
 /// Where SWIOTLB lands, against the real kernel: the oracle's 1 GiB guest
 /// (1436 KiB initrd) and machines recorded here with a 2540 KiB initrd
 /// (6.1.0-48; the same layout code).
 #[test]
 fn swiotlb_lands_where_the_real_kernel_put_it() {
     let line = |mem: &str, smp: u32, nodes: &[u64], cpus_per_node: u32, initrd_kib: u64| {
-        let mut q = QemuPc::default();
-        q.parse_mem_option(mem).unwrap();
-        q.smp = smp;
-        if !nodes.is_empty() {
-            q.numa = (0u32..)
-                .zip(nodes)
-                .map(|(id, &mem)| memhp_model::machine::QemuNuma {
-                    nodeid: id,
-                    cpus: (id * cpus_per_node..(id + 1) * cpus_per_node).collect(),
-                    mem,
-                    generic_initiator: false,
-                })
-                .collect();
-        }
-        let mut spec = q.machine("", KernelVersion::V6_1).unwrap();
-        spec.acpi.as_mut().unwrap().initrd_bytes = initrd_kib << 10;
-        let sys = System::boot(&spec).unwrap();
-        sys.bootlog
-            .iter()
-            .find(|l| l.starts_with("software IO TLB: mapped"))
-            .cloned()
+        boot_lines(
+            mem,
+            smp,
+            nodes,
+            cpus_per_node,
+            initrd_kib,
+            "software IO TLB: mapped",
+        )
+        .pop()
     };
     let mapped = |s: u64, e: u64| {
         Some(format!(
