@@ -222,7 +222,7 @@ impl AcpiDimms {
                     let _ = sys.unregister_group(group);
                 }
             }
-            sys.generation = sys.generation.wrapping_add(1);
+            sys.touch();
         });
     }
 

@@ -435,7 +435,7 @@ impl VirtioMemDevices {
                     "requested size",
                     format!("{:#x}", d.spec.requested_size),
                 );
-                sys.generation = sys.generation.wrapping_add(1);
+                sys.touch();
                 params
             });
             drop(hp);
@@ -492,7 +492,7 @@ fn sync_to_request(shared: &Shared, d: &mut VirtioMem, params: &DriverParams) {
         Some(Mode::Bbm { bb_size }) => {
             let hp = shared.lock_hotplug();
             bbm_sync(&hp, d, bb_size, params);
-            hp.with(|sys| sys.generation = sys.generation.wrapping_add(1));
+            hp.with(|sys| sys.touch());
         }
         None => {}
     }
@@ -696,6 +696,6 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
             }
             d.plugged -= take * sb;
         }
-        hp.with(|sys| sys.generation = sys.generation.wrapping_add(1));
+        hp.with(|sys| sys.touch());
     }
 }

@@ -13,8 +13,8 @@
 
 use crate::attr::file_type;
 use crate::inodes::{join, Inodes};
-use memhp_sysfs::vfs::{Errno, Tree};
-use std::collections::HashMap;
+use memhp_sysfs::vfs::{Changes, Errno, Scope, Tree};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The listing of directory `ino` at `path` as the tree has it now, every
@@ -60,10 +60,12 @@ pub(crate) struct Listed {
     pub(crate) name: String,
 }
 
-/// A file's content as served, and the tree generation it was rendered at.
+/// A file's content as served, the tree generation it was rendered at and
+/// which changes can reach it.
 struct ServedFile {
     content: Arc<[u8]>,
     generation: u64,
+    scope: Scope,
 }
 
 /// A listing as served; `conflict`: a different one was served since the
@@ -73,16 +75,73 @@ struct ServedDir {
     conflict: bool,
 }
 
-/// Files and directories apart: a change compares every recorded file,
-/// a layout change every recorded directory, and neither walks the other.
+/// Files and directories apart: a change compares the recorded files it
+/// can reach, a layout change every recorded directory, and neither walks
+/// the other.
 #[derive(Default)]
 pub(crate) struct Records {
     files: HashMap<u64, ServedFile>,
+    /// The files of [`Scope::Block`], by block.
+    by_block: HashMap<u64, HashSet<u64>>,
+    /// The files of [`Scope::Global`].
+    global: HashSet<u64>,
+    /// Every recorded file not in `unchecked` is known to be current at
+    /// this generation (or its own, if later): the last check's.
+    checked: u64,
+    /// Files rendered before `checked` but recorded after that check
+    /// started: compared at the next check whatever changed.
+    unchecked: HashSet<u64>,
     dirs: HashMap<u64, ServedDir>,
     /// How often each inode's cached pages were dropped (never reset:
     /// the kernel must never see an old version again). It is the
     /// inode's mtime, which is how the kernel learns to drop them.
     versions: HashMap<u64, u64>,
+}
+
+impl Records {
+    fn remove_file(&mut self, ino: u64) {
+        let Some(old) = self.files.remove(&ino) else {
+            return;
+        };
+        self.unchecked.remove(&ino);
+        match old.scope {
+            Scope::Global => {
+                self.global.remove(&ino);
+            }
+            Scope::Block(b) => {
+                if let Some(set) = self.by_block.get_mut(&b) {
+                    set.remove(&ino);
+                    if set.is_empty() {
+                        self.by_block.remove(&b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The recorded files `changes` (since `checked`) can have reached,
+    /// and those not checked yet; none already rendered at `now`.
+    fn reached(&self, changes: &Changes, now: u64) -> Vec<u64> {
+        let mut out: Vec<u64> = match changes {
+            Changes::Everything => self.files.keys().copied().collect(),
+            Changes::Blocks(blocks) => {
+                let mut v: Vec<u64> = self.global.iter().copied().collect();
+                for b in blocks {
+                    if let Some(set) = self.by_block.get(b) {
+                        v.extend(set.iter().copied());
+                    }
+                }
+                v.extend(self.unchecked.iter().copied());
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+        };
+        out.retain(|ino| {
+            self.unchecked.contains(ino) || self.files.get(ino).is_some_and(|f| f.generation < now)
+        });
+        out
+    }
 }
 
 /// The record of served contents and listings, by inode.
@@ -91,29 +150,51 @@ pub(crate) struct PageCache {
     inner: Mutex<Records>,
 }
 
+/// A file's content now, as a check renders it.
+pub(crate) type Rendered = Option<Vec<u8>>;
+
 impl PageCache {
     fn lock(&self) -> MutexGuard<'_, Records> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remember that the kernel may now cache `content` for file `ino`.
-    pub(crate) fn file_served(&self, ino: u64, content: Arc<[u8]>, generation: u64) {
-        self.lock().files.insert(
+    /// Remember that the kernel may now cache `content` for file `ino`,
+    /// rendered at `generation` and reached by the changes of `scope`.
+    pub(crate) fn file_served(&self, ino: u64, content: Arc<[u8]>, generation: u64, scope: Scope) {
+        let mut inner = self.lock();
+        inner.remove_file(ino);
+        match scope {
+            Scope::Global => {
+                inner.global.insert(ino);
+            }
+            Scope::Block(b) => {
+                inner.by_block.entry(b).or_default().insert(ino);
+            }
+        }
+        if generation < inner.checked {
+            inner.unchecked.insert(ino);
+        }
+        inner.files.insert(
             ino,
             ServedFile {
                 content,
                 generation,
+                scope,
             },
         );
     }
 
-    /// The content served for `ino`, if it was rendered at `generation`
-    /// (the tree has not changed since).
+    /// The content served for `ino`, if it is known to be current at
+    /// `generation` (the tree's generation now).
     pub(crate) fn file_content(&self, ino: u64, generation: u64) -> Option<Arc<[u8]>> {
-        self.lock()
+        let inner = self.lock();
+        if inner.unchecked.contains(&ino) {
+            return None;
+        }
+        inner
             .files
             .get(&ino)
-            .filter(|f| f.generation == generation)
+            .filter(|f| f.generation.max(inner.checked) == generation)
             .map(|f| f.content.clone())
     }
 
@@ -138,41 +219,50 @@ impl PageCache {
     /// Forget `ino` (the kernel dropped it, or we told it to).
     pub(crate) fn forget(&self, ino: u64) {
         let mut inner = self.lock();
-        inner.files.remove(&ino);
+        inner.remove_file(ino);
         inner.dirs.remove(&ino);
     }
 
-    /// The files whose served content differs from what `current` says
-    /// they hold now (given all cached files at once, it answers for each:
-    /// `None` if the file is gone or unreadable). They are forgotten and
-    /// their versions move: the caller invalidates them in the kernel.
+    /// Bring the record to generation `now`: the files whose served
+    /// content differs from what `current` renders for them now (given
+    /// the files to compare at once, it answers for each: `None` if the
+    /// file is gone or unreadable). Only the files the changes since the
+    /// last check can have reached (`changes_since(last check)`) are
+    /// compared. The stale ones are forgotten and their versions move:
+    /// the caller invalidates them in the kernel.
     ///
-    /// Comparing costs a render per cached file, so the record is bounded:
-    /// beyond [`MAX_CACHED_FILES`] every cached file is reported stale (the
-    /// kernel drops them all, and the record starts over).
+    /// Comparing costs a render per file, so it is bounded: beyond
+    /// [`MAX_CACHED_FILES`] the reached files are all reported stale (the
+    /// kernel drops them; their next reads re-render them). The record
+    /// stays locked throughout, so that nothing is recorded half-way.
     pub(crate) fn stale_files(
         &self,
-        current: impl FnOnce(&[u64]) -> Vec<Option<Vec<u8>>>,
+        now: u64,
+        changes_since: impl FnOnce(u64) -> Changes,
+        current: impl FnOnce(&[u64]) -> Vec<Rendered>,
     ) -> Vec<u64> {
-        let files: Vec<(u64, Arc<[u8]>)> = self
-            .lock()
-            .files
-            .iter()
-            .map(|(&ino, f)| (ino, f.content.clone()))
-            .collect();
-        let stale: Vec<u64> = if files.len() > MAX_CACHED_FILES {
-            files.into_iter().map(|(ino, _)| ino).collect()
+        let mut inner = self.lock();
+        let changes = changes_since(inner.checked);
+        let reached = inner.reached(&changes, now);
+        let stale: Vec<u64> = if reached.len() > MAX_CACHED_FILES {
+            reached
+        } else if reached.is_empty() {
+            Vec::new()
         } else {
-            let inos: Vec<u64> = files.iter().map(|(ino, _)| *ino).collect();
-            let now = current(&inos);
-            files
+            let rendered = current(&reached);
+            reached
                 .into_iter()
-                .zip(now.into_iter().chain(std::iter::repeat(None)))
-                .filter(|((_, served), now)| now.as_deref() != Some(&served[..]))
-                .map(|((ino, _), _)| ino)
+                .zip(rendered.into_iter().chain(std::iter::repeat(None)))
+                .filter(|(ino, now)| {
+                    let served = inner.files.get(ino).map(|f| &f.content[..]);
+                    now.as_deref() != served
+                })
+                .map(|(ino, _)| ino)
                 .collect()
         };
-        self.forget_all(&stale);
+        Self::forget_locked(&mut inner, &stale);
+        inner.unchecked.clear();
+        inner.checked = inner.checked.max(now);
         stale
     }
 
@@ -197,11 +287,14 @@ impl PageCache {
     }
 
     fn forget_all(&self, inos: &[u64]) {
-        let mut inner = self.lock();
-        for ino in inos {
-            inner.files.remove(ino);
-            inner.dirs.remove(ino);
-            *inner.versions.entry(*ino).or_default() += 1;
+        Self::forget_locked(&mut self.lock(), inos);
+    }
+
+    fn forget_locked(inner: &mut Records, inos: &[u64]) {
+        for &ino in inos {
+            inner.remove_file(ino);
+            inner.dirs.remove(&ino);
+            *inner.versions.entry(ino).or_default() += 1;
         }
     }
 
@@ -231,11 +324,19 @@ mod tests {
         Arc::from(s.as_bytes())
     }
 
+    fn everything(_: u64) -> Changes {
+        Changes::Everything
+    }
+
+    fn blocks(ids: &[u64]) -> impl Fn(u64) -> Changes + '_ {
+        move |_| Changes::Blocks(ids.iter().copied().collect())
+    }
+
     #[test]
     fn changed_file_is_stale_once_and_then_forgotten() {
         let cache = PageCache::default();
-        cache.file_served(5, bytes("online\n"), 1);
-        cache.file_served(6, bytes("1\n"), 1);
+        cache.file_served(5, bytes("online\n"), 1, Scope::Global);
+        cache.file_served(6, bytes("1\n"), 1, Scope::Global);
         let now = |inos: &[u64]| -> Vec<Option<Vec<u8>>> {
             inos.iter()
                 .map(|&ino| {
@@ -247,8 +348,8 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(cache.stale_files(now), vec![5]);
-        assert_eq!(cache.stale_files(now), Vec::<u64>::new());
+        assert_eq!(cache.stale_files(2, everything, now), vec![5]);
+        assert_eq!(cache.stale_files(3, everything, now), Vec::<u64>::new());
         assert_eq!((cache.version(5), cache.version(6)), (1, 0));
         assert_eq!(cache.len(), 1);
     }
@@ -256,25 +357,77 @@ mod tests {
     #[test]
     fn vanished_file_is_stale() {
         let cache = PageCache::default();
-        cache.file_served(5, bytes("online\n"), 1);
-        assert_eq!(cache.stale_files(|inos| vec![None; inos.len()]), vec![5]);
+        cache.file_served(5, bytes("online\n"), 1, Scope::Block(0));
+        assert_eq!(
+            cache.stale_files(2, blocks(&[0]), |inos| vec![None; inos.len()]),
+            vec![5]
+        );
     }
 
     #[test]
     fn beyond_the_bound_every_cached_file_is_dropped_without_rendering() {
         let cache = PageCache::default();
         for ino in 0..=MAX_CACHED_FILES as u64 {
-            cache.file_served(ino, bytes("1\n"), 1);
+            cache.file_served(ino, bytes("1\n"), 1, Scope::Block(ino));
         }
-        let stale = cache.stale_files(|_| panic!("must not render"));
+        let stale = cache.stale_files(2, everything, |_| panic!("must not render"));
         assert_eq!(stale.len(), MAX_CACHED_FILES + 1);
         assert_eq!(cache.len(), 0);
     }
 
     #[test]
+    fn block_change_compares_only_that_blocks_files_and_global_ones() {
+        let cache = PageCache::default();
+        cache.file_served(10, bytes("online\n"), 1, Scope::Block(0));
+        cache.file_served(11, bytes("online\n"), 1, Scope::Block(1));
+        cache.file_served(12, bytes("Movable\n"), 1, Scope::Global);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let stale = cache.stale_files(2, blocks(&[1]), |inos| {
+            asked.borrow_mut().extend_from_slice(inos);
+            inos.iter()
+                .map(|&ino| {
+                    Some(if ino == 11 {
+                        b"offline\n".to_vec()
+                    } else {
+                        b"Movable\n".to_vec()
+                    })
+                })
+                .collect()
+        });
+        assert_eq!(stale, vec![11]);
+        assert_eq!(
+            *asked.borrow(),
+            vec![11, 12],
+            "block 0's file is not rendered"
+        );
+        assert_eq!(
+            cache.file_content(10, 2).as_deref(),
+            Some(&b"online\n"[..]),
+            "block 0's file is known current at the checked generation"
+        );
+    }
+
+    #[test]
+    fn file_rendered_before_the_last_check_is_compared_whatever_changed() {
+        let cache = PageCache::default();
+        cache.file_served(10, bytes("online\n"), 1, Scope::Block(0));
+        assert!(cache
+            .stale_files(5, blocks(&[]), |_| panic!("nothing reached"))
+            .is_empty());
+        // Rendered at 3 (before the check at 5), recorded only now.
+        cache.file_served(11, bytes("online\n"), 3, Scope::Block(1));
+        assert_eq!(cache.file_content(11, 5), None, "not known current at 5");
+        let stale = cache.stale_files(6, blocks(&[]), |inos| {
+            assert_eq!(inos, &[11]);
+            vec![Some(b"offline\n".to_vec())]
+        });
+        assert_eq!(stale, vec![11]);
+    }
+
+    #[test]
     fn seq_file_buffer_is_only_reused_at_the_same_generation() {
         let cache = PageCache::default();
-        cache.file_served(5, bytes("Node 0, zone DMA\n"), 3);
+        cache.file_served(5, bytes("Node 0, zone DMA\n"), 3, Scope::Global);
         assert_eq!(
             cache.file_content(5, 3).as_deref(),
             Some(&b"Node 0, zone DMA\n"[..])
@@ -298,7 +451,7 @@ mod tests {
         };
         assert!(!cache.dir_served(2, listing(&["memory0", "memory1"])));
         assert!(!cache.dir_served(2, listing(&["memory0", "memory1"])));
-        cache.file_served(5, bytes("x"), 1);
+        cache.file_served(5, bytes("x"), 1, Scope::Global);
         assert_eq!(
             cache.stale_dirs(|_| Some(listing(&["memory0", "memory1"]))),
             Vec::<u64>::new()

@@ -263,8 +263,9 @@ impl MemhpFs {
             return Ok(content);
         }
         let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
+        let scope = self.tree.scope(path);
         self.page_cache
-            .file_served(ino, content.clone(), generation);
+            .file_served(ino, content.clone(), generation, scope);
         if self.tree.generation() != generation {
             // Rendered while the tree changed: whatever the kernel caches
             // now must be compared again.

@@ -200,7 +200,7 @@ impl Invalidator {
             drop_stale_dirs(tree, inodes, page_cache, &mut send);
         }
         if recheck || synced_generation != Some(generation) {
-            let stale = stale_files(tree, inodes, page_cache);
+            let stale = stale_files(tree, inodes, page_cache, generation);
             if !stale.is_empty() {
                 tracing::trace!(
                     generation,
@@ -220,19 +220,28 @@ impl Invalidator {
 }
 
 /// The cached files whose content changed (forgotten by `page_cache`).
-fn stale_files(tree: &dyn Tree, inodes: &Inodes, page_cache: &PageCache) -> Vec<u64> {
-    page_cache.stale_files(|inos| {
-        let paths: Vec<Option<Arc<str>>> = inos
-            .iter()
-            .map(|&ino| inodes.get(ino).map(|(p, _)| p))
-            .collect();
-        let known: Vec<&str> = paths.iter().flatten().map(|p| &**p).collect();
-        let mut read = tree.read_batch(&known).into_iter();
-        paths
-            .iter()
-            .map(|p| p.as_ref().and_then(|_| read.next()?.ok()))
-            .collect()
-    })
+fn stale_files(
+    tree: &dyn Tree,
+    inodes: &Inodes,
+    page_cache: &PageCache,
+    generation: u64,
+) -> Vec<u64> {
+    page_cache.stale_files(
+        generation,
+        |since| tree.changes_since(since),
+        |inos| {
+            let paths: Vec<Option<Arc<str>>> = inos
+                .iter()
+                .map(|&ino| inodes.get(ino).map(|(p, _)| p))
+                .collect();
+            let known: Vec<&str> = paths.iter().flatten().map(|p| &**p).collect();
+            let mut read = tree.read_batch(&known).into_iter();
+            paths
+                .iter()
+                .map(|p| p.as_ref().and_then(|_| read.next()?.ok()))
+                .collect()
+        },
+    )
 }
 
 /// Drop the cached directory listings that changed (forgotten by

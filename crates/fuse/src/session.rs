@@ -101,12 +101,10 @@ fn start(
         },
     );
     // The kernel queued FUSE_INIT at mount time; this answers it.
-    let session = fuser::Session::from_fd(
-        fs,
-        OwnedFd::from(dev),
-        fuser::SessionACL::All,
-        fuser::Config::default(),
-    );
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(crate::writers::REQUEST_THREADS);
+    config.clone_fd = true;
+    let session = fuser::Session::from_fd(fs, OwnedFd::from(dev), fuser::SessionACL::All, config);
     let session = match session {
         Ok(session) => session,
         Err(source) => {

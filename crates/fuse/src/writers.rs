@@ -1,12 +1,19 @@
-//! The threads writes run on. A write may block for as long as an offline
-//! retries, so it never runs on the request loop, and it never waits for
-//! another write: when every thread is busy (a blocked write holds its
-//! thread), a new one is started. Idle threads are kept for a while, since
-//! starting one costs more than a typical store.
+//! Where writes run. A write may block for as long as an offline retries,
+//! so it may hold at most all request threads but one (the last one always
+//! serves readers): it runs on the request thread that received it while
+//! fewer than [`REQUEST_THREADS`]` - 1` writes do, which saves a thread
+//! hand-off per write, and on a write thread otherwise. It never waits for
+//! another write: when every write thread is busy (a blocked write holds
+//! its thread), a new one is started. Idle write threads are kept for a
+//! while, since starting one costs more than a typical store.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Threads reading requests from the kernel (fuser's event loops).
+pub(crate) const REQUEST_THREADS: usize = 2;
 
 /// How long an idle write thread waits for work before exiting.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
@@ -35,17 +42,39 @@ impl Shared {
 
 pub(crate) struct Writers {
     shared: Arc<Shared>,
+    /// Writes running on request threads now.
+    inline: AtomicUsize,
 }
 
 impl Writers {
     pub(crate) fn new() -> Writers {
         Writers {
             shared: Arc::default(),
+            inline: AtomicUsize::new(0),
         }
     }
 
-    /// Run `job` on a write thread, now.
+    /// Run `job` now: on the calling request thread if that leaves one
+    /// free for readers, on a write thread otherwise.
     pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) {
+        if self.inline.fetch_add(1, Ordering::AcqRel) < REQUEST_THREADS - 1 {
+            // Released even if the job panics (fuser's loop survives it).
+            struct Slot<'a>(&'a AtomicUsize);
+            impl Drop for Slot<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            let _slot = Slot(&self.inline);
+            job();
+            return;
+        }
+        self.inline.fetch_sub(1, Ordering::AcqRel);
+        self.spawn(job);
+    }
+
+    /// Run `job` on a write thread, now.
+    fn spawn(&self, job: impl FnOnce() + Send + 'static) {
         let mut state = self.shared.lock();
         state.jobs.push_back(Box::new(job));
         // Each waiting thread takes one job; start another for the rest.
@@ -103,9 +132,51 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// Occupy every inline slot with a job blocked until the returned
+    /// sender is used (or dropped), each from a request thread of its own.
+    fn block_request_threads(writers: &Arc<Writers>) -> Vec<mpsc::Sender<()>> {
+        (0..REQUEST_THREADS - 1)
+            .map(|_| {
+                let (release_tx, release_rx) = mpsc::channel::<()>();
+                let (started_tx, started_rx) = mpsc::channel();
+                let w = writers.clone();
+                std::thread::spawn(move || {
+                    w.run(move || {
+                        started_tx.send(std::thread::current().id()).unwrap();
+                        let _ = release_rx.recv();
+                    })
+                });
+                started_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                release_tx
+            })
+            .collect()
+    }
+
+    #[test]
+    fn write_runs_on_the_request_thread_while_another_one_is_free() {
+        let writers = Writers::new();
+        let here = std::thread::current().id();
+        let (tx, rx) = mpsc::channel();
+        writers.run(move || tx.send(std::thread::current().id()).unwrap());
+        assert_eq!(rx.recv().unwrap(), here);
+        assert_eq!(writers.inline.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn blocked_writes_never_take_the_last_request_thread() {
+        let writers = Arc::new(Writers::new());
+        let _blocked = block_request_threads(&writers);
+        let here = std::thread::current().id();
+        let (tx, rx) = mpsc::channel();
+        writers.run(move || tx.send(std::thread::current().id()).unwrap());
+        let ran_on = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_ne!(ran_on, here, "handed to a write thread");
+    }
+
     #[test]
     fn a_blocked_job_never_delays_the_next_one() {
-        let writers = Writers::new();
+        let writers = Arc::new(Writers::new());
+        let _blocked_inline = block_request_threads(&writers);
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel();
         writers.run(move || {
@@ -125,7 +196,8 @@ mod tests {
 
     #[test]
     fn idle_threads_are_reused() {
-        let writers = Writers::new();
+        let writers = Arc::new(Writers::new());
+        let _blocked_inline = block_request_threads(&writers);
         let (tx, rx) = mpsc::channel();
         for _ in 0..5 {
             let tx = tx.clone();

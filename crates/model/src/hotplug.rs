@@ -418,7 +418,7 @@ impl System {
             r
         };
         self.blocks.get_mut(&id).expect("block exists").online_type = OnlineType::Offline;
-        self.touch();
+        self.touch_block(id);
         result?;
         self.events.uevent(
             UeventAction::Online,
@@ -477,7 +477,7 @@ impl System {
         let (start, nr) = self.block_range(id);
         let (pfn, n) = (start + v, nr - v);
         self.blocks.get_mut(&id).expect("block exists").state = BlockState::GoingOffline;
-        self.touch();
+        self.touch_block(id);
         if v > 0 {
             self.adjust_present(id, zone, -(v as i64));
         }
@@ -607,7 +607,7 @@ impl System {
             .get_mut(&inflight.id)
             .expect("block exists")
             .state = BlockState::Online;
-        self.touch();
+        self.touch_block(inflight.id);
         OfflineProgress::Done(Err(err))
     }
 
@@ -698,7 +698,7 @@ impl System {
         if let Some(d) = b.dumped.as_mut() {
             d.valid_zones = None;
         }
-        self.touch();
+        self.touch_block(id);
         OfflineProgress::Done(Ok(DeviceOutcome::Changed))
     }
 

@@ -54,7 +54,7 @@ impl System {
         }
         self.hugetlb.nr_huge_pages += count;
         self.hugetlb.free_huge_pages += count;
-        self.touch();
+        self.touch_global();
         Ok(())
     }
 
@@ -80,7 +80,7 @@ impl System {
         }
         self.hugetlb.nr_huge_pages -= done;
         self.hugetlb.free_huge_pages -= done;
-        self.touch();
+        self.touch_global();
         Ok(done)
     }
 
@@ -98,7 +98,7 @@ impl System {
             .hugetlb
             .resv_huge_pages
             .min(self.hugetlb.free_huge_pages);
-        self.touch();
+        self.touch_global();
         Ok(())
     }
 
@@ -108,7 +108,7 @@ impl System {
         let ids = self.hugetlb_blocks(at)?;
         let done = self.move_huge(&ids, count, false);
         self.hugetlb.free_huge_pages += done;
-        self.touch();
+        self.touch_global();
         Ok(done)
     }
 
@@ -140,7 +140,7 @@ impl System {
             ));
         }
         self.hugetlb.resv_huge_pages = count;
-        self.touch();
+        self.touch_global();
         Ok(())
     }
 
@@ -180,7 +180,7 @@ impl System {
             sp.huge_used -= 1;
             sp.huge_free += 1;
         }
-        self.touch();
+        self.touch_global();
         true
     }
 
@@ -190,14 +190,14 @@ impl System {
     pub(crate) fn hugetlb_dissolve(&mut self, id: u64) -> Result<(), HotplugError> {
         while self.blocks[&id].pages.huge_free > 0 {
             if self.hugetlb.free_huge_pages <= self.hugetlb.resv_huge_pages {
-                self.touch();
+                self.touch_global();
                 return Err(HotplugError::Busy("failure to dissolve huge pages"));
             }
             self.blocks.get_mut(&id).expect("block").pages.huge_free -= 1;
             self.hugetlb.nr_huge_pages -= 1;
             self.hugetlb.free_huge_pages -= 1;
         }
-        self.touch();
+        self.touch_global();
         Ok(())
     }
 

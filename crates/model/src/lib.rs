@@ -17,6 +17,7 @@ pub mod hotadd;
 pub mod hotplug;
 pub mod hugetlb;
 pub mod iomem;
+pub mod journal;
 pub mod kstr;
 pub mod lockdep;
 pub mod lockproto;

@@ -154,7 +154,8 @@ impl std::ops::DerefMut for StateGuard<'_> {
 }
 
 impl Shared {
-    pub fn new(sys: System) -> Self {
+    pub fn new(mut sys: System) -> Self {
+        sys.journal = crate::journal::ChangeJournal::starting_at(sys.generation);
         let generation = AtomicU64::new(sys.generation);
         Shared {
             retry_timeout: Mutex::new(None),
@@ -198,7 +199,7 @@ impl Shared {
     pub fn modify<R>(&self, f: impl FnOnce(&mut System) -> R) -> R {
         let mut sys = self.lock_state();
         let r = f(&mut sys);
-        sys.generation = sys.generation.wrapping_add(1);
+        sys.touch();
         self.publish(&sys);
         r
     }

@@ -151,8 +151,11 @@ pub struct System {
     pub wmark: Watermarks,
     /// Boot-log lines (what `dmesg` showed before the first `klog`).
     pub bootlog: Vec<String>,
-    /// Bumped by every change visible to user space.
-    pub generation: u64,
+    /// Bumped by every change visible to user space ([`System::touch`]).
+    pub(crate) generation: u64,
+    /// What each recent change reached (`journal.rs`).
+    #[serde(skip)]
+    pub(crate) journal: crate::journal::ChangeJournal,
     /// Bumped when entries appear, disappear or change kind or target.
     #[serde(default)]
     pub layout_generation: u64,
@@ -201,6 +204,7 @@ impl System {
             wmark: Watermarks::default(),
             bootlog: Vec::new(),
             generation: 0,
+            journal: Default::default(),
             layout_generation: 0,
             offlining: None,
             hot_ranges: BTreeMap::new(),
@@ -262,8 +266,38 @@ impl System {
         self.nodes.values().filter(|n| n.online)
     }
 
-    pub(crate) fn touch(&mut self) {
+    /// Record a change visible to user space that may reach anything.
+    pub fn touch(&mut self) {
         self.generation = self.generation.wrapping_add(1);
+        self.journal
+            .record(self.generation, crate::journal::ChangeScope::Everything);
+    }
+
+    /// Record a change of block `id`'s own attributes (`state`, `online`,
+    /// its zone) and of global state (counters, spans, other blocks'
+    /// `valid_zones` while offline), but of no other block's own attributes.
+    pub(crate) fn touch_block(&mut self, id: u64) {
+        self.generation = self.generation.wrapping_add(1);
+        self.journal
+            .record(self.generation, crate::journal::ChangeScope::Block(id));
+    }
+
+    /// Record a change of global state only (counters, the huge page
+    /// pool), none of any block's own attributes.
+    pub(crate) fn touch_global(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.journal
+            .record(self.generation, crate::journal::ChangeScope::Global);
+    }
+
+    /// The counter every change moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What changed after `generation` (see `journal.rs`).
+    pub fn changes_since(&self, generation: u64) -> crate::journal::Changes {
+        self.journal.since(generation)
     }
 
     /// Record a change of the tree's layout (entries added or removed,

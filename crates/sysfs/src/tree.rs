@@ -6,7 +6,8 @@
 
 use crate::render;
 use crate::store;
-use crate::vfs::{Cancel, EntryKind, Errno, Tree};
+use crate::vfs::{Cancel, Changes, EntryKind, Errno, Scope, Tree};
+use memhp_model::block::BlockState;
 use memhp_model::shared::Shared;
 use memhp_model::System;
 use std::cmp::Ordering;
@@ -570,12 +571,68 @@ impl Tree for SysfsTree {
     fn layout_generation(&self) -> u64 {
         self.shared.layout_generation()
     }
+
+    fn changes_since(&self, generation: u64) -> Changes {
+        self.shared.read(|sys| sys.changes_since(generation))
+    }
+
+    fn scope(&self, path: &str) -> Scope {
+        content_scope(&split(path), |id| {
+            self.shared.read(|sys| {
+                sys.blocks
+                    .get(&id)
+                    .is_some_and(|b| b.state == BlockState::Online)
+            })
+        })
+    }
+}
+
+/// Which changes reach the file at `parts`: a block's own attributes only
+/// change with that block (the model journals every such change with it),
+/// except `valid_zones` of an offline block, which follows the zones
+/// (`online(id)`: whether block `id` is online now).
+fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
+    match parts {
+        ["sys", "devices", "system", "memory", b, attr, ..] => match block_id(b) {
+            Some(id) if *attr != "valid_zones" || online(id) => Scope::Block(id),
+            _ => Scope::Global,
+        },
+        _ => Scope::Global,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::natural_cmp;
+    use super::{content_scope, natural_cmp, split};
+    use crate::vfs::Scope;
     use std::cmp::Ordering;
+
+    #[test]
+    fn block_attributes_are_scoped_to_their_block_but_offline_valid_zones_is_global() {
+        let scope = |path: &str, online: bool| content_scope(&split(path), |_| online);
+        let m = "sys/devices/system/memory";
+        assert_eq!(scope(&format!("{m}/memory7/state"), false), Scope::Block(7));
+        assert_eq!(scope(&format!("{m}/memory7/online"), true), Scope::Block(7));
+        assert_eq!(
+            scope(&format!("{m}/memory7/power/control"), true),
+            Scope::Block(7)
+        );
+        assert_eq!(
+            scope(&format!("{m}/memory7/valid_zones"), true),
+            Scope::Block(7)
+        );
+        assert_eq!(
+            scope(&format!("{m}/memory7/valid_zones"), false),
+            Scope::Global
+        );
+        assert_eq!(scope(&format!("{m}/block_size_bytes"), true), Scope::Global);
+        assert_eq!(scope(&format!("{m}/memory07/state"), true), Scope::Global);
+        assert_eq!(
+            scope("sys/devices/system/node/node0/meminfo", true),
+            Scope::Global
+        );
+        assert_eq!(scope("proc/zoneinfo", true), Scope::Global);
+    }
 
     #[test]
     fn natural_cmp_orders_numbers_by_value() {

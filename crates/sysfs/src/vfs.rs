@@ -12,6 +12,18 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+pub use memhp_model::journal::Changes;
+
+/// Which changes can reach a file's content (see [`Tree::scope`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Any change.
+    Global,
+    /// Only changes [`Changes::Blocks`] names with this block (or
+    /// [`Changes::Everything`]).
+    Block(u64),
+}
+
 /// A positive Linux errno value (`EINVAL` = 22, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
@@ -153,5 +165,20 @@ pub trait Tree: Send + Sync {
     /// correct, but makes every content change pay for that walk.
     fn layout_generation(&self) -> u64 {
         self.generation()
+    }
+
+    /// What changed after [`Tree::generation`] was `generation`. The
+    /// default, [`Changes::Everything`], is always correct.
+    fn changes_since(&self, generation: u64) -> Changes {
+        let _ = generation;
+        Changes::Everything
+    }
+
+    /// Which changes can reach the content of file `path` until the next
+    /// change [`Tree::changes_since`] reports with its block (or as
+    /// everything). The default, [`Scope::Global`], is always correct.
+    fn scope(&self, path: &str) -> Scope {
+        let _ = path;
+        Scope::Global
     }
 }
