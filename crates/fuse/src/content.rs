@@ -105,6 +105,7 @@ impl Records {
         };
         self.unchecked.remove(&ino);
         match old.scope {
+            Scope::Static => {}
             Scope::Global => {
                 self.global.remove(&ino);
             }
@@ -164,6 +165,7 @@ impl PageCache {
         let mut inner = self.lock();
         inner.remove_file(ino);
         match scope {
+            Scope::Static => {}
             Scope::Global => {
                 inner.global.insert(ino);
             }
@@ -405,6 +407,16 @@ mod tests {
             Some(&b"online\n"[..]),
             "block 0's file is known current at the checked generation"
         );
+    }
+
+    #[test]
+    fn static_file_is_compared_only_when_anything_changed() {
+        let cache = PageCache::default();
+        cache.file_served(10, bytes("0\n"), 1, Scope::Static);
+        assert!(cache
+            .stale_files(2, blocks(&[0, 1]), |_| panic!("static: not rendered"))
+            .is_empty());
+        assert_eq!(cache.stale_files(3, everything, |_| vec![None]), vec![10]);
     }
 
     #[test]

@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 /// be answered.
 pub(crate) const GRACE: Duration = Duration::from_millis(1);
 
+/// How long the watcher keeps waking by itself after the last write (so
+/// that a stream of writes never has to wake it).
+pub(crate) const LINGER: Duration = Duration::from_millis(100);
+
 /// How often blocked writers' signal masks are read.
 pub(crate) const POLL: Duration = Duration::from_millis(1);
 
@@ -44,6 +48,9 @@ struct Inflight {
 #[derive(Default)]
 struct State {
     writes: HashMap<u64, Inflight>,
+    /// The watcher waits for a write without a deadline: a new write must
+    /// wake it.
+    watcher_idle: bool,
     stop: bool,
 }
 
@@ -121,6 +128,7 @@ impl InflightWrites {
             cancel.cancel();
             return cancel;
         }
+        let wake = state.watcher_idle;
         state.writes.insert(
             unique,
             Inflight {
@@ -130,7 +138,10 @@ impl InflightWrites {
             },
         );
         drop(state);
-        self.cv.notify_all();
+        // Otherwise the watcher wakes by itself soon enough (see `watch`).
+        if wake {
+            self.cv.notify_all();
+        }
         cancel
     }
 
@@ -192,22 +203,63 @@ impl InflightWrites {
         cancelled
     }
 
-    /// The watcher loop: sleeps while no write is in flight, polls while
-    /// some are. Returns after [`InflightWrites::stop`].
+    /// The watcher loop: sleeps until some write has been in flight for
+    /// [`GRACE`], then polls every [`POLL`] while one has. Without writes
+    /// it keeps looking every [`GRACE`] for [`LINGER`], then waits without
+    /// a deadline, and only then must a new write wake it: a stream of
+    /// short writes costs no wake-up each, and a blocked write is still
+    /// seen within [`GRACE`] + [`POLL`]. Returns after
+    /// [`InflightWrites::stop`].
     pub(crate) fn watch(&self) {
+        let mut state = self.lock();
+        let mut quiet_since: Option<Instant> = None;
         loop {
-            {
-                let state = self.lock();
-                let state = self
-                    .cv
-                    .wait_while(state, |s| !s.stop && s.writes.is_empty())
-                    .unwrap_or_else(|e| e.into_inner());
-                if state.stop {
-                    return;
-                }
+            if state.stop {
+                return;
             }
-            std::thread::sleep(POLL);
-            self.check_once();
+            let now = Instant::now();
+            let oldest = state
+                .writes
+                .values()
+                .filter(|w| w.tid != 0 && !w.cancel.is_cancelled())
+                .map(|w| w.since)
+                .min();
+            let wait = match oldest {
+                Some(since) if now >= since + GRACE => {
+                    quiet_since = None;
+                    drop(state);
+                    self.check_once();
+                    std::thread::sleep(POLL);
+                    state = self.lock();
+                    continue;
+                }
+                Some(since) => {
+                    quiet_since = None;
+                    Some(since + GRACE - now)
+                }
+                // Only unwatchable or cancelled writes: look again later.
+                None if !state.writes.is_empty() => Some(POLL),
+                // Look for new writes every GRACE for a while.
+                None => {
+                    let quiet = *quiet_since.get_or_insert(now);
+                    (now < quiet + LINGER).then_some(GRACE)
+                }
+            };
+            state = match wait {
+                Some(t) => {
+                    self.cv
+                        .wait_timeout(state, t)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => {
+                    state.watcher_idle = true;
+                    let mut s = self.cv.wait(state).unwrap_or_else(|e| e.into_inner());
+                    s.watcher_idle = false;
+                    quiet_since = None;
+                    s
+                }
+            };
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::lockdep;
 use crate::lockproto::{self, Lock, LockSet, Operation, Phase};
 use crate::system::System;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -78,6 +78,9 @@ pub struct Shared {
     cpu_hotplug: RwLock<()>,
     mem_hotplug: RwLock<()>,
     changed: Condvar,
+    /// Offlines waiting on `changed` (changed under the state lock, like
+    /// the waits themselves): publishing wakes them only if there are any.
+    retry_waiters: AtomicUsize,
     generation: AtomicU64,
     layout_generation: AtomicU64,
 }
@@ -165,6 +168,7 @@ impl Shared {
             cpu_hotplug: RwLock::new(()),
             mem_hotplug: RwLock::new(()),
             changed: Condvar::new(),
+            retry_waiters: AtomicUsize::new(0),
             layout_generation: AtomicU64::new(0),
             generation,
         }
@@ -249,7 +253,10 @@ impl Shared {
         self.layout_generation
             .store(sys.layout_generation, Ordering::Release);
         self.generation.store(sys.generation, Ordering::Release);
-        self.changed.notify_all();
+        // Called with the state lock held, as waiters count themselves.
+        if self.retry_waiters.load(Ordering::Acquire) > 0 {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -439,12 +446,14 @@ impl HotplugGuard<'_> {
                     // The state lock is released while waiting; its
                     // lock-order record stays (this thread takes nothing
                     // else meanwhile).
+                    self.shared.retry_waiters.fetch_add(1, Ordering::AcqRel);
                     let (guard, _) = self
                         .shared
                         .changed
                         .wait_timeout(sys.guard, RETRY_POLL)
                         .unwrap_or_else(|e| e.into_inner());
                     sys.guard = guard;
+                    self.shared.retry_waiters.fetch_sub(1, Ordering::AcqRel);
                     progress = sys.offline_retry();
                 }
             }

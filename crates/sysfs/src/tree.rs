@@ -213,16 +213,9 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         }
         ["sys", "devices", "system", "node", n] => {
             let node = sys.node(node_id(n)?).filter(|n| n.online)?;
-            add("compact", file(0o200));
-            for c in &node.cpus {
-                add(&format!("cpu{c}"), link(format!("../../cpu/cpu{c}")));
+            for (name, kind) in node_dir_entries(node) {
+                add(&name, kind);
             }
-            for f in [
-                "cpulist", "cpumap", "distance", "meminfo", "numastat", "vmstat",
-            ] {
-                add(f, file(0o444));
-            }
-            add("hugepages", DIR);
             for (id, b) in &sys.blocks {
                 if b.link_nodes.contains(&node.id) {
                     add(
@@ -231,9 +224,6 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                     );
                 }
             }
-            add("power", DIR);
-            add("subsystem", link("../../../../bus/node"));
-            add("uevent", file(0o644));
         }
         ["sys", "devices", "system", "node", n, "power"] => {
             sys.node(node_id(n)?).filter(|n| n.online)?;
@@ -354,6 +344,24 @@ fn memory_dir_entries(sys: &System) -> Vec<(&'static str, EntryKind)> {
     v
 }
 
+/// The entries of an online node's directory besides its memory links.
+fn node_dir_entries(node: &memhp_model::system::Node) -> Vec<(String, EntryKind)> {
+    let mut v = vec![("compact".to_string(), file(0o200))];
+    for c in &node.cpus {
+        v.push((format!("cpu{c}"), link(format!("../../cpu/cpu{c}"))));
+    }
+    for f in [
+        "cpulist", "cpumap", "distance", "meminfo", "numastat", "vmstat",
+    ] {
+        v.push((f.to_string(), file(0o444)));
+    }
+    v.push(("hugepages".to_string(), DIR));
+    v.push(("power".to_string(), DIR));
+    v.push(("subsystem".to_string(), link("../../../../bus/node")));
+    v.push(("uevent".to_string(), file(0o644)));
+    v
+}
+
 fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
     // Fast paths for the hot spots (block directories and their files, the
     // memory directory's own files), so that a lookup costs O(log blocks),
@@ -373,6 +381,16 @@ fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
             if let Some((_, m)) = BLOCK_FILES.iter().find(|(n, _)| n == f) {
                 return Some(file(*m));
             }
+        }
+        // A node's own entries, without listing its memory links.
+        ["sys", "devices", "system", "node", n, f]
+            if node_id(n).is_some() && !f.starts_with("memory") =>
+        {
+            let node = sys.node(node_id(n)?).filter(|n| n.online)?;
+            return node_dir_entries(node)
+                .into_iter()
+                .find(|(name, _)| name == f)
+                .map(|(_, k)| k);
         }
         // A node's memoryN links (as listed by `list`).
         ["sys", "devices", "system", "node", n, b] if b.starts_with("memory") => {
@@ -593,6 +611,14 @@ impl Tree for SysfsTree {
 /// (`online(id)`: whether block `id` is online now).
 fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
     match parts {
+        // Fixed by the build and the boot (power/* and uevent by sysfs
+        // itself); they only go away with their directory.
+        [.., "power", _]
+        | [.., "uevent"]
+        | ["sys", "devices", "system", "memory", "block_size_bytes"]
+        | ["sys", "devices", "system", "memory", _, "phys_index" | "phys_device" | "removable"] => {
+            Scope::Static
+        }
         ["sys", "devices", "system", "memory", b, attr, ..] => match block_id(b) {
             Some(id) if *attr != "valid_zones" || online(id) => Scope::Block(id),
             _ => Scope::Global,
@@ -615,7 +641,16 @@ mod tests {
         assert_eq!(scope(&format!("{m}/memory7/online"), true), Scope::Block(7));
         assert_eq!(
             scope(&format!("{m}/memory7/power/control"), true),
-            Scope::Block(7)
+            Scope::Static
+        );
+        assert_eq!(
+            scope(&format!("{m}/memory7/phys_index"), true),
+            Scope::Static
+        );
+        assert_eq!(scope(&format!("{m}/block_size_bytes"), true), Scope::Static);
+        assert_eq!(
+            scope("sys/devices/system/node/node0/uevent", true),
+            Scope::Static
         );
         assert_eq!(
             scope(&format!("{m}/memory7/valid_zones"), true),
@@ -625,7 +660,10 @@ mod tests {
             scope(&format!("{m}/memory7/valid_zones"), false),
             Scope::Global
         );
-        assert_eq!(scope(&format!("{m}/block_size_bytes"), true), Scope::Global);
+        assert_eq!(
+            scope(&format!("{m}/auto_online_blocks"), true),
+            Scope::Global
+        );
         assert_eq!(scope(&format!("{m}/memory07/state"), true), Scope::Global);
         assert_eq!(
             scope("sys/devices/system/node/node0/meminfo", true),

@@ -17,6 +17,9 @@ pub use memhp_model::journal::Changes;
 /// Which changes can reach a file's content (see [`Tree::scope`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
+    /// Only [`Changes::Everything`] (the content is fixed for as long as
+    /// the file exists).
+    Static,
     /// Any change.
     Global,
     /// Only changes [`Changes::Blocks`] names with this block (or

@@ -1,6 +1,7 @@
 //! The change journal never hides a change: after any sequence of writes,
-//! every file whose scope is a block the journal does not name renders
-//! exactly as before (transports skip re-rendering those files).
+//! every file whose scope is a block the journal does not name, or that is
+//! static, renders exactly as before unless the journal says anything
+//! changed (transports skip re-rendering those files).
 
 use memhp_drivers::host::{Host, HostCommand};
 use memhp_model::machine::QemuPc;
@@ -22,12 +23,11 @@ const WRITES: [(&str, &str); 6] = [
 ];
 
 fn machine(version: KernelVersion) -> (Host, SysfsTree) {
-    let host = Host::boot(
-        &QemuPc::default()
-            .machine("memhp_default_state=offline", version)
-            .unwrap(),
-    )
-    .unwrap();
+    machine_with(version, "memhp_default_state=offline")
+}
+
+fn machine_with(version: KernelVersion, cmdline: &str) -> (Host, SysfsTree) {
+    let host = Host::boot(&QemuPc::default().machine(cmdline, version).unwrap()).unwrap();
     host.execute(&HostCommand::Hotadd {
         id: "d0".into(),
         size: 1 << 30,
@@ -84,8 +84,13 @@ fn check_sequence(version: KernelVersion, ops: &[(usize, usize)]) -> Result<(), 
             continue;
         };
         for (path, (scope, content)) in &before {
-            if let Scope::Block(id) = scope {
-                if !changed.contains(id) {
+            let reached = match scope {
+                Scope::Static => false,
+                Scope::Global => true,
+                Scope::Block(id) => changed.contains(id),
+            };
+            {
+                if !reached {
                     let now = after.get(path).map(|(_, c)| c);
                     prop_assert_eq!(
                         now,
@@ -105,7 +110,16 @@ fn check_sequence(version: KernelVersion, ops: &[(usize, usize)]) -> Result<(), 
 
 #[test]
 fn online_and_offline_of_one_block_are_journaled_with_that_block_only() {
-    let (_host, tree) = machine(KernelVersion::V6_1);
+    for cmdline in [
+        "memhp_default_state=offline",
+        "memhp_default_state=offline memory_hotplug.memmap_on_memory=1",
+    ] {
+        online_and_offline_journaled_with_the_block(cmdline);
+    }
+}
+
+fn online_and_offline_journaled_with_the_block(cmdline: &str) {
+    let (_host, tree) = machine_with(KernelVersion::V6_1, cmdline);
     let g = tree.generation();
     tree.write(
         &format!("{MEMORY}/memory33/state"),
