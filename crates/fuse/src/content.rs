@@ -159,6 +159,15 @@ impl PageCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Nothing was served before `generation` (the mount): the first check
+    /// only needs the changes after it.
+    pub(crate) fn start_at(&self, generation: u64) {
+        let mut inner = self.lock();
+        if inner.files.is_empty() {
+            inner.checked = generation;
+        }
+    }
+
     /// Remember that the kernel may now cache `content` for file `ino`,
     /// rendered at `generation` and reached by the changes of `scope`.
     pub(crate) fn file_served(&self, ino: u64, content: Arc<[u8]>, generation: u64, scope: Scope) {

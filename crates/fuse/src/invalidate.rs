@@ -88,8 +88,10 @@ impl Invalidator {
     /// request, so the kernel starts in line with the tree as it is now.
     pub(crate) fn attach(&self, context: ScanContext) {
         let mut state = self.lock();
+        let generation = context.tree.generation();
         state.synced_layout = Some(context.tree.layout_generation());
-        state.synced_generation = Some(context.tree.generation());
+        state.synced_generation = Some(generation);
+        context.page_cache.start_at(generation);
         drop(state);
         *self.context.lock().unwrap_or_else(|e| e.into_inner()) = Some(context);
     }

@@ -160,6 +160,7 @@ impl Shared {
     pub fn new(mut sys: System) -> Self {
         sys.journal = crate::journal::ChangeJournal::starting_at(sys.generation);
         let generation = AtomicU64::new(sys.generation);
+        let layout_generation = AtomicU64::new(sys.layout_generation);
         Shared {
             retry_timeout: Mutex::new(None),
             state: Mutex::new(sys),
@@ -169,7 +170,7 @@ impl Shared {
             mem_hotplug: RwLock::new(()),
             changed: Condvar::new(),
             retry_waiters: AtomicUsize::new(0),
-            layout_generation: AtomicU64::new(0),
+            layout_generation,
             generation,
         }
     }
@@ -469,6 +470,21 @@ mod tests {
     use crate::workload::{PageKind, Placement};
     use crate::KernelVersion;
     use std::sync::{Arc, OnceLock, Weak};
+
+    #[test]
+    fn counters_start_at_the_systems_own_not_at_zero() {
+        let mut sys =
+            System::boot(&QemuPc::default().machine("", KernelVersion::V6_1).unwrap()).unwrap();
+        sys.layout_touch();
+        let (generation, layout) = (sys.generation(), sys.layout_generation);
+        let shared = Shared::new(sys);
+        assert_eq!(shared.generation(), generation);
+        assert_eq!(
+            shared.layout_generation(),
+            layout,
+            "a transport attached now must not see a layout change at the first publish"
+        );
+    }
 
     fn shared_with_pin() -> Shared {
         let mut sys =

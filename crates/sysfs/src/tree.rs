@@ -258,10 +258,7 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         ["sys", "bus", "memory" | "node", "drivers"] => {}
         ["sys", "bus", "memory", "devices"] => {
             for id in sys.blocks.keys() {
-                add(
-                    &format!("memory{id}"),
-                    link(format!("../../../devices/system/memory/memory{id}")),
-                );
+                add(&format!("memory{id}"), memory_bus_link(*id));
             }
         }
         ["sys", "bus", "node", "devices"] => {
@@ -324,6 +321,11 @@ pub const BLOCK_FILES: [(&str, u16); 7] = [
 
 /// The entries of the memory directory besides its blocks (what the build
 /// and the version provide).
+/// `/sys/bus/memory/devices/memoryN`.
+fn memory_bus_link(id: u64) -> EntryKind {
+    link(format!("../../../devices/system/memory/memory{id}"))
+}
+
 fn memory_dir_entries(sys: &System) -> Vec<(&'static str, EntryKind)> {
     let mut v = vec![
         ("auto_online_blocks", file(0o644)),
@@ -364,8 +366,8 @@ fn node_dir_entries(node: &memhp_model::system::Node) -> Vec<(String, EntryKind)
 
 fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
     // Fast paths for the hot spots (block directories and their files, the
-    // memory directory's own files), so that a lookup costs O(log blocks),
-    // not a directory listing.
+    // memory directory's own files, the links to blocks), so that a lookup
+    // costs O(log blocks), not a directory listing.
     match parts {
         ["sys", "devices", "system", "memory", f] if !f.starts_with("memory") => {
             return memory_dir_entries(sys)
@@ -381,6 +383,11 @@ fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
             if let Some((_, m)) = BLOCK_FILES.iter().find(|(n, _)| n == f) {
                 return Some(file(*m));
             }
+        }
+        // The memory bus's device links (as listed by `list`).
+        ["sys", "bus", "memory", "devices", b] => {
+            let id = block_id(b)?;
+            return sys.blocks.contains_key(&id).then(|| memory_bus_link(id));
         }
         // A node's own entries, without listing its memory links.
         ["sys", "devices", "system", "node", n, f]
