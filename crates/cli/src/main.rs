@@ -14,10 +14,6 @@ mod ohelper;
 mod runner;
 mod show;
 
-/// See the workspace manifest: glibc's malloc was a third of a FUSE write's cost.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use machine_args::MachineArgs;

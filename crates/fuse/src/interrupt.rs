@@ -32,10 +32,6 @@ use std::time::{Duration, Instant};
 /// be answered.
 pub(crate) const GRACE: Duration = Duration::from_millis(1);
 
-/// How long the watcher keeps waking by itself after the last write (so
-/// that a stream of writes never has to wake it).
-pub(crate) const LINGER: Duration = Duration::from_millis(100);
-
 /// How often blocked writers' signal masks are read.
 pub(crate) const POLL: Duration = Duration::from_millis(1);
 
@@ -138,7 +134,8 @@ impl InflightWrites {
             },
         );
         drop(state);
-        // Otherwise the watcher wakes by itself soon enough (see `watch`).
+        // Otherwise the watcher wakes by itself at the oldest write's
+        // deadline (see `watch`).
         if wake {
             self.cv.notify_all();
         }
@@ -203,16 +200,12 @@ impl InflightWrites {
         cancelled
     }
 
-    /// The watcher loop: sleeps until some write has been in flight for
-    /// [`GRACE`], then polls every [`POLL`] while one has. Without writes
-    /// it keeps looking every [`GRACE`] for [`LINGER`], then waits without
-    /// a deadline, and only then must a new write wake it: a stream of
-    /// short writes costs no wake-up each, and a blocked write is still
-    /// seen within [`GRACE`] + [`POLL`]. Returns after
-    /// [`InflightWrites::stop`].
+    /// The watcher loop: waits without a deadline while no write is in
+    /// flight (a new write wakes it), sleeps until the oldest write has
+    /// been in flight for [`GRACE`] otherwise, then polls every [`POLL`]
+    /// while one has. Returns after [`InflightWrites::stop`].
     pub(crate) fn watch(&self) {
         let mut state = self.lock();
-        let mut quiet_since: Option<Instant> = None;
         loop {
             if state.stop {
                 return;
@@ -226,24 +219,16 @@ impl InflightWrites {
                 .min();
             let wait = match oldest {
                 Some(since) if now >= since + GRACE => {
-                    quiet_since = None;
                     drop(state);
                     self.check_once();
                     std::thread::sleep(POLL);
                     state = self.lock();
                     continue;
                 }
-                Some(since) => {
-                    quiet_since = None;
-                    Some(since + GRACE - now)
-                }
+                Some(since) => Some(since + GRACE - now),
                 // Only unwatchable or cancelled writes: look again later.
                 None if !state.writes.is_empty() => Some(POLL),
-                // Look for new writes every GRACE for a while.
-                None => {
-                    let quiet = *quiet_since.get_or_insert(now);
-                    (now < quiet + LINGER).then_some(GRACE)
-                }
+                None => None,
             };
             state = match wait {
                 Some(t) => {
@@ -256,7 +241,6 @@ impl InflightWrites {
                     state.watcher_idle = true;
                     let mut s = self.cv.wait(state).unwrap_or_else(|e| e.into_inner());
                     s.watcher_idle = false;
-                    quiet_since = None;
                     s
                 }
             };
