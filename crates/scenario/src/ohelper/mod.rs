@@ -46,7 +46,7 @@ pub use text::{atoi, escaped, push_escaped, strverscmp, unescape};
 pub use write::set_wide_errno_resolver;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -135,12 +135,65 @@ fn path_of(bytes: &[u8]) -> &Path {
 
 /// Reads a whole file (up to `cap` bytes); the error is (stage, errno).
 fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
+    if let Some(content) = reopened::read(path, cap) {
+        return Ok(content);
+    }
+    let f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
+    let content = read_from_start(&f, cap)?;
+    reopened::keep(path, f);
+    Ok(content)
+}
+
+/// Descriptors of sysfs attributes the helper has opened and read, kept
+/// open: a read at offset 0 of an open attribute renders it anew (kernfs
+/// and seq_file; memhp's FUSE view does the same), so reading one again
+/// needs neither an open nor a close, which over FUSE are two round trips.
+/// The first access of every path is a real open (so `open:EACCES` and
+/// `open:ENOENT` are seen), and any failure of a kept descriptor falls back
+/// to a real open. Only `/sys/` paths: a name there always names the same
+/// kind of object, whereas a regular file may be replaced by another.
+mod reopened {
+    use std::collections::HashMap;
+    use std::fs::File;
+
+    /// Bound on kept descriptors (well below the usual 1024 limit).
+    const MAX_KEPT: usize = 512;
+
+    thread_local! {
+        pub(super) static KEPT: std::cell::RefCell<HashMap<Vec<u8>, File>> = std::cell::RefCell::new(HashMap::new());
+    }
+
+    /// The content of `path` read again through its kept descriptor.
+    pub(super) fn read(path: &[u8], cap: usize) -> Option<Vec<u8>> {
+        let f = KEPT.with(|k| k.borrow_mut().remove(path))?;
+        let content = super::read_from_start(&f, cap).ok()?;
+        keep(path, f);
+        Some(content)
+    }
+
+    /// Keep `f`, just read from `path`, for the next read.
+    pub(super) fn keep(path: &[u8], f: File) {
+        if !path.starts_with(b"/sys/") {
+            return;
+        }
+        KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= MAX_KEPT {
+                k.clear();
+            }
+            k.insert(path.to_vec(), f);
+        });
+    }
+}
+
+/// Reads `f` from offset 0 (up to `cap` bytes); the error is (stage, errno).
+fn read_from_start(f: &File, cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
+    use std::os::unix::fs::FileExt;
     thread_local! {
         /// One read buffer per thread: a fresh zeroed megabyte per file
         /// read was most of the resident helper's time.
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let mut f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
     BUF.with(|b| {
         let mut buf = b.borrow_mut();
         if buf.len() < cap {
@@ -148,7 +201,7 @@ fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
         }
         let mut n = 0;
         while n < cap {
-            match f.read(&mut buf[n..cap]) {
+            match f.read_at(&mut buf[n..cap], n as u64) {
                 Ok(0) => break,
                 // A short read is the end: sysfs and procfs (seq_file) fill
                 // the buffer until their end, and so does a FUSE direct
@@ -323,4 +376,48 @@ pub fn blocks(base: &Path, out: &mut dyn Write) -> i32 {
         emit(out, &line);
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(path: &[u8]) -> bool {
+        reopened::KEPT.with(|k| k.borrow().contains_key(path))
+    }
+
+    #[test]
+    fn sysfs_attribute_is_read_again_through_its_kept_descriptor() {
+        let path = b"/sys/devices/system/cpu/online";
+        if !std::path::Path::new("/sys/devices/system/cpu/online").exists() {
+            return;
+        }
+        let first = slurp(path, RBUF).unwrap();
+        assert!(kept(path), "kept after the first real open");
+        assert_eq!(slurp(path, RBUF).unwrap(), first);
+    }
+
+    #[test]
+    fn regular_files_are_always_opened_anew() {
+        let dir = std::env::temp_dir().join(format!("memhp-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, b"one").unwrap();
+        let path = file.as_os_str().as_bytes();
+        assert_eq!(slurp(path, RBUF).unwrap(), b"one");
+        assert!(!kept(path));
+        // Replaced by another file: a kept descriptor would read the old one.
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, b"two").unwrap();
+        assert_eq!(slurp(path, RBUF).unwrap(), b"two");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_reports_the_open_errno() {
+        assert_eq!(
+            slurp(b"/sys/memhp-no-such-file", RBUF),
+            Err(("open", libc::ENOENT))
+        );
+    }
 }
