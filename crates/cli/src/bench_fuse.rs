@@ -75,12 +75,15 @@ impl Drop for Scratch {
     }
 }
 
-/// A machine of `blocks` memory blocks in total.
+/// A machine of `blocks` memory blocks in total (at least its boot blocks
+/// and one hot-added block).
 fn machine(blocks: u64) -> Result<Arc<SysfsTree>> {
     let tib = (blocks * (128 << 20)).div_ceil(1 << 40);
     let (mut sys, base) = big_machine(tib)?;
     let boot = sys.blocks.len() as u64;
-    add_blocks(&mut sys, base, blocks.saturating_sub(boot))?;
+    // At least one hot-added block: the write cycles offline the last one
+    // (a boot block may not be offlinable).
+    add_blocks(&mut sys, base, blocks.saturating_sub(boot).max(1))?;
     Ok(Arc::new(SysfsTree::new(Arc::new(Shared::new(sys)))))
 }
 
