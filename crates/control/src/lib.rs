@@ -269,6 +269,9 @@ impl ControlServer {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let listener = UnixListener::bind(path).map_err(io)?;
+        // Non-blocking, and waited on with poll(2): a client is accepted as
+        // soon as it connects, and the stop flag is seen within
+        // ACCEPT_STOP_CHECK.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         listener.set_nonblocking(true).map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -282,7 +285,7 @@ impl ControlServer {
                         std::thread::spawn(move || serve_client(h, b, stream));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
+                        wait_readable(&listener, ACCEPT_STOP_CHECK)
                     }
                     Err(e) => {
                         tracing::warn!("control socket accept: {e}");
@@ -390,5 +393,26 @@ impl ControlClient {
         let r = self.read_value();
         self.reader.get_ref().set_read_timeout(None)?;
         r
+    }
+}
+
+/// How often the accept loop looks at its stop flag while no client comes.
+const ACCEPT_STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Wait until `listener` has a connection to accept, or `timeout`.
+fn wait_readable(listener: &UnixListener, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call, and
+    // the descriptor stays open (`listener` is borrowed).
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if r < 0 {
+        // EINTR or a transient failure: do not spin.
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
