@@ -81,10 +81,9 @@ struct ServedDir {
 #[derive(Default)]
 pub(crate) struct Records {
     files: HashMap<u64, ServedFile>,
-    /// The files of [`Scope::Block`], by block.
-    by_block: HashMap<u64, HashSet<u64>>,
-    /// The files of [`Scope::Global`].
-    global: HashSet<u64>,
+    /// The files of each scope (static files are not indexed: only
+    /// [`Changes::Everything`] reaches them, and that reaches every file).
+    by_scope: HashMap<Scope, HashSet<u64>>,
     /// Every recorded file not in `unchecked` is known to be current at
     /// this generation (or its own, if later): the last check's.
     checked: u64,
@@ -104,18 +103,10 @@ impl Records {
             return;
         };
         self.unchecked.remove(&ino);
-        match old.scope {
-            Scope::Static => {}
-            Scope::Global => {
-                self.global.remove(&ino);
-            }
-            Scope::Block(b) => {
-                if let Some(set) = self.by_block.get_mut(&b) {
-                    set.remove(&ino);
-                    if set.is_empty() {
-                        self.by_block.remove(&b);
-                    }
-                }
+        if let Some(set) = self.by_scope.get_mut(&old.scope) {
+            set.remove(&ino);
+            if set.is_empty() {
+                self.by_scope.remove(&old.scope);
             }
         }
     }
@@ -126,9 +117,11 @@ impl Records {
         let mut out: Vec<u64> = match changes {
             Changes::Everything => self.files.keys().copied().collect(),
             Changes::Blocks(blocks) => {
-                let mut v: Vec<u64> = self.global.iter().copied().collect();
-                for b in blocks {
-                    if let Some(set) = self.by_block.get(b) {
+                let mut v: Vec<u64> = Vec::new();
+                for scope in
+                    std::iter::once(Scope::Global).chain(blocks.iter().map(|&b| Scope::Block(b)))
+                {
+                    if let Some(set) = self.by_scope.get(&scope) {
                         v.extend(set.iter().copied());
                     }
                 }
@@ -173,14 +166,8 @@ impl PageCache {
     pub(crate) fn file_served(&self, ino: u64, content: Arc<[u8]>, generation: u64, scope: Scope) {
         let mut inner = self.lock();
         inner.remove_file(ino);
-        match scope {
-            Scope::Static => {}
-            Scope::Global => {
-                inner.global.insert(ino);
-            }
-            Scope::Block(b) => {
-                inner.by_block.entry(b).or_default().insert(ino);
-            }
+        if scope != Scope::Static {
+            inner.by_scope.entry(scope).or_default().insert(ino);
         }
         if generation < inner.checked {
             inner.unchecked.insert(ino);

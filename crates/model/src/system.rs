@@ -268,26 +268,26 @@ impl System {
 
     /// Record a change visible to user space that may reach anything.
     pub fn touch(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
-        self.journal
-            .record(self.generation, crate::journal::ChangeScope::Everything);
+        self.record_change(crate::journal::ChangeScope::Everything);
     }
 
     /// Record a change of block `id`'s own attributes (`state`, `online`,
     /// its zone) and of global state (counters, spans, other blocks'
     /// `valid_zones` while offline), but of no other block's own attributes.
     pub(crate) fn touch_block(&mut self, id: u64) {
-        self.generation = self.generation.wrapping_add(1);
-        self.journal
-            .record(self.generation, crate::journal::ChangeScope::Block(id));
+        self.record_change(crate::journal::ChangeScope::Block(id));
     }
 
     /// Record a change of global state only (counters, the huge page
     /// pool), none of any block's own attributes.
     pub(crate) fn touch_global(&mut self) {
+        self.record_change(crate::journal::ChangeScope::Global);
+    }
+
+    /// Move the generation and journal what the change reached.
+    fn record_change(&mut self, scope: crate::journal::ChangeScope) {
         self.generation = self.generation.wrapping_add(1);
-        self.journal
-            .record(self.generation, crate::journal::ChangeScope::Global);
+        self.journal.record(self.generation, scope);
     }
 
     /// The counter every change moves.
