@@ -223,9 +223,9 @@ fn query(host: &Host) -> Value {
             .map(|b| {
                 json!({"id": b.id, "state": b.state.as_str(), "online": !b.dev_offline, "zone": b.zone.map(|z| z.name()),
                        "node": b.nid, "early": b.early, "group": b.group, "pages": {
-                           "present": b.pages.present, "reserved": b.pages.reserved, "unmovable": b.pages.unmovable,
-                           "movable": b.pages.movable, "pinned": b.pages.pinned, "hwpoison": b.pages.hwpoison,
-                           "driver_offline": b.pages.driver_offline, "vmemmap": b.nr_vmemmap_pages}})
+                           "present": b.pages.present(), "reserved": b.pages.reserved(), "unmovable": b.pages.unmovable(),
+                           "movable": b.pages.movable(), "pinned": b.pages.pinned(), "hwpoison": b.pages.hwpoison(),
+                           "driver_offline": b.pages.driver_offline(), "vmemmap": b.nr_vmemmap_pages}})
             })
             .collect();
         let nodes: Vec<Value> = s

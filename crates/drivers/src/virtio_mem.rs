@@ -594,7 +594,10 @@ fn bbm_offline_remove_and_unplug_bb(
                 .filter(|b| b.state != BlockState::Offline)
                 .any(|b| {
                     let p = &b.pages;
-                    p.unmovable > 0 || p.pinned > 0 || p.reserved > 0 || p.migrate_failure.is_some()
+                    p.unmovable() > 0
+                        || p.pinned() > 0
+                        || p.reserved() > 0
+                        || p.migrate_failure.is_some()
                 })
         });
         if busy {

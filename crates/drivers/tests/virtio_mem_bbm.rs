@@ -235,7 +235,7 @@ fn kernel_busy(cmdline: &str) -> (Host, u64) {
         s.alloc_pages(Placement::Block(44), PageKind::Unmovable, 10)
             .unwrap()
     });
-    assert_eq!(h.shared.read(|s| s.blocks[&39].pages.unmovable), 4096);
+    assert_eq!(h.shared.read(|s| s.blocks[&39].pages.unmovable()), 4096);
     let seen = h.shared.read(|s| s.events.seqnum);
     (h, seen)
 }

@@ -1,7 +1,7 @@
 //! Memory block devices (spec 01 §3.3, §6): states, online types and the
 //! per-block fields of `struct memory_block`.
 
-use crate::pages::PageUsage;
+use crate::pages::{PageMap, PageState};
 use crate::zone::ZoneType;
 use serde::{Deserialize, Serialize};
 
@@ -98,15 +98,18 @@ pub struct MemoryBlock {
     /// `firmware_node` link target, for blocks bound to an ACPI device.
     pub firmware_node: Option<String>,
     /// What the pages of this block hold (the page model).
-    pub pages: PageUsage,
+    pub pages: PageMap,
     /// Text kept from a sysfs dump this block was seeded from.
     #[serde(default)]
     pub dumped: Option<DumpedAttrs>,
 }
 
 impl MemoryBlock {
-    /// A hot-added block: offline, `dev.offline` set, not yet under a node.
-    pub fn new_hotplugged(id: u64, group: Option<GroupId>, nr_vmemmap_pages: u64) -> Self {
+    /// A hot-added block of `nr` pages: offline, `dev.offline` set, not
+    /// yet under a node; its first `nr_vmemmap_pages` hold its own memmap.
+    pub fn new_hotplugged(id: u64, group: Option<GroupId>, nr: u64, nr_vmemmap_pages: u64) -> Self {
+        let mut pages = PageMap::new(nr);
+        pages.assign(0, nr_vmemmap_pages, Some(PageState::Vmemmap));
         MemoryBlock {
             id,
             state: BlockState::Offline,
@@ -119,7 +122,7 @@ impl MemoryBlock {
             group,
             dev_offline: true,
             firmware_node: None,
-            pages: PageUsage::default(),
+            pages,
             dumped: None,
         }
     }

@@ -7,7 +7,7 @@ use crate::block::{BlockState, MemoryBlock, OnlineType};
 use crate::cmdline::{CoreSpec, KernelCmdline, MemmapOnMemory, OnlinePolicy};
 use crate::iomem::Iomem;
 use crate::machine::{E820Kind, MachineError, MachineSpec};
-use crate::pages::PageUsage;
+use crate::pages::{PageMap, PageState};
 use crate::system::{Node, Params, System};
 use crate::units::{PAGES_PER_SECTION, PAGE_SHIFT};
 use crate::zone::{ZoneType, MAX_NR_ZONES};
@@ -533,12 +533,20 @@ impl System {
             } else {
                 None
             };
-            let present: u64 = memblock.iter().map(|&r| overlap(r, range)).sum();
-            let res: u64 = reserved.iter().map(|&r| overlap(r, range)).sum();
-            let first_res = reserved
-                .iter()
-                .find(|&&r| overlap(r, range) > 0)
-                .map(|r| r.0.max(range.0));
+            // Reserved ranges, then holes (pfns without memblock memory).
+            let mut pages = PageMap::new(pages_per_block);
+            let clip = |r: Range| (r.0.max(range.0) - range.0, r.1.min(range.1) - range.0);
+            for &r in reserved.iter().filter(|&&r| overlap(r, range) > 0) {
+                let (a, b) = clip(r);
+                pages.assign(a, b, Some(PageState::Reserved));
+            }
+            let mut at = range.0;
+            for &r in memblock.iter().filter(|&&r| overlap(r, range) > 0) {
+                let (a, _) = clip(r);
+                pages.assign(at - range.0, a, Some(PageState::Hole));
+                at = r.1.min(range.1);
+            }
+            pages.assign(at - range.0, pages_per_block, Some(PageState::Hole));
             blocks.insert(
                 id,
                 MemoryBlock {
@@ -554,12 +562,7 @@ impl System {
                     dev_offline: false,
                     firmware_node: None,
                     dumped: None,
-                    pages: PageUsage {
-                        present,
-                        reserved: res,
-                        first_unmovable_pfn: first_res,
-                        ..PageUsage::default()
-                    },
+                    pages,
                 },
             );
         }

@@ -8,7 +8,7 @@ use crate::block::{BlockState, MemoryBlock, OnlineType};
 use crate::cmdline::{KernelCmdline, MemmapOnMemory, OnlinePolicy};
 use crate::iomem::Iomem;
 use crate::machine::BuildConfig;
-use crate::pages::PageUsage;
+use crate::pages::PageMap;
 use crate::system::{Node, Params, System};
 use crate::zone::ZoneType;
 use crate::KernelVersion;
@@ -135,10 +135,7 @@ impl System {
                     group: None,
                     dev_offline: state == BlockState::Offline,
                     firmware_node: None,
-                    pages: PageUsage {
-                        present: ppb,
-                        ..PageUsage::default()
-                    },
+                    pages: PageMap::new(ppb),
                     dumped: Some(crate::block::DumpedAttrs {
                         removable: db.removable.clone(),
                         valid_zones: db.valid_zones.clone(),

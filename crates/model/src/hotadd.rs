@@ -7,6 +7,7 @@ use crate::block::{BlockState, GroupId, MemoryBlock, OnlineType};
 use crate::cmdline::MemmapOnMemory;
 use crate::events::UeventAction;
 use crate::hotplug::HotplugError;
+use crate::pages::{Fit, PageState};
 use crate::system::{GroupKind, MemoryGroup, System};
 use crate::units::{MAX_PHYSMEM_BITS, PAGES_PER_SECTION, PAGE_SHIFT, STRUCT_PAGE_SIZE};
 use crate::zone::ZoneType;
@@ -51,6 +52,16 @@ impl AddRequest {
     }
 }
 
+/// Pages of existing memory that hold the memmap of a hot-added range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemmapCharge {
+    pub block: u64,
+    /// First page (offset in the block).
+    pub lo: u64,
+    /// End page (exclusive).
+    pub hi: u64,
+}
+
 /// A range added by `add_memory*`, remembered for removal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotRange {
@@ -59,7 +70,7 @@ pub struct HotRange {
     pub nid: u32,
     pub resource_name: String,
     /// Pages of existing memory holding this range's memmap, per block.
-    pub memmap_charges: Vec<(u64, u64)>,
+    pub memmap_charges: Vec<MemmapCharge>,
 }
 
 impl System {
@@ -106,54 +117,53 @@ impl System {
     }
 
     /// Charge `pages` of memmap to free memory of online kernel-zone blocks:
-    /// the node's highest populated kernel zone first, highest pfn first,
+    /// the node's highest populated kernel zone first, highest block first,
     /// then other nodes. `None` when there is not enough free memory.
-    fn charge_memmap(&mut self, nid: u32, pages: u64) -> Option<Vec<(u64, u64)>> {
-        let mut order: Vec<(u64, u64)> = Vec::new();
+    /// Returns the page ranges taken, as (block, first page, end page).
+    fn charge_memmap(&mut self, nid: u32, pages: u64) -> Option<Vec<MemmapCharge>> {
+        let mut order: Vec<(u64, (u64, u64), u64)> = Vec::new();
         let mut nids: Vec<u32> = vec![nid];
         nids.extend(self.nodes.keys().copied().filter(|&n| n != nid));
         for n in nids {
-            let mut zones: Vec<ZoneType> = ZoneType::KERNEL.to_vec();
-            zones.reverse();
-            for z in zones {
+            for z in ZoneType::KERNEL.into_iter().rev() {
                 for (&id, b) in self.blocks.iter().rev() {
-                    if b.state == BlockState::Online
-                        && b.nid == Some(n)
-                        && self.page_zone(b, self.block_start_pfn(id)) == Some(z)
-                    {
-                        let free = b.pages.free(b.nr_vmemmap_pages);
-                        if free > 0 && !order.iter().any(|o| o.0 == id) {
-                            order.push((id, free));
-                        }
+                    if b.state != BlockState::Online || b.nid != Some(n) {
+                        continue;
+                    }
+                    let Some(w) = self.zone_window(b, z) else {
+                        continue;
+                    };
+                    let free = b.pages.free_in(w.0, w.1);
+                    if free > 0 && !order.iter().any(|o| o.0 == id) {
+                        order.push((id, w, free));
                     }
                 }
             }
         }
-        if order.iter().map(|o| o.1).sum::<u64>() < pages {
+        if order.iter().map(|o| o.2).sum::<u64>() < pages {
             return None;
         }
         let mut left = pages;
         let mut charges = Vec::new();
-        for (id, free) in order {
-            let take = free.min(left);
-            if take == 0 {
+        for (id, window, _) in order {
+            if left == 0 {
                 break;
             }
-            self.blocks
-                .get_mut(&id)
-                .expect("block exists")
-                .pages
-                .unmovable += take;
-            charges.push((id, take));
-            left -= take;
+            let b = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+            for fit in [Fit::FreePageblocks, Fit::Any] {
+                for (lo, hi) in b.alloc(PageState::Unmovable, left, fit, window) {
+                    charges.push(MemmapCharge { block: id, lo, hi });
+                    left -= hi - lo;
+                }
+            }
         }
         Some(charges)
     }
 
-    fn uncharge(&mut self, charges: &[(u64, u64)]) {
-        for &(id, pages) in charges {
-            if let Some(b) = self.blocks.get_mut(&id) {
-                b.pages.unmovable = b.pages.unmovable.saturating_sub(pages);
+    fn uncharge(&mut self, charges: &[MemmapCharge]) {
+        for c in charges {
+            if let Some(b) = self.blocks.get_mut(&c.block) {
+                b.pages.assign(c.lo, c.hi, None);
             }
         }
     }
@@ -264,9 +274,11 @@ impl System {
         let ppb = self.pages_per_block();
         let ids: Vec<u64> = (first..first + count).collect();
         for &id in &ids {
-            let mut b = MemoryBlock::new_hotplugged(id, req.group, vmemmap);
-            b.pages.present = ppb;
-            b.pages.driver_offline = req.driver_offline_pages.min(ppb);
+            let mut b = MemoryBlock::new_hotplugged(id, req.group, ppb, vmemmap);
+            // virtio-mem plugs sub-blocks from the lowest: the unplugged
+            // ones are at the top.
+            b.pages
+                .claim_highest_free(PageState::DriverOffline, req.driver_offline_pages);
             self.blocks.insert(id, b);
             if let Some(g) = req.group.and_then(|g| self.groups.get_mut(&g)) {
                 g.blocks.push(id);

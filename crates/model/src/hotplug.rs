@@ -6,9 +6,10 @@
 use crate::block::{BlockState, OnlineType};
 use crate::events::{MemAction, MemoryNotify, NodeAction, NodeNotify, UeventAction};
 use crate::notifier::{ChainEvent, NotifierChain};
-use crate::pages::MigrateFailure;
+use crate::pages::{Fit, MigrateFailure, PageState};
 use crate::system::System;
 use crate::units::PAGES_PER_SUBSECTION;
+use crate::workload::AllocRequest;
 use crate::zone::ZoneType;
 use crate::KernelVersion;
 
@@ -177,7 +178,9 @@ impl System {
         let id = self.pfn_to_block_id(pfn);
         match self.blocks.get(&id) {
             Some(b)
-                if b.state != BlockState::Offline && b.nid == Some(nid) && b.pages.present > 0 =>
+                if b.state != BlockState::Offline
+                    && b.nid == Some(nid)
+                    && b.pages.present() > 0 =>
             {
                 self.page_zone(b, pfn) == Some(zone)
             }
@@ -318,7 +321,7 @@ impl System {
         online_type: OnlineType,
     ) -> Result<(), HotplugError> {
         let b = &self.blocks[&id];
-        if self.version == KernelVersion::Mainline && b.pages.hwpoison > 0 {
+        if self.version == KernelVersion::Mainline && b.pages.hwpoison() > 0 {
             return Err(HotplugError::HwPoison);
         }
         let (start, nr) = self.block_range(id);
@@ -354,7 +357,7 @@ impl System {
             return Err(e);
         }
         let b = &self.blocks[&id];
-        let managed = n.saturating_sub(b.pages.driver_offline);
+        let managed = n.saturating_sub(b.pages.driver_offline());
         self.node_mut(nid).zone_mut(zone).managed += managed;
         self.adjust_present(id, zone, n as i64);
         let node = self.node_mut(nid);
@@ -380,8 +383,13 @@ impl System {
         // The running kernel moves its new unmovable allocations to a kernel
         // zone that has just become the node's highest populated one.
         if zone.is_kernel() && !was_populated && kernel_zone_was_top.is_none_or(|t| zone > t) {
-            blk.pages.unmovable += RUNTIME_UNMOVABLE_PAGES;
-            blk.pages.first_unmovable_pfn.get_or_insert(pfn);
+            let window = (0, blk.pages.nr());
+            blk.pages.alloc(
+                PageState::Unmovable,
+                RUNTIME_UNMOVABLE_PAGES,
+                Fit::FreePageblocks,
+                window,
+            );
         }
         Ok(())
     }
@@ -485,19 +493,33 @@ impl System {
             if v > 0 {
                 s.adjust_present(id, zone, v as i64);
             }
-            s.blocks.get_mut(&id).expect("block exists").state = BlockState::Online;
+            let blk = s.blocks.get_mut(&id).expect("block exists");
+            blk.state = BlockState::Online;
+            if blk.pages.is_isolated() {
+                blk.pages.undo_isolation();
+            }
             OfflineProgress::Done(Err(e))
         };
         let b = &self.blocks[&id];
-        if b.pages.present < nr {
+        if b.pages.present() < nr {
             return fail(self, HotplugError::Invalid("memory holes"));
         }
         // Isolation: PageReserved anywhere, unmovable pages in kernel zones.
-        if b.pages.reserved > 0 || (zone != ZoneType::Movable && b.pages.unmovable > 0) {
-            let p = b.pages.first_unmovable_pfn.unwrap_or(pfn);
-            self.dump_unmovable_page(p, nid, zone);
+        let busy = match zone {
+            ZoneType::Movable => b.pages.first(|s| s == PageState::Reserved),
+            _ => b.pages.first_unmovable(),
+        };
+        if let Some(off) = busy {
+            self.dump_unmovable_page(pfn + off, nid, zone);
+            let pages = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+            pages.isolation_failed_at(off);
             return fail(self, HotplugError::Busy("unmovable page"));
         }
+        self.blocks
+            .get_mut(&id)
+            .expect("block exists")
+            .pages
+            .isolate();
         // node_states_check_changes_offline (after isolation): the 6.1
         // status fields; mainline's NODE_REMOVING_LAST_MEMORY condition
         // (nr_pages >= node_present_pages) is the same as the second one.
@@ -532,43 +554,39 @@ impl System {
         self.offline_retry()
     }
 
-    /// One more pass of the migration loop of the offline in flight.
+    /// One more pass of the migration loop of the offline in flight
+    /// (`do_migrate_range` over the block, then the checks that make
+    /// `offline_pages` go round again).
     pub fn offline_retry(&mut self) -> OfflineProgress {
         let Some(inflight) = self.offlining else {
             return OfflineProgress::Done(Err(HotplugError::Invalid("no offline in flight")));
         };
         let id = inflight.id;
-        let b = &self.blocks[&id];
-        let p = b.pages;
-        if p.pinned > 0 {
+        let p = &self.blocks[&id].pages;
+        let failure = p.migrate_failure;
+        let stuck_movable = match failure {
+            Some(_) => p.movable(),
+            None => self.migrate_out(id, inflight.zone),
+        };
+        let p = &self.blocks[&id].pages;
+        if stuck_movable > 0 {
+            return OfflineProgress::Retrying {
+                reason: match failure {
+                    Some(MigrateFailure::NoMemory) => "migration fails with -ENOMEM",
+                    Some(MigrateFailure::Again) => "migration fails with -EAGAIN",
+                    None => "no memory to migrate to (-ENOMEM)",
+                },
+            };
+        }
+        if p.pinned() > 0 {
             return OfflineProgress::Retrying {
                 reason: "pinned pages cannot be migrated",
             };
         }
-        if p.unmovable > 0 {
+        if p.unmovable() > 0 {
             return OfflineProgress::Retrying {
                 reason: "unmovable pages in ZONE_MOVABLE",
             };
-        }
-        if p.movable > 0 {
-            match p.migrate_failure {
-                Some(MigrateFailure::NoMemory) => {
-                    return OfflineProgress::Retrying {
-                        reason: "migration fails with -ENOMEM",
-                    }
-                }
-                Some(MigrateFailure::Again) => {
-                    return OfflineProgress::Retrying {
-                        reason: "migration fails with -EAGAIN",
-                    }
-                }
-                None => {}
-            }
-            if !self.migrate_out(id, p.movable) {
-                return OfflineProgress::Retrying {
-                    reason: "no memory to migrate to (-ENOMEM)",
-                };
-            }
         }
         if !self.hugetlb_migrate_out(id) {
             return OfflineProgress::Retrying {
@@ -603,48 +621,38 @@ impl System {
         if v > 0 {
             self.adjust_present(inflight.id, inflight.zone, v as i64);
         }
-        self.blocks
-            .get_mut(&inflight.id)
-            .expect("block exists")
-            .state = BlockState::Online;
+        let blk = self.blocks.get_mut(&inflight.id).expect("block exists");
+        blk.state = BlockState::Online;
+        blk.pages.undo_isolation();
         self.touch_block(inflight.id);
         OfflineProgress::Done(Err(err))
     }
 
-    /// Move `pages` movable pages of block `id` into free pages of other
-    /// online blocks (nodes other than the source first), highest pfn first.
-    fn migrate_out(&mut self, id: u64, pages: u64) -> bool {
-        let targets: Vec<(u64, u64)> = self
-            .migration_targets(id)
-            .into_iter()
-            .map(|bid| {
-                let b = &self.blocks[&bid];
-                (bid, b.pages.free(b.nr_vmemmap_pages))
-            })
-            .filter(|&(_, f)| f > 0)
-            .collect();
-        if targets.iter().map(|t| t.1).sum::<u64>() < pages {
-            return false;
+    /// Migrate block `id`'s movable pages, lowest first, to pages that
+    /// `alloc_migration_target` gets (`GFP_USER | __GFP_MOVABLE |
+    /// __GFP_RETRY_MAYFAIL`, plus `__GFP_HIGHMEM` from ZONE_MOVABLE): other
+    /// nodes with memory first, the same node only when there is none;
+    /// never below a zone's min watermark. Returns how many pages could not
+    /// be migrated (-ENOMEM).
+    fn migrate_out(&mut self, id: u64, zone: ZoneType) -> u64 {
+        let want = self.blocks[&id].pages.movable();
+        if want == 0 {
+            return 0;
         }
-        let mut left = pages;
-        for (bid, free) in targets {
-            let take = free.min(left);
-            self.blocks
-                .get_mut(&bid)
-                .expect("target exists")
-                .pages
-                .movable += take;
-            left -= take;
-            if left == 0 {
-                break;
-            }
-        }
-        self.blocks
-            .get_mut(&id)
-            .expect("block exists")
-            .pages
-            .movable = 0;
-        true
+        let req = AllocRequest {
+            state: PageState::Movable,
+            nids: self.migration_nodes(id),
+            class: match zone {
+                ZoneType::Movable => ZoneType::Movable,
+                _ => ZoneType::Normal,
+            },
+            watermark: true,
+            exclude: Some(id),
+        };
+        let placed: u64 = self.place_pages(&req, want).iter().map(|t| t.2 - t.1).sum();
+        let pages = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+        pages.reassign(PageState::Movable, None, placed, true);
+        want - placed
     }
 
     /// The tail of `offline_pages` and `memory_block_offline` after a
@@ -655,7 +663,7 @@ impl System {
         let nid = b.nid.unwrap_or(0);
         let v = b.nr_vmemmap_pages;
         let (start, nr) = self.block_range(id);
-        let managed = (nr - v).saturating_sub(b.pages.driver_offline);
+        let managed = (nr - v).saturating_sub(b.pages.driver_offline());
         let zone = f.zone;
         {
             let z = self.node_mut(nid).zone_mut(zone);
@@ -680,9 +688,11 @@ impl System {
         let blk = self.blocks.get_mut(&id).expect("block exists");
         blk.zone = None;
         blk.state = BlockState::Offline;
-        // Pages of the running kernel that were in this block are gone with it.
-        blk.pages.unmovable = 0;
-        blk.pages.first_unmovable_pfn = None;
+        // Pages of the running kernel that were in this block are gone with
+        // it; the block comes back with its pageblocks movable.
+        blk.pages
+            .reassign(PageState::Unmovable, None, u64::MAX, true);
+        blk.pages.undo_isolation();
         self.shrink_spans(nid, zone, start, start + nr);
         self.finish_device_offline(id)
     }
@@ -709,8 +719,12 @@ impl System {
         let Some(b) = self.blocks.get_mut(&id) else {
             return;
         };
-        let pages = pages.min(b.pages.driver_offline);
-        b.pages.driver_offline -= pages;
+        let pages: u64 = b
+            .pages
+            .reassign(PageState::DriverOffline, None, pages, true)
+            .iter()
+            .map(|r| r.1 - r.0)
+            .sum();
         if let (BlockState::Online, Some(z), Some(nid)) = (b.state, b.zone, b.nid) {
             self.node_mut(nid).zone_mut(z).managed += pages;
         }
@@ -723,10 +737,10 @@ impl System {
     /// pages are in the way or there are not enough free pages.
     pub fn driver_claim_pages(&mut self, id: u64, pages: u64) -> Result<(), HotplugError> {
         let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-        if b.pages.pinned > 0 || b.pages.unmovable > 0 || b.pages.free(b.nr_vmemmap_pages) < pages {
+        if b.pages.pinned() > 0 || b.pages.unmovable() > 0 || b.pages.free() < pages {
             return Err(HotplugError::Busy("pages in use"));
         }
-        b.pages.driver_offline += pages;
+        b.pages.claim_highest_free(PageState::DriverOffline, pages);
         if let (BlockState::Online, Some(z), Some(nid)) = (b.state, b.zone, b.nid) {
             let zone = self.node_mut(nid).zone_mut(z);
             zone.managed = zone.managed.saturating_sub(pages);

@@ -8,8 +8,9 @@
 
 use crate::block::BlockState;
 use crate::hotplug::HotplugError;
+use crate::pages::{MigrateType, PageState};
 use crate::system::System;
-use crate::workload::{PageKind, Placement};
+use crate::workload::Placement;
 use serde::{Deserialize, Serialize};
 
 /// Base pages per huge page (2 MiB / 4 KiB).
@@ -29,8 +30,29 @@ pub struct HugetlbPool {
 impl System {
     /// The online blocks a hugetlb allocation at `at` may use (any zone:
     /// 2 MiB pages are migratable, so ZONE_MOVABLE is allowed).
+    /// Online blocks of the placement, the highest first.
     fn hugetlb_blocks(&self, at: Placement) -> Result<Vec<u64>, HotplugError> {
-        self.placement_blocks(at, PageKind::Movable)
+        match at {
+            Placement::Block(id) => {
+                let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
+                if b.state != BlockState::Online {
+                    return Err(HotplugError::Invalid("block is not online"));
+                }
+                Ok(vec![id])
+            }
+            Placement::Node(nid) => {
+                if !self.nodes.contains_key(&nid) {
+                    return Err(HotplugError::Invalid("no such node"));
+                }
+                Ok(self
+                    .blocks
+                    .iter()
+                    .rev()
+                    .filter(|(_, b)| b.state == BlockState::Online && b.nid == Some(nid))
+                    .map(|(&id, _)| id)
+                    .collect())
+            }
+        }
     }
 
     /// Grow the pool by `count` huge pages taken from free memory at `at`
@@ -45,9 +67,7 @@ impl System {
         }
         let mut left = count;
         for id in ids {
-            let take = self.hpage_room(id).min(left);
-            self.blocks.get_mut(&id).expect("listed").pages.huge_free += take;
-            left -= take;
+            left -= self.place_huge(id, PageState::HugeFree, left);
             if left == 0 {
                 break;
             }
@@ -58,10 +78,34 @@ impl System {
         Ok(())
     }
 
-    /// Huge pages that fit in the free pages of block `id`.
+    /// Huge pages that fit in the free pageblocks of block `id`.
     fn hpage_room(&self, id: u64) -> u64 {
-        let b = &self.blocks[&id];
-        b.pages.free(b.nr_vmemmap_pages) / HPAGE_PAGES
+        let p = &self.blocks[&id].pages;
+        (0..p.nr() / HPAGE_PAGES)
+            .filter(|&pb| {
+                p.migratetype(pb) == MigrateType::Movable
+                    && p.free_in(pb * HPAGE_PAGES, (pb + 1) * HPAGE_PAGES) == HPAGE_PAGES
+            })
+            .count() as u64
+    }
+
+    /// Put up to `n` new huge pages in `state` on block `id`; how many.
+    fn place_huge(&mut self, id: u64, state: PageState, n: u64) -> u64 {
+        let p = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+        let window = (0, p.nr());
+        p.alloc_huge(state, n, window)
+    }
+
+    /// Change up to `n` huge pages of block `id` from `from` to `to`
+    /// (`None`: back to the buddy allocator); how many.
+    fn convert_huge(&mut self, id: u64, from: PageState, to: Option<PageState>, n: u64) -> u64 {
+        let p = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+        let moved: u64 = p
+            .reassign(from, to, n * HPAGE_PAGES, to.is_some())
+            .iter()
+            .map(|r| r.1 - r.0)
+            .sum();
+        moved / HPAGE_PAGES
     }
 
     /// Shrink the pool by up to `count` unreserved free huge pages at `at`;
@@ -72,9 +116,7 @@ impl System {
         let mut left = count.min(unreserved);
         let mut done = 0;
         for id in ids {
-            let b = self.blocks.get_mut(&id).expect("listed");
-            let take = b.pages.huge_free.min(left);
-            b.pages.huge_free -= take;
+            let take = self.convert_huge(id, PageState::HugeFree, None, left);
             left -= take;
             done += take;
         }
@@ -88,7 +130,7 @@ impl System {
     /// in use and migratable); all or nothing (ENOMEM).
     pub fn hugetlb_use(&mut self, at: Placement, count: u64) -> Result<(), HotplugError> {
         let ids = self.hugetlb_blocks(at)?;
-        let free: u64 = ids.iter().map(|id| self.blocks[id].pages.huge_free).sum();
+        let free: u64 = ids.iter().map(|id| self.blocks[id].pages.huge_free()).sum();
         if free < count {
             return Err(HotplugError::NoMemory("not enough free huge pages"));
         }
@@ -115,18 +157,13 @@ impl System {
     /// Move up to `count` pool pages of the blocks `ids` from free to in
     /// use (`to_used`) or back; how many moved.
     fn move_huge(&mut self, ids: &[u64], count: u64, to_used: bool) -> u64 {
+        let (from, to) = match to_used {
+            true => (PageState::HugeFree, PageState::HugeUsed),
+            false => (PageState::HugeUsed, PageState::HugeFree),
+        };
         let mut left = count;
-        for id in ids {
-            let p = &mut self.blocks.get_mut(id).expect("listed").pages;
-            let (from, to) = if to_used {
-                (&mut p.huge_free, &mut p.huge_used)
-            } else {
-                (&mut p.huge_used, &mut p.huge_free)
-            };
-            let take = (*from).min(left);
-            *from -= take;
-            *to += take;
-            left -= take;
+        for &id in ids {
+            left -= self.convert_huge(id, from, Some(to), left);
         }
         count - left
     }
@@ -150,7 +187,7 @@ impl System {
     /// (the pool keeps its size: the source page is freed). False when a
     /// page has nowhere to go (the loop retries).
     pub(crate) fn hugetlb_migrate_out(&mut self, id: u64) -> bool {
-        let used = self.blocks[&id].pages.huge_used;
+        let used = self.blocks[&id].pages.huge_used();
         if used == 0 {
             return true;
         }
@@ -159,26 +196,22 @@ impl System {
             let pool = targets
                 .iter()
                 .copied()
-                .find(|t| self.blocks[t].pages.huge_free > 0);
+                .find(|t| self.blocks[t].pages.huge_free() > 0);
             match pool {
                 Some(t) => {
-                    let tp = &mut self.blocks.get_mut(&t).expect("target").pages;
-                    tp.huge_free -= 1;
-                    tp.huge_used += 1;
+                    self.convert_huge(t, PageState::HugeFree, Some(PageState::HugeUsed), 1);
                 }
                 None => {
                     let Some(t) = targets.iter().copied().find(|&t| self.hpage_room(t) > 0) else {
                         return false;
                     };
                     // A new page for the pool; the source becomes free.
-                    self.blocks.get_mut(&t).expect("target").pages.huge_used += 1;
+                    self.place_huge(t, PageState::HugeUsed, 1);
                     self.hugetlb.nr_huge_pages += 1;
                     self.hugetlb.free_huge_pages += 1;
                 }
             }
-            let sp = &mut self.blocks.get_mut(&id).expect("block").pages;
-            sp.huge_used -= 1;
-            sp.huge_free += 1;
+            self.convert_huge(id, PageState::HugeUsed, Some(PageState::HugeFree), 1);
         }
         self.touch_global();
         true
@@ -188,12 +221,12 @@ impl System {
     /// page leaves the pool, unless the pool's free pages are all reserved
     /// (EBUSY, with the pages dissolved so far staying dissolved).
     pub(crate) fn hugetlb_dissolve(&mut self, id: u64) -> Result<(), HotplugError> {
-        while self.blocks[&id].pages.huge_free > 0 {
+        while self.blocks[&id].pages.huge_free() > 0 {
             if self.hugetlb.free_huge_pages <= self.hugetlb.resv_huge_pages {
                 self.touch_global();
                 return Err(HotplugError::Busy("failure to dissolve huge pages"));
             }
-            self.blocks.get_mut(&id).expect("block").pages.huge_free -= 1;
+            self.convert_huge(id, PageState::HugeFree, None, 1);
             self.hugetlb.nr_huge_pages -= 1;
             self.hugetlb.free_huge_pages -= 1;
         }
@@ -201,9 +234,10 @@ impl System {
         Ok(())
     }
 
-    /// Online blocks other than `id` that migration may target: other
-    /// nodes with memory first, the same node only when there is none.
-    pub(crate) fn migration_targets(&self, id: u64) -> Vec<u64> {
+    /// The nodes migration from block `id` may target: other nodes with
+    /// memory first (`alloc_migration_target`'s nodemask without the
+    /// source node), the source node only when there is none.
+    pub(crate) fn migration_nodes(&self, id: u64) -> Vec<u32> {
         let src_nid = self.blocks[&id].nid.unwrap_or(0);
         let others: Vec<u32> = self
             .nodes
@@ -211,17 +245,21 @@ impl System {
             .filter(|n| n.has_memory && n.id != src_nid)
             .map(|n| n.id)
             .collect();
+        match others.is_empty() {
+            true => vec![src_nid],
+            false => others,
+        }
+    }
+
+    /// Online blocks other than `id` that migration may target, the
+    /// highest first.
+    pub(crate) fn migration_targets(&self, id: u64) -> Vec<u64> {
+        let nids = self.migration_nodes(id);
         self.blocks
             .iter()
             .rev()
             .filter(|(&bid, b)| {
-                let nid = b.nid.unwrap_or(0);
-                let allowed = if others.is_empty() {
-                    nid == src_nid
-                } else {
-                    others.contains(&nid)
-                };
-                bid != id && b.state == BlockState::Online && allowed
+                bid != id && b.state == BlockState::Online && nids.contains(&b.nid.unwrap_or(0))
             })
             .map(|(&bid, _)| bid)
             .collect()

@@ -256,6 +256,24 @@ impl System {
         })
     }
 
+    /// The pages of `block` (offsets in it) that belong to `zone`, when
+    /// the block is online: all of them for a single-zone block, the
+    /// zone's boot range for a multi-zone boot block.
+    pub fn zone_window(&self, block: &MemoryBlock, zone: ZoneType) -> Option<(u64, u64)> {
+        if block.state == crate::block::BlockState::Offline {
+            return None;
+        }
+        let nr = block.pages.nr();
+        if let Some(z) = block.zone {
+            return (z == zone).then_some((0, nr));
+        }
+        let node = self.nodes.get(&block.nid?)?;
+        let start = self.block_start_pfn(block.id);
+        let (s, e) = node.boot_zone_ranges[zone.idx()];
+        let (lo, hi) = (s.max(start), e.min(start + nr));
+        (lo < hi).then(|| (lo - start, hi - start))
+    }
+
     /// Total managed pages (`totalram_pages`).
     pub fn totalram_pages(&self) -> u64 {
         self.nodes.values().map(Node::managed_pages).sum()

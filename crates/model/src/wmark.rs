@@ -19,6 +19,9 @@ pub struct Watermarks {
     pub min_free_kbytes: u64,
     /// `_watermark[WMARK_HIGH]` per node and zone.
     pub high: BTreeMap<u32, [u64; MAX_NR_ZONES]>,
+    /// `_watermark[WMARK_MIN]` per node and zone.
+    #[serde(default)]
+    pub min: BTreeMap<u32, [u64; MAX_NR_ZONES]>,
     /// `policy_zone`: the highest populated kernel zone ever seen.
     pub policy_zone: Option<ZoneType>,
 }
@@ -93,6 +96,7 @@ impl Watermarks {
             .sum();
         for node in sys.nodes.values() {
             let mut highs = [0u64; MAX_NR_ZONES];
+            let mut mins = [0u64; MAX_NR_ZONES];
             for z in ZoneType::ALL {
                 let managed = node.zone(z).managed;
                 let tmp = (pages_min * managed).checked_div(lowmem).unwrap_or(0);
@@ -103,8 +107,10 @@ impl Watermarks {
                 };
                 let step = (tmp >> 2).max(managed * WATERMARK_SCALE_FACTOR / 10000);
                 highs[z.idx()] = min + 2 * step;
+                mins[z.idx()] = min;
             }
             self.high.insert(node.id, highs);
+            self.min.insert(node.id, mins);
         }
     }
 
@@ -126,6 +132,11 @@ impl Watermarks {
             self.min_free_kbytes = recommended;
         }
         self.setup_per_zone_wmarks(sys);
+    }
+
+    /// `min_wmark_pages(zone)`.
+    pub fn min_pages(&self, nid: u32, zone: ZoneType) -> u64 {
+        self.min.get(&nid).map_or(0, |m| m[zone.idx()])
     }
 
     /// The state after boot.

@@ -5,7 +5,7 @@
 
 use crate::block::BlockState;
 use crate::hotplug::HotplugError;
-use crate::pages::MigrateFailure;
+use crate::pages::{Fit, MigrateFailure, PageState};
 use crate::system::System;
 use crate::zone::ZoneType;
 use serde::{Deserialize, Serialize};
@@ -25,42 +25,138 @@ pub enum PageKind {
 /// Where allocations go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
-    /// One memory block.
+    /// One memory block (any kind in any zone: this is how a kernel page
+    /// stuck in ZONE_MOVABLE is reproduced).
     Block(u64),
-    /// Any online block of a node, highest pfn first, zones the kind may use.
+    /// A node, in the page allocator's order: its zones from the highest
+    /// one the kind may use down, the lowest free pages of each first.
     Node(u32),
 }
 
+impl PageKind {
+    fn state(self) -> PageState {
+        match self {
+            PageKind::Movable => PageState::Movable,
+            PageKind::Unmovable => PageState::Unmovable,
+            PageKind::Pinned => PageState::Pinned,
+        }
+    }
+
+    /// The highest zone an allocation of this kind may use
+    /// (`gfp_zone`): kernel allocations stay out of ZONE_MOVABLE.
+    fn class(self) -> ZoneType {
+        match self {
+            PageKind::Unmovable => ZoneType::Normal,
+            PageKind::Movable | PageKind::Pinned => ZoneType::Movable,
+        }
+    }
+}
+
+/// One walk of the page allocator (`get_page_from_freelist`).
+pub(crate) struct AllocRequest {
+    pub state: PageState,
+    /// Nodes in zonelist order.
+    pub nids: Vec<u32>,
+    /// The highest zone allowed (`highest_zoneidx`).
+    pub class: ZoneType,
+    /// Stop at each zone's min watermark plus its lowmem reserve (an
+    /// allocation that may fail rather than dig into the reserves).
+    pub watermark: bool,
+    /// A block the allocation must not use (isolated for offline).
+    pub exclude: Option<u64>,
+}
+
+/// `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal, Movable,
+/// Device).
+const LOWMEM_RESERVE_RATIO: [u64; 5] = [256, 256, 32, 0, 0];
+
+/// The order in which an allocation of a page state looks at free pages
+/// within a zone: its own pageblocks, then (unmovable) whole free
+/// pageblocks it claims, then anything.
+fn fits(state: PageState) -> &'static [Fit] {
+    match state {
+        PageState::Unmovable => &[Fit::UnmovableBlocks, Fit::FreePageblocks, Fit::Any],
+        _ => &[Fit::MovableBlocks, Fit::Any],
+    }
+}
+
 impl System {
-    pub(crate) fn placement_blocks(
-        &self,
-        at: Placement,
-        kind: PageKind,
-    ) -> Result<Vec<u64>, HotplugError> {
-        match at {
-            Placement::Block(id) => {
-                let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
-                if b.state != BlockState::Online {
-                    return Err(HotplugError::Invalid("block is not online"));
-                }
-                Ok(vec![id])
-            }
-            Placement::Node(nid) => {
-                if !self.nodes.contains_key(&nid) {
-                    return Err(HotplugError::Invalid("no such node"));
-                }
-                Ok(self
+    /// Free pages of a zone: managed pages minus those in use.
+    pub fn zone_free_pages(&self, nid: u32, zone: ZoneType) -> u64 {
+        let used: u64 = self
+            .blocks
+            .values()
+            .filter(|b| b.nid == Some(nid))
+            .filter_map(|b| self.zone_window(b, zone).map(|w| b.pages.used_in(w.0, w.1)))
+            .sum();
+        self.nodes
+            .get(&nid)
+            .map_or(0, |n| n.zone(zone).managed.saturating_sub(used))
+    }
+
+    /// `zone->lowmem_reserve[class]`: pages of `zone` kept back from
+    /// allocations that could have used a higher zone.
+    fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
+        let Some(node) = self.nodes.get(&nid) else {
+            return 0;
+        };
+        let ratio = LOWMEM_RESERVE_RATIO[zone.idx()];
+        if class <= zone || ratio == 0 {
+            return 0;
+        }
+        let higher: u64 = ZoneType::ALL
+            .into_iter()
+            .filter(|&z| z > zone && z <= class)
+            .map(|z| node.zone(z).managed)
+            .sum();
+        higher / ratio
+    }
+
+    /// Pages an allocation of `class` may take from a zone before it
+    /// reaches the min watermark (`zone_watermark_ok` with `ALLOC_WMARK_MIN`).
+    pub fn zone_headroom(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
+        let floor = self.wmark.min_pages(nid, zone) + self.lowmem_reserve(nid, zone, class);
+        self.zone_free_pages(nid, zone).saturating_sub(floor)
+    }
+
+    /// Place up to `n` pages as `req` says; returns the ranges taken as
+    /// (block, first page, end page).
+    pub(crate) fn place_pages(&mut self, req: &AllocRequest, n: u64) -> Vec<(u64, u64, u64)> {
+        let mut left = n;
+        let mut taken = Vec::new();
+        for &nid in &req.nids {
+            for zone in ZoneType::ALL.into_iter().rev().filter(|&z| z <= req.class) {
+                let mut budget = match req.watermark {
+                    true => self.zone_headroom(nid, zone, req.class),
+                    false => u64::MAX,
+                };
+                let blocks: Vec<(u64, (u64, u64))> = self
                     .blocks
-                    .iter()
-                    .rev()
-                    .filter(|(_, b)| b.state == BlockState::Online && b.nid == Some(nid))
-                    .filter(|(_, b)| {
-                        kind != PageKind::Unmovable || b.zone != Some(ZoneType::Movable)
-                    })
-                    .map(|(&id, _)| id)
-                    .collect())
+                    .values()
+                    .filter(|b| b.nid == Some(nid) && Some(b.id) != req.exclude)
+                    .filter(|b| b.state == BlockState::Online && !b.pages.is_isolated())
+                    .filter_map(|b| self.zone_window(b, zone).map(|w| (b.id, w)))
+                    .collect();
+                for &fit in fits(req.state) {
+                    for &(id, window) in &blocks {
+                        let want = left.min(budget);
+                        if want == 0 {
+                            break;
+                        }
+                        let pages = &mut self.blocks.get_mut(&id).expect("listed").pages;
+                        for (lo, hi) in pages.alloc(req.state, want, fit, window) {
+                            taken.push((id, lo, hi));
+                            left -= hi - lo;
+                            budget -= hi - lo;
+                        }
+                    }
+                }
+                if left == 0 {
+                    return taken;
+                }
             }
         }
+        taken
     }
 
     /// Allocate `pages` pages of `kind` at `at`; all or nothing (ENOMEM).
@@ -70,46 +166,70 @@ impl System {
         kind: PageKind,
         pages: u64,
     ) -> Result<(), HotplugError> {
-        let ids = self.placement_blocks(at, kind)?;
-        let free: u64 = ids
-            .iter()
-            .map(|id| self.blocks[id].pages.free(self.blocks[id].nr_vmemmap_pages))
-            .sum();
-        if free < pages {
-            return Err(HotplugError::NoMemory("not enough free pages"));
-        }
-        let mut left = pages;
-        for id in ids {
-            let start = self.block_start_pfn(id);
-            let b = self.blocks.get_mut(&id).expect("listed");
-            let take = b.pages.free(b.nr_vmemmap_pages).min(left);
-            match kind {
-                PageKind::Movable => b.pages.movable += take,
-                PageKind::Unmovable => {
-                    b.pages.unmovable += take;
-                    b.pages
-                        .first_unmovable_pfn
-                        .get_or_insert(start + b.nr_vmemmap_pages);
+        let state = kind.state();
+        match at {
+            Placement::Block(id) => {
+                let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
+                if b.state != BlockState::Online {
+                    return Err(HotplugError::Invalid("block is not online"));
                 }
-                PageKind::Pinned => b.pages.pinned += take,
+                if b.pages.free() < pages {
+                    return Err(HotplugError::NoMemory("not enough free pages"));
+                }
+                let window = (0, b.pages.nr());
+                let mut left = pages;
+                for &fit in fits(state) {
+                    for (lo, hi) in b.pages.alloc(state, left, fit, window) {
+                        left -= hi - lo;
+                    }
+                }
             }
-            left -= take;
-            if left == 0 {
-                break;
+            Placement::Node(nid) => {
+                if !self.nodes.contains_key(&nid) {
+                    return Err(HotplugError::Invalid("no such node"));
+                }
+                let req = AllocRequest {
+                    state,
+                    nids: vec![nid],
+                    class: kind.class(),
+                    watermark: false,
+                    exclude: None,
+                };
+                let free: u64 = ZoneType::ALL
+                    .into_iter()
+                    .filter(|&z| z <= req.class)
+                    .map(|z| self.zone_free_pages(nid, z))
+                    .sum();
+                if free < pages {
+                    return Err(HotplugError::NoMemory("not enough free pages"));
+                }
+                let taken = self.place_pages(&req, pages);
+                let placed: u64 = taken.iter().map(|t| t.2 - t.1).sum();
+                if placed < pages {
+                    for (id, lo, hi) in taken {
+                        self.blocks
+                            .get_mut(&id)
+                            .expect("placed")
+                            .pages
+                            .assign(lo, hi, None);
+                    }
+                    return Err(HotplugError::NoMemory("not enough free pages"));
+                }
             }
         }
         self.touch();
         Ok(())
     }
 
-    /// Free up to `pages` pages of `kind` at `at`; returns how many were freed.
+    /// Free up to `pages` pages of `kind` at `at`, the highest first;
+    /// returns how many were freed.
     pub fn free_pages(
         &mut self,
         at: Placement,
         kind: PageKind,
         pages: u64,
     ) -> Result<u64, HotplugError> {
-        let ids = match at {
+        let ids: Vec<u64> = match at {
             Placement::Block(id) => {
                 self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
                 vec![id]
@@ -117,6 +237,7 @@ impl System {
             Placement::Node(nid) => self
                 .blocks
                 .iter()
+                .rev()
                 .filter(|(_, b)| b.nid == Some(nid))
                 .map(|(&id, _)| id)
                 .collect(),
@@ -124,17 +245,9 @@ impl System {
         let mut left = pages;
         for id in ids {
             let b = self.blocks.get_mut(&id).expect("listed");
-            let field = match kind {
-                PageKind::Movable => &mut b.pages.movable,
-                PageKind::Unmovable => &mut b.pages.unmovable,
-                PageKind::Pinned => &mut b.pages.pinned,
-            };
-            let take = (*field).min(left);
-            *field -= take;
-            if kind == PageKind::Unmovable && b.pages.unmovable == 0 {
-                b.pages.first_unmovable_pfn = None;
+            for (lo, hi) in b.pages.reassign(kind.state(), None, left, false) {
+                left -= hi - lo;
             }
-            left -= take;
         }
         self.touch();
         Ok(pages - left)
@@ -155,13 +268,12 @@ impl System {
         Ok(())
     }
 
-    /// Hardware-poison one page of block `id`.
+    /// Hardware-poison one free page of block `id` (the highest).
     pub fn hwpoison(&mut self, id: u64) -> Result<(), HotplugError> {
         let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-        if b.pages.free(b.nr_vmemmap_pages) == 0 {
+        if b.pages.claim_highest_free(PageState::HwPoison, 1) == 0 {
             return Err(HotplugError::Busy("no free page to poison"));
         }
-        b.pages.hwpoison += 1;
         self.touch();
         Ok(())
     }
@@ -230,9 +342,9 @@ mod tests {
         s.alloc_pages(Placement::Block(5), PageKind::Movable, 30000)
             .unwrap();
         assert_eq!(s.device_offline_nowait(5), Ok(DeviceOutcome::Changed));
-        let total: u64 = s.blocks.values().map(|b| b.pages.movable).sum();
+        let total: u64 = s.blocks.values().map(|b| b.pages.movable()).sum();
         assert_eq!(total, 30000);
-        assert_eq!(s.blocks[&5].pages.movable, 0);
+        assert_eq!(s.blocks[&5].pages.movable(), 0);
     }
 
     #[test]
@@ -255,7 +367,7 @@ mod tests {
     #[test]
     fn allocation_beyond_free_memory_is_refused_and_changes_nothing() {
         let mut s = boot();
-        let before = s.blocks[&2].pages;
+        let before = s.blocks[&2].pages.clone();
         assert!(s
             .alloc_pages(Placement::Block(2), PageKind::Movable, 40000)
             .is_err());

@@ -41,12 +41,12 @@ fn free_huge_pages_are_dissolved_and_the_pool_shrinks() {
     sys.hugetlb_grow(Placement::Block(33), 10).unwrap();
     sys.hugetlb_grow(Placement::Block(34), 2).unwrap();
     assert_eq!(pool(&sys), (12, 12, 0));
-    let free_before = sys.blocks[&33].pages.free(0);
+    let free_before = sys.blocks[&33].pages.free();
     assert_eq!(free_before, 32768 - 10 * 512);
     sys.device_offline_nowait(33).unwrap();
     assert_eq!(sys.blocks[&33].state, BlockState::Offline);
     assert_eq!(pool(&sys), (2, 2, 0));
-    assert_eq!(sys.blocks[&33].pages.huge_free, 0);
+    assert_eq!(sys.blocks[&33].pages.huge_free(), 0);
 }
 
 #[test]
@@ -59,8 +59,8 @@ fn used_huge_pages_migrate_to_free_pool_pages_elsewhere() {
     sys.device_offline_nowait(33).unwrap();
     // Two of block 35's free pages took the data; block 33's freed pages
     // were dissolved.
-    assert_eq!(sys.blocks[&35].pages.huge_used, 2);
-    assert_eq!(sys.blocks[&35].pages.huge_free, 1);
+    assert_eq!(sys.blocks[&35].pages.huge_used(), 2);
+    assert_eq!(sys.blocks[&35].pages.huge_free(), 1);
     assert_eq!(pool(&sys), (3, 1, 0));
 }
 
@@ -71,7 +71,7 @@ fn used_huge_pages_without_free_pool_pages_get_fresh_ones_and_the_pool_keeps_its
     sys.hugetlb_use(Placement::Block(33), 4).unwrap();
     sys.device_offline_nowait(33).unwrap();
     assert_eq!(pool(&sys), (4, 0, 0));
-    let used: u64 = (34..36).map(|b| sys.blocks[&b].pages.huge_used).sum();
+    let used: u64 = (34..36).map(|b| sys.blocks[&b].pages.huge_used()).sum();
     assert_eq!(used, 4);
 }
 
@@ -86,7 +86,7 @@ fn used_huge_pages_with_nowhere_to_go_retry_until_a_signal() {
         .map(|(&id, _)| id)
         .collect();
     for b in others {
-        let free = sys.blocks[&b].pages.free(sys.blocks[&b].nr_vmemmap_pages);
+        let free = sys.blocks[&b].pages.free();
         sys.alloc_pages(
             Placement::Block(b),
             memhp_model::workload::PageKind::Unmovable,

@@ -106,7 +106,7 @@ fn check_invariants(s: &System) -> Result<(), TestCaseError> {
             let zone = s.nodes[&nid].zone(z);
             let start = s.block_start_pfn(b.id);
             // Boot blocks may end in a hole; only their present pages count.
-            let end = start + if b.early { b.pages.present } else { ppb };
+            let end = start + if b.early { b.pages.present() } else { ppb };
             prop_assert!(
                 zone.start_pfn <= start && end <= zone.end_pfn(),
                 "memory{} outside {:?} span",
@@ -150,7 +150,7 @@ fn check_invariants(s: &System) -> Result<(), TestCaseError> {
             .blocks
             .values()
             .filter(|b| b.nid == Some(n.id) && b.state == BlockState::Online)
-            .map(|b| b.pages.present)
+            .map(|b| b.pages.present())
             .sum();
         prop_assert_eq!(n.present_pages(), from_blocks, "node{} present pages", n.id);
     }

@@ -159,27 +159,17 @@ pub fn nr_cpu_ids(sys: &System) -> u32 {
 
 /// Free pages of a node: managed pages minus what the page model uses.
 pub fn node_free_pages(sys: &System, nid: u32) -> u64 {
-    let used: u64 = sys
-        .blocks
-        .values()
-        .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
-        .map(|b| {
-            b.pages.unmovable
-                + b.pages.movable
-                + b.pages.pinned
-                + (b.pages.huge_free + b.pages.huge_used) * HPAGE_PAGES
-        })
-        .sum();
-    sys.node(nid)
-        .map_or(0, |n| n.managed_pages())
-        .saturating_sub(used)
+    ZoneType::ALL
+        .into_iter()
+        .map(|z| sys.zone_free_pages(nid, z))
+        .sum()
 }
 
 fn node_movable_used(sys: &System, nid: u32) -> u64 {
     sys.blocks
         .values()
         .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
-        .map(|b| b.pages.movable + b.pages.pinned)
+        .map(|b| b.pages.movable() + b.pages.pinned())
         .sum()
 }
 
@@ -235,8 +225,8 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
         .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
         .fold((0, 0), |(t, f), b| {
             (
-                t + b.pages.huge_free + b.pages.huge_used,
-                f + b.pages.huge_free,
+                t + b.pages.huge_free() + b.pages.huge_used(),
+                f + b.pages.huge_free(),
             )
         });
     out.push_str(&format!("Node {nid} HugePages_Total: {huge_total:>5}\n"));

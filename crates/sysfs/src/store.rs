@@ -9,6 +9,7 @@ use memhp_model::events::NotifierInjection;
 use memhp_model::hotadd::AddRequest;
 use memhp_model::hotplug::{DeviceOutcome, HotplugError};
 use memhp_model::kstr::{self, KstrError};
+use memhp_model::pages::PageState;
 use memhp_model::shared::Shared;
 use memhp_model::units::PAGE_SHIFT;
 use memhp_model::BlockState;
@@ -102,6 +103,7 @@ fn offline_page_store(shared: &Shared, data: &[u8], hard: bool) -> Result<usize,
     let pfn = addr >> PAGE_SHIFT;
     shared.modify(|sys| {
         let id = sys.pfn_to_block_id(pfn);
+        let off = pfn - sys.block_start_pfn(id);
         let Some(b) = sys.blocks.get_mut(&id) else {
             return Err(Errno::ENXIO);
         };
@@ -109,7 +111,7 @@ fn offline_page_store(shared: &Shared, data: &[u8], hard: bool) -> Result<usize,
             return Err(Errno::EIO);
         }
         if hard {
-            b.pages.hwpoison += 1;
+            b.pages.assign(off, off + 1, Some(PageState::HwPoison));
             sys.events.log(format!(
                 "Memory failure: {pfn:#x}: recovery action for free buddy page: Recovered"
             ));
