@@ -149,6 +149,18 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
             );
             ("workload".into(), Value::Object(args))
         }
+        "tmpfs-usage" => {
+            need(2, "tmpfs-usage INODES BYTES")?;
+            let n = |i: usize, what: &str| {
+                rest[i]
+                    .parse::<u64>()
+                    .with_context(|| format!("{what} must be a number"))
+            };
+            (
+                verb.clone(),
+                json!({"inodes": n(0, "INODES")?, "bytes": n(1, "BYTES")?}),
+            )
+        }
         "hugetlb" => {
             need(
                 2,

@@ -1,20 +1,68 @@
-//! `memhp ohelper`: the scenario crate's guest helper commands, plus the
-//! one thing only a memhp machine can answer: the real errno of a write
-//! that FUSE could only report as EIO (errnos ≥ 512 do not cross FUSE).
+//! `memhp ohelper`: the scenario crate's guest helper commands, plus what
+//! only a memhp machine can do: answer the real errno of a write that FUSE
+//! could only report as EIO (errnos ≥ 512 do not cross FUSE), and learn
+//! what the guest's tmpfs holds before each command (its files cost the
+//! machine slab and shmem pages, as in the guest).
 
 use std::path::Path;
+use std::sync::Mutex;
+
+/// `TMPFS_MAGIC`.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+fn control() -> Option<memhp_control::ControlClient> {
+    let sock = std::env::var_os("MEMHP_SOCK")?;
+    memhp_control::ControlClient::connect(Path::new(&sock)).ok()
+}
 
 fn wide_errno(path: &str) -> Option<i32> {
-    let sock = std::env::var_os("MEMHP_SOCK")?;
-    let mut c = memhp_control::ControlClient::connect(Path::new(&sock)).ok()?;
+    let mut c = control()?;
     let r = c
         .execute("wide-errno", serde_json::json!({"path": path}))
         .ok()?;
     r["return"].as_i64().map(|v| v as i32)
 }
 
+/// Inodes and bytes in use on the tmpfs at `/tmp`, if it is one.
+fn tmpfs_usage() -> Option<(u64, u64)> {
+    let path = c"/tmp";
+    // SAFETY: an all-zero statfs is a valid value for the kernel to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statfs.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    if st.f_type as i64 != TMPFS_MAGIC {
+        return None;
+    }
+    let inodes = (st.f_files as u64).saturating_sub(st.f_ffree as u64);
+    let bytes = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * st.f_bsize as u64;
+    Some((inodes, bytes))
+}
+
+/// Tell the machine what the guest tmpfs holds, when it changed since the
+/// last report of this process.
+fn sync_tmpfs() {
+    static LAST: Mutex<Option<(u64, u64)>> = Mutex::new(None);
+    let Some(now) = tmpfs_usage() else {
+        return;
+    };
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if *last == Some(now) {
+        return;
+    }
+    let Some(mut c) = control() else {
+        return;
+    };
+    let args = serde_json::json!({"inodes": now.0, "bytes": now.1});
+    if c.execute("tmpfs-usage", args).is_ok() {
+        *last = Some(now);
+    }
+}
+
 /// Entry point: `args` after `ohelper`.
 pub fn main(args: &[String]) -> i32 {
     memhp_scenario::ohelper::set_wide_errno_resolver(wide_errno);
+    memhp_scenario::ohelper::set_before_command(sync_tmpfs);
     memhp_scenario::ohelper_main(args)
 }

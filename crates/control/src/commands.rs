@@ -57,6 +57,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "op (alloc|free), kind (movable|unmovable|pinned), pages, block or node",
     ),
     (
+        "tmpfs-usage",
+        "the guest tmpfs now holds: inodes, bytes (its slab and shmem pages are charged)",
+    ),
+    (
         "migrate-fail",
         "make migration of a block fail: block, failure (enomem|eagain|none)",
     ),
@@ -445,6 +449,14 @@ pub fn dispatch(
             };
         }
         "hugetlb" => return hugetlb(host, args),
+        "tmpfs-usage" => {
+            let (inodes, bytes) = (u64_arg(args, "inodes")?, u64_arg(args, "bytes")?);
+            return host
+                .shared
+                .modify(|s| s.set_tmpfs_usage(inodes, bytes))
+                .map(|t| json!(t))
+                .map_err(model_err);
+        }
         "migrate-fail" => {
             let block = u64_arg(args, "block")?;
             let failure = match str_arg(args, "failure")?.as_str() {

@@ -608,6 +608,7 @@ impl System {
             iomem,
         });
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
+        sys.charge_runtime(spec.boot_alloc.runtime);
         Ok(sys)
     }
 }

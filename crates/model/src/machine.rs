@@ -74,6 +74,35 @@ pub struct BootAllocSpec {
     pub fixed_topdown_pages: u64,
     /// Software IO TLB below 4 GiB (0 for none).
     pub swiotlb_pages: u64,
+    /// What the booted system has allocated by the time user space runs
+    /// (from the buddy allocator, so charged to the page model, not
+    /// reserved).
+    #[serde(default)]
+    pub runtime: RuntimeUsage,
+}
+
+/// Pages the running kernel and its initramfs hold after boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeUsage {
+    /// Unreclaimable slab (`SUnreclaim`).
+    #[serde(default)]
+    pub slab_unreclaimable: u64,
+    /// Reclaimable slab (`SReclaimable`).
+    #[serde(default)]
+    pub slab_reclaimable: u64,
+    /// Other kernel memory: page tables, stacks, vmalloc, modules.
+    #[serde(default)]
+    pub kernel_other: u64,
+    /// The unpacked initramfs (rootfs is a tmpfs: `Shmem`).
+    #[serde(default)]
+    pub rootfs_shmem: u64,
+}
+
+impl RuntimeUsage {
+    /// Unmovable pages in all.
+    pub fn unmovable(&self) -> u64 {
+        self.slab_unreclaimable + self.slab_reclaimable + self.kernel_other
+    }
 }
 
 impl Default for BootAllocSpec {
@@ -84,6 +113,14 @@ impl Default for BootAllocSpec {
             kernel_image_pages: 11318,
             fixed_topdown_pages: 313,
             swiotlb_pages: 16384,
+            // The oracle guest's /proc/meminfo after its workload in
+            // `offline-busy-slab`, minus what that workload charges.
+            runtime: RuntimeUsage {
+                slab_unreclaimable: 2278,
+                slab_reclaimable: 2376,
+                kernel_other: 2963,
+                rootfs_shmem: 779,
+            },
         }
     }
 }

@@ -139,6 +139,12 @@ pub struct System {
     /// The 2 MiB hugetlb pool.
     #[serde(default)]
     pub hugetlb: crate::hugetlb::HugetlbPool,
+    /// What the running kernel and its rootfs held after boot.
+    #[serde(default)]
+    pub runtime: crate::machine::RuntimeUsage,
+    /// What the guest's tmpfs holds and the pages charged for it.
+    #[serde(default)]
+    pub tmpfs: crate::workload::TmpfsUsage,
     /// The memory notifier chain (callbacks are not serialised).
     #[serde(skip)]
     pub memory_chain: crate::notifier::MemoryChain,
@@ -198,6 +204,8 @@ impl System {
             events: EventLog::default(),
             injection: NotifierInjection::default(),
             hugetlb: Default::default(),
+            runtime: Default::default(),
+            tmpfs: Default::default(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
             faults: Vec::new(),

@@ -5,6 +5,7 @@
 
 use crate::block::BlockState;
 use crate::hotplug::HotplugError;
+use crate::machine::RuntimeUsage;
 use crate::pages::{Fit, MigrateFailure, PageState};
 use crate::system::System;
 use crate::zone::ZoneType;
@@ -52,6 +53,42 @@ impl PageKind {
     }
 }
 
+/// `shmem_inode_cache` object size (6.1, x86-64): unreclaimable slab.
+pub const SHMEM_INODE_BYTES: u64 = 776;
+/// `dentry` object size: reclaimable slab.
+pub const DENTRY_BYTES: u64 = 192;
+
+/// The guest tmpfs's contents and the pages charged for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsUsage {
+    pub inodes: u64,
+    pub bytes: u64,
+    /// Slab pages of the inodes (`SUnreclaim`).
+    pub slab_unreclaimable: u64,
+    /// Slab pages of the dentries (`SReclaimable`).
+    pub slab_reclaimable: u64,
+    /// Shmem pages of the data (`Shmem`).
+    pub shmem_pages: u64,
+}
+
+impl TmpfsUsage {
+    fn for_contents(inodes: u64, bytes: u64) -> Self {
+        let pages = |b: u64| b.div_ceil(4096);
+        TmpfsUsage {
+            inodes,
+            bytes,
+            slab_unreclaimable: pages(inodes * SHMEM_INODE_BYTES),
+            slab_reclaimable: pages(inodes * DENTRY_BYTES),
+            shmem_pages: pages(bytes),
+        }
+    }
+
+    /// Slab pages in all.
+    pub fn slab_pages(&self) -> u64 {
+        self.slab_unreclaimable + self.slab_reclaimable
+    }
+}
+
 /// One walk of the page allocator (`get_page_from_freelist`).
 pub(crate) struct AllocRequest {
     pub state: PageState,
@@ -81,13 +118,21 @@ fn fits(state: PageState) -> &'static [Fit] {
 }
 
 impl System {
-    /// Free pages of a zone: managed pages minus those in use.
+    /// Free pages of a zone (`NR_FREE_PAGES`): managed pages minus those
+    /// in use; the free pages of an isolated block do not count.
     pub fn zone_free_pages(&self, nid: u32, zone: ZoneType) -> u64 {
         let used: u64 = self
             .blocks
             .values()
             .filter(|b| b.nid == Some(nid))
-            .filter_map(|b| self.zone_window(b, zone).map(|w| b.pages.used_in(w.0, w.1)))
+            .filter_map(|b| {
+                let (lo, hi) = self.zone_window(b, zone)?;
+                let isolated = match b.pages.is_isolated() {
+                    true => b.pages.free_in(lo, hi),
+                    false => 0,
+                };
+                Some(b.pages.used_in(lo, hi) + isolated)
+            })
             .sum();
         self.nodes
             .get(&nid)
@@ -253,6 +298,100 @@ impl System {
         Ok(pages - left)
     }
 
+    /// The nodes with memory, ascending: where the boot CPU's allocations
+    /// go (its node first when it has memory).
+    fn memory_nodes(&self) -> Vec<u32> {
+        self.nodes
+            .values()
+            .filter(|n| n.has_memory)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// A kernel (`class` Normal) or user (`class` Movable) allocation of
+    /// the boot CPU's tasks: up to `pages` pages, the ranges taken.
+    fn alloc_for_task(
+        &mut self,
+        state: PageState,
+        class: ZoneType,
+        pages: u64,
+    ) -> Vec<(u64, u64, u64)> {
+        let req = AllocRequest {
+            state,
+            nids: self.memory_nodes(),
+            class,
+            watermark: false,
+            exclude: None,
+        };
+        self.place_pages(&req, pages)
+    }
+
+    /// Charge what the kernel and its rootfs allocated during boot, in the
+    /// order they allocated it (kernel memory, then the unpacked
+    /// initramfs), up to the memory there is.
+    pub(crate) fn charge_runtime(&mut self, usage: RuntimeUsage) {
+        self.alloc_for_task(PageState::Unmovable, ZoneType::Normal, usage.unmovable());
+        self.alloc_for_task(PageState::Movable, ZoneType::Movable, usage.rootfs_shmem);
+        self.runtime = usage;
+    }
+
+    /// The guest's tmpfs now holds `inodes` inodes and `bytes` bytes of
+    /// data (as `statfs` counts them): charge the difference. Each file
+    /// costs a shmem inode (unreclaimable slab) and a dentry (reclaimable
+    /// slab), both unmovable kernel pages; its data are shmem pages
+    /// (movable). Inodes are charged before data, as files are created
+    /// before they are written. All or nothing (ENOMEM).
+    pub fn set_tmpfs_usage(&mut self, inodes: u64, bytes: u64) -> Result<TmpfsUsage, HotplugError> {
+        let want = TmpfsUsage::for_contents(inodes, bytes);
+        let have = self.tmpfs;
+        let changes = [
+            (
+                have.slab_pages(),
+                want.slab_pages(),
+                PageState::Unmovable,
+                ZoneType::Normal,
+            ),
+            (
+                have.shmem_pages,
+                want.shmem_pages,
+                PageState::Movable,
+                ZoneType::Movable,
+            ),
+        ];
+        let mut placed: Vec<(u64, u64, u64)> = Vec::new();
+        for (from, to, state, class) in changes {
+            if to <= from {
+                continue;
+            }
+            let taken = self.alloc_for_task(state, class, to - from);
+            let got: u64 = taken.iter().map(|t| t.2 - t.1).sum();
+            placed.extend(taken);
+            if got < to - from {
+                for &(id, lo, hi) in &placed {
+                    let b = self.blocks.get_mut(&id).expect("placed");
+                    b.pages.assign(lo, hi, None);
+                }
+                return Err(HotplugError::NoMemory("tmpfs: not enough free memory"));
+            }
+        }
+        for (from, to, state, _) in changes {
+            let mut left = from.saturating_sub(to);
+            let ids: Vec<u64> = self.blocks.keys().rev().copied().collect();
+            for id in ids {
+                if left == 0 {
+                    break;
+                }
+                let b = self.blocks.get_mut(&id).expect("listed");
+                for (lo, hi) in b.pages.reassign(state, None, left, false) {
+                    left -= hi - lo;
+                }
+            }
+        }
+        self.tmpfs = want;
+        self.touch();
+        Ok(want)
+    }
+
     /// Make migration of block `id`'s pages fail (`None` clears).
     pub fn set_migrate_failure(
         &mut self,
@@ -343,8 +482,81 @@ mod tests {
             .unwrap();
         assert_eq!(s.device_offline_nowait(5), Ok(DeviceOutcome::Changed));
         let total: u64 = s.blocks.values().map(|b| b.pages.movable()).sum();
-        assert_eq!(total, 30000);
+        assert_eq!(total, 30000 + s.runtime.rootfs_shmem);
         assert_eq!(s.blocks[&5].pages.movable(), 0);
+    }
+
+    /// The 1 GiB pc machine after `offline-busy-slab`'s workload: 40000
+    /// files and 256 MiB of data in the guest's tmpfs.
+    fn after_slab_workload() -> System {
+        let mut s = boot_1g();
+        s.set_tmpfs_usage(40003, (256 << 20) + 8192).unwrap();
+        s
+    }
+
+    #[test]
+    fn slab_spilling_past_the_first_block_makes_the_next_one_ebusy_at_its_first_page() {
+        let mut s = after_slab_workload();
+        assert_eq!(s.blocks[&1].pages.first_unmovable(), Some(0));
+        assert_eq!(s.blocks[&2].pages.first_unmovable(), None);
+        assert_eq!(s.device_offline_nowait(1).map_err(|e| e.errno()), Err(16));
+        let dump = s.events.take_klog();
+        assert!(dump.iter().any(|l| l.ends_with("pfn:0x8000")), "{dump:?}");
+        // The failed isolation put nothing back to movable before page 0.
+        assert_eq!(s.blocks[&1].pages.unmovable_pageblocks(), &[0, 1]);
+    }
+
+    #[test]
+    fn migration_stops_at_the_min_watermark_and_retries_with_enomem() {
+        let mut s = after_slab_workload();
+        for id in 2..=5 {
+            assert_eq!(s.device_offline_nowait(id), Ok(DeviceOutcome::Changed));
+        }
+        let before = s.blocks[&6].pages.movable();
+        assert!(matches!(
+            s.device_offline(6),
+            OfflineProgress::Retrying {
+                reason: "no memory to migrate to (-ENOMEM)"
+            }
+        ));
+        // What fitted above the watermark moved, lowest pages first.
+        let left = s.blocks[&6].pages.movable();
+        assert!(left > 0 && left < before, "{left} of {before}");
+        assert_eq!(s.zone_headroom(0, ZoneType::Dma32, ZoneType::Normal), 0);
+        assert!(s.blocks[&6].pages.first(|st| st == PageState::Movable) > Some(0));
+        assert_eq!(
+            s.offline_signal(),
+            OfflineProgress::Done(Err(HotplugError::Interrupted))
+        );
+        assert_eq!(s.blocks[&6].state, BlockState::Online);
+        assert!(!s.blocks[&6].pages.is_isolated());
+    }
+
+    #[test]
+    fn emptying_the_tmpfs_returns_its_pages() {
+        let mut s = after_slab_workload();
+        let free = |s: &System| s.zone_free_pages(0, ZoneType::Dma32);
+        let used = free(&boot_1g());
+        s.set_tmpfs_usage(0, 0).unwrap();
+        assert_eq!(free(&s), used);
+        assert_eq!(s.tmpfs, TmpfsUsage::default());
+    }
+
+    #[test]
+    fn tmpfs_larger_than_memory_is_refused_and_changes_nothing() {
+        let mut s = boot_1g();
+        let before = s.blocks.clone();
+        assert_eq!(
+            s.set_tmpfs_usage(1, 2 << 30).map_err(|e| e.errno()),
+            Err(12)
+        );
+        assert_eq!(s.blocks, before);
+    }
+
+    fn boot_1g() -> System {
+        let mut q = QemuPc::default();
+        q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+        System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap()
     }
 
     #[test]

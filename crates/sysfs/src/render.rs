@@ -239,7 +239,12 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
 pub fn proc_meminfo(sys: &System) -> String {
     let total = sys.totalram_pages();
     let free: u64 = sys.nodes.keys().map(|&n| node_free_pages(sys, n)).sum();
-    let anon: u64 = sys.nodes.keys().map(|&n| node_movable_used(sys, n)).sum();
+    let lru_anon: u64 = sys.nodes.keys().map(|&n| node_movable_used(sys, n)).sum();
+    let (t, r) = (&sys.tmpfs, &sys.runtime);
+    let shmem = t.shmem_pages + r.rootfs_shmem;
+    let reclaimable = t.slab_reclaimable + r.slab_reclaimable;
+    let unreclaimable = t.slab_unreclaimable + r.slab_unreclaimable;
+    let anon = lru_anon.saturating_sub(shmem);
     let fields: Vec<(&str, u64)> = vec![
         ("MemTotal:", total),
         ("MemFree:", free),
@@ -248,9 +253,9 @@ pub fn proc_meminfo(sys: &System) -> String {
         ("Cached:", 0),
         ("SwapCached:", 0),
         ("Active:", 0),
-        ("Inactive:", anon),
+        ("Inactive:", lru_anon),
         ("Active(anon):", 0),
-        ("Inactive(anon):", anon),
+        ("Inactive(anon):", lru_anon),
         ("Active(file):", 0),
         ("Inactive(file):", 0),
         ("Unevictable:", 0),
@@ -261,7 +266,11 @@ pub fn proc_meminfo(sys: &System) -> String {
         ("Writeback:", 0),
         ("AnonPages:", anon),
         ("Mapped:", 0),
-        ("Shmem:", 0),
+        ("Shmem:", shmem),
+        ("KReclaimable:", reclaimable),
+        ("Slab:", reclaimable + unreclaimable),
+        ("SReclaimable:", reclaimable),
+        ("SUnreclaim:", unreclaimable),
     ];
     let mut out = String::new();
     for (label, pages) in fields {
