@@ -149,6 +149,13 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
             );
             ("workload".into(), Value::Object(args))
         }
+        "clock-advance" => {
+            need(1, "clock-advance MS")?;
+            let ms: u64 = rest[0]
+                .parse()
+                .context("MS must be a number of milliseconds")?;
+            (verb.clone(), json!({ "ms": ms }))
+        }
         "tmpfs-usage" => {
             need(2, "tmpfs-usage INODES BYTES")?;
             let n = |i: usize, what: &str| {

@@ -99,7 +99,8 @@ enum Command {
         /// Command and arguments: `hotadd ID SIZE [node=N] [addr=A]`,
         /// `unplug ID`, `vmem-resize ID SIZE`, `query`, `klog`, `events`,
         /// `inject ACTION ERRNO`, `workload OP KIND PAGES block=N|node=N`,
-        /// `tmpfs-usage INODES BYTES`, `migrate-fail BLOCK FAILURE`,
+        /// `tmpfs-usage INODES BYTES`, `clock-advance MS`,
+        /// `migrate-fail BLOCK FAILURE`,
         /// `hwpoison BLOCK`, `module-load NAME`,
         /// `json '{...}'`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

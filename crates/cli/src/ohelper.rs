@@ -60,8 +60,26 @@ fn sync_tmpfs() {
     }
 }
 
+/// A virtual alarm of `secs` is about to interrupt a blocked write: move
+/// the machine's virtual clock by as much first.
+fn advance_clock(secs: u64) {
+    if let Some(mut c) = control() {
+        let _ = c.execute("clock-advance", serde_json::json!({"ms": secs * 1000}));
+    }
+}
+
+/// Name the process `ohelper`, as the guest's helper is called (kernel
+/// messages print the writer's `comm`).
+fn name_process() {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes from the pointer, which is valid for the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ohelper".as_ptr(), 0, 0, 0) };
+}
+
 /// Entry point: `args` after `ohelper`.
 pub fn main(args: &[String]) -> i32 {
+    name_process();
+    memhp_scenario::ohelper::set_alarm_hook(advance_clock);
     memhp_scenario::ohelper::set_wide_errno_resolver(wide_errno);
     memhp_scenario::ohelper::set_before_command(sync_tmpfs);
     memhp_scenario::ohelper_main(args)

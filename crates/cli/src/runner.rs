@@ -25,10 +25,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What the oracle's guest prints as its identity.
-const UNAME_R: &str = "6.1.0-56-amd64";
-const UNAME_V: &str = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)";
-
 /// The QEMU machine a scenario's headers describe.
 pub fn machine(scn: &Scenario) -> Result<QemuPc> {
     let mut q = QemuPc {
@@ -327,7 +323,9 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     ));
     transcript.push_str("=== TRANSCRIPT ===\n");
     transcript.push_str(&format!(
-        "uname -r: {UNAME_R}\nuname -v: {UNAME_V}\ncmdline: {}\n",
+        "uname -r: {}\nuname -v: {}\ncmdline: {}\n",
+        version.uname_release(),
+        version.uname_version(),
         kernel_cmdline(scn)
     ));
     let reader = BufReader::new(stdout);

@@ -57,6 +57,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "op (alloc|free), kind (movable|unmovable|pinned), pages, block or node",
     ),
     (
+        "clock-advance",
+        "move the machine's virtual clock: ms (a retrying offline makes its passes and logs meanwhile)",
+    ),
+    (
         "tmpfs-usage",
         "the guest tmpfs now holds: inodes, bytes (its slab and shmem pages are charged)",
     ),
@@ -449,6 +453,14 @@ pub fn dispatch(
             };
         }
         "hugetlb" => return hugetlb(host, args),
+        "clock-advance" => {
+            let ms = u64_arg(args, "ms")?;
+            let now = host.shared.modify(|s| {
+                s.advance_clock(ms);
+                s.clock_ms
+            });
+            return Ok(json!({"clock_ms": now}));
+        }
         "tmpfs-usage" => {
             let (inodes, bytes) = (u64_arg(args, "inodes")?, u64_arg(args, "bytes")?);
             return host

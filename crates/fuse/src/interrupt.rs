@@ -23,9 +23,10 @@
 //! `FUSE_INTERRUPT` itself, at two extra thread wake-ups per request).
 
 use memhp_sysfs::vfs::Cancel;
+use memhp_sysfs::vfs::Task;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A write younger than this is not polled: it is almost certainly about to
@@ -118,7 +119,14 @@ impl InflightWrites {
     /// honour. After [`InflightWrites::stop`] the token comes back
     /// cancelled.
     pub(crate) fn begin(&self, unique: u64, tid: u32) -> Cancel {
-        let cancel = Cancel::new();
+        let comm = self.proc_root.join(tid.to_string()).join("comm");
+        let cancel = Cancel::new().with_writer(Arc::new(move || {
+            let name = std::fs::read_to_string(&comm).ok()?;
+            Some(Task {
+                pid: tid,
+                comm: name.trim_end_matches('\n').to_string(),
+            })
+        }));
         let mut state = self.lock();
         if state.stop {
             cancel.cancel();

@@ -609,6 +609,7 @@ impl System {
         });
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
         sys.charge_runtime(spec.boot_alloc.runtime);
+        sys.hardware_name = spec.hardware_name.clone();
         Ok(sys)
     }
 }

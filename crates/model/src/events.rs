@@ -323,3 +323,20 @@ mod tests {
         );
     }
 }
+
+/// The task a kernel message names (`current`): its pid and `comm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub pid: u32,
+    pub comm: String,
+}
+
+impl Default for Task {
+    /// A writer the transport did not name.
+    fn default() -> Self {
+        Task {
+            pid: 1,
+            comm: "init".into(),
+        }
+    }
+}

@@ -570,6 +570,9 @@ impl System {
         };
         let p = &self.blocks[&id].pages;
         if stuck_movable > 0 {
+            if failure.is_none() {
+                self.start_retry_log(id);
+            }
             return OfflineProgress::Retrying {
                 reason: match failure {
                     Some(MigrateFailure::NoMemory) => "migration fails with -ENOMEM",
@@ -597,6 +600,7 @@ impl System {
             return self.offline_abort(e);
         }
         self.offlining = None;
+        self.retry_log = None;
         self.complete_offline(inflight)
     }
 
@@ -609,6 +613,7 @@ impl System {
     /// The undo path U of the offline in flight (spec 02 §7.2): cancel
     /// events, the block back online, `err` to the writer.
     fn offline_abort(&mut self, err: HotplugError) -> OfflineProgress {
+        self.retry_log = None;
         let Some(inflight) = self.offlining.take() else {
             return OfflineProgress::Done(Err(HotplugError::Invalid("no offline in flight")));
         };

@@ -26,6 +26,7 @@ pub mod notifier;
 pub mod pages;
 mod policy;
 pub mod qemu_acpi;
+pub mod retrylog;
 pub mod shared;
 pub mod system;
 pub mod units;
@@ -51,6 +52,32 @@ pub enum KernelVersion {
     /// Current mainline as described by the spec ("ML"/"NEW").
     #[serde(rename = "ml")]
     Mainline,
+}
+
+impl KernelVersion {
+    /// `uname -r` of the emulated build.
+    pub fn uname_release(self) -> &'static str {
+        match self {
+            KernelVersion::V6_1 => "6.1.0-56-amd64",
+            KernelVersion::Mainline => "6.18.0-memhp",
+        }
+    }
+
+    /// `uname -v` of the emulated build.
+    pub fn uname_version(self) -> &'static str {
+        match self {
+            KernelVersion::V6_1 => "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)",
+            KernelVersion::Mainline => "#1 SMP PREEMPT_DYNAMIC",
+        }
+    }
+
+    /// The build as `dump_stack` names it after "Not tainted".
+    pub fn dump_stack_build(self) -> &'static str {
+        match self {
+            KernelVersion::V6_1 => "6.1.0-56-amd64 #1  Debian 6.1.192-2",
+            KernelVersion::Mainline => "6.18.0-memhp #1",
+        }
+    }
 }
 
 impl std::str::FromStr for KernelVersion {

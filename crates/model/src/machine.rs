@@ -90,18 +90,39 @@ pub struct RuntimeUsage {
     /// Reclaimable slab (`SReclaimable`).
     #[serde(default)]
     pub slab_reclaimable: u64,
-    /// Other kernel memory: page tables, stacks, vmalloc, modules.
+    /// Kernel stacks of the running tasks.
+    #[serde(default)]
+    pub kernel_stack: u64,
+    /// User page tables.
+    #[serde(default)]
+    pub pagetables: u64,
+    /// Other kernel memory: vmalloc, modules, per-cpu, ...
     #[serde(default)]
     pub kernel_other: u64,
     /// The unpacked initramfs (rootfs is a tmpfs: `Shmem`).
     #[serde(default)]
     pub rootfs_shmem: u64,
+    /// Anonymous memory of the running processes (active).
+    #[serde(default)]
+    pub anon: u64,
+    /// Of the rootfs pages, those mapped by processes (`Mapped`).
+    #[serde(default)]
+    pub mapped: u64,
 }
 
 impl RuntimeUsage {
     /// Unmovable pages in all.
     pub fn unmovable(&self) -> u64 {
-        self.slab_unreclaimable + self.slab_reclaimable + self.kernel_other
+        self.slab_unreclaimable
+            + self.slab_reclaimable
+            + self.kernel_stack
+            + self.pagetables
+            + self.kernel_other
+    }
+
+    /// Movable (LRU) pages in all.
+    pub fn movable(&self) -> u64 {
+        self.rootfs_shmem + self.anon
     }
 }
 
@@ -118,8 +139,12 @@ impl Default for BootAllocSpec {
             runtime: RuntimeUsage {
                 slab_unreclaimable: 2278,
                 slab_reclaimable: 2376,
-                kernel_other: 2963,
+                kernel_stack: 188,
+                pagetables: 14,
+                kernel_other: 2141,
                 rootfs_shmem: 779,
+                anon: 620,
+                mapped: 573,
             },
         }
     }
@@ -176,6 +201,9 @@ pub struct MachineSpec {
     /// `None` for machines whose firmware is not modelled.
     #[serde(default)]
     pub acpi: Option<crate::qemu_acpi::QemuAcpi>,
+    /// The DMI system name `dump_stack` prints ("Hardware name: ...").
+    #[serde(default)]
+    pub hardware_name: Option<String>,
 }
 
 /// Why a machine description is not usable.
@@ -602,6 +630,11 @@ impl QemuPc {
             virtio_mem: self.virtio_mem.clone(),
             boot_alloc: BootAllocSpec::default(),
             acpi: Some(acpi),
+            // QEMU 7.2's i440FX machine with its SeaBIOS, as the oracle's.
+            hardware_name: Some(
+                "QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2-debian-1.16.2-1 04/01/2014"
+                    .into(),
+            ),
         };
         m.validate()?;
         Ok(m)
@@ -678,6 +711,7 @@ pub fn firecracker(
         virtio_mem: Vec::new(),
         boot_alloc: BootAllocSpec::default(),
         acpi: None,
+        hardware_name: None,
     };
     m.validate()?;
     Ok(m)
@@ -770,6 +804,7 @@ pub fn baremetal(
             ..BootAllocSpec::default()
         },
         acpi: None,
+        hardware_name: None,
     };
     m.validate()?;
     Ok(m)

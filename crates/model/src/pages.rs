@@ -217,7 +217,7 @@ impl PageMap {
 
     /// Free pages in [lo, hi).
     pub fn free_in(&self, lo: u64, hi: u64) -> u64 {
-        self.free_gaps(lo, hi.min(self.nr))
+        self.free_ranges(lo, hi.min(self.nr))
             .iter()
             .map(|g| g.1 - g.0)
             .sum()
@@ -341,7 +341,7 @@ impl PageMap {
     }
 
     /// The free ranges within [lo, hi), ascending.
-    fn free_gaps(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    pub fn free_ranges(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
         let mut gaps = Vec::new();
         let mut at = lo;
         for r in &self.runs {
@@ -375,7 +375,7 @@ impl PageMap {
         let hi = hi.min(self.nr);
         let mut want = n;
         let mut taken = Vec::new();
-        let gaps = self.free_gaps(lo, hi);
+        let gaps = self.free_ranges(lo, hi);
         for (g0, g1) in gaps {
             let mut at = g0;
             while at < g1 && want > 0 {
@@ -425,7 +425,7 @@ impl PageMap {
                 break;
             }
             let (a, b) = (pb * PAGEBLOCK_PAGES, (pb + 1) * PAGEBLOCK_PAGES);
-            let whole = self.free_gaps(a, b) == [(a, b)];
+            let whole = self.free_ranges(a, b) == [(a, b)];
             if whole && self.unmovable_pageblocks.binary_search(&pb).is_err() {
                 self.assign(a, b, Some(state));
                 done += 1;
@@ -477,7 +477,7 @@ impl PageMap {
     /// first); returns how many.
     pub fn claim_highest_free(&mut self, state: PageState, n: u64) -> u64 {
         let mut want = n;
-        for (a, b) in self.free_gaps(0, self.nr).into_iter().rev() {
+        for (a, b) in self.free_ranges(0, self.nr).into_iter().rev() {
             if want == 0 {
                 break;
             }

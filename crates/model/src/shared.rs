@@ -414,14 +414,26 @@ impl HotplugGuard<'_> {
         id: u64,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeviceOutcome, HotplugError> {
+        self.device_offline_by(id, None, cancelled)
+    }
+
+    /// [`HotplugGuard::device_offline`] by the task `writer` (named by
+    /// the messages the offline logs).
+    pub fn device_offline_by(
+        &self,
+        id: u64,
+        writer: Option<crate::events::Task>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<DeviceOutcome, HotplugError> {
         self.run(&Operation::DeviceOnlineOffline { block: id }, &[], || {
-            (self.offline_loop(id, cancelled), Vec::new())
+            (self.offline_loop(id, writer, cancelled), Vec::new())
         })
     }
 
     fn offline_loop(
         &self,
         id: u64,
+        writer: Option<crate::events::Task>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeviceOutcome, HotplugError> {
         let timeout = *self
@@ -431,7 +443,9 @@ impl HotplugGuard<'_> {
             .unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
         let mut sys = self.shared.lock_state();
+        sys.current_task = writer;
         let mut progress = sys.device_offline(id);
+        sys.current_task = None;
         self.shared.publish(&sys);
         loop {
             match progress {

@@ -139,6 +139,20 @@ pub struct System {
     /// The 2 MiB hugetlb pool.
     #[serde(default)]
     pub hugetlb: crate::hugetlb::HugetlbPool,
+    /// Virtual time in milliseconds: moves only when the host says so
+    /// ([`System::advance_clock`]).
+    #[serde(default)]
+    pub clock_ms: u64,
+    /// The task whose write is being handled, for the messages that name
+    /// it (set by the transport).
+    #[serde(skip)]
+    pub current_task: Option<crate::events::Task>,
+    /// Reporting state of an offline whose migration keeps failing.
+    #[serde(default)]
+    pub retry_log: Option<crate::retrylog::RetryLog>,
+    /// `dump_stack`'s "Hardware name".
+    #[serde(default)]
+    pub hardware_name: Option<String>,
     /// What the running kernel and its rootfs held after boot.
     #[serde(default)]
     pub runtime: crate::machine::RuntimeUsage,
@@ -204,6 +218,10 @@ impl System {
             events: EventLog::default(),
             injection: NotifierInjection::default(),
             hugetlb: Default::default(),
+            clock_ms: 0,
+            current_task: None,
+            retry_log: None,
+            hardware_name: None,
             runtime: Default::default(),
             tmpfs: Default::default(),
             memory_chain: Default::default(),

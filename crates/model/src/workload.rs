@@ -141,7 +141,7 @@ impl System {
 
     /// `zone->lowmem_reserve[class]`: pages of `zone` kept back from
     /// allocations that could have used a higher zone.
-    fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
+    pub(crate) fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
         let Some(node) = self.nodes.get(&nid) else {
             return 0;
         };
@@ -331,7 +331,7 @@ impl System {
     /// initramfs), up to the memory there is.
     pub(crate) fn charge_runtime(&mut self, usage: RuntimeUsage) {
         self.alloc_for_task(PageState::Unmovable, ZoneType::Normal, usage.unmovable());
-        self.alloc_for_task(PageState::Movable, ZoneType::Movable, usage.rootfs_shmem);
+        self.alloc_for_task(PageState::Movable, ZoneType::Movable, usage.movable());
         self.runtime = usage;
     }
 
@@ -482,7 +482,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.device_offline_nowait(5), Ok(DeviceOutcome::Changed));
         let total: u64 = s.blocks.values().map(|b| b.pages.movable()).sum();
-        assert_eq!(total, 30000 + s.runtime.rootfs_shmem);
+        assert_eq!(total, 30000 + s.runtime.movable());
         assert_eq!(s.blocks[&5].pages.movable(), 0);
     }
 

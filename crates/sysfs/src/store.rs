@@ -2,6 +2,7 @@
 //! does and applies it through the model (spec 01 §3.2–§3.6, §5.1; spec 02
 //! §8.3). Returns the byte count `write(2)` reports, or the errno.
 
+use crate::vfs::Cancel;
 use crate::vfs::Errno;
 use memhp_model::block::OnlineType;
 use memhp_model::cmdline::OnlinePolicy;
@@ -32,16 +33,11 @@ fn block_id(name: &str) -> Result<u64, Errno> {
 }
 
 /// `state_store` (spec 01 §3.5).
-fn state_store(
-    shared: &Shared,
-    id: u64,
-    data: &[u8],
-    cancelled: &dyn Fn() -> bool,
-) -> Result<usize, Errno> {
+fn state_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {
     let t = OnlineType::from_sysfs(data).ok_or(Errno::EINVAL)?;
     let hp = shared.lock_hotplug();
     let outcome = if t == OnlineType::Offline {
-        hp.device_offline(id, cancelled)
+        hp.device_offline_by(id, cancel.writer(), &|| cancel.is_cancelled())
     } else {
         hp.device_online(id, Some(t))
     };
@@ -53,18 +49,13 @@ fn state_store(
 }
 
 /// The generic `online` file (spec 01 §3.6): "already" is success.
-fn online_store(
-    shared: &Shared,
-    id: u64,
-    data: &[u8],
-    cancelled: &dyn Fn() -> bool,
-) -> Result<usize, Errno> {
+fn online_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {
     let on = kstr::kstrtobool(data).map_err(kerr)?;
     let hp = shared.lock_hotplug();
     let r = if on {
         hp.device_online(id, None)
     } else {
-        hp.device_offline(id, cancelled)
+        hp.device_offline_by(id, cancel.writer(), &|| cancel.is_cancelled())
     };
     r.map(|_| data.len()).map_err(errno)
 }
@@ -167,7 +158,7 @@ pub fn store(
     shared: &Shared,
     parts: &[&str],
     data: &[u8],
-    cancelled: &dyn Fn() -> bool,
+    cancel: &Cancel,
 ) -> Result<usize, Errno> {
     match parts {
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
@@ -184,10 +175,10 @@ pub fn store(
         }
         [.., "power", f] => power_store(f, data),
         ["sys", "devices", "system", "memory", b, "state"] => {
-            state_store(shared, block_id(b)?, data, cancelled)
+            state_store(shared, block_id(b)?, data, cancel)
         }
         ["sys", "devices", "system", "memory", b, "online"] => {
-            online_store(shared, block_id(b)?, data, cancelled)
+            online_store(shared, block_id(b)?, data, cancel)
         }
         ["sys", "devices", "system", "memory", b, "uevent"] => {
             let id = block_id(b)?;

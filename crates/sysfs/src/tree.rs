@@ -578,7 +578,7 @@ impl Tree for SysfsTree {
         if data.is_empty() {
             return Ok(0);
         }
-        let r = store::store(&self.shared, &parts, data, &|| cancel.is_cancelled());
+        let r = store::store(&self.shared, &parts, data, cancel);
         if let Err(e) = r {
             if e.0 >= 512 {
                 let key = parts.join("/");

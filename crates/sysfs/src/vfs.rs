@@ -9,6 +9,7 @@
 //! generation counter that moves whenever anything visible may have changed
 //! (for cache invalidation).
 
+pub use memhp_model::events::Task;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -74,14 +75,32 @@ pub enum EntryKind {
 /// migration loop retries until a signal arrives). The transport cancels it
 /// when the writer is interrupted (FUSE_INTERRUPT, a scenario's `wa` alarm);
 /// the tree then makes the write fail with `EINTR`, as the kernel does.
+///
+/// It also names the writer for the kernel messages that do (`current`),
+/// resolved only when one is logged.
 #[derive(Clone, Default)]
 pub struct Cancel {
     inner: Arc<(Mutex<bool>, Condvar)>,
+    writer: Option<Arc<WriterFn>>,
 }
+
+/// Resolves the writing task (pid, `comm`).
+pub type WriterFn = dyn Fn() -> Option<Task> + Send + Sync;
 
 impl Cancel {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same token, naming its writer through `f`.
+    pub fn with_writer(mut self, f: Arc<WriterFn>) -> Self {
+        self.writer = Some(f);
+        self
+    }
+
+    /// The writing task, if the transport can tell.
+    pub fn writer(&self) -> Option<Task> {
+        self.writer.as_ref().and_then(|f| f())
     }
 
     /// Mark the writer as signalled and wake whoever waits on it.

@@ -39,6 +39,7 @@ fn spec(ranges: &[(u64, u64)], cmdline: &str, hypervisor: bool) -> MachineSpec {
         virtio_mem: vec![],
         boot_alloc: Default::default(),
         acpi: None,
+        hardware_name: None,
     }
 }
 

@@ -186,7 +186,7 @@ fn write_with_virtual_alarm(path: &[u8], buf: &[u8], secs: u64) -> (Outcome, boo
     // is not waited for a whole poll interval.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
-        .name("ohelper-write".into())
+        .name("ohelper".into())
         .spawn(move || {
             let outcome = open_write_close(&tpath, &tbuf, &tphase, true);
             let _ = done_tx.send(());
@@ -211,6 +211,11 @@ fn write_with_virtual_alarm(path: &[u8], buf: &[u8], secs: u64) -> (Outcome, boo
             };
             if due {
                 use std::os::unix::thread::JoinHandleExt;
+                if fired_at.is_none() {
+                    if let Some(hook) = ALARM_HOOK.get() {
+                        hook(secs);
+                    }
+                }
                 // SAFETY: the thread has not been joined, so its pthread_t is
                 // valid; SIGALRM has a handler installed (no default kill).
                 unsafe { libc::pthread_kill(handle.as_pthread_t(), libc::SIGALRM) };
@@ -239,6 +244,16 @@ static WIDE_ERRNO: std::sync::OnceLock<fn(&str) -> Option<i32>> = std::sync::Onc
 /// Install the resolver used when a write fails with EIO (once per process).
 pub fn set_wide_errno_resolver(f: fn(&str) -> Option<i32>) {
     let _ = WIDE_ERRNO.set(f);
+}
+
+/// Called with the alarm's seconds just before a virtual alarm interrupts
+/// a blocked write: the machine moves its virtual clock that far, so what
+/// the kernel would have logged meanwhile is logged.
+static ALARM_HOOK: std::sync::OnceLock<fn(u64)> = std::sync::OnceLock::new();
+
+/// Install the virtual-alarm hook (once per process).
+pub fn set_alarm_hook(f: fn(u64)) {
+    let _ = ALARM_HOOK.set(f);
 }
 
 pub(crate) fn do_write(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {

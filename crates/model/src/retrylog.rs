@@ -1,0 +1,473 @@
+//! What the kernel logs while an offline's migration loop fails with
+//! -ENOMEM, in virtual time (spec 02 §7.2): each pass of the loop fails
+//! every page still in the block; `do_migrate_range` reports each failed
+//! page ("migrating pfn ... failed ret:-12" and a page dump) under a
+//! ratelimit of 10 messages per 5 s, and the failing target allocation
+//! reports itself through `warn_alloc` (a "page allocation failure" with
+//! `show_mem`) under a ratelimit of 1 per 10 s. When a window reopens, the
+//! number of messages the previous one suppressed is logged first
+//! ("callbacks suppressed").
+//!
+//! memhp's time is virtual: the loop makes one pass per [`PASS_MS`] of
+//! virtual time, and virtual time moves when the host says so
+//! ([`System::advance_clock`]: a scenario's `wa S` alarm moves it by S
+//! seconds before it interrupts the write).
+
+use crate::events::Task;
+use crate::hugetlb::HPAGE_PAGES;
+use crate::pages::{MigrateType, PageState, PAGEBLOCK_PAGES};
+use crate::system::System;
+use crate::zone::{ZoneType, MAX_NR_ZONES};
+use crate::KernelVersion;
+use serde::{Deserialize, Serialize};
+
+/// Virtual time of one pass of the migration loop (measured under TCG in
+/// the oracle: ~1.9 M failed pages per 5 s window at ~22.6 k pages a pass).
+pub const PASS_MS: u64 = 60;
+
+/// `struct ratelimit_state` in virtual milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RateLimit {
+    interval_ms: u64,
+    burst: u64,
+    begin_ms: Option<u64>,
+    printed: u64,
+    missed: u64,
+}
+
+impl RateLimit {
+    const fn new(interval_ms: u64, burst: u64) -> Self {
+        RateLimit {
+            interval_ms,
+            burst,
+            begin_ms: None,
+            printed: 0,
+            missed: 0,
+        }
+    }
+
+    /// `n` calls of `___ratelimit` at `now`: how many may print, and the
+    /// suppressed count to report first (when a window reopened).
+    fn calls(&mut self, now: u64, n: u64) -> (u64, Option<u64>) {
+        let begin = *self.begin_ms.get_or_insert(now);
+        let mut reopened = None;
+        if now > begin + self.interval_ms {
+            if self.missed > 0 {
+                reopened = Some(self.missed);
+            }
+            self.begin_ms = Some(now);
+            self.printed = 0;
+            self.missed = 0;
+        }
+        let ok = n.min(self.burst - self.printed);
+        self.printed += ok;
+        self.missed += n - ok;
+        (ok, reopened)
+    }
+}
+
+/// The reporting state of an offline whose migration keeps failing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryLog {
+    pub block: u64,
+    /// The writer (`current`).
+    pub task: Task,
+    /// Virtual time of the next pass.
+    next_pass_ms: u64,
+    migrate_rs: RateLimit,
+    nopage_rs: RateLimit,
+}
+
+/// The 6.1 Debian build's frames for `warn_alloc` called from the offline
+/// migration loop, innermost first (the reliable ones; the `?` guesses of
+/// the unwinder are left out).
+const WARN_ALLOC_TRACE_6_1: [&str; 18] = [
+    "dump_stack_lvl+0x44/0x5c",
+    "warn_alloc+0x151/0x170",
+    "__alloc_pages_slowpath.constprop.0+0xd04/0xe70",
+    "__alloc_pages+0x305/0x330",
+    "__folio_alloc+0x17/0x50",
+    "alloc_migration_target+0xb8/0x160",
+    "migrate_pages_batch+0x2fb/0xc70",
+    "migrate_pages+0xb1e/0xc00",
+    "do_migrate_range.isra.0+0x2c3/0x750",
+    "offline_pages+0x629/0x7a8",
+    "memory_subsys_offline+0x88/0x160",
+    "device_offline+0xc7/0x120",
+    "state_store+0x65/0xa0",
+    "kernfs_fop_write_iter+0x12e/0x200",
+    "vfs_write+0x235/0x3f0",
+    "ksys_write+0x6b/0xf0",
+    "do_syscall_64+0x5d/0xb0",
+    "entry_SYSCALL_64_after_hwframe+0x6e/0xd8",
+];
+
+impl System {
+    /// Move virtual time forward by `ms`; an offline whose migration keeps
+    /// failing makes its passes meanwhile (and logs what they report).
+    pub fn advance_clock(&mut self, ms: u64) {
+        let until = self.clock_ms + ms;
+        while let Some(at) = self.retry_log.as_ref().map(|l| l.next_pass_ms) {
+            if at > until {
+                break;
+            }
+            self.clock_ms = at;
+            self.failed_migration_pass();
+        }
+        self.clock_ms = until;
+    }
+
+    /// The migration loop of the offline in flight failed with -ENOMEM for
+    /// the first time: start reporting, with a pass now.
+    pub(crate) fn start_retry_log(&mut self, block: u64) {
+        if self.retry_log.as_ref().is_some_and(|l| l.block == block) {
+            return;
+        }
+        self.retry_log = Some(RetryLog {
+            block,
+            task: self.current_task.clone().unwrap_or_default(),
+            next_pass_ms: self.clock_ms,
+            migrate_rs: RateLimit::new(5000, 10),
+            nopage_rs: RateLimit::new(10_000, 1),
+        });
+        self.failed_migration_pass();
+    }
+
+    /// One pass in which every movable page left in the block fails.
+    fn failed_migration_pass(&mut self) {
+        let Some(mut log) = self.retry_log.take() else {
+            return;
+        };
+        let now = self.clock_ms;
+        log.next_pass_ms = now + PASS_MS;
+        let start = self.block_start_pfn(log.block);
+        let stuck: Vec<u64> = self.blocks[&log.block]
+            .pages
+            .runs()
+            .filter(|r| r.2 == PageState::Movable)
+            .flat_map(|(s, n, _)| s..s + n)
+            .take(10)
+            .map(|off| start + off)
+            .collect();
+        let n = self.blocks[&log.block].pages.movable();
+        if n > 0 {
+            let (ok, missed) = log.nopage_rs.calls(now, 1);
+            if let Some(m) = missed {
+                self.events
+                    .log(format!("warn_alloc: {m} callbacks suppressed"));
+            }
+            if ok == 1 {
+                self.warn_alloc(&log, n);
+            }
+            let (ok, missed) = log.migrate_rs.calls(now, n);
+            if let Some(m) = missed {
+                self.events
+                    .log(format!("do_migrate_range: {m} callbacks suppressed"));
+            }
+            for &pfn in stuck.iter().take(ok as usize) {
+                self.events
+                    .log(format!("migrating pfn {pfn:x} failed ret:-12"));
+                self.dump_movable_page(log.block, pfn);
+            }
+        }
+        self.retry_log = Some(log);
+    }
+
+    /// `dump_page` of a shmem page whose migration failed (pointer values
+    /// of a real dump are not modelled).
+    fn dump_movable_page(&mut self, block: u64, pfn: u64) {
+        let b = &self.blocks[&block];
+        let nid = b.nid.unwrap_or(0);
+        let zone = self.page_zone(b, pfn).unwrap_or(ZoneType::Normal).idx();
+        let flags = (u64::from(nid) << 54) | ((zone as u64) << 52) | 0x0007_ffff_c008_000e;
+        self.events.log(format!(
+            "page:(____ptrval____) refcount:2 mapcount:0 mapping:(____ptrval____) index:0x0 pfn:{pfn:#x}"
+        ));
+        self.events.log(format!(
+            "flags: {flags:#x}(referenced|uptodate|dirty|swapbacked|node={nid}|zone={zone}|lastcpupid=0x1fffff)"
+        ));
+        self.events.log("page dumped because: migration failure");
+    }
+
+    /// `warn_alloc` for the failing migration target allocation, with
+    /// `show_mem`; `isolated` pages are in the failing batch.
+    fn warn_alloc(&mut self, log: &RetryLog, isolated: u64) {
+        let zone = self.blocks[&log.block].zone.unwrap_or(ZoneType::Normal);
+        let (mode, names) = match zone {
+            ZoneType::Movable => (
+                0x144cca,
+                "GFP_HIGHUSER|__GFP_RETRY_MAYFAIL|__GFP_COMP|__GFP_MOVABLE",
+            ),
+            _ => (
+                0x144cc8,
+                "GFP_USER|__GFP_RETRY_MAYFAIL|__GFP_COMP|__GFP_MOVABLE",
+            ),
+        };
+        let nodemask = node_list(&self.migration_nodes(log.block));
+        let mems: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.has_memory)
+            .map(|n| n.id)
+            .collect();
+        let t = &log.task;
+        let mut lines = vec![
+            format!(
+                "{}: page allocation failure: order:0, mode:{mode:#x}({names}), nodemask={nodemask},cpuset=/,mems_allowed={}",
+                t.comm,
+                node_list(&mems)
+            ),
+            format!(
+                "CPU: 0 PID: {} Comm: {} Not tainted {}",
+                t.pid,
+                t.comm,
+                self.version.dump_stack_build()
+            ),
+        ];
+        if let Some(hw) = &self.hardware_name {
+            lines.push(format!("Hardware name: {hw}"));
+        }
+        if self.version == KernelVersion::V6_1 {
+            lines.push("Call Trace:".into());
+            lines.push(" <TASK>".into());
+            lines.extend(WARN_ALLOC_TRACE_6_1.iter().map(|f| format!(" {f}")));
+            lines.push(" </TASK>".into());
+        }
+        lines.extend(self.show_mem(log.block, isolated));
+        for l in lines {
+            self.events.log(l);
+        }
+    }
+
+    /// `show_mem` (6.1 `__show_free_areas` and the summary after it);
+    /// `isolated` pages of `block` are off the LRU for migration.
+    fn show_mem(&self, block: u64, isolated: u64) -> Vec<String> {
+        let k = |p: u64| p * 4;
+        let lru: u64 = self
+            .blocks
+            .values()
+            .filter(|b| b.state != crate::block::BlockState::Offline)
+            .map(|b| b.pages.movable() + b.pages.pinned())
+            .sum();
+        let r = &self.runtime;
+        let active = r.anon;
+        let inactive = lru.saturating_sub(isolated + active);
+        let shmem = self.tmpfs.shmem_pages + self.runtime.rootfs_shmem;
+        let sr = self.tmpfs.slab_reclaimable + self.runtime.slab_reclaimable;
+        let su = self.tmpfs.slab_unreclaimable + self.runtime.slab_unreclaimable;
+        let nodes: Vec<u32> = self.online_nodes().map(|n| n.id).collect();
+        let free: u64 = nodes
+            .iter()
+            .flat_map(|&n| ZoneType::ALL.map(|z| self.zone_free_pages(n, z)))
+            .sum();
+        let mut out = vec![
+            "Mem-Info:".to_string(),
+            format!("active_anon:{active} inactive_anon:{inactive} isolated_anon:{isolated}"),
+            " active_file:0 inactive_file:0 isolated_file:0".into(),
+            " unevictable:0 dirty:0 writeback:0".into(),
+            format!(" slab_reclaimable:{sr} slab_unreclaimable:{su}"),
+            format!(
+                " mapped:{} shmem:{shmem} pagetables:{}",
+                r.mapped, r.pagetables
+            ),
+            " sec_pagetables:0 bounce:0".into(),
+            " kernel_misc_reclaimable:0".into(),
+            format!(" free:{free} free_pcp:0 free_cma:0"),
+        ];
+        for &nid in &nodes {
+            out.push(format!(
+                "Node {nid} active_anon:{}kB inactive_anon:{}kB active_file:0kB inactive_file:0kB unevictable:0kB isolated(anon):{}kB isolated(file):0kB mapped:{}kB dirty:0kB writeback:0kB shmem:{}kB shmem_thp: 0kB shmem_pmdmapped: 0kB anon_thp: 0kB writeback_tmp:0kB kernel_stack:{}kB pagetables:{}kB sec_pagetables:0kB all_unreclaimable? yes",
+                k(active), k(inactive), k(isolated), k(r.mapped), k(shmem), k(r.kernel_stack), k(r.pagetables)
+            ));
+        }
+        let populated = |nid: u32| {
+            let node = &self.nodes[&nid];
+            ZoneType::ALL
+                .into_iter()
+                .filter(move |&z| node.zone(z).populated())
+        };
+        for &nid in &nodes {
+            for z in populated(nid) {
+                let zone = self.nodes[&nid].zone(z);
+                let min = self.wmark.min_pages(nid, z);
+                let high = self.wmark.high.get(&nid).map_or(0, |h| h[z.idx()]);
+                let low = min + (high.saturating_sub(min)) / 2;
+                let lru = self.zone_pages_in(nid, z, |s| {
+                    matches!(s, PageState::Movable | PageState::Pinned)
+                });
+                let in_zone = |b: &crate::block::MemoryBlock| self.zone_window(b, z).is_some();
+                let b = &self.blocks[&block];
+                let anon = match b.nid == Some(nid) && in_zone(b) {
+                    true => lru.saturating_sub(isolated),
+                    false => lru,
+                };
+                out.push(format!(
+                    "Node {nid} {} free:{}kB boost:0kB min:{}kB low:{}kB high:{}kB reserved_highatomic:0KB active_anon:0kB inactive_anon:{}kB active_file:0kB inactive_file:0kB unevictable:0kB writepending:0kB present:{}kB managed:{}kB mlocked:0kB bounce:0kB free_pcp:0kB local_pcp:0kB free_cma:0kB",
+                    z.name(),
+                    k(self.zone_free_pages(nid, z)),
+                    k(min),
+                    k(low),
+                    k(high),
+                    k(anon),
+                    k(zone.present),
+                    k(zone.managed)
+                ));
+                let reserve: Vec<String> = ZoneType::ALL
+                    .iter()
+                    .map(|&c| self.lowmem_reserve(nid, z, c).to_string())
+                    .collect();
+                out.push(format!("lowmem_reserve[]: {}", reserve.join(" ")));
+            }
+        }
+        for &nid in &nodes {
+            for z in populated(nid) {
+                out.push(self.buddy_line(nid, z));
+            }
+        }
+        for &nid in &nodes {
+            let (total, free) = self
+                .blocks
+                .values()
+                .filter(|b| b.nid == Some(nid) && b.state != crate::block::BlockState::Offline)
+                .fold((0, 0), |(t, f), b| {
+                    (
+                        t + b.pages.huge_free() + b.pages.huge_used(),
+                        f + b.pages.huge_free(),
+                    )
+                });
+            out.push(format!(
+                "Node {nid} hugepages_total={total} hugepages_free={free} hugepages_surp=0 hugepages_size={}kB",
+                k(HPAGE_PAGES)
+            ));
+        }
+        let (present, managed) = nodes
+            .iter()
+            .flat_map(|&n| ZoneType::ALL.map(move |z| (n, z)))
+            .map(|(n, z)| self.nodes[&n].zone(z))
+            .fold((0, 0), |(p, m), z| (p + z.present, m + z.managed));
+        let poisoned: u64 = self.blocks.values().map(|b| b.pages.hwpoison()).sum();
+        out.extend([
+            format!("{shmem} total pagecache pages"),
+            "0 pages in swap cache".into(),
+            "Free swap  = 0kB".into(),
+            "Total swap = 0kB".into(),
+            format!("{present} pages RAM"),
+            "0 pages HighMem/MovableOnly".into(),
+            format!("{} pages reserved", present - managed),
+            format!("{poisoned} pages hwpoisoned"),
+        ]);
+        out
+    }
+
+    /// Pages of a zone whose state satisfies `pred`.
+    fn zone_pages_in(&self, nid: u32, zone: ZoneType, pred: impl Fn(PageState) -> bool) -> u64 {
+        self.blocks
+            .values()
+            .filter(|b| b.nid == Some(nid))
+            .filter_map(|b| {
+                let (lo, hi) = self.zone_window(b, zone)?;
+                Some(
+                    b.pages
+                        .runs()
+                        .filter(|r| pred(r.2))
+                        .map(|(s, n, _)| (s + n).min(hi).saturating_sub(s.max(lo)))
+                        .sum::<u64>(),
+                )
+            })
+            .sum()
+    }
+
+    /// The zone's free lists: each free range split into the aligned
+    /// power-of-two chunks the buddy allocator holds, per order, with the
+    /// migratetypes they sit in ("Node 0 DMA32: 19*4kB (U) ...").
+    fn buddy_line(&self, nid: u32, zone: ZoneType) -> String {
+        const MAX_ORDER: usize = 11;
+        const TYPES: [(MigrateType, char); 3] = [
+            (MigrateType::Unmovable, 'U'),
+            (MigrateType::Movable, 'M'),
+            (MigrateType::Isolate, 'I'),
+        ];
+        let mut nr = [0u64; MAX_ORDER];
+        let mut types = [[false; 3]; MAX_ORDER];
+        for b in self.blocks.values().filter(|b| b.nid == Some(nid)) {
+            let Some((lo, hi)) = self.zone_window(b, zone) else {
+                continue;
+            };
+            let base = self.block_start_pfn(b.id);
+            for (mut a, end) in b.pages.free_ranges(lo, hi) {
+                while a < end {
+                    let pfn = base + a;
+                    let mut order = 0;
+                    while order + 1 < MAX_ORDER
+                        && (pfn >> (order + 1)) << (order + 1) == pfn
+                        && a + (2 << order) <= end
+                    {
+                        order += 1;
+                    }
+                    nr[order] += 1;
+                    let mt = b.pages.migratetype(a / PAGEBLOCK_PAGES);
+                    if let Some(i) = TYPES.iter().position(|t| t.0 == mt) {
+                        types[order][i] = true;
+                    }
+                    a += 1 << order;
+                }
+            }
+        }
+        let mut line = format!("Node {nid} {}: ", zone.name());
+        let mut total = 0;
+        for order in 0..MAX_ORDER {
+            line.push_str(&format!("{}*{}kB ", nr[order], 4u64 << order));
+            total += nr[order] * (4u64 << order);
+            if nr[order] > 0 {
+                let t: String = TYPES
+                    .iter()
+                    .zip(types[order])
+                    .filter(|(_, on)| *on)
+                    .map(|(t, _)| t.1)
+                    .collect();
+                line.push_str(&format!("({t}) "));
+            }
+        }
+        line.push_str(&format!("= {total}kB"));
+        line
+    }
+}
+
+/// A node list as `%*pbl` prints it ("0", "0-1", "0,2").
+fn node_list(nids: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < nids.len() {
+        let mut j = i;
+        while j + 1 < nids.len() && nids[j + 1] == nids[j] + 1 {
+            j += 1;
+        }
+        parts.push(match i == j {
+            true => nids[i].to_string(),
+            false => format!("{}-{}", nids[i], nids[j]),
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+const _: () = assert!(MAX_NR_ZONES == 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratelimit_prints_a_burst_per_window_and_reports_what_it_suppressed() {
+        let mut rs = RateLimit::new(5000, 10);
+        assert_eq!(rs.calls(0, 25), (10, None));
+        assert_eq!(rs.calls(5000, 25), (0, None));
+        assert_eq!(rs.calls(5060, 25), (10, Some(40)));
+    }
+
+    #[test]
+    fn node_lists_print_ranges() {
+        assert_eq!(node_list(&[0]), "0");
+        assert_eq!(node_list(&[0, 1, 2, 4]), "0-2,4");
+    }
+}
