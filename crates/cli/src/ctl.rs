@@ -138,7 +138,7 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
         "workload" => {
             need(
                 4,
-                "workload alloc|free movable|unmovable|pinned PAGES block=N|node=N",
+                "workload alloc|free movable|unmovable|pinned PAGES block=N|node=N [zone=Z]|start_pfn=P end_pfn=E",
             )?;
             let mut args = kv(&rest[3..])?;
             args.insert("op".into(), json!(rest[0]));

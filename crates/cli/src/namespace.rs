@@ -46,8 +46,9 @@ fn check(r: libc::c_int) -> std::io::Result<()> {
 }
 
 impl Setup {
-    /// Bind mounts `(source, target)`, in order.
-    pub fn new(binds: &[(PathBuf, PathBuf)]) -> Result<Setup> {
+    /// Bind mounts `(source, target)`, in order, and a `/tmp` of
+    /// `tmp_bytes` (the guest's: tmpfs defaults to half of its RAM).
+    pub fn new(binds: &[(PathBuf, PathBuf)], tmp_bytes: u64) -> Result<Setup> {
         Ok(Setup {
             binds: binds
                 .iter()
@@ -56,7 +57,7 @@ impl Setup {
             root: CString::new("/")?,
             tmp: CString::new("/tmp")?,
             tmpfs: CString::new("tmpfs")?,
-            tmp_opts: CString::new("size=512m")?,
+            tmp_opts: CString::new(format!("size={}k", tmp_bytes.div_ceil(1024)))?,
         })
     }
 

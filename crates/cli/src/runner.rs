@@ -283,7 +283,9 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
                 .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),
         )
         .collect();
-    let ns = namespace::Setup::new(&binds)?;
+    // shmem's default size limit: half of the guest's RAM.
+    let tmp_bytes = host.shared.read(|s| s.totalram_pages()) * 4096 / 2;
+    let ns = namespace::Setup::new(&binds, tmp_bytes)?;
     let (go_read, go) = namespace::pipe()?;
     let mut words = guest_shell().split_whitespace();
     let mut cmd = Command::new(words.next().unwrap_or("sh"));

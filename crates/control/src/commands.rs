@@ -5,6 +5,7 @@ use memhp_drivers::host::{Host, HostCommand};
 use memhp_model::pages::MigrateFailure;
 use memhp_model::units::parse_size;
 use memhp_model::workload::{PageKind, Placement};
+use memhp_model::ZoneType;
 use serde_json::{json, Map, Value};
 
 /// A QMP error: class and description.
@@ -54,7 +55,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "workload",
-        "op (alloc|free), kind (movable|unmovable|pinned), pages, block or node",
+        "op (alloc|free), kind (movable|unmovable|pinned), pages, and block, node [zone], or start_pfn and end_pfn",
     ),
     (
         "clock-advance",
@@ -254,11 +255,39 @@ fn query(host: &Host) -> Value {
     })
 }
 
+/// Where pages go: `block`, `node` (with an optional `zone` name), or the
+/// pfn range `start_pfn`..`end_pfn`.
 fn placement(args: &Map<String, Value>) -> Result<Placement, CommandError> {
-    match (opt_u64(args, "block")?, opt_u64(args, "node")?) {
-        (Some(b), None) => Ok(Placement::Block(b)),
-        (None, Some(n)) => Ok(Placement::Node(u32_arg(n, "node")?)),
-        _ => Err(generic("give exactly one of 'block' and 'node'")),
+    let zone = match args.get("zone") {
+        None => None,
+        Some(Value::String(name)) => Some(
+            ZoneType::ALL
+                .into_iter()
+                .find(|z| z.name().eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    generic(format!(
+                        "unknown zone '{name}' (DMA, DMA32, Normal, Movable, Device)"
+                    ))
+                })?,
+        ),
+        Some(_) => return Err(generic("Parameter 'zone' expects a zone name")),
+    };
+    let range = (opt_u64(args, "start_pfn")?, opt_u64(args, "end_pfn")?);
+    match (opt_u64(args, "block")?, opt_u64(args, "node")?, range) {
+        (Some(b), None, (None, None)) if zone.is_none() => Ok(Placement::Block(b)),
+        (None, Some(n), (None, None)) => {
+            let nid = u32_arg(n, "node")?;
+            Ok(zone.map_or(Placement::Node(nid), |z| Placement::Zone(nid, z)))
+        }
+        (None, None, (Some(start), Some(end))) if end > start && zone.is_none() => {
+            Ok(Placement::Range {
+                start_pfn: start,
+                pages: end - start,
+            })
+        }
+        _ => Err(generic(
+            "give one of 'block', 'node' (with an optional 'zone'), or 'start_pfn' and a larger 'end_pfn'",
+        )),
     }
 }
 

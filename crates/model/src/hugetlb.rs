@@ -32,27 +32,8 @@ impl System {
     /// 2 MiB pages are migratable, so ZONE_MOVABLE is allowed).
     /// Online blocks of the placement, the highest first.
     fn hugetlb_blocks(&self, at: Placement) -> Result<Vec<u64>, HotplugError> {
-        match at {
-            Placement::Block(id) => {
-                let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
-                if b.state != BlockState::Online {
-                    return Err(HotplugError::Invalid("block is not online"));
-                }
-                Ok(vec![id])
-            }
-            Placement::Node(nid) => {
-                if !self.nodes.contains_key(&nid) {
-                    return Err(HotplugError::Invalid("no such node"));
-                }
-                Ok(self
-                    .blocks
-                    .iter()
-                    .rev()
-                    .filter(|(_, b)| b.state == BlockState::Online && b.nid == Some(nid))
-                    .map(|(&id, _)| id)
-                    .collect())
-            }
-        }
+        let windows = self.placement_windows(at)?;
+        Ok(windows.into_iter().rev().map(|w| w.0).collect())
     }
 
     /// Grow the pool by `count` huge pages taken from free memory at `at`

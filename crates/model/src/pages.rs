@@ -443,11 +443,23 @@ impl PageMap {
         n: u64,
         lowest_first: bool,
     ) -> Vec<(u64, u64)> {
+        self.reassign_in(from, to, n, lowest_first, (0, self.nr))
+    }
+
+    /// [`PageMap::reassign`] within the pages [lo, hi).
+    pub fn reassign_in(
+        &mut self,
+        from: PageState,
+        to: Option<PageState>,
+        n: u64,
+        lowest_first: bool,
+        (lo, hi): (u64, u64),
+    ) -> Vec<(u64, u64)> {
         let mut ranges: Vec<(u64, u64)> = self
             .runs
             .iter()
-            .filter(|r| r.state == from)
-            .map(|r| (r.start, r.end()))
+            .filter(|r| r.state == from && r.end() > lo && r.start < hi)
+            .map(|r| (r.start.max(lo), r.end().min(hi)))
             .collect();
         if !lowest_first {
             ranges.reverse();

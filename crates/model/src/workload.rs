@@ -32,6 +32,10 @@ pub enum Placement {
     /// A node, in the page allocator's order: its zones from the highest
     /// one the kind may use down, the lowest free pages of each first.
     Node(u32),
+    /// One zone of a node, the lowest free pages first.
+    Zone(u32, ZoneType),
+    /// The pages [start_pfn, start_pfn + pages), the lowest free first.
+    Range { start_pfn: u64, pages: u64 },
 }
 
 impl PageKind {
@@ -88,6 +92,9 @@ impl TmpfsUsage {
         self.slab_unreclaimable + self.slab_reclaimable
     }
 }
+
+/// A block and the pages of it (first, end) a placement covers.
+pub(crate) type BlockWindow = (u64, (u64, u64));
 
 /// One walk of the page allocator (`get_page_from_freelist`).
 pub(crate) struct AllocRequest {
@@ -204,6 +211,55 @@ impl System {
         taken
     }
 
+    /// The online blocks a placement other than a whole node names, with
+    /// the pages of each it covers, ascending.
+    pub(crate) fn placement_windows(
+        &self,
+        at: Placement,
+    ) -> Result<Vec<BlockWindow>, HotplugError> {
+        let online = |b: &&crate::block::MemoryBlock| b.state == BlockState::Online;
+        let windows: Vec<BlockWindow> = match at {
+            Placement::Block(id) => {
+                let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
+                if b.state != BlockState::Online {
+                    return Err(HotplugError::Invalid("block is not online"));
+                }
+                vec![(id, (0, b.pages.nr()))]
+            }
+            Placement::Node(nid) | Placement::Zone(nid, _) => {
+                if !self.nodes.contains_key(&nid) {
+                    return Err(HotplugError::Invalid("no such node"));
+                }
+                let window = |b: &crate::block::MemoryBlock| match at {
+                    Placement::Zone(_, zone) => self.zone_window(b, zone),
+                    _ => Some((0, b.pages.nr())),
+                };
+                self.blocks
+                    .values()
+                    .filter(online)
+                    .filter(|b| b.nid == Some(nid))
+                    .filter_map(|b| window(b).map(|w| (b.id, w)))
+                    .collect()
+            }
+            Placement::Range { start_pfn, pages } => {
+                let end = start_pfn.saturating_add(pages);
+                self.blocks
+                    .values()
+                    .filter(online)
+                    .filter_map(|b| {
+                        let s = self.block_start_pfn(b.id);
+                        let (lo, hi) = (start_pfn.max(s), end.min(s + b.pages.nr()));
+                        (lo < hi).then_some((b.id, (lo - s, hi - s)))
+                    })
+                    .collect()
+            }
+        };
+        if windows.is_empty() {
+            return Err(HotplugError::Invalid("no online memory there"));
+        }
+        Ok(windows)
+    }
+
     /// Allocate `pages` pages of `kind` at `at`; all or nothing (ENOMEM).
     pub fn alloc_pages(
         &mut self,
@@ -212,23 +268,7 @@ impl System {
         pages: u64,
     ) -> Result<(), HotplugError> {
         let state = kind.state();
-        match at {
-            Placement::Block(id) => {
-                let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-                if b.state != BlockState::Online {
-                    return Err(HotplugError::Invalid("block is not online"));
-                }
-                if b.pages.free() < pages {
-                    return Err(HotplugError::NoMemory("not enough free pages"));
-                }
-                let window = (0, b.pages.nr());
-                let mut left = pages;
-                for &fit in fits(state) {
-                    for (lo, hi) in b.pages.alloc(state, left, fit, window) {
-                        left -= hi - lo;
-                    }
-                }
-            }
+        let taken = match at {
             Placement::Node(nid) => {
                 if !self.nodes.contains_key(&nid) {
                     return Err(HotplugError::Invalid("no such node"));
@@ -240,27 +280,30 @@ impl System {
                     watermark: false,
                     exclude: None,
                 };
-                let free: u64 = ZoneType::ALL
-                    .into_iter()
-                    .filter(|&z| z <= req.class)
-                    .map(|z| self.zone_free_pages(nid, z))
-                    .sum();
-                if free < pages {
-                    return Err(HotplugError::NoMemory("not enough free pages"));
-                }
-                let taken = self.place_pages(&req, pages);
-                let placed: u64 = taken.iter().map(|t| t.2 - t.1).sum();
-                if placed < pages {
-                    for (id, lo, hi) in taken {
-                        self.blocks
-                            .get_mut(&id)
-                            .expect("placed")
-                            .pages
-                            .assign(lo, hi, None);
-                    }
-                    return Err(HotplugError::NoMemory("not enough free pages"));
-                }
+                self.place_pages(&req, pages)
             }
+            _ => {
+                let windows = self.placement_windows(at)?;
+                let mut left = pages;
+                let mut taken = Vec::new();
+                for &fit in fits(state) {
+                    for &(id, window) in &windows {
+                        let b = &mut self.blocks.get_mut(&id).expect("listed").pages;
+                        for (lo, hi) in b.alloc(state, left, fit, window) {
+                            left -= hi - lo;
+                            taken.push((id, lo, hi));
+                        }
+                    }
+                }
+                taken
+            }
+        };
+        if taken.iter().map(|t| t.2 - t.1).sum::<u64>() < pages {
+            for (id, lo, hi) in taken {
+                let b = self.blocks.get_mut(&id).expect("placed");
+                b.pages.assign(lo, hi, None);
+            }
+            return Err(HotplugError::NoMemory("not enough free pages"));
         }
         self.touch();
         Ok(())
@@ -274,23 +317,17 @@ impl System {
         kind: PageKind,
         pages: u64,
     ) -> Result<u64, HotplugError> {
-        let ids: Vec<u64> = match at {
+        let windows: Vec<BlockWindow> = match at {
             Placement::Block(id) => {
-                self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
-                vec![id]
+                let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
+                vec![(id, (0, b.pages.nr()))]
             }
-            Placement::Node(nid) => self
-                .blocks
-                .iter()
-                .rev()
-                .filter(|(_, b)| b.nid == Some(nid))
-                .map(|(&id, _)| id)
-                .collect(),
+            _ => self.placement_windows(at)?,
         };
         let mut left = pages;
-        for id in ids {
+        for (id, window) in windows.into_iter().rev() {
             let b = self.blocks.get_mut(&id).expect("listed");
-            for (lo, hi) in b.pages.reassign(kind.state(), None, left, false) {
+            for (lo, hi) in b.pages.reassign_in(kind.state(), None, left, false, window) {
                 left -= hi - lo;
             }
         }

@@ -1,0 +1,112 @@
+//! The guest's workload through the scenario runner, end to end: a pinned
+//! page makes an offline retry for ever until the guest's `wa 60` alarm
+//! interrupts it at once in virtual time (EINTR after "60000 ms", as the
+//! real kernel did in the oracle's `offline-busy-slab` run); files in the
+//! guest's tmpfs cost the machine slab and shmem pages; workload placement
+//! by pfn range and by zone; what an offline that runs out of memory logs
+//! while its virtual alarm runs.
+
+use std::process::Command;
+
+const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
+
+/// Run `steps` on a 1 GiB pc machine; the transcript.
+fn run(name: &str, steps: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("memhp-workload-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scn = dir.join(format!("{name}.scn"));
+    std::fs::write(&scn, format!("mem: 1G,slots=4,maxmem=4G\nsteps:\n{steps}")).unwrap();
+    let out = Command::new(MEMHP)
+        .args(["scenario", "run"])
+        .arg(&scn)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const CTL: &str = "\"$MEMHP\" ctl --socket \"$MEMHP_SOCK\"";
+
+#[test]
+fn endless_offline_retry_ends_with_eintr_on_the_virtual_alarm() {
+    let started = std::time::Instant::now();
+    let t = run(
+        "pinned",
+        &format!(
+            "{CTL} workload alloc pinned 16 block=4 > /dev/null\n\
+             wa 60 $M/memory4/state offline\nr $M/memory4/state\nw $M/memory5/state offline\n"
+        ),
+    );
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "the alarm must not take real seconds"
+    );
+    for line in [
+        "write /sys/devices/system/memory/memory4/state \"offline\" -> EINTR(4) [60000 ms]\n",
+        "read /sys/devices/system/memory/memory4/state = \"online\\n\"\n",
+        "write /sys/devices/system/memory/memory5/state \"offline\" -> OK (ret=7)\n",
+        "=== END: complete",
+    ] {
+        assert!(t.contains(line), "{line} in {t}");
+    }
+}
+
+#[test]
+fn an_unmovable_page_placed_by_pfn_range_makes_its_block_ebusy_at_that_pfn() {
+    let t = run(
+        "range",
+        &format!(
+            "{CTL} workload alloc unmovable 1 start_pfn=0x20100 end_pfn=0x20200 > /dev/null\n\
+             w $M/memory4/state offline\nklog\n\
+             {CTL} workload free unmovable 1 start_pfn=0x20000 end_pfn=0x28000 > /dev/null\n\
+             w $M/memory4/state offline\n"
+        ),
+    );
+    assert!(
+        t.contains("write /sys/devices/system/memory/memory4/state \"offline\" -> EBUSY(16)\n"),
+        "{t}"
+    );
+    assert!(t.contains("index:0x0 pfn:0x20100\n"), "{t}");
+    assert!(
+        t.contains("write /sys/devices/system/memory/memory4/state \"offline\" -> OK (ret=7)\n"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_zone_without_online_memory_refuses_a_placement() {
+    let t = run(
+        "zone",
+        &format!("{CTL} workload alloc movable 1 node=0 zone=Normal; echo rc=$?\n"),
+    );
+    assert!(t.contains("rc=1\n"), "{t}");
+}
+
+#[test]
+fn guest_tmpfs_files_fill_memory_until_an_offline_retries_and_logs_the_allocation_failure() {
+    // The guest's /tmp holds at most half of its RAM (of the 917440 kB the
+    // kernel manages); full, it leaves too little memory to migrate blocks
+    // away for long.
+    let t = run(
+        "tmpfs",
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=700 2>/dev/null\n\
+         r /proc/meminfo\n\
+         for b in memory2 memory3 memory4 memory5 memory6; do wa 60 $M/$b/state offline; done\nklog\n",
+    );
+    // 458720 kB of data plus the 779 pages of the booted rootfs.
+    assert!(t.contains("Shmem:            461836 kB"), "{t}");
+    let eintr = t.matches("-> EINTR(4) [60000 ms]\n").count();
+    assert!(eintr >= 1, "{t}");
+    let failures = t
+        .lines()
+        .filter(|l| l.starts_with("klog: ohelper: page allocation failure: order:0"))
+        .count();
+    assert_eq!(failures, 6 * eintr, "{t}");
+    let pfns = t.lines().filter(|l| l.contains("migrating pfn")).count();
+    assert_eq!(pfns, 120 * eintr);
+}
