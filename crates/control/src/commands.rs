@@ -120,7 +120,7 @@ fn notifier_trace(host: &Host) -> Value {
     for call in calls {
         let mut consumers = Vec::new();
         while let Some(r) = records.next_if(|r| r.call == call) {
-            consumers.push(json!({"consumer": r.consumer, "ret": r.ret}));
+            consumers.push(json!({"consumer": &*r.consumer, "ret": r.ret}));
         }
         let (chain, fields) = match call {
             memhp_model::events::ChainCall::Memory { arg, .. } => (

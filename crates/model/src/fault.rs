@@ -362,7 +362,7 @@ mod tests {
             .memory_chain
             .take_trace()
             .into_iter()
-            .map(|r| (r.consumer.clone(), r.event(), r.ret))
+            .map(|r| (r.consumer.to_string(), r.event(), r.ret))
             .collect();
         let going: Vec<&str> = trace
             .iter()

@@ -129,7 +129,7 @@ impl<E: ChainEvent> Clone for Entry<E> {
 
 struct Block<E: ChainEvent> {
     id: NotifierId,
-    name: String,
+    name: std::sync::Arc<str>,
     priority: i32,
     entry: Entry<E>,
 }
@@ -148,7 +148,8 @@ impl<E: ChainEvent> Clone for Block<E> {
 /// One call of one callback, for traces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
-    pub consumer: String,
+    /// The callback's name (shared with the chain: a call costs no copy).
+    pub consumer: std::sync::Arc<str>,
     pub call: ChainCall,
     pub ret: i32,
 }
@@ -269,7 +270,7 @@ impl<E: ChainEvent> NotifierChain<E> {
             pos,
             Block {
                 id,
-                name: name.to_string(),
+                name: name.into(),
                 priority,
                 entry,
             },
@@ -318,7 +319,7 @@ impl<E: ChainEvent> NotifierChain<E> {
     pub fn order(&self) -> Vec<(String, i32)> {
         self.blocks
             .iter()
-            .map(|b| (b.name.clone(), b.priority))
+            .map(|b| (b.name.to_string(), b.priority))
             .collect()
     }
 
@@ -556,7 +557,7 @@ pub(crate) mod tests {
         let t: Vec<(String, MemAction)> = c
             .take_trace()
             .into_iter()
-            .map(|r| (r.consumer.clone(), r.mem_action().unwrap()))
+            .map(|r| (r.consumer.to_string(), r.mem_action().unwrap()))
             .collect();
         assert_eq!(
             t,

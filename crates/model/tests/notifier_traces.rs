@@ -48,7 +48,7 @@ fn per_consumer(sys: &mut System) -> Vec<(String, &'static str)> {
     sys.memory_chain
         .take_trace()
         .into_iter()
-        .map(|r| (r.consumer.clone(), r.event()))
+        .map(|r| (r.consumer.to_string(), r.event()))
         .collect()
 }
 
