@@ -184,11 +184,16 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
             ("hugetlb".into(), Value::Object(args))
         }
         "migrate-fail" => {
-            need(2, "migrate-fail BLOCK enomem|eagain|none")?;
-            (
-                "migrate-fail".into(),
-                json!({"block": rest[0].parse::<u64>()?, "failure": rest[1]}),
-            )
+            let usage = "migrate-fail BLOCK enomem|eagain|none, or migrate-fail enomem|eagain|none node=N [zone=Z]|start_pfn=P end_pfn=E";
+            need(2, usage)?;
+            match rest[0].parse::<u64>() {
+                Ok(block) => (verb.clone(), json!({"block": block, "failure": rest[1]})),
+                Err(_) => {
+                    let mut args = kv(&rest[1..])?;
+                    args.insert("failure".into(), json!(rest[0]));
+                    (verb.clone(), Value::Object(args))
+                }
+            }
         }
         "hwpoison" => {
             need(1, "hwpoison BLOCK")?;

@@ -110,3 +110,28 @@ fn guest_tmpfs_files_fill_memory_until_an_offline_retries_and_logs_the_allocatio
     let pfns = t.lines().filter(|l| l.contains("migrating pfn")).count();
     assert_eq!(pfns, 120 * eintr);
 }
+
+#[test]
+fn migration_made_to_fail_over_a_pfn_range_retries_until_cleared() {
+    let t = run(
+        "migrate-fail",
+        &format!(
+            "{CTL} workload alloc movable 100 block=5 > /dev/null\n\
+             {CTL} migrate-fail eagain start_pfn=0x20000 end_pfn=0x30000\n\
+             wa 5 $M/memory5/state offline\n\
+             {CTL} migrate-fail none start_pfn=0x28000 end_pfn=0x28001 > /dev/null\n\
+             w $M/memory5/state offline\n"
+        ),
+    );
+    assert!(t.contains("\"blocks\": 2"), "{t}");
+    assert!(
+        t.contains(
+            "write /sys/devices/system/memory/memory5/state \"offline\" -> EINTR(4) [5000 ms]\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("write /sys/devices/system/memory/memory5/state \"offline\" -> OK (ret=7)\n"),
+        "{t}"
+    );
+}

@@ -67,7 +67,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "migrate-fail",
-        "make migration of a block fail: block, failure (enomem|eagain|none)",
+        "make migration fail in whole blocks: failure (enomem|eagain|none), and block, node [zone], or start_pfn and end_pfn",
     ),
     ("hwpoison", "poison one free page of a block: block"),
     (
@@ -499,7 +499,6 @@ pub fn dispatch(
                 .map_err(model_err);
         }
         "migrate-fail" => {
-            let block = u64_arg(args, "block")?;
             let failure = match str_arg(args, "failure")?.as_str() {
                 "enomem" => Some(MigrateFailure::NoMemory),
                 "eagain" => Some(MigrateFailure::Again),
@@ -510,10 +509,11 @@ pub fn dispatch(
                     )))
                 }
             };
+            let at = placement(args)?;
             return host
                 .shared
-                .modify(|s| s.set_migrate_failure(block, failure))
-                .map(|_| json!({}))
+                .modify(|s| s.set_migrate_failure_at(at, failure))
+                .map(|n| json!({ "blocks": n }))
                 .map_err(model_err);
         }
         "hwpoison" => {

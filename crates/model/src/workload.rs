@@ -429,6 +429,25 @@ impl System {
         Ok(want)
     }
 
+    /// Make migration fail (`None` clears) in every online block `at`
+    /// reaches (the failure is a property of a whole block); how many.
+    pub fn set_migrate_failure_at(
+        &mut self,
+        at: Placement,
+        failure: Option<MigrateFailure>,
+    ) -> Result<usize, HotplugError> {
+        let windows = self.placement_windows(at)?;
+        for &(id, _) in &windows {
+            self.blocks
+                .get_mut(&id)
+                .expect("listed")
+                .pages
+                .migrate_failure = failure;
+        }
+        self.touch();
+        Ok(windows.len())
+    }
+
     /// Make migration of block `id`'s pages fail (`None` clears).
     pub fn set_migrate_failure(
         &mut self,

@@ -1,0 +1,121 @@
+//! Each way an offline ends (spec 02 §7), with its errno and the state it
+//! leaves: success, EINVAL for holes and for a block across two zones,
+//! EBUSY for an unmovable page (with 6.1's migratetype undo), EINTR for a
+//! cancelled endless retry.
+
+use memhp_model::block::BlockState;
+use memhp_model::machine::QemuPc;
+use memhp_model::pages::{MigrateType, PageState};
+use memhp_model::workload::{PageKind, Placement};
+use memhp_model::{DeviceOutcome, KernelVersion, OfflineProgress, System, ZoneType};
+
+fn boot(mem: &str, cmdline: &str) -> System {
+    let mut q = QemuPc::default();
+    q.parse_mem_option(mem).unwrap();
+    System::boot(&q.machine(cmdline, KernelVersion::V6_1).unwrap()).unwrap()
+}
+
+fn dma32(s: &System) -> (u64, u64, u64) {
+    let z = s.node(0).unwrap().zone(ZoneType::Dma32);
+    (z.spanned, z.present, z.managed)
+}
+
+#[test]
+fn offline_of_a_free_block_succeeds_and_leaves_the_zone_without_it() {
+    let mut s = boot("1G", "");
+    let (spanned, present, managed) = dma32(&s);
+    assert_eq!(s.device_offline_nowait(3), Ok(DeviceOutcome::Changed));
+    assert_eq!(s.blocks[&3].state, BlockState::Offline);
+    assert_eq!(s.blocks[&3].zone, None);
+    assert_eq!(dma32(&s), (spanned, present - 32768, managed - 32768));
+}
+
+#[test]
+fn blocks_with_holes_fail_with_einval_and_stay_online() {
+    let mut s = boot("1G", "");
+    for id in [0, 7] {
+        assert!(s.blocks[&id].pages.count(PageState::Hole) > 0);
+        assert_eq!(s.device_offline_nowait(id).map_err(|e| e.errno()), Err(22));
+        assert_eq!(s.blocks[&id].state, BlockState::Online);
+    }
+}
+
+#[test]
+fn a_block_across_two_zones_fails_with_einval() {
+    // movablecore=100M: ZONE_MOVABLE starts inside a memory block.
+    let mut s = boot("4G", "movablecore=100M");
+    let mixed = s
+        .blocks
+        .values()
+        .find(|b| b.zone.is_none() && b.pages.count(PageState::Hole) == 0)
+        .map(|b| b.id)
+        .expect("a block across Normal and Movable");
+    let before = dma32(&s);
+    assert_eq!(
+        s.device_offline_nowait(mixed).map_err(|e| e.errno()),
+        Err(22)
+    );
+    assert_eq!(s.blocks[&mixed].state, BlockState::Online);
+    assert_eq!(dma32(&s), before);
+}
+
+#[test]
+fn an_unmovable_page_fails_isolation_with_ebusy_and_earlier_pageblocks_turn_movable() {
+    let mut s = boot("1G", "");
+    // Unmovable pages in pageblocks 1 and 40 of block 4.
+    for pb in [1u64, 40] {
+        let pfn = s.block_start_pfn(4) + pb * 512;
+        s.alloc_pages(
+            Placement::Range {
+                start_pfn: pfn,
+                pages: 512,
+            },
+            PageKind::Unmovable,
+            1,
+        )
+        .unwrap();
+    }
+    assert_eq!(s.blocks[&4].pages.migratetype(1), MigrateType::Unmovable);
+    assert_eq!(s.device_offline_nowait(4).map_err(|e| e.errno()), Err(16));
+    assert_eq!(s.blocks[&4].state, BlockState::Online);
+    // Isolation stopped at pageblock 1: nothing before it was unmovable,
+    // so both stay as they were.
+    assert_eq!(s.blocks[&4].pages.unmovable_pageblocks(), &[1, 40]);
+    // Free the first page: isolation now stops at pageblock 40 and puts
+    // pageblock 1 (isolated before it) back as movable.
+    let pfn = s.block_start_pfn(4) + 512;
+    s.free_pages(
+        Placement::Range {
+            start_pfn: pfn,
+            pages: 1,
+        },
+        PageKind::Unmovable,
+        1,
+    )
+    .unwrap();
+    assert_eq!(s.device_offline_nowait(4).map_err(|e| e.errno()), Err(16));
+    assert_eq!(s.blocks[&4].pages.unmovable_pageblocks(), &[40]);
+    assert!(s
+        .events
+        .take_klog()
+        .iter()
+        .any(|l| l.ends_with(&format!("pfn:{:#x}", s.block_start_pfn(4) + 40 * 512))));
+}
+
+#[test]
+fn a_cancelled_endless_retry_fails_with_eintr_and_undoes_the_isolation() {
+    let mut s = boot("1G", "");
+    s.alloc_pages(Placement::Block(5), PageKind::Pinned, 3)
+        .unwrap();
+    assert!(matches!(
+        s.device_offline(5),
+        OfflineProgress::Retrying { .. }
+    ));
+    assert!(s.blocks[&5].pages.is_isolated());
+    assert_eq!(s.blocks[&5].state, BlockState::GoingOffline);
+    let r = s.offline_signal();
+    assert!(matches!(r, OfflineProgress::Done(Err(ref e)) if e.errno() == 4));
+    assert_eq!(s.blocks[&5].state, BlockState::Online);
+    assert!(!s.blocks[&5].pages.is_isolated());
+    assert_eq!(s.blocks[&5].pages.migratetype(0), MigrateType::Movable);
+}
