@@ -1,11 +1,35 @@
 //! `memhp scenario check DIR`: run every scenario, score it against the
 //! oracle's transcript with `memhp_scenario`'s diff, print the table.
 
-use crate::runner::{self, Scenario};
 use anyhow::{Context, Result};
-use memhp_model::KernelVersion;
 use memhp_scenario::{diff_texts, render_table, DiffReport};
 use std::path::Path;
+
+/// Replay one scenario in a process of its own (`memhp scenario run`), as
+/// a user would: no state of an earlier replay (allocator, kernel FUSE
+/// state of the process) can change it or its timing. Returns the
+/// transcript and the replay's wall time from its END line.
+fn run_isolated(file: &Path) -> Result<(String, f64)> {
+    let exe = std::env::current_exe().context("locate the memhp binary")?;
+    let out = std::process::Command::new(exe)
+        .args(["scenario", "run"])
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run the scenario")?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let transcript = String::from_utf8(out.stdout).context("transcript is not UTF-8")?;
+    let secs = transcript
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("=== END: "))
+        .and_then(|l| l.split(", wall ").nth(1))
+        .and_then(|w| w.strip_suffix("s ===")?.parse().ok())
+        .context("the transcript has no END line with the wall time")?;
+    Ok((transcript, secs))
+}
 
 /// Run every scenario of `dir`; returns the process exit code.
 pub fn run(dir: &Path, baseline: Option<&Path>, out: Option<&Path>, verbose: bool) -> Result<i32> {
@@ -38,16 +62,11 @@ pub fn run(dir: &Path, baseline: Option<&Path>, out: Option<&Path>, verbose: boo
             .and_then(|s| s.to_str())
             .unwrap_or("")
             .to_string();
-        let text = std::fs::read_to_string(f)?;
         let expected_path = transcripts.join(format!("{name}.txt"));
         let expected = std::fs::read_to_string(&expected_path)
             .with_context(|| format!("read {}", expected_path.display()))?;
-        let shown = format!("scenarios/{name}.scn");
-        let result = Scenario::parse(&name, &text)
-            .map_err(anyhow::Error::from)
-            .and_then(|s| runner::run(&s, &shown, KernelVersion::V6_1));
-        let (actual, secs) = match result {
-            Ok(o) => (o.transcript, o.elapsed.as_secs_f64()),
+        let (actual, secs) = match run_isolated(f) {
+            Ok(o) => o,
             Err(e) => (format!("=== TRANSCRIPT ===\nmemhp failed: {e:#}\n=== END: failed, qemu rc=1, wall 0s ===\n"), 0.0),
         };
         if let Some(o) = out {

@@ -81,6 +81,12 @@ pub fn main(args: &[String]) -> i32 {
     name_process();
     memhp_scenario::ohelper::set_alarm_hook(advance_clock);
     memhp_scenario::ohelper::set_wide_errno_resolver(wide_errno);
-    memhp_scenario::ohelper::set_before_command(sync_tmpfs);
+    // The resident helper reports before each command (it remembers what
+    // it reported, so an unchanged tmpfs costs a statfs); a one-shot
+    // helper (a pipeline's `hotblocks`, a background job's write) only
+    // before a write, the one command whose outcome memory use decides.
+    if matches!(args.first().map(String::as_str), Some("serve" | "write")) {
+        memhp_scenario::ohelper::set_before_command(sync_tmpfs);
+    }
     memhp_scenario::ohelper_main(args)
 }

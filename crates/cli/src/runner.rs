@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The QEMU machine a scenario's headers describe.
 pub fn machine(scn: &Scenario) -> Result<QemuPc> {
@@ -96,7 +96,6 @@ pub fn kernel_cmdline(scn: &Scenario) -> String {
 /// How a run ended.
 pub struct RunOutcome {
     pub transcript: String,
-    pub elapsed: Duration,
 }
 
 fn shell_quote(s: &str) -> String {
@@ -401,10 +400,7 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     if !complete {
         bail!("scenario shell failed ({status}): {}", err.trim());
     }
-    Ok(RunOutcome {
-        transcript,
-        elapsed,
-    })
+    Ok(RunOutcome { transcript })
 }
 
 /// The guest's shell: busybox `sh` like the oracle's guest (its applets run

@@ -150,6 +150,12 @@ pub fn greeting() -> Value {
     json!({"QMP": {"version": {"package": format!("memhp {}", env!("CARGO_PKG_VERSION"))}, "capabilities": []}})
 }
 
+/// Write `v` and a newline in one `write(2)` (a `Value` formats itself in
+/// many small pieces; on an unbuffered socket each would be a syscall).
+fn send_line(w: &mut impl Write, v: &impl std::fmt::Display) -> std::io::Result<()> {
+    w.write_all(format!("{v}\n").as_bytes())
+}
+
 fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -163,14 +169,14 @@ fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
     };
     // The greeting comes first: events that arrive meanwhile wait in the
     // subscription (a client reads the greeting as the first line).
-    if writeln!(writer, "{}", greeting()).is_err() {
+    if send_line(&mut writer, &greeting()).is_err() {
         return;
     }
     let out2 = Arc::clone(&out);
     let evt = std::thread::spawn(move || {
         for ev in events {
             let _g = out2.lock().unwrap_or_else(|e| e.into_inner());
-            if writeln!(ev_writer, "{ev}").is_err() {
+            if send_line(&mut ev_writer, &ev).is_err() {
                 break;
             }
         }
@@ -183,7 +189,7 @@ fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
         }
         let reply = commands::handle_line(&host, &bus, &line);
         let _g = out.lock().unwrap_or_else(|e| e.into_inner());
-        if writeln!(writer, "{reply}").is_err() {
+        if send_line(&mut writer, &reply).is_err() {
             break;
         }
     }
@@ -369,10 +375,9 @@ impl ControlClient {
 
     /// Run one command; returns the whole reply object (`return` or `error`).
     pub fn execute(&mut self, name: &str, args: Value) -> std::io::Result<Value> {
-        writeln!(
-            self.writer,
-            "{}",
-            json!({"execute": name, "arguments": args})
+        send_line(
+            &mut self.writer,
+            &json!({"execute": name, "arguments": args}),
         )?;
         loop {
             let v = self.read_value()?;

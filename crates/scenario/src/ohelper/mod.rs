@@ -56,6 +56,8 @@ pub const MEMORY_DIR: &str = "/sys/devices/system/memory";
 
 /// The C helper's read buffer: a file is read up to this many bytes.
 const RBUF: usize = 1 << 20;
+/// The size of a sysfs attribute's buffer (`PAGE_SIZE`).
+const PAGE: usize = 4096;
 
 /// Runs the helper with `args` (the words after the program name) on the
 /// process's stdout/stderr and returns the exit status: 0, 1 (a write or
@@ -213,21 +215,28 @@ fn read_from_start(f: &File, cap: usize) -> Result<Vec<u8>, (&'static str, i32)>
             buf.resize(cap, 0);
         }
         let mut n = 0;
+        // A page first (a sysfs attribute is at most one), then twice as
+        // much each time: a FUSE direct read pins the caller's whole
+        // buffer, so asking for a megabyte to get 8 bytes costs 32 pinned
+        // pages per read.
+        let mut want = cap.min(PAGE);
         while n < cap {
-            match f.read_at(&mut buf[n..cap], n as u64) {
+            let end = (n + want).min(cap);
+            match f.read_at(&mut buf[n..end], n as u64) {
                 Ok(0) => break,
                 // A short read is the end: sysfs and procfs (seq_file) fill
                 // the buffer until their end, and so does a FUSE direct
                 // read. The C helper reads once more for the 0; the bytes
                 // are the same, and over FUSE that read is a round trip
                 // saved.
-                Ok(r) if r < cap - n => {
+                Ok(r) if r < end - n => {
                     n += r;
                     break;
                 }
                 Ok(r) => n += r,
                 Err(e) => return Err(("read", os_errno(&e))),
             }
+            want *= 2;
         }
         Ok(buf[..n].to_vec())
     })
@@ -365,17 +374,35 @@ pub fn blocks(base: &Path, out: &mut dyn Write) -> i32 {
             return 1;
         }
     };
-    for name in names
-        .iter()
-        .filter(|n| n.starts_with(b"memory") && n.get(6).is_some_and(u8::is_ascii_digit))
-    {
+    let is_numbered = |n: &[u8], prefix: &[u8]| {
+        n.strip_prefix(prefix)
+            .is_some_and(|d| d.first().is_some_and(u8::is_ascii_digit))
+    };
+    // `nodeN` names of the sibling node directory (`.../system/node`), in
+    // the order the block's own listing would give them.
+    let node_links: Option<Vec<Vec<u8>>> = path_of(base)
+        .parent()
+        .map(|p| p.join("node"))
+        .and_then(|p| scandir(p.as_os_str().as_bytes()).ok())
+        .map(|n| n.into_iter().filter(|n| is_numbered(n, b"node")).collect());
+    for name in names.iter().filter(|n| is_numbered(n, b"memory")) {
         let dir = join(base, name);
         let mut line = name.clone();
         for f in ["state", "online", "valid_zones", "removable", "phys_device"] {
             field(&mut line, &dir, f);
         }
         line.extend_from_slice(b" node=");
-        let entries = scandir(&dir).unwrap_or_default();
+        let entries = match &node_links {
+            // The block's `nodeN` links are among the node directories:
+            // a lookup each (cached by the kernel) instead of listing the
+            // block's directory.
+            Some(candidates) => candidates
+                .iter()
+                .filter(|n| std::fs::symlink_metadata(path_of(&join(&dir, n))).is_ok())
+                .cloned()
+                .collect(),
+            None => scandir(&dir).unwrap_or_default(),
+        };
         let nodes: Vec<&[u8]> = entries
             .iter()
             .filter_map(|n| n.strip_prefix(b"node".as_slice()))
