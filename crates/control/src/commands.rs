@@ -2,7 +2,7 @@
 
 use crate::EventBus;
 use memhp_drivers::host::{Host, HostCommand};
-use memhp_model::pages::MigrateFailure;
+use memhp_model::pages::{MigrateFailure, PageState};
 use memhp_model::units::parse_size;
 use memhp_model::workload::{PageKind, Placement};
 use memhp_model::ZoneType;
@@ -232,9 +232,9 @@ fn query(host: &Host) -> Value {
             .map(|b| {
                 json!({"id": b.id, "state": b.state.as_str(), "online": !b.dev_offline, "zone": b.zone.map(|z| z.name()),
                        "node": b.nid, "early": b.early, "group": b.group, "pages": {
-                           "present": b.pages.present(), "reserved": b.pages.reserved(), "unmovable": b.pages.unmovable(),
-                           "movable": b.pages.movable(), "pinned": b.pages.pinned(), "hwpoison": b.pages.hwpoison(),
-                           "driver_offline": b.pages.driver_offline(), "vmemmap": b.nr_vmemmap_pages}})
+                           "present": b.pages.present(), "reserved": b.pages.count(PageState::Reserved), "unmovable": b.pages.count(PageState::Unmovable),
+                           "movable": b.pages.count(PageState::Movable), "pinned": b.pages.count(PageState::Pinned), "hwpoison": b.pages.count(PageState::HwPoison),
+                           "driver_offline": b.pages.count(PageState::DriverOffline), "vmemmap": b.nr_vmemmap_pages}})
             })
             .collect();
         let nodes: Vec<Value> = s

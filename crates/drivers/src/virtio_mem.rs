@@ -21,6 +21,7 @@ use memhp_model::hotadd::AddRequest;
 use memhp_model::iomem::Resource;
 use memhp_model::kstr::{kstrtobool, kstrtoull};
 use memhp_model::machine::VirtioMemSpec;
+use memhp_model::pages::PageState;
 use memhp_model::shared::{HotplugGuard, Shared};
 use memhp_model::ZoneType;
 use memhp_model::{BlockState, System};
@@ -594,9 +595,9 @@ fn bbm_offline_remove_and_unplug_bb(
                 .filter(|b| b.state != BlockState::Offline)
                 .any(|b| {
                     let p = &b.pages;
-                    p.unmovable() > 0
-                        || p.pinned() > 0
-                        || p.reserved() > 0
+                    p.count(PageState::Unmovable) > 0
+                        || p.count(PageState::Pinned) > 0
+                        || p.count(PageState::Reserved) > 0
                         || p.migrate_failure.is_some()
                 })
         });

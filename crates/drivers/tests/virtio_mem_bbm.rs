@@ -9,6 +9,7 @@ use memhp_drivers::host::{Host, HostCommand};
 use memhp_drivers::virtio_mem::Mode;
 use memhp_drivers::HostEvent;
 use memhp_model::machine::{QemuPc, VirtioMemSpec};
+use memhp_model::pages::PageState;
 use memhp_model::system::GroupKind;
 use memhp_model::workload::{PageKind, Placement};
 use memhp_model::{BlockState, KernelVersion, ZoneType};
@@ -235,7 +236,11 @@ fn kernel_busy(cmdline: &str) -> (Host, u64) {
         s.alloc_pages(Placement::Block(44), PageKind::Unmovable, 10)
             .unwrap()
     });
-    assert_eq!(h.shared.read(|s| s.blocks[&39].pages.unmovable()), 4096);
+    assert_eq!(
+        h.shared
+            .read(|s| s.blocks[&39].pages.count(PageState::Unmovable)),
+        4096
+    );
     let seen = h.shared.read(|s| s.events.seqnum);
     (h, seen)
 }

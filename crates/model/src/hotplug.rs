@@ -321,7 +321,7 @@ impl System {
         online_type: OnlineType,
     ) -> Result<(), HotplugError> {
         let b = &self.blocks[&id];
-        if self.version == KernelVersion::Mainline && b.pages.hwpoison() > 0 {
+        if self.version == KernelVersion::Mainline && b.pages.count(PageState::HwPoison) > 0 {
             return Err(HotplugError::HwPoison);
         }
         let (start, nr) = self.block_range(id);
@@ -357,7 +357,7 @@ impl System {
             return Err(e);
         }
         let b = &self.blocks[&id];
-        let managed = n.saturating_sub(b.pages.driver_offline());
+        let managed = n.saturating_sub(b.pages.count(PageState::DriverOffline));
         self.node_mut(nid).zone_mut(zone).managed += managed;
         self.adjust_present(id, zone, n as i64);
         let node = self.node_mut(nid);
@@ -565,7 +565,7 @@ impl System {
         let p = &self.blocks[&id].pages;
         let failure = p.migrate_failure;
         let stuck_movable = match failure {
-            Some(_) => p.movable(),
+            Some(_) => p.count(PageState::Movable),
             None => self.migrate_out(id, inflight.zone),
         };
         let p = &self.blocks[&id].pages;
@@ -581,12 +581,12 @@ impl System {
                 },
             };
         }
-        if p.pinned() > 0 {
+        if p.count(PageState::Pinned) > 0 {
             return OfflineProgress::Retrying {
                 reason: "pinned pages cannot be migrated",
             };
         }
-        if p.unmovable() > 0 {
+        if p.count(PageState::Unmovable) > 0 {
             return OfflineProgress::Retrying {
                 reason: "unmovable pages in ZONE_MOVABLE",
             };
@@ -640,7 +640,7 @@ impl System {
     /// never below a zone's min watermark. Returns how many pages could not
     /// be migrated (-ENOMEM).
     fn migrate_out(&mut self, id: u64, zone: ZoneType) -> u64 {
-        let want = self.blocks[&id].pages.movable();
+        let want = self.blocks[&id].pages.count(PageState::Movable);
         if want == 0 {
             return 0;
         }
@@ -668,7 +668,7 @@ impl System {
         let nid = b.nid.unwrap_or(0);
         let v = b.nr_vmemmap_pages;
         let (start, nr) = self.block_range(id);
-        let managed = (nr - v).saturating_sub(b.pages.driver_offline());
+        let managed = (nr - v).saturating_sub(b.pages.count(PageState::DriverOffline));
         let zone = f.zone;
         {
             let z = self.node_mut(nid).zone_mut(zone);
@@ -742,7 +742,10 @@ impl System {
     /// pages are in the way or there are not enough free pages.
     pub fn driver_claim_pages(&mut self, id: u64, pages: u64) -> Result<(), HotplugError> {
         let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-        if b.pages.pinned() > 0 || b.pages.unmovable() > 0 || b.pages.free() < pages {
+        if b.pages.count(PageState::Pinned) > 0
+            || b.pages.count(PageState::Unmovable) > 0
+            || b.pages.free() < pages
+        {
             return Err(HotplugError::Busy("pages in use"));
         }
         b.pages.claim_highest_free(PageState::DriverOffline, pages);

@@ -155,24 +155,6 @@ impl PageMap {
         self.nr - self.free() - self.count(PageState::Hole) - self.count(PageState::Vmemmap)
     }
 
-    pub fn reserved(&self) -> u64 {
-        self.count(PageState::Reserved)
-    }
-    pub fn unmovable(&self) -> u64 {
-        self.count(PageState::Unmovable)
-    }
-    pub fn movable(&self) -> u64 {
-        self.count(PageState::Movable)
-    }
-    pub fn pinned(&self) -> u64 {
-        self.count(PageState::Pinned)
-    }
-    pub fn hwpoison(&self) -> u64 {
-        self.count(PageState::HwPoison)
-    }
-    pub fn driver_offline(&self) -> u64 {
-        self.count(PageState::DriverOffline)
-    }
     /// Free huge pages of the pool here (2 MiB each).
     pub fn huge_free(&self) -> u64 {
         self.count(PageState::HugeFree) / PAGEBLOCK_PAGES
@@ -524,7 +506,14 @@ mod tests {
                 (160, 140, PageState::Movable)
             ]
         );
-        assert_eq!((m.movable(), m.pinned(), m.free()), (190, 10, 3896));
+        assert_eq!(
+            (
+                m.count(PageState::Movable),
+                m.count(PageState::Pinned),
+                m.free()
+            ),
+            (190, 10, 3896)
+        );
         m.assign(0, 4096, None);
         assert_eq!((runs(&m), m.free()), (vec![], 4096));
     }

@@ -149,7 +149,7 @@ impl System {
             .take(10)
             .map(|off| start + off)
             .collect();
-        let n = self.blocks[&log.block].pages.movable();
+        let n = self.blocks[&log.block].pages.count(PageState::Movable);
         if n > 0 {
             let (ok, missed) = log.nopage_rs.calls(now, 1);
             if let Some(m) = missed {
@@ -247,7 +247,7 @@ impl System {
             .blocks
             .values()
             .filter(|b| b.state != crate::block::BlockState::Offline)
-            .map(|b| b.pages.movable() + b.pages.pinned())
+            .map(|b| b.pages.count(PageState::Movable) + b.pages.count(PageState::Pinned))
             .sum();
         let r = &self.runtime;
         let active = r.anon;
@@ -345,7 +345,11 @@ impl System {
             .flat_map(|&n| ZoneType::ALL.map(move |z| (n, z)))
             .map(|(n, z)| self.nodes[&n].zone(z))
             .fold((0, 0), |(p, m), z| (p + z.present, m + z.managed));
-        let poisoned: u64 = self.blocks.values().map(|b| b.pages.hwpoison()).sum();
+        let poisoned: u64 = self
+            .blocks
+            .values()
+            .map(|b| b.pages.count(PageState::HwPoison))
+            .sum();
         out.extend([
             format!("{shmem} total pagecache pages"),
             "0 pages in swap cache".into(),

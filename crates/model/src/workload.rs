@@ -537,9 +537,13 @@ mod tests {
         s.alloc_pages(Placement::Block(5), PageKind::Movable, 30000)
             .unwrap();
         assert_eq!(s.device_offline_nowait(5), Ok(DeviceOutcome::Changed));
-        let total: u64 = s.blocks.values().map(|b| b.pages.movable()).sum();
+        let total: u64 = s
+            .blocks
+            .values()
+            .map(|b| b.pages.count(PageState::Movable))
+            .sum();
         assert_eq!(total, 30000 + s.runtime.movable());
-        assert_eq!(s.blocks[&5].pages.movable(), 0);
+        assert_eq!(s.blocks[&5].pages.count(PageState::Movable), 0);
     }
 
     /// The 1 GiB pc machine after `offline-busy-slab`'s workload: 40000
@@ -568,7 +572,7 @@ mod tests {
         for id in 2..=5 {
             assert_eq!(s.device_offline_nowait(id), Ok(DeviceOutcome::Changed));
         }
-        let before = s.blocks[&6].pages.movable();
+        let before = s.blocks[&6].pages.count(PageState::Movable);
         assert!(matches!(
             s.device_offline(6),
             OfflineProgress::Retrying {
@@ -576,7 +580,7 @@ mod tests {
             }
         ));
         // What fitted above the watermark moved, lowest pages first.
-        let left = s.blocks[&6].pages.movable();
+        let left = s.blocks[&6].pages.count(PageState::Movable);
         assert!(left > 0 && left < before, "{left} of {before}");
         assert_eq!(s.zone_headroom(0, ZoneType::Dma32, ZoneType::Normal), 0);
         assert!(s.blocks[&6].pages.first(|st| st == PageState::Movable) > Some(0));

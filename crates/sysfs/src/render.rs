@@ -5,6 +5,7 @@ use memhp_model::block::BlockState;
 use memhp_model::cmdline::MemmapOnMemory;
 use memhp_model::hugetlb::HPAGE_PAGES;
 use memhp_model::iomem::Resource;
+use memhp_model::pages::PageState;
 use memhp_model::{KernelVersion, System, ZoneType};
 
 /// `%*pbl`: ascending list with runs of ≥ 2 written `a-b`, then `\n`.
@@ -169,7 +170,7 @@ fn node_movable_used(sys: &System, nid: u32) -> u64 {
     sys.blocks
         .values()
         .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
-        .map(|b| b.pages.movable() + b.pages.pinned())
+        .map(|b| b.pages.count(PageState::Movable) + b.pages.count(PageState::Pinned))
         .sum()
 }
 
