@@ -258,19 +258,19 @@ impl PageMap {
             return;
         }
         let mut out: Vec<Run> = Vec::with_capacity(self.runs.len() + 2);
-        let mut inserted = false;
+        // The new run goes in before the first piece that lies after it.
+        let mut pending = state.map(|s| Run {
+            start: lo,
+            len: hi - lo,
+            state: s,
+        });
         for r in self.runs.drain(..) {
-            if r.end() <= lo || r.start >= hi {
-                if r.start >= hi && !inserted {
-                    if let Some(s) = state {
-                        out.push(Run {
-                            start: lo,
-                            len: hi - lo,
-                            state: s,
-                        });
-                    }
-                    inserted = true;
-                }
+            if r.end() <= lo {
+                out.push(r);
+                continue;
+            }
+            if r.start >= hi {
+                out.extend(pending.take());
                 out.push(r);
                 continue;
             }
@@ -281,17 +281,8 @@ impl PageMap {
                     ..r
                 });
             }
-            if !inserted {
-                if let Some(s) = state {
-                    out.push(Run {
-                        start: lo,
-                        len: hi - lo,
-                        state: s,
-                    });
-                }
-                inserted = true;
-            }
             if r.end() > hi {
+                out.extend(pending.take());
                 out.push(Run {
                     start: hi,
                     len: r.end() - hi,
@@ -299,15 +290,7 @@ impl PageMap {
                 });
             }
         }
-        if !inserted {
-            if let Some(s) = state {
-                out.push(Run {
-                    start: lo,
-                    len: hi - lo,
-                    state: s,
-                });
-            }
-        }
+        out.extend(pending.take());
         if let Some(s) = state {
             self.counts[s.idx()] += hi - lo;
         }
