@@ -250,7 +250,7 @@ impl System {
             .map(|b| b.pages.count(PageState::Movable) + b.pages.count(PageState::Pinned))
             .sum();
         let r = &self.runtime;
-        let active = r.anon;
+        let active = r.active.min(lru);
         let inactive = lru.saturating_sub(isolated + active);
         let shmem = self.tmpfs.shmem_pages + self.runtime.rootfs_shmem;
         let sr = self.tmpfs.slab_reclaimable + self.runtime.slab_reclaimable;

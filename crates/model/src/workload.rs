@@ -559,11 +559,13 @@ mod tests {
         let mut s = after_slab_workload();
         assert_eq!(s.blocks[&1].pages.first_unmovable(), Some(0));
         assert_eq!(s.blocks[&2].pages.first_unmovable(), None);
+        let claimed = s.blocks[&1].pages.unmovable_pageblocks().to_vec();
+        assert_eq!(claimed.first(), Some(&0));
         assert_eq!(s.device_offline_nowait(1).map_err(|e| e.errno()), Err(16));
         let dump = s.events.take_klog();
         assert!(dump.iter().any(|l| l.ends_with("pfn:0x8000")), "{dump:?}");
         // The failed isolation put nothing back to movable before page 0.
-        assert_eq!(s.blocks[&1].pages.unmovable_pageblocks(), &[0, 1]);
+        assert_eq!(s.blocks[&1].pages.unmovable_pageblocks(), claimed);
     }
 
     #[test]
