@@ -25,14 +25,11 @@
 
 _MH_CR=$(printf '\r')
 
-# Is this the main shell (not a subshell or job)? Its pid is the first
-# field of /proc/self/stat (read up to the first space; a shell without
-# "read -d" never matches).
+# Is this the main shell (not a subshell or job)? /proc/self is the main
+# shell's /proc entry only in the main shell (one test, no read of
+# /proc/self/stat: that was a third of the time of a helper call).
 _mh_main_shell() {
-	[ -n "${_MH_OH_SHELL:-}" ] || return 1
-	_mh_self=
-	read -r -d ' ' _mh_self </proc/self/stat 2>/dev/null
-	[ "$_mh_self" = "$_MH_OH_SHELL" ]
+	[ -n "${_MH_OH_SHELL:-}" ] && [ /proc/self -ef "/proc/$_MH_OH_SHELL" ]
 }
 
 # Main shell with stdout still the runner's transcript pipe (fd 7 keeps it)?
@@ -83,8 +80,7 @@ if [ -n "${MEMHP_OH_DIR:-}" ] && [ -p "$MEMHP_OH_DIR/oh.req" ] && [ -p "$MEMHP_O
 	fi
 	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" $_MH_OH_OUT </dev/null >/dev/null 2>&1 &)
 	exec 8>"$MEMHP_OH_DIR/oh.req" 9<"$MEMHP_OH_DIR/oh.resp"
-	_MH_OH_SHELL=
-	read -r -d ' ' _MH_OH_SHELL </proc/self/stat 2>/dev/null
+	_MH_OH_SHELL=$$
 	_MH_US=$(printf '\037')
 	_MH_NL='
 '
