@@ -154,7 +154,7 @@ fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
         return Ok(content);
     }
     let f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
-    let content = read_from_start(&f, cap)?;
+    let content = read_from_start(&f, cap, first_read(path))?;
     reopened::keep(path, f);
     Ok(content)
 }
@@ -181,7 +181,7 @@ mod reopened {
     /// The content of `path` read again through its kept descriptor.
     pub(super) fn read(path: &[u8], cap: usize) -> Option<Vec<u8>> {
         let f = KEPT.with(|k| k.borrow_mut().remove(path))?;
-        let content = super::read_from_start(&f, cap).ok()?;
+        let content = super::read_from_start(&f, cap, super::first_read(path)).ok()?;
         keep(path, f);
         Some(content)
     }
@@ -202,7 +202,17 @@ mod reopened {
 }
 
 /// Reads `f` from offset 0 (up to `cap` bytes); the error is (stage, errno).
-fn read_from_start(f: &File, cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
+/// How much to ask for first: a page for a sysfs attribute (it is at most
+/// one), more for anything else (`/proc/zoneinfo`, `/proc/iomem`), so
+/// that one read usually gets it all.
+fn first_read(path: &[u8]) -> usize {
+    match path.starts_with(b"/sys/") {
+        true => PAGE,
+        false => 16 * PAGE,
+    }
+}
+
+fn read_from_start(f: &File, cap: usize, first: usize) -> Result<Vec<u8>, (&'static str, i32)> {
     use std::os::unix::fs::FileExt;
     thread_local! {
         /// One read buffer per thread: a fresh zeroed megabyte per file
@@ -215,11 +225,10 @@ fn read_from_start(f: &File, cap: usize) -> Result<Vec<u8>, (&'static str, i32)>
             buf.resize(cap, 0);
         }
         let mut n = 0;
-        // A page first (a sysfs attribute is at most one), then twice as
-        // much each time: a FUSE direct read pins the caller's whole
-        // buffer, so asking for a megabyte to get 8 bytes costs 32 pinned
-        // pages per read.
-        let mut want = cap.min(PAGE);
+        // `first` bytes first, then twice as much each time: a FUSE direct
+        // read pins the caller's whole buffer, so asking for a megabyte to
+        // get 8 bytes costs 32 pinned pages per read.
+        let mut want = cap.min(first);
         while n < cap {
             let end = (n + want).min(cap);
             match f.read_at(&mut buf[n..end], n as u64) {
