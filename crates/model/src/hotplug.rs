@@ -657,6 +657,10 @@ impl System {
         let placed: u64 = self.place_pages(&req, want).iter().map(|t| t.2 - t.1).sum();
         let pages = &mut self.blocks.get_mut(&id).expect("block exists").pages;
         pages.reassign(PageState::Movable, None, placed, true);
+        if placed > 0 {
+            // Free counts moved (meminfo, zoneinfo); no block's attributes.
+            self.touch_global();
+        }
         want - placed
     }
 

@@ -148,7 +148,7 @@ impl System {
 
     /// `zone->lowmem_reserve[class]`: pages of `zone` kept back from
     /// allocations that could have used a higher zone.
-    pub(crate) fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
+    pub fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
         let Some(node) = self.nodes.get(&nid) else {
             return 0;
         };

@@ -304,20 +304,28 @@ pub fn zoneinfo(sys: &System) -> String {
             out.push_str(&format!("Node {}, zone {:>8}", node.id, z.name()));
             if Some(z) == first_populated {
                 out.push_str("\n  per-node stats");
-                out.push_str(&format!("\n      {:<12} {}", "nr_inactive_anon", 0));
+                let lru = node_movable_used(sys, node.id);
+                out.push_str(&format!("\n      {:<12} {lru}", "nr_inactive_anon"));
             }
             let high = highs.map_or(0, |h| h[z.idx()]);
-            let free = if zone.populated() { zone.managed } else { 0 };
+            let min = sys.wmark.min_pages(node.id, z);
+            let free = sys.zone_free_pages(node.id, z);
             out.push_str(&format!(
-                "\n  pages free     {free}\n        boost    0\n        min      {}\n        low      {}\n        high     {high}\n        spanned  {}\n        present  {}\n        managed  {}\n        cma      {}",
-                high * 2 / 3,
-                high * 5 / 6,
+                "\n  pages free     {free}\n        boost    0\n        min      {min}\n        low      {}\n        high     {high}\n        spanned  {}\n        present  {}\n        managed  {}\n        cma      {}",
+                min + high.saturating_sub(min) / 2,
                 zone.spanned,
                 zone.present,
                 zone.managed,
                 zone.cma
             ));
-            out.push_str("\n        protection: (0, 0, 0, 0, 0)");
+            let protection: Vec<String> = ZoneType::ALL
+                .iter()
+                .map(|&c| sys.lowmem_reserve(node.id, z, c).to_string())
+                .collect();
+            out.push_str(&format!(
+                "\n        protection: ({})",
+                protection.join(", ")
+            ));
             if !zone.populated() {
                 out.push('\n');
                 continue;

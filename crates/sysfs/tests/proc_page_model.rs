@@ -1,0 +1,66 @@
+//! `/proc/zoneinfo` and `/proc/meminfo` follow the page model: free pages,
+//! watermarks and lowmem protection per zone, slab and shmem from the
+//! guest's tmpfs.
+
+use memhp_model::machine::QemuPc;
+use memhp_model::shared::Shared;
+use memhp_model::{KernelVersion, System, ZoneType};
+use memhp_sysfs::vfs::Tree;
+use memhp_sysfs::SysfsTree;
+use std::sync::Arc;
+
+fn tree() -> (Arc<Shared>, SysfsTree) {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+    let sys = System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    let shared = Arc::new(Shared::new(sys));
+    let tree = SysfsTree::new(Arc::clone(&shared));
+    (shared, tree)
+}
+
+/// The value after `label` in the DMA32 section of zoneinfo.
+fn dma32(tree: &SysfsTree, label: &str) -> String {
+    let text = String::from_utf8(tree.read("proc/zoneinfo").unwrap()).unwrap();
+    let section = text.split("Node 0, zone    DMA32").nth(1).unwrap();
+    let line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap();
+    line.trim_start()[label.len()..].trim().to_string()
+}
+
+#[test]
+fn zoneinfo_free_pages_follow_the_guest_tmpfs() {
+    let (shared, tree) = tree();
+    let before: u64 = dma32(&tree, "pages free").parse().unwrap();
+    assert_eq!(
+        before,
+        shared.read(|s| s.zone_free_pages(0, ZoneType::Dma32))
+    );
+    shared.modify(|s| s.set_tmpfs_usage(1, 100 << 20)).unwrap();
+    let after: u64 = dma32(&tree, "pages free").parse().unwrap();
+    // 25600 shmem pages, a slab page for the inode and one for the dentry.
+    assert_eq!(before - after, 25600 + 2);
+    let meminfo = String::from_utf8(tree.read("proc/meminfo").unwrap()).unwrap();
+    assert!(
+        meminfo.contains("Shmem:            105516 kB\n"),
+        "{meminfo}"
+    );
+}
+
+#[test]
+fn zoneinfo_shows_min_low_high_and_the_lowmem_protection() {
+    let (shared, tree) = tree();
+    let (min, high) = shared.read(|s| {
+        (
+            s.wmark.min_pages(0, ZoneType::Dma32),
+            s.wmark.high[&0][ZoneType::Dma32.idx()],
+        )
+    });
+    assert_eq!(dma32(&tree, "min"), min.to_string());
+    assert_eq!(dma32(&tree, "low"), (min + (high - min) / 2).to_string());
+    let text = String::from_utf8(tree.read("proc/zoneinfo").unwrap()).unwrap();
+    // DMA keeps managed(DMA32) / 256 pages from DMA32 and higher requests.
+    let dma = text.split("Node 0, zone    DMA32").next().unwrap();
+    assert!(dma.contains("protection: (0, 880, 880, 880, 880)"), "{dma}");
+}
