@@ -484,11 +484,11 @@ pub fn dispatch(
         "hugetlb" => return hugetlb(host, args),
         "clock-advance" => {
             let ms = u64_arg(args, "ms")?;
-            let now = host.shared.modify(|s| {
-                s.advance_clock(ms);
-                s.clock_ms
-            });
-            return Ok(json!({"clock_ms": now}));
+            return host
+                .shared
+                .modify(|s| s.advance_clock(ms).map(|()| s.clock_ms))
+                .map(|now| json!({ "clock_ms": now }))
+                .map_err(model_err);
         }
         "tmpfs-usage" => {
             let (inodes, bytes) = (u64_arg(args, "inodes")?, u64_arg(args, "bytes")?);

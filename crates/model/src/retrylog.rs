@@ -14,12 +14,16 @@
 //! seconds before it interrupts the write).
 
 use crate::events::Task;
+use crate::hotplug::HotplugError;
 use crate::hugetlb::HPAGE_PAGES;
 use crate::pages::{MigrateType, PageState, PAGEBLOCK_PAGES};
 use crate::system::System;
 use crate::zone::{ZoneType, MAX_NR_ZONES};
 use crate::KernelVersion;
 use serde::{Deserialize, Serialize};
+
+/// The most virtual time one `advance_clock` may move.
+pub const MAX_ADVANCE_MS: u64 = 86_400_000;
 
 /// Virtual time of one pass of the migration loop (measured under TCG in
 /// the oracle: ~1.9 M failed pages per 5 s window at ~22.6 k pages a pass).
@@ -44,6 +48,16 @@ impl RateLimit {
             printed: 0,
             missed: 0,
         }
+    }
+
+    /// Whether this window has printed all it may.
+    fn exhausted(&self) -> bool {
+        self.printed >= self.burst
+    }
+
+    /// The last moment of the current window (calls after it reopen one).
+    fn window_end(&self) -> u64 {
+        self.begin_ms.map_or(0, |b| b + self.interval_ms)
     }
 
     /// `n` calls of `___ratelimit` at `now`: how many may print, and the
@@ -105,16 +119,53 @@ const WARN_ALLOC_TRACE_6_1: [&str; 18] = [
 impl System {
     /// Move virtual time forward by `ms`; an offline whose migration keeps
     /// failing makes its passes meanwhile (and logs what they report).
-    pub fn advance_clock(&mut self, ms: u64) {
+    ///
+    /// At most [`MAX_ADVANCE_MS`] at a time (EINVAL beyond). Passes that
+    /// cannot print (both ratelimit windows used up) are counted, not made
+    /// one by one.
+    pub fn advance_clock(&mut self, ms: u64) -> Result<(), HotplugError> {
+        if ms > MAX_ADVANCE_MS {
+            return Err(HotplugError::Invalid(
+                "clock-advance: at most one day at a time",
+            ));
+        }
         let until = self.clock_ms + ms;
         while let Some(at) = self.retry_log.as_ref().map(|l| l.next_pass_ms) {
             if at > until {
                 break;
             }
+            if self.skip_quiet_passes(until) {
+                continue;
+            }
             self.clock_ms = at;
             self.failed_migration_pass();
         }
         self.clock_ms = until;
+        Ok(())
+    }
+
+    /// While both ratelimit windows are used up, the passes up to the end
+    /// of the first of them (and not beyond `until`) only add to what is
+    /// suppressed: count them at once. Whether any were skipped.
+    fn skip_quiet_passes(&mut self, until: u64) -> bool {
+        let Some(log) = self.retry_log.as_mut() else {
+            return false;
+        };
+        let (m, w) = (&log.migrate_rs, &log.nopage_rs);
+        if !m.exhausted() || !w.exhausted() {
+            return false;
+        }
+        let quiet_until = m.window_end().min(w.window_end()).min(until);
+        if log.next_pass_ms > quiet_until {
+            return false;
+        }
+        let passes = (quiet_until - log.next_pass_ms) / PASS_MS + 1;
+        let stuck = self.blocks[&log.block].pages.count(PageState::Movable);
+        let log = self.retry_log.as_mut().expect("checked");
+        log.migrate_rs.missed += passes * stuck;
+        log.nopage_rs.missed += passes * u64::from(stuck > 0);
+        log.next_pass_ms += passes * PASS_MS;
+        true
     }
 
     /// The migration loop of the offline in flight failed with -ENOMEM for

@@ -61,7 +61,7 @@ fn the_first_pass_reports_the_allocation_failure_and_ten_pages() {
 #[test]
 fn sixty_virtual_seconds_log_twelve_bursts_and_six_failure_reports() {
     let mut s = retrying_offline_of_block_6();
-    s.advance_clock(60_000);
+    s.advance_clock(60_000).unwrap();
     let log = s.events.take_klog();
     assert_eq!(count(&log, "page allocation failure"), 6);
     assert_eq!(count(&log, "migrating pfn"), 120);
@@ -75,7 +75,7 @@ fn sixty_virtual_seconds_log_twelve_bursts_and_six_failure_reports() {
         OfflineProgress::Done(Err(HotplugError::Interrupted))
     );
     assert!(s.retry_log.is_none());
-    s.advance_clock(60_000);
+    s.advance_clock(60_000).unwrap();
     assert_eq!(s.events.take_klog(), Vec::<String>::new());
 }
 
@@ -88,4 +88,33 @@ fn freed_memory_lets_the_retrying_offline_finish_and_stops_the_reports() {
         OfflineProgress::Done(Ok(DeviceOutcome::Changed))
     );
     assert!(s.retry_log.is_none());
+}
+
+#[test]
+fn the_log_is_the_same_however_the_clock_is_moved() {
+    let mut once = retrying_offline_of_block_6();
+    once.advance_clock(60_000).unwrap();
+    let mut steps = retrying_offline_of_block_6();
+    for _ in 0..1000 {
+        steps.advance_clock(60).unwrap();
+    }
+    let (a, b) = (once.events.take_klog(), steps.events.take_klog());
+    assert_eq!(a, b);
+    // A window's suppressed count is its passes times the stuck pages,
+    // less the 10 it printed (passes every 60 ms, windows reopen after
+    // 5 s: 84 passes in the first window).
+    let stuck = once.blocks[&6].pages.count(PageState::Movable);
+    let first = a
+        .iter()
+        .find_map(|l| l.strip_prefix("do_migrate_range: "))
+        .unwrap();
+    assert_eq!(first, format!("{} callbacks suppressed", 84 * stuck - 10));
+}
+
+#[test]
+fn a_day_at_most_per_clock_move() {
+    let mut s = retrying_offline_of_block_6();
+    assert_eq!(s.advance_clock(u64::MAX).map_err(|e| e.errno()), Err(22));
+    s.advance_clock(86_400_000).unwrap();
+    assert_eq!(s.clock_ms, 86_400_000);
 }
