@@ -81,8 +81,8 @@ impl TmpfsUsage {
         TmpfsUsage {
             inodes,
             bytes,
-            slab_unreclaimable: pages(inodes * SHMEM_INODE_BYTES),
-            slab_reclaimable: pages(inodes * DENTRY_BYTES),
+            slab_unreclaimable: pages(inodes.saturating_mul(SHMEM_INODE_BYTES)),
+            slab_reclaimable: pages(inodes.saturating_mul(DENTRY_BYTES)),
             shmem_pages: pages(bytes),
         }
     }
@@ -171,6 +171,32 @@ impl System {
         self.zone_free_pages(nid, zone).saturating_sub(floor)
     }
 
+    /// The blocks (and their pages) in `zone` of `nid` that `req` may take
+    /// pages from, ascending.
+    fn request_windows(&self, req: &AllocRequest, nid: u32, zone: ZoneType) -> Vec<BlockWindow> {
+        self.blocks
+            .values()
+            .filter(|b| b.nid == Some(nid) && Some(b.id) != req.exclude)
+            .filter(|b| b.state == BlockState::Online && !b.pages.is_isolated())
+            .filter_map(|b| self.zone_window(b, zone).map(|w| (b.id, w)))
+            .collect()
+    }
+
+    /// Free pages `req` could take, ignoring watermarks: what
+    /// [`System::place_pages`] places at most without them.
+    fn request_free(&self, req: &AllocRequest) -> u64 {
+        req.nids
+            .iter()
+            .flat_map(|&nid| {
+                ZoneType::ALL
+                    .into_iter()
+                    .filter(|&z| z <= req.class)
+                    .flat_map(move |z| self.request_windows(req, nid, z))
+            })
+            .map(|(id, (lo, hi))| self.blocks[&id].pages.free_in(lo, hi))
+            .sum()
+    }
+
     /// Place up to `n` pages as `req` says; returns the ranges taken as
     /// (block, first page, end page).
     pub(crate) fn place_pages(&mut self, req: &AllocRequest, n: u64) -> Vec<(u64, u64, u64)> {
@@ -182,13 +208,7 @@ impl System {
                     true => self.zone_headroom(nid, zone, req.class),
                     false => u64::MAX,
                 };
-                let blocks: Vec<(u64, (u64, u64))> = self
-                    .blocks
-                    .values()
-                    .filter(|b| b.nid == Some(nid) && Some(b.id) != req.exclude)
-                    .filter(|b| b.state == BlockState::Online && !b.pages.is_isolated())
-                    .filter_map(|b| self.zone_window(b, zone).map(|w| (b.id, w)))
-                    .collect();
+                let blocks = self.request_windows(req, nid, zone);
                 for &fit in fits(req.state) {
                     for &(id, window) in &blocks {
                         let want = left.min(budget);
@@ -267,8 +287,11 @@ impl System {
         kind: PageKind,
         pages: u64,
     ) -> Result<(), HotplugError> {
+        // All or nothing: checked before anything is placed (placing
+        // claims pageblocks, which a rollback would not undo).
+        let no_memory = HotplugError::NoMemory("not enough free pages");
         let state = kind.state();
-        let taken = match at {
+        match at {
             Placement::Node(nid) => {
                 if !self.nodes.contains_key(&nid) {
                     return Err(HotplugError::Invalid("no such node"));
@@ -280,30 +303,30 @@ impl System {
                     watermark: false,
                     exclude: None,
                 };
-                self.place_pages(&req, pages)
+                if self.request_free(&req) < pages {
+                    return Err(no_memory);
+                }
+                self.place_pages(&req, pages);
             }
             _ => {
                 let windows = self.placement_windows(at)?;
+                let free: u64 = windows
+                    .iter()
+                    .map(|&(id, (lo, hi))| self.blocks[&id].pages.free_in(lo, hi))
+                    .sum();
+                if free < pages {
+                    return Err(no_memory);
+                }
                 let mut left = pages;
-                let mut taken = Vec::new();
                 for &fit in fits(state) {
                     for &(id, window) in &windows {
                         let b = &mut self.blocks.get_mut(&id).expect("listed").pages;
                         for (lo, hi) in b.alloc(state, left, fit, window) {
                             left -= hi - lo;
-                            taken.push((id, lo, hi));
                         }
                     }
                 }
-                taken
             }
-        };
-        if taken.iter().map(|t| t.2 - t.1).sum::<u64>() < pages {
-            for (id, lo, hi) in taken {
-                let b = self.blocks.get_mut(&id).expect("placed");
-                b.pages.assign(lo, hi, None);
-            }
-            return Err(HotplugError::NoMemory("not enough free pages"));
         }
         self.touch();
         Ok(())
@@ -395,20 +418,25 @@ impl System {
                 ZoneType::Movable,
             ),
         ];
-        let mut placed: Vec<(u64, u64, u64)> = Vec::new();
+        // All or nothing, checked first: the slab must fit in the kernel
+        // zones, slab and data together anywhere.
+        let grow = |(from, to, _, _): (u64, u64, PageState, ZoneType)| to.saturating_sub(from);
+        let (slab, data) = (grow(changes[0]), grow(changes[1]));
+        let room = |class| {
+            self.request_free(&AllocRequest {
+                state: PageState::Movable,
+                nids: self.memory_nodes(),
+                class,
+                watermark: false,
+                exclude: None,
+            })
+        };
+        if room(ZoneType::Normal) < slab || room(ZoneType::Movable) < slab.saturating_add(data) {
+            return Err(HotplugError::NoMemory("tmpfs: not enough free memory"));
+        }
         for (from, to, state, class) in changes {
-            if to <= from {
-                continue;
-            }
-            let taken = self.alloc_for_task(state, class, to - from);
-            let got: u64 = taken.iter().map(|t| t.2 - t.1).sum();
-            placed.extend(taken);
-            if got < to - from {
-                for &(id, lo, hi) in &placed {
-                    let b = self.blocks.get_mut(&id).expect("placed");
-                    b.pages.assign(lo, hi, None);
-                }
-                return Err(HotplugError::NoMemory("tmpfs: not enough free memory"));
+            if to > from {
+                self.alloc_for_task(state, class, to - from);
             }
         }
         for (from, to, state, _) in changes {
@@ -608,11 +636,13 @@ mod tests {
     fn tmpfs_larger_than_memory_is_refused_and_changes_nothing() {
         let mut s = boot_1g();
         let before = s.blocks.clone();
-        assert_eq!(
-            s.set_tmpfs_usage(1, 2 << 30).map_err(|e| e.errno()),
-            Err(12)
-        );
-        assert_eq!(s.blocks, before);
+        for (inodes, bytes) in [(1, 2 << 30), (u64::MAX, 0), (0, u64::MAX)] {
+            assert_eq!(
+                s.set_tmpfs_usage(inodes, bytes).map_err(|e| e.errno()),
+                Err(12)
+            );
+            assert_eq!(s.blocks, before);
+        }
     }
 
     fn boot_1g() -> System {
