@@ -210,7 +210,10 @@ fn quiet_broken_pipe() {
 fn fix_mmap_threshold() {
     // SAFETY: mallopt only changes allocator tunables; called before any
     // thread is started.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10)
+    };
 }
 
 fn main() {
