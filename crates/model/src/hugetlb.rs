@@ -8,7 +8,7 @@
 
 use crate::block::BlockState;
 use crate::hotplug::HotplugError;
-use crate::pages::{MigrateType, PageState};
+use crate::pages::PageState;
 use crate::system::System;
 use crate::workload::Placement;
 use serde::{Deserialize, Serialize};
@@ -59,15 +59,21 @@ impl System {
         Ok(())
     }
 
+    /// Huge pages of the pool on a node's online blocks: (total, free).
+    pub fn node_huge_pages(&self, nid: u32) -> (u64, u64) {
+        self.blocks
+            .values()
+            .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
+            .fold((0, 0), |(t, f), b| {
+                let free = b.pages.huge_free();
+                (t + free + b.pages.huge_used(), f + free)
+            })
+    }
+
     /// Huge pages that fit in the free pageblocks of block `id`.
     fn hpage_room(&self, id: u64) -> u64 {
         let p = &self.blocks[&id].pages;
-        (0..p.nr() / HPAGE_PAGES)
-            .filter(|&pb| {
-                p.migratetype(pb) == MigrateType::Movable
-                    && p.free_in(pb * HPAGE_PAGES, (pb + 1) * HPAGE_PAGES) == HPAGE_PAGES
-            })
-            .count() as u64
+        p.huge_room((0, p.nr()))
     }
 
     /// Put up to `n` new huge pages in `state` on block `id`; how many.

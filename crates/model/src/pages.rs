@@ -379,24 +379,34 @@ impl PageMap {
         taken
     }
 
-    /// Place up to `n` huge pages (`HugeFree` or `HugeUsed`) on whole free
-    /// movable pageblocks of [lo, hi), lowest first; returns how many.
-    pub fn alloc_huge(&mut self, state: PageState, n: u64, (lo, hi): (u64, u64)) -> u64 {
+    /// The pageblocks of [lo, hi) a huge page could take: wholly free and
+    /// `MIGRATE_MOVABLE` (not unmovable, not isolated), ascending.
+    fn huge_slots(&self, (lo, hi): (u64, u64)) -> impl Iterator<Item = u64> + '_ {
         let first = lo.div_ceil(PAGEBLOCK_PAGES);
         let last = hi.min(self.nr) / PAGEBLOCK_PAGES;
-        let mut done = 0;
-        for pb in first..last {
-            if done == n {
-                break;
-            }
-            let (a, b) = (pb * PAGEBLOCK_PAGES, (pb + 1) * PAGEBLOCK_PAGES);
-            let whole = self.free_ranges(a, b) == [(a, b)];
-            if whole && self.unmovable_pageblocks.binary_search(&pb).is_err() {
-                self.assign(a, b, Some(state));
-                done += 1;
-            }
+        (first..last).filter(|&pb| {
+            self.migratetype(pb) == MigrateType::Movable
+                && self.free_in(pb * PAGEBLOCK_PAGES, (pb + 1) * PAGEBLOCK_PAGES) == PAGEBLOCK_PAGES
+        })
+    }
+
+    /// How many huge pages fit in [lo, hi).
+    pub fn huge_room(&self, window: (u64, u64)) -> u64 {
+        self.huge_slots(window).count() as u64
+    }
+
+    /// Place up to `n` huge pages (`HugeFree` or `HugeUsed`) on whole free
+    /// movable pageblocks of [lo, hi), lowest first; returns how many.
+    pub fn alloc_huge(&mut self, state: PageState, n: u64, window: (u64, u64)) -> u64 {
+        let slots: Vec<u64> = self.huge_slots(window).take(n as usize).collect();
+        for &pb in &slots {
+            self.assign(
+                pb * PAGEBLOCK_PAGES,
+                (pb + 1) * PAGEBLOCK_PAGES,
+                Some(state),
+            );
         }
-        done
+        slots.len() as u64
     }
 
     /// Change up to `n` pages in state `from` to `to` (`None`: free them),

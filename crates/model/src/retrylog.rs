@@ -294,23 +294,14 @@ impl System {
     /// `isolated` pages of `block` are off the LRU for migration.
     fn show_mem(&self, block: u64, isolated: u64) -> Vec<String> {
         let k = |p: u64| p * 4;
-        let lru: u64 = self
-            .blocks
-            .values()
-            .filter(|b| b.state != crate::block::BlockState::Offline)
-            .map(|b| b.pages.count(PageState::Movable) + b.pages.count(PageState::Pinned))
-            .sum();
+        let nodes: Vec<u32> = self.online_nodes().map(|n| n.id).collect();
+        let lru: u64 = nodes.iter().map(|&n| self.node_lru_pages(n)).sum();
         let r = &self.runtime;
         let active = r.active.min(lru);
         let inactive = lru.saturating_sub(isolated + active);
-        let shmem = self.tmpfs.shmem_pages + self.runtime.rootfs_shmem;
-        let sr = self.tmpfs.slab_reclaimable + self.runtime.slab_reclaimable;
-        let su = self.tmpfs.slab_unreclaimable + self.runtime.slab_unreclaimable;
-        let nodes: Vec<u32> = self.online_nodes().map(|n| n.id).collect();
-        let free: u64 = nodes
-            .iter()
-            .flat_map(|&n| ZoneType::ALL.map(|z| self.zone_free_pages(n, z)))
-            .sum();
+        let shmem = self.shmem_pages();
+        let (sr, su) = self.slab_pages();
+        let free: u64 = nodes.iter().map(|&n| self.node_free_pages(n)).sum();
         let mut out = vec![
             "Mem-Info:".to_string(),
             format!("active_anon:{active} inactive_anon:{inactive} isolated_anon:{isolated}"),
@@ -340,9 +331,6 @@ impl System {
         for &nid in &nodes {
             for z in populated(nid) {
                 let zone = self.nodes[&nid].zone(z);
-                let min = self.wmark.min_pages(nid, z);
-                let high = self.wmark.high.get(&nid).map_or(0, |h| h[z.idx()]);
-                let low = min + (high.saturating_sub(min)) / 2;
                 let lru = self.zone_pages_in(nid, z, |s| {
                     matches!(s, PageState::Movable | PageState::Pinned)
                 });
@@ -356,16 +344,17 @@ impl System {
                     "Node {nid} {} free:{}kB boost:0kB min:{}kB low:{}kB high:{}kB reserved_highatomic:0KB active_anon:0kB inactive_anon:{}kB active_file:0kB inactive_file:0kB unevictable:0kB writepending:0kB present:{}kB managed:{}kB mlocked:0kB bounce:0kB free_pcp:0kB local_pcp:0kB free_cma:0kB",
                     z.name(),
                     k(self.zone_free_pages(nid, z)),
-                    k(min),
-                    k(low),
-                    k(high),
+                    k(self.wmark.min_pages(nid, z)),
+                    k(self.wmark.low_pages(nid, z)),
+                    k(self.wmark.high_pages(nid, z)),
                     k(anon),
                     k(zone.present),
                     k(zone.managed)
                 ));
-                let reserve: Vec<String> = ZoneType::ALL
+                let reserve: Vec<String> = self
+                    .lowmem_reserves(nid, z)
                     .iter()
-                    .map(|&c| self.lowmem_reserve(nid, z, c).to_string())
+                    .map(u64::to_string)
                     .collect();
                 out.push(format!("lowmem_reserve[]: {}", reserve.join(" ")));
             }
@@ -376,16 +365,7 @@ impl System {
             }
         }
         for &nid in &nodes {
-            let (total, free) = self
-                .blocks
-                .values()
-                .filter(|b| b.nid == Some(nid) && b.state != crate::block::BlockState::Offline)
-                .fold((0, 0), |(t, f), b| {
-                    (
-                        t + b.pages.huge_free() + b.pages.huge_used(),
-                        f + b.pages.huge_free(),
-                    )
-                });
+            let (total, free) = self.node_huge_pages(nid);
             out.push(format!(
                 "Node {nid} hugepages_total={total} hugepages_free={free} hugepages_surp=0 hugepages_size={}kB",
                 k(HPAGE_PAGES)

@@ -139,6 +139,17 @@ impl Watermarks {
         self.min.get(&nid).map_or(0, |m| m[zone.idx()])
     }
 
+    /// `high_wmark_pages(zone)`.
+    pub fn high_pages(&self, nid: u32, zone: ZoneType) -> u64 {
+        self.high.get(&nid).map_or(0, |h| h[zone.idx()])
+    }
+
+    /// `low_wmark_pages(zone)`: halfway between min and high.
+    pub fn low_pages(&self, nid: u32, zone: ZoneType) -> u64 {
+        let min = self.min_pages(nid, zone);
+        min + self.high_pages(nid, zone).saturating_sub(min) / 2
+    }
+
     /// The state after boot.
     pub fn at_boot(sys: &System) -> Self {
         let mut w = Watermarks::default();

@@ -8,7 +8,7 @@ use crate::hotplug::HotplugError;
 use crate::machine::RuntimeUsage;
 use crate::pages::{Fit, MigrateFailure, PageState};
 use crate::system::System;
-use crate::zone::ZoneType;
+use crate::zone::{ZoneType, MAX_NR_ZONES};
 use serde::{Deserialize, Serialize};
 
 /// What kind of pages to allocate.
@@ -146,6 +146,42 @@ impl System {
             .map_or(0, |n| n.zone(zone).managed.saturating_sub(used))
     }
 
+    /// Free pages of a node, all its zones.
+    pub fn node_free_pages(&self, nid: u32) -> u64 {
+        ZoneType::ALL
+            .into_iter()
+            .map(|z| self.zone_free_pages(nid, z))
+            .sum()
+    }
+
+    /// LRU pages of a node (movable and pinned pages of its online blocks).
+    pub fn node_lru_pages(&self, nid: u32) -> u64 {
+        self.blocks
+            .values()
+            .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
+            .map(|b| b.pages.count(PageState::Movable) + b.pages.count(PageState::Pinned))
+            .sum()
+    }
+
+    /// Shmem pages: the booted rootfs and the guest tmpfs's data.
+    pub fn shmem_pages(&self) -> u64 {
+        self.tmpfs.shmem_pages + self.runtime.rootfs_shmem
+    }
+
+    /// Slab pages, (reclaimable, unreclaimable).
+    pub fn slab_pages(&self) -> (u64, u64) {
+        let (t, r) = (&self.tmpfs, &self.runtime);
+        (
+            t.slab_reclaimable + r.slab_reclaimable,
+            t.slab_unreclaimable + r.slab_unreclaimable,
+        )
+    }
+
+    /// `zone->lowmem_reserve[]` of a zone, for every allocation class.
+    pub fn lowmem_reserves(&self, nid: u32, zone: ZoneType) -> [u64; MAX_NR_ZONES] {
+        ZoneType::ALL.map(|c| self.lowmem_reserve(nid, zone, c))
+    }
+
     /// `zone->lowmem_reserve[class]`: pages of `zone` kept back from
     /// allocations that could have used a higher zone.
     pub fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
@@ -185,7 +221,8 @@ impl System {
     /// Free pages `req` could take, ignoring watermarks: what
     /// [`System::place_pages`] places at most without them.
     fn request_free(&self, req: &AllocRequest) -> u64 {
-        req.nids
+        let windows: Vec<BlockWindow> = req
+            .nids
             .iter()
             .flat_map(|&nid| {
                 ZoneType::ALL
@@ -193,8 +230,55 @@ impl System {
                     .filter(|&z| z <= req.class)
                     .flat_map(move |z| self.request_windows(req, nid, z))
             })
-            .map(|(id, (lo, hi))| self.blocks[&id].pages.free_in(lo, hi))
+            .collect();
+        self.windows_free(&windows)
+    }
+
+    /// Free pages in `windows`.
+    fn windows_free(&self, windows: &[BlockWindow]) -> u64 {
+        windows
+            .iter()
+            .map(|&(id, (lo, hi))| self.blocks[&id].pages.free_in(lo, hi))
             .sum()
+    }
+
+    /// Place up to `n` pages of `state` in the free pages of `windows`,
+    /// each fit of the state in turn over all of them, the first window
+    /// first; the ranges taken, as (block, first page, end page).
+    fn fill_windows(
+        &mut self,
+        state: PageState,
+        windows: &[BlockWindow],
+        n: u64,
+    ) -> Vec<(u64, u64, u64)> {
+        let mut left = n;
+        let mut taken = Vec::new();
+        for &fit in fits(state) {
+            for &(id, window) in windows {
+                if left == 0 {
+                    return taken;
+                }
+                let pages = &mut self.blocks.get_mut(&id).expect("listed").pages;
+                for (lo, hi) in pages.alloc(state, left, fit, window) {
+                    taken.push((id, lo, hi));
+                    left -= hi - lo;
+                }
+            }
+        }
+        taken
+    }
+
+    /// Free up to `n` pages in `state` from `windows`, the last window and
+    /// its highest pages first; how many.
+    fn release_windows(&mut self, state: PageState, windows: &[BlockWindow], n: u64) -> u64 {
+        let mut left = n;
+        for &(id, window) in windows.iter().rev() {
+            let pages = &mut self.blocks.get_mut(&id).expect("listed").pages;
+            for (lo, hi) in pages.reassign_in(state, None, left, false, window) {
+                left -= hi - lo;
+            }
+        }
+        n - left
     }
 
     /// Place up to `n` pages as `req` says; returns the ranges taken as
@@ -204,25 +288,14 @@ impl System {
         let mut taken = Vec::new();
         for &nid in &req.nids {
             for zone in ZoneType::ALL.into_iter().rev().filter(|&z| z <= req.class) {
-                let mut budget = match req.watermark {
+                let budget = match req.watermark {
                     true => self.zone_headroom(nid, zone, req.class),
                     false => u64::MAX,
                 };
                 let blocks = self.request_windows(req, nid, zone);
-                for &fit in fits(req.state) {
-                    for &(id, window) in &blocks {
-                        let want = left.min(budget);
-                        if want == 0 {
-                            break;
-                        }
-                        let pages = &mut self.blocks.get_mut(&id).expect("listed").pages;
-                        for (lo, hi) in pages.alloc(req.state, want, fit, window) {
-                            taken.push((id, lo, hi));
-                            left -= hi - lo;
-                            budget -= hi - lo;
-                        }
-                    }
-                }
+                let got = self.fill_windows(req.state, &blocks, left.min(budget));
+                left -= got.iter().map(|t| t.2 - t.1).sum::<u64>();
+                taken.extend(got);
                 if left == 0 {
                     return taken;
                 }
@@ -231,8 +304,8 @@ impl System {
         taken
     }
 
-    /// The online blocks a placement other than a whole node names, with
-    /// the pages of each it covers, ascending.
+    /// The online blocks a placement names, with the pages of each it
+    /// covers, ascending.
     pub(crate) fn placement_windows(
         &self,
         at: Placement,
@@ -310,22 +383,10 @@ impl System {
             }
             _ => {
                 let windows = self.placement_windows(at)?;
-                let free: u64 = windows
-                    .iter()
-                    .map(|&(id, (lo, hi))| self.blocks[&id].pages.free_in(lo, hi))
-                    .sum();
-                if free < pages {
+                if self.windows_free(&windows) < pages {
                     return Err(no_memory);
                 }
-                let mut left = pages;
-                for &fit in fits(state) {
-                    for &(id, window) in &windows {
-                        let b = &mut self.blocks.get_mut(&id).expect("listed").pages;
-                        for (lo, hi) in b.alloc(state, left, fit, window) {
-                            left -= hi - lo;
-                        }
-                    }
-                }
+                self.fill_windows(state, &windows, pages);
             }
         }
         self.touch();
@@ -347,15 +408,9 @@ impl System {
             }
             _ => self.placement_windows(at)?,
         };
-        let mut left = pages;
-        for (id, window) in windows.into_iter().rev() {
-            let b = self.blocks.get_mut(&id).expect("listed");
-            for (lo, hi) in b.pages.reassign_in(kind.state(), None, left, false, window) {
-                left -= hi - lo;
-            }
-        }
+        let freed = self.release_windows(kind.state(), &windows, pages);
         self.touch();
-        Ok(pages - left)
+        Ok(freed)
     }
 
     /// The nodes with memory, ascending: where the boot CPU's allocations
@@ -439,18 +494,13 @@ impl System {
                 self.alloc_for_task(state, class, to - from);
             }
         }
+        let everywhere: Vec<BlockWindow> = self
+            .blocks
+            .values()
+            .map(|b| (b.id, (0, b.pages.nr())))
+            .collect();
         for (from, to, state, _) in changes {
-            let mut left = from.saturating_sub(to);
-            let ids: Vec<u64> = self.blocks.keys().rev().copied().collect();
-            for id in ids {
-                if left == 0 {
-                    break;
-                }
-                let b = self.blocks.get_mut(&id).expect("listed");
-                for (lo, hi) in b.pages.reassign(state, None, left, false) {
-                    left -= hi - lo;
-                }
-            }
+            self.release_windows(state, &everywhere, from.saturating_sub(to));
         }
         self.tmpfs = want;
         self.touch();
@@ -474,21 +524,6 @@ impl System {
         }
         self.touch();
         Ok(windows.len())
-    }
-
-    /// Make migration of block `id`'s pages fail (`None` clears).
-    pub fn set_migrate_failure(
-        &mut self,
-        id: u64,
-        failure: Option<MigrateFailure>,
-    ) -> Result<(), HotplugError> {
-        self.blocks
-            .get_mut(&id)
-            .ok_or(HotplugError::NoSuchBlock)?
-            .pages
-            .migrate_failure = failure;
-        self.touch();
-        Ok(())
     }
 
     /// Hardware-poison one free page of block `id` (the highest).
@@ -656,7 +691,7 @@ mod tests {
         let mut s = boot();
         s.alloc_pages(Placement::Block(6), PageKind::Movable, 100)
             .unwrap();
-        s.set_migrate_failure(6, Some(MigrateFailure::NoMemory))
+        s.set_migrate_failure_at(Placement::Block(6), Some(MigrateFailure::NoMemory))
             .unwrap();
         assert!(matches!(
             s.device_offline(6),

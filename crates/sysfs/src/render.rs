@@ -5,7 +5,6 @@ use memhp_model::block::BlockState;
 use memhp_model::cmdline::MemmapOnMemory;
 use memhp_model::hugetlb::HPAGE_PAGES;
 use memhp_model::iomem::Resource;
-use memhp_model::pages::PageState;
 use memhp_model::{KernelVersion, System, ZoneType};
 
 /// `%*pbl`: ascending list with runs of ≥ 2 written `a-b`, then `\n`.
@@ -158,29 +157,13 @@ pub fn nr_cpu_ids(sys: &System) -> u32 {
         .map_or(1, |m| m + 1)
 }
 
-/// Free pages of a node: managed pages minus what the page model uses.
-pub fn node_free_pages(sys: &System, nid: u32) -> u64 {
-    ZoneType::ALL
-        .into_iter()
-        .map(|z| sys.zone_free_pages(nid, z))
-        .sum()
-}
-
-fn node_movable_used(sys: &System, nid: u32) -> u64 {
-    sys.blocks
-        .values()
-        .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
-        .map(|b| b.pages.count(PageState::Movable) + b.pages.count(PageState::Pinned))
-        .sum()
-}
-
 /// `nodeN/meminfo` (spec 01 §4.4).
 pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
     let node = sys.node(nid)?;
     let kb = |pages: u64| pages * 4;
     let total = node.managed_pages();
-    let free = node_free_pages(sys, nid);
-    let anon = node_movable_used(sys, nid);
+    let free = sys.node_free_pages(nid);
+    let anon = sys.node_lru_pages(nid);
     let fields: Vec<(&str, u64)> = vec![
         ("MemTotal:", kb(total)),
         ("MemFree:", kb(free)),
@@ -220,16 +203,7 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
     for (label, v) in fields {
         out.push_str(&format!("Node {nid} {label:<16}{v:>8} kB\n"));
     }
-    let (huge_total, huge_free) = sys
-        .blocks
-        .values()
-        .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)
-        .fold((0, 0), |(t, f), b| {
-            (
-                t + b.pages.huge_free() + b.pages.huge_used(),
-                f + b.pages.huge_free(),
-            )
-        });
+    let (huge_total, huge_free) = sys.node_huge_pages(nid);
     out.push_str(&format!("Node {nid} HugePages_Total: {huge_total:>5}\n"));
     out.push_str(&format!("Node {nid} HugePages_Free:  {huge_free:>5}\n"));
     out.push_str(&format!("Node {nid} HugePages_Surp:  {:>5}\n", 0));
@@ -239,12 +213,10 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
 /// `/proc/meminfo` (the lines hotplug changes, in the kernel's format).
 pub fn proc_meminfo(sys: &System) -> String {
     let total = sys.totalram_pages();
-    let free: u64 = sys.nodes.keys().map(|&n| node_free_pages(sys, n)).sum();
-    let lru_anon: u64 = sys.nodes.keys().map(|&n| node_movable_used(sys, n)).sum();
-    let (t, r) = (&sys.tmpfs, &sys.runtime);
-    let shmem = t.shmem_pages + r.rootfs_shmem;
-    let reclaimable = t.slab_reclaimable + r.slab_reclaimable;
-    let unreclaimable = t.slab_unreclaimable + r.slab_unreclaimable;
+    let free: u64 = sys.nodes.keys().map(|&n| sys.node_free_pages(n)).sum();
+    let lru_anon: u64 = sys.nodes.keys().map(|&n| sys.node_lru_pages(n)).sum();
+    let shmem = sys.shmem_pages();
+    let (reclaimable, unreclaimable) = sys.slab_pages();
     let anon = lru_anon.saturating_sub(shmem);
     let fields: Vec<(&str, u64)> = vec![
         ("MemTotal:", total),
@@ -298,29 +270,30 @@ pub fn zoneinfo(sys: &System) -> String {
         let first_populated = ZoneType::ALL
             .into_iter()
             .find(|&z| node.zone(z).populated());
-        let highs = sys.wmark.high.get(&node.id);
         for z in ZoneType::ALL {
             let zone = node.zone(z);
             out.push_str(&format!("Node {}, zone {:>8}", node.id, z.name()));
             if Some(z) == first_populated {
                 out.push_str("\n  per-node stats");
-                let lru = node_movable_used(sys, node.id);
+                let lru = sys.node_lru_pages(node.id);
                 out.push_str(&format!("\n      {:<12} {lru}", "nr_inactive_anon"));
             }
-            let high = highs.map_or(0, |h| h[z.idx()]);
-            let min = sys.wmark.min_pages(node.id, z);
+            let w = &sys.wmark;
             let free = sys.zone_free_pages(node.id, z);
             out.push_str(&format!(
-                "\n  pages free     {free}\n        boost    0\n        min      {min}\n        low      {}\n        high     {high}\n        spanned  {}\n        present  {}\n        managed  {}\n        cma      {}",
-                min + high.saturating_sub(min) / 2,
+                "\n  pages free     {free}\n        boost    0\n        min      {}\n        low      {}\n        high     {}\n        spanned  {}\n        present  {}\n        managed  {}\n        cma      {}",
+                w.min_pages(node.id, z),
+                w.low_pages(node.id, z),
+                w.high_pages(node.id, z),
                 zone.spanned,
                 zone.present,
                 zone.managed,
                 zone.cma
             ));
-            let protection: Vec<String> = ZoneType::ALL
+            let protection: Vec<String> = sys
+                .lowmem_reserves(node.id, z)
                 .iter()
-                .map(|&c| sys.lowmem_reserve(node.id, z, c).to_string())
+                .map(u64::to_string)
                 .collect();
             out.push_str(&format!(
                 "\n        protection: ({})",

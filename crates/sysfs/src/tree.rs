@@ -475,7 +475,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                 .iter()
                 .map(|k| format!("{k} 0\n"))
                 .collect(),
-                "vmstat" => format!("nr_free_pages {}\n", render::node_free_pages(sys, nid)),
+                "vmstat" => format!("nr_free_pages {}\n", sys.node_free_pages(nid)),
                 _ => return Err(Errno::ENOENT),
             }
         }

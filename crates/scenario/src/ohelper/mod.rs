@@ -201,7 +201,6 @@ mod reopened {
     }
 }
 
-/// Reads `f` from offset 0 (up to `cap` bytes); the error is (stage, errno).
 /// How much to ask for first: a page for a sysfs attribute (it is at most
 /// one), more for anything else (`/proc/zoneinfo`, `/proc/iomem`), so
 /// that one read usually gets it all.
@@ -212,6 +211,8 @@ fn first_read(path: &[u8]) -> usize {
     }
 }
 
+/// Reads `f` from offset 0 (up to `cap` bytes, `first` of them at
+/// first); the error is (stage, errno).
 fn read_from_start(f: &File, cap: usize, first: usize) -> Result<Vec<u8>, (&'static str, i32)> {
     use std::os::unix::fs::FileExt;
     thread_local! {
