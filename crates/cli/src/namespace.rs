@@ -37,6 +37,62 @@ pub fn pipe() -> Result<(OwnedFd, File)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
+/// The guest's console for the scenario shell: a pseudo-terminal, as the
+/// oracle guest's stdin, stdout and stderr are its serial console (nothing
+/// is ever typed on it: a step that reads stdin waits, as in the guest). Programs then
+/// behave as there: stdio line-buffers stdout (so a tool's stderr lines
+/// stay in order with its stdout lines), `isatty` holds and the window
+/// size is 0x0 (tools fall back to their default width). Output is raw
+/// (no `\n` → `\r\n`). Returns the master (the runner reads it) and the
+/// slave (the shell's stdin, stdout and stderr).
+pub fn console() -> Result<(Console, OwnedFd)> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors into the locals; the name,
+    // termios and winsize arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("openpty");
+    }
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on a descriptor owned here.
+        check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).context("FD_CLOEXEC")?;
+    }
+    // SAFETY: `t` is a plain C struct that tcgetattr fills before use.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr/cfmakeraw/tcsetattr on the slave owned here, with
+    // `t` valid for the duration of each call.
+    unsafe {
+        check(libc::tcgetattr(slave.as_raw_fd(), &mut t)).context("tcgetattr")?;
+        libc::cfmakeraw(&mut t);
+        check(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t)).context("tcsetattr")?;
+    }
+    Ok((Console(File::from(master)), slave))
+}
+
+/// The master side of [`console`]: reads the shell's output; the end of
+/// the output (every slave descriptor closed, which Linux reports as EIO)
+/// reads as end of file.
+pub struct Console(File);
+
+impl std::io::Read for Console {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf) {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            r => r,
+        }
+    }
+}
+
 fn check(r: libc::c_int) -> std::io::Result<()> {
     if r == 0 {
         Ok(())

@@ -286,19 +286,23 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     let tmp_bytes = host.shared.read(|s| s.totalram_pages()) * 4096 / 2;
     let ns = namespace::Setup::new(&binds, tmp_bytes)?;
     let (go_read, go) = namespace::pipe()?;
+    let (console, console_slave) = namespace::console()?;
     let mut words = guest_shell().split_whitespace();
     let mut cmd = Command::new(words.next().unwrap_or("sh"));
     cmd.args(words)
         .arg(dir.join("scenario.sh"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::from(console_slave.try_clone()?))
+        .stdout(Stdio::from(console_slave.try_clone()?))
+        .stderr(Stdio::from(console_slave));
+    guest_environment(&mut cmd);
     ns.apply_in_child(&mut cmd, go_read);
     let mut child = cmd
         .spawn()
         .context("setting up the scenario's mount namespace (root is needed)")?;
+    // The runner's copies of the console's slave side go with `cmd`: the
+    // console ends when the shell and its children are gone.
+    drop(cmd);
     let mut go = go;
-    let stdout = child.stdout.take().context("stdout")?;
     let mut transcript = String::new();
     transcript.push_str(&format!(
         "=== SCENARIO {} ({scn_path}) ===\n{}",
@@ -329,7 +333,7 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
         version.uname_version(),
         kernel_cmdline(scn)
     ));
-    let reader = BufReader::new(stdout);
+    let reader = BufReader::new(console);
     let echo = std::env::var_os("MEMHP_RUNNER_ECHO").is_some();
     let mut reached_end = false;
     let deadline = Some(started + scn.timeout);
@@ -382,10 +386,6 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     }
     transcript.push_str(&merger.finish());
     let status = child.wait()?;
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
     drop(go);
     let elapsed = started.elapsed();
     let complete = reached_end;
@@ -398,9 +398,28 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     mount.unmount().ok();
     drop(run_dir);
     if !complete {
-        bail!("scenario shell failed ({status}): {}", err.trim());
+        // The shell's own complaints are in the transcript, as on the
+        // guest's console.
+        let tail: Vec<&str> = transcript.lines().rev().take(5).collect();
+        bail!(
+            "scenario shell failed ({status}); the transcript ends with:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     Ok(RunOutcome { transcript })
+}
+
+/// The environment of the oracle guest's /init as far as programs notice
+/// it: the kernel's `HOME=/` and `TERM=linux`, no locale (messages and
+/// number formats of the C locale) and no terminal size overrides.
+fn guest_environment(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("LC_") || ["LANG", "LANGUAGE", "COLUMNS", "LINES"].contains(&&*k) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("HOME", "/").env("TERM", "linux");
 }
 
 /// The guest's shell: busybox `sh` like the oracle's guest (its applets run

@@ -6,28 +6,11 @@
 //! by pfn range and by zone; what an offline that runs out of memory logs
 //! while its virtual alarm runs.
 
-use std::process::Command;
-
-const MEMHP: &str = env!("CARGO_BIN_EXE_memhp");
+mod common;
 
 /// Run `steps` on a 1 GiB pc machine; the transcript.
 fn run(name: &str, steps: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("memhp-workload-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let scn = dir.join(format!("{name}.scn"));
-    std::fs::write(&scn, format!("mem: 1G,slots=4,maxmem=4G\nsteps:\n{steps}")).unwrap();
-    let out = Command::new(MEMHP)
-        .args(["scenario", "run"])
-        .arg(&scn)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::run_scenario(name, &format!("mem: 1G,slots=4,maxmem=4G\nsteps:\n{steps}"))
 }
 
 const CTL: &str = "\"$MEMHP\" ctl --socket \"$MEMHP_SOCK\"";

@@ -217,8 +217,12 @@ impl AcpiDimms {
                     let _ = sys.unregister_group(group);
                 }
                 Err(_) => {
+                    // acpi_memory_enable_device() enabled no range, then
+                    // acpi_memory_device_add() gives the device up.
+                    let dev = format!("acpi PNP0C80:{:02x}", dimm.slot);
+                    sys.events.log(format!("{dev}: add_memory failed"));
                     sys.events
-                        .log(format!("acpi PNP0C80:{:02x}: add_memory failed", dimm.slot));
+                        .log(format!("{dev}: acpi_memory_enable_device() error"));
                     let _ = sys.unregister_group(group);
                 }
             }

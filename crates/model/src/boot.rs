@@ -26,6 +26,15 @@ pub(crate) const NODE_DATA_PAGES: u64 = 43;
 /// Per-cpu area of one more CPU (oracle `numa-memoryless`: 2 nodes, 2 CPUs
 /// reserve 104 pages more than 1 node, 1 CPU; 43 of them are NODE_DATA).
 const PERCPU_UNIT_PAGES: u64 = 61;
+/// What each CPU's per-cpu unit keeps on its node ("percpu: Embedded 62
+/// pages/cpu").
+const PERCPU_EMBEDDED_PAGES: u64 = 62;
+/// The first memory node's share of the sparse setup: the section root
+/// page, its usemap and two vmemmap page-table pages (`memblock=debug`).
+const FIRST_NODE_SPARSE_PAGES: u64 = 4;
+/// Reserved per memory node beyond the first, besides its pgdat and memmap
+/// (its usemap page and one more; a 2-node recording: 2 × 512 MiB).
+const EXTRA_MEMORY_NODE_PAGES: u64 = 2;
 
 /// Why a boot failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -340,6 +349,14 @@ pub(crate) fn swiotlb_enabled(spec: &MachineSpec, memblock: &[Range]) -> bool {
     max_possible > MAX_DMA32_PFN << PAGE_SHIFT
 }
 
+/// Where QEMU loads the initrd: just below the ACPI tables at the end of the
+/// RAM below 4 GiB (the boot log's `RAMDISK:` line), as pfns.
+pub(crate) fn initrd_pfns(spec: &MachineSpec) -> Option<Range> {
+    let pages = spec.acpi.as_ref()?.initrd_bytes.div_ceil(4096);
+    let base = crate::bootlog::acpi_base(spec)? >> PAGE_SHIFT;
+    (pages > 0).then(|| base.checked_sub(pages).map(|s| (s, base)))?
+}
+
 /// Boot-time reservations that stay for good (spec: what makes `managed`
 /// lower than `present` at boot), as pfn ranges.
 fn boot_reservations(
@@ -367,13 +384,29 @@ fn boot_reservations(
         KERNEL_LOAD_PFN + a.kernel_image_pages,
     ));
 
-    let total_pages: u64 = memblock.iter().map(|r| r.1 - r.0).sum();
-    let gib_pages = (1u64 << 30) >> PAGE_SHIFT;
-    let page_tables = total_pages.div_ceil(gib_pages);
-    let hash = |scale_shift: u32| (kernel_pages >> scale_shift).next_power_of_two() * 8 / 4096;
-    let global = a.fixed_topdown_pages + page_tables + hash(1) + hash(2);
-    // Beyond the first node and CPU: each node's pgdat (NODE_DATA, on node 0
-    // for a memoryless node) and each CPU's per-cpu area.
+    // One page-table page is in the calibrated constant; the direct map
+    // may take more from memblock.
+    let page_tables = 1 + crate::direct_map::memblock_page_tables(
+        memblock,
+        (KERNEL_LOAD_PFN, KERNEL_LOAD_PFN + a.kernel_image_pages),
+        &initrd_pfns(spec).into_iter().collect::<Vec<_>>(),
+    );
+    let mem_nodes: Vec<(u32, &Vec<Range>)> = nodes
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(&nid, r)| (nid, r))
+        .collect();
+    // `hashdist`: with two or more memory nodes the large system hashes
+    // (dentry, inode) are vmalloc'ed after boot and reserve nothing here.
+    let hashes = if mem_nodes.len() > 1 {
+        0
+    } else {
+        let hash = |scale_shift: u32| (kernel_pages >> scale_shift).next_power_of_two() * 8 / 4096;
+        hash(1) + hash(2)
+    };
+    // Beyond the first node and CPU: each node's pgdat (NODE_DATA) and each
+    // CPU's per-cpu area; each further memory node its own usemap page and
+    // one more.
     let extra_nodes = spec.nodes.len().saturating_sub(1) as u64;
     let extra_cpus = spec
         .nodes
@@ -381,14 +414,41 @@ fn boot_reservations(
         .map(|n| n.cpus.len())
         .sum::<usize>()
         .saturating_sub(1) as u64;
-    let global = global + extra_nodes * NODE_DATA_PAGES + extra_cpus * PERCPU_UNIT_PAGES;
+    let extra_mem_nodes = mem_nodes.len().saturating_sub(1) as u64;
+    let total = a.fixed_topdown_pages
+        + page_tables
+        + hashes
+        + extra_nodes * NODE_DATA_PAGES
+        + extra_cpus * PERCPU_UNIT_PAGES
+        + extra_mem_nodes * EXTRA_MEMORY_NODE_PAGES;
 
-    // The memmap of each node lives on the node; the first node also holds
-    // the global allocations. Top-down from the node's last page.
-    for (i, (_, ranges)) in nodes.iter().filter(|(_, r)| !r.is_empty()).enumerate() {
+    // Node-local allocations land on their node, top-down from its end
+    // (oracle `memblock=debug`): the memmap, NODE_DATA and the per-cpu
+    // units of the node's CPUs; the first memory node also holds the
+    // sparse section root, its usemap and the vmemmap page tables. The
+    // rest is allocated for no node: top-down from the end of memory, so
+    // on the last memory node. A memoryless node's pgdat and CPUs count
+    // there too.
+    let local: Vec<u64> = mem_nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (nid, _))| {
+            let cpus = spec
+                .nodes
+                .iter()
+                .find(|n| n.id == *nid)
+                .map_or(0, |n| n.cpus.len() as u64);
+            NODE_DATA_PAGES
+                + cpus * PERCPU_EMBEDDED_PAGES
+                + if i == 0 { FIRST_NODE_SPARSE_PAGES } else { 0 }
+        })
+        .collect();
+    let global = total.saturating_sub(local.iter().sum());
+    for (i, (_, ranges)) in mem_nodes.iter().enumerate() {
         let memmap = memmap_pages(ranges);
         let node_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-        let n = memmap + if i == 0 { global } else { 0 };
+        let last = i + 1 == mem_nodes.len();
+        let n = memmap + local[i] + if last { global } else { 0 };
         reserved.extend(alloc_top_down(&mut free, n, node_end));
     }
     if swiotlb_enabled(spec, memblock) {

@@ -347,7 +347,7 @@ pub fn render(
 
 /// Where SeaBIOS puts the ACPI tables: the reserved area right after the
 /// last usable RAM below 4 GiB.
-fn acpi_base(spec: &MachineSpec) -> Option<u64> {
+pub(crate) fn acpi_base(spec: &MachineSpec) -> Option<u64> {
     spec.e820
         .iter()
         .filter(|e| e.kind == E820Kind::Usable && e.end <= 1 << 32)
@@ -445,13 +445,7 @@ struct EarlyLayout {
 fn held_until_after_mem_init(spec: &MachineSpec) -> Vec<(u64, u64)> {
     let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
     let mut held = vec![(image_end, image_end + IMAGE_PAGES_FREED_LATER)];
-    let initrd = spec
-        .acpi
-        .as_ref()
-        .map_or(0, |a| a.initrd_bytes.div_ceil(4096));
-    if let (Some(base), true) = (acpi_base(spec), initrd > 0) {
-        held.push(((base >> 12) - initrd, base >> 12));
-    }
+    held.extend(crate::boot::initrd_pfns(spec));
     held
 }
 

@@ -10,6 +10,7 @@ pub mod block;
 pub mod boot;
 mod bootlog;
 pub mod cmdline;
+mod direct_map;
 pub mod dump;
 pub mod events;
 pub mod fault;

@@ -276,3 +276,47 @@ fn swiotlb_lands_where_the_real_kernel_put_it() {
     );
     assert_eq!(line("1G", 1, &[], 1, 2540), None);
 }
+
+/// Boot memory sizes recorded on 6.1 (`conformance/behaviour/zones-mem*`):
+/// `(‑m, DMA32 managed, Normal managed)`. The direct map's page tables come
+/// from the image's BRK buffer except where the region holding the image
+/// needs new ones (3 GiB: one; with memory above 4 GiB: three).
+#[test]
+fn managed_pages_follow_the_direct_map_page_tables_of_each_memory_size() {
+    let recorded = [
+        ("1G", 225520, 0),
+        ("1536M", 354160, 0),
+        ("2G", 483184, 0),
+        ("2560M", 611440, 0),
+        ("3G", 740463, 0),
+        ("3584M", 754602, 114883),
+        ("4G", 754602, 243907),
+        ("6G", 754602, 758467),
+        ("8G", 754602, 1274563),
+    ];
+    for (mem, dma32, normal) in recorded {
+        let sys = boot(&format!("{mem},slots=4,maxmem=16G"), "");
+        assert_eq!(zone_line(&sys, 0, ZoneType::Dma).3, 3840, "-m {mem}");
+        assert_eq!(zone_line(&sys, 0, ZoneType::Dma32).3, dma32, "-m {mem}");
+        assert_eq!(zone_line(&sys, 0, ZoneType::Normal).3, normal, "-m {mem}");
+    }
+}
+
+/// Two nodes of 512 MiB, a CPU each (`conformance/behaviour/numa-two-nodes`):
+/// each node's memmap, pgdat and per-cpu unit stay on it, the unnoded
+/// allocations (SWIOTLB, ...) land on the last node, and the dentry and
+/// inode hashes are vmalloc'ed (`hashdist`) instead of reserved.
+#[test]
+fn two_memory_nodes_keep_node_local_reservations_on_their_node() {
+    let q = QemuPc::default().with_node_per_cpu(&[512 << 20, 512 << 20]);
+    let sys = System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    assert_eq!(zone_line(&sys, 0, ZoneType::Dma), (1, 4095, 3998, 3840));
+    assert_eq!(
+        zone_line(&sys, 0, ZoneType::Dma32),
+        (4096, 126976, 126976, 113501)
+    );
+    assert_eq!(
+        zone_line(&sys, 1, ZoneType::Dma32),
+        (131072, 131040, 131040, 112297)
+    );
+}

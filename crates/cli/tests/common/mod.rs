@@ -102,3 +102,24 @@ impl Drop for Machine {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `memhp scenario run` of a scenario with the text `scn` (named `name`);
+/// its transcript. Fails the test when the run fails.
+pub fn run_scenario(name: &str, scn: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("memhp-scn-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.scn"));
+    std::fs::write(&path, scn).unwrap();
+    let out = Command::new(MEMHP)
+        .args(["scenario", "run"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

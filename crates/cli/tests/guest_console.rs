@@ -1,0 +1,45 @@
+//! The scenario shell's output goes to a console like the oracle guest's
+//! serial console: a terminal on stdin, stdout and stderr (so stdio line-buffers, and a tool's error
+//! lines stay in order with its normal output), stdout and stderr both in
+//! the transcript, the C locale.
+
+mod common;
+
+fn steps(name: &str, steps: &str) -> String {
+    let t = common::run_scenario(name, &format!("mem: 1G,slots=4,maxmem=4G\nsteps:\n{steps}"));
+    let body = t.split("=== TRANSCRIPT ===\n").nth(1).unwrap();
+    // After the uname and cmdline lines, up to the END line.
+    body.lines()
+        .skip(3)
+        .take_while(|l| !l.starts_with("=== END"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_tools_stderr_lines_stay_in_order_with_its_stdout_lines() {
+    // awk's stdout would be block-buffered on a pipe and come out after
+    // the error line written directly to stderr.
+    let t = steps(
+        "console-order",
+        "awk 'BEGIN { print \"one\"; print \"two\" > \"/dev/stderr\"; print \"three\" }'\n\
+         cat /nonexistent/file; echo \"rc=$?\"\n",
+    );
+    assert_eq!(
+        t,
+        "one\ntwo\nthree\ncat: can't open '/nonexistent/file': No such file or directory\nrc=1"
+    );
+}
+
+#[test]
+fn the_shell_sees_a_terminal_and_no_locale() {
+    let t = steps(
+        "console-tty",
+        "[ -t 0 ] && echo stdin-tty; [ -t 1 ] && echo stdout-tty; [ -t 2 ] && echo stderr-tty\n\
+         echo \"LANG=${LANG-unset} LC_ALL=${LC_ALL-unset} COLUMNS=${COLUMNS-unset} TERM=$TERM HOME=$HOME\"\n",
+    );
+    assert_eq!(
+        t,
+        "stdin-tty\nstdout-tty\nstderr-tty\nLANG=unset LC_ALL=unset COLUMNS=unset TERM=linux HOME=/"
+    );
+}
