@@ -141,6 +141,8 @@ impl EventBus {
 pub struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// The listening socket, owned by the accept thread until it ends.
+    listener_fd: std::os::fd::RawFd,
     accept: Option<JoinHandle<()>>,
     pump: Option<JoinHandle<()>>,
 }
@@ -281,6 +283,7 @@ impl ControlServer {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         listener.set_nonblocking(true).map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let (h2, b2, s2) = (Arc::clone(&host), Arc::clone(&bus), Arc::clone(&stop));
         let accept = std::thread::spawn(move || {
             while !s2.load(Ordering::Acquire) {
@@ -305,12 +308,14 @@ impl ControlServer {
         let pump = std::thread::spawn(move || {
             while !s3.load(Ordering::Acquire) {
                 bus.pump_uevents(&host);
-                std::thread::sleep(Duration::from_millis(5));
+                // Drop unparks it at once.
+                std::thread::park_timeout(Duration::from_millis(5));
             }
         });
         Ok(ControlServer {
             path: path.to_path_buf(),
             stop,
+            listener_fd,
             accept: Some(accept),
             pump: Some(pump),
         })
@@ -324,10 +329,17 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Wake the accept loop's poll now rather than at its next stop
+        // check: a shut-down listener polls readable (and hung up).
+        // SAFETY: the accept thread owns the descriptor and keeps it open
+        // until it ends, which the join below waits for; shutdown(2)
+        // touches no memory.
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
         if let Some(h) = self.pump.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
         let _ = std::fs::remove_file(&self.path);
