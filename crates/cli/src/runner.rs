@@ -277,7 +277,7 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
     let binds: Vec<(PathBuf, PathBuf)> = std::iter::once((real_exe.clone(), exe.clone()))
         .chain(std::iter::once((root.join("sys"), PathBuf::from("/sys"))))
         .chain(
-            ["zoneinfo", "iomem", "meminfo"]
+            ["zoneinfo", "iomem", "meminfo", "sys/vm"]
                 .into_iter()
                 .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),
         )

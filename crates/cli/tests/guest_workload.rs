@@ -118,3 +118,36 @@ fn migration_made_to_fail_over_a_pfn_range_retries_until_cleared() {
         "{t}"
     );
 }
+
+/// The scenario's /proc/sys/vm is memhp's: hugetlb and min_free_kbytes
+/// writes go to the model (never to the host's kernel), the pool's pages
+/// show in the node and global files and in /proc/meminfo, and sysctls
+/// memhp does not model are absent.
+#[test]
+fn the_guests_vm_sysctls_are_the_models_not_the_hosts() {
+    let host_before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    let t = run(
+        "sysctl",
+        "w /proc/sys/vm/nr_hugepages 12\n\
+         r /proc/sys/vm/nr_hugepages /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages\n\
+         r /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages\n\
+         grep HugePages_Total /proc/meminfo\n\
+         r /proc/sys/vm/min_free_kbytes /proc/sys/vm/swappiness\n\
+         w /proc/sys/vm/nr_hugepages 0\n",
+    );
+    for line in [
+        "write /proc/sys/vm/nr_hugepages \"12\" -> OK (ret=2)\n",
+        "read /proc/sys/vm/nr_hugepages = \"12\\n\"\n",
+        "read /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages = \"12\\n\"\n",
+        "read /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages = \"12\\n\"\n",
+        "HugePages_Total:      12\n",
+        "read /proc/sys/vm/min_free_kbytes = \"45056\\n\"\n",
+        "read /proc/sys/vm/swappiness = <open:ENOENT(2)>\n",
+    ] {
+        assert!(t.contains(line), "{line} in {t}");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(),
+        host_before
+    );
+}

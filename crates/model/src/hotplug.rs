@@ -286,8 +286,11 @@ impl System {
 
     fn recompute_watermarks(&mut self) {
         let mut w = std::mem::take(&mut self.wmark);
-        w.recompute(self);
+        let log = w.recompute(self);
         self.wmark = w;
+        for l in log {
+            self.events.log(l);
+        }
     }
 
     /// The 6.1 status fields for onlining `zone` on `nid`.

@@ -11,6 +11,7 @@ use crate::hotplug::HotplugError;
 use crate::pages::PageState;
 use crate::system::System;
 use crate::workload::Placement;
+use crate::zone::ZoneType;
 use serde::{Deserialize, Serialize};
 
 /// Base pages per huge page (2 MiB / 4 KiB).
@@ -25,6 +26,33 @@ pub struct HugetlbPool {
     pub free_huge_pages: u64,
     /// `resv_hugepages`: free pages promised to mappings.
     pub resv_huge_pages: u64,
+    /// `nr_overcommit_hugepages` (stored; surplus pages come only from
+    /// faults, which the model does not make).
+    #[serde(default)]
+    pub nr_overcommit_huge_pages: u64,
+    /// `h->next_nid_to_alloc` and `h->next_nid_to_free`: the round robin of
+    /// pool changes over the allowed nodes.
+    #[serde(default)]
+    pub next_nid_to_alloc: u32,
+    #[serde(default)]
+    pub next_nid_to_free: u32,
+}
+
+/// The node of `nodes` (ascending) at or after `*next`, wrapping; advances
+/// `*next` past it (`get_valid_node_allowed` + `next_node_allowed`).
+fn next_node(next: &mut u32, nodes: &[u32]) -> Option<u32> {
+    let cur = nodes
+        .iter()
+        .copied()
+        .find(|&n| n >= *next)
+        .or_else(|| nodes.first().copied())?;
+    *next = nodes
+        .iter()
+        .copied()
+        .find(|&n| n > cur)
+        .or_else(|| nodes.first().copied())
+        .unwrap_or(cur);
+    Some(cur)
 }
 
 impl System {
@@ -57,6 +85,114 @@ impl System {
         self.hugetlb.free_huge_pages += count;
         self.touch_global();
         Ok(())
+    }
+
+    /// `set_max_huge_pages`: a write of `count` to `nr_hugepages`, global
+    /// (`nid` `None`: over the nodes with memory, round robin) or of one
+    /// node (its own count). Grows the pool one fresh page at a time until
+    /// `count` or until no allowed node has room, and shrinks it by free
+    /// pages down to `count` (never below the pages in use or reserved).
+    /// The write succeeds either way; `nr_hugepages` shows what was done.
+    pub fn set_max_huge_pages(&mut self, nid: Option<u32>, count: u64) {
+        let nodes: Vec<u32> = match nid {
+            Some(n) => vec![n],
+            None => self
+                .nodes
+                .values()
+                .filter(|n| n.has_memory)
+                .map(|n| n.id)
+                .collect(),
+        };
+        let persistent = self.hugetlb.nr_huge_pages;
+        // A node's count becomes a global one.
+        let count = match nid {
+            Some(n) => count.saturating_add(persistent - self.node_huge_pages(n).0),
+            None => count,
+        };
+        while self.hugetlb.nr_huge_pages < count && self.on_next_node(&nodes, false) {}
+        let in_use = self.hugetlb.nr_huge_pages - self.hugetlb.free_huge_pages;
+        let floor = count.max(self.hugetlb.resv_huge_pages + in_use);
+        while self.hugetlb.nr_huge_pages > floor && self.on_next_node(&nodes, true) {}
+        self.touch_global();
+    }
+
+    /// One page more (`free`: one less) in the pool, on the first of the
+    /// allowed `nodes` that can, taken round robin from the hstate's next
+    /// node to allocate (or free) on; false when none can.
+    fn on_next_node(&mut self, nodes: &[u32], free: bool) -> bool {
+        let mut next = match free {
+            true => self.hugetlb.next_nid_to_free,
+            false => self.hugetlb.next_nid_to_alloc,
+        };
+        let done = (0..nodes.len()).any(|_| {
+            next_node(&mut next, nodes).is_some_and(|n| match free {
+                true => self.free_pool_page_on(n),
+                false => self.alloc_pool_page_on(n),
+            })
+        });
+        match free {
+            true => self.hugetlb.next_nid_to_free = next,
+            false => self.hugetlb.next_nid_to_alloc = next,
+        }
+        done
+    }
+
+    /// A write to `nr_overcommit_hugepages`.
+    pub fn set_nr_overcommit_huge_pages(&mut self, count: u64) {
+        self.hugetlb.nr_overcommit_huge_pages = count;
+        self.touch_global();
+    }
+
+    /// `alloc_pool_huge_page` on node `nid` (`GFP_HIGHUSER_MOVABLE |
+    /// __GFP_THISNODE`): a whole free pageblock of the highest zone that
+    /// stays above its min watermark and lowmem reserve, lowest pfn first.
+    fn alloc_pool_page_on(&mut self, nid: u32) -> bool {
+        for zone in ZoneType::KERNEL
+            .into_iter()
+            .chain([ZoneType::Movable])
+            .rev()
+        {
+            if self.zone_headroom(nid, zone, ZoneType::Movable) < HPAGE_PAGES {
+                continue;
+            }
+            let windows: Vec<(u64, (u64, u64))> = self
+                .blocks
+                .values()
+                .filter(|b| b.nid == Some(nid) && b.state == BlockState::Online)
+                .filter(|b| !b.pages.is_isolated())
+                .filter_map(|b| self.zone_window(b, zone).map(|w| (b.id, w)))
+                .collect();
+            for (id, window) in windows {
+                let p = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+                if p.alloc_huge(PageState::HugeFree, 1, window) == 1 {
+                    self.hugetlb.nr_huge_pages += 1;
+                    self.hugetlb.free_huge_pages += 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// `remove_pool_huge_page` on node `nid`: the free page the pool took
+    /// last (the highest) goes back to the buddy allocator.
+    fn free_pool_page_on(&mut self, nid: u32) -> bool {
+        let ids: Vec<u64> = self
+            .blocks
+            .values()
+            .rev()
+            .filter(|b| b.nid == Some(nid) && b.state == BlockState::Online)
+            .filter(|b| b.pages.huge_free() > 0)
+            .map(|b| b.id)
+            .collect();
+        let Some(&id) = ids.first() else {
+            return false;
+        };
+        let p = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+        p.reassign(PageState::HugeFree, None, HPAGE_PAGES, false);
+        self.hugetlb.nr_huge_pages -= 1;
+        self.hugetlb.free_huge_pages -= 1;
+        true
     }
 
     /// Huge pages of the pool on a node's online blocks: (total, free).

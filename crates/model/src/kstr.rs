@@ -58,6 +58,12 @@ fn parse_unsigned_auto(s: &[u8]) -> Result<(u64, &[u8]), KstrError> {
     } else {
         (10, s)
     };
+    parse_digits(radix, digits)
+}
+
+/// `_parse_integer` in `radix`: the value of the leading digits and the
+/// rest.
+fn parse_digits(radix: u64, digits: &[u8]) -> Result<(u64, &[u8]), KstrError> {
     let mut value: u64 = 0;
     let mut n = 0;
     let mut overflow = false;
@@ -103,6 +109,45 @@ pub fn kstrtoull(s: &[u8]) -> Result<u64, KstrError> {
     Ok(v)
 }
 
+/// `kstrtoul(s, 10)`: optional `+`, decimal digits, one optional trailing
+/// `\n` (the hugetlb `nr_hugepages` files: `0x6` is EINVAL there).
+pub fn kstrtoul_dec(s: &[u8]) -> Result<u64, KstrError> {
+    let s = until_nul(s);
+    let s = s.strip_prefix(b"+").unwrap_or(s);
+    let (v, rest) = parse_digits(10, s)?;
+    check_tail(rest)?;
+    Ok(v)
+}
+
+/// The separators of `proc_doulongvec_minmax` and `proc_dointvec`.
+fn proc_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// A one-value sysctl write (`proc_doulongvec_minmax`, `proc_dointvec`):
+/// leading blanks, an optional `-`, a number in auto base that must end at a
+/// blank or the end, then blanks. Returns the value (`None` for a write with
+/// nothing but blanks) and how many bytes the write consumed (what
+/// write(2) returns: the rest after the first value is left unread).
+pub fn proc_long(s: &[u8]) -> Result<(Option<i64>, usize), KstrError> {
+    let skip = |from: usize| from + s[from..].iter().take_while(|&&c| proc_space(c)).count();
+    let start = skip(0);
+    if start == s.len() {
+        return Ok((None, s.len()));
+    }
+    let (neg, body) = match s[start..].strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, &s[start..]),
+    };
+    let (v, rest) = parse_unsigned_auto(body)?;
+    if rest.first().is_some_and(|&c| !proc_space(c)) {
+        return Err(KstrError::Invalid);
+    }
+    let end = s.len() - rest.len();
+    let v = i64::try_from(v).map_err(|_| KstrError::Invalid)?;
+    Ok((Some(if neg { -v } else { v }), skip(end)))
+}
+
 /// `kstrtoll(s, 0)`: like [`kstrtoull`] with an optional `-`.
 pub fn kstrtoll(s: &[u8]) -> Result<i64, KstrError> {
     let s = until_nul(s);
@@ -144,6 +189,30 @@ pub fn memparse(s: &str) -> Option<(u64, &str)> {
 
 #[cfg(test)]
 mod tests {
+
+    /// As recorded for `/proc/sys/vm/nr_hugepages` on 6.1
+    /// (`conformance/behaviour/hugetlb-sysctl`).
+    #[test]
+    fn proc_long_takes_one_value_and_reports_what_it_consumed() {
+        assert_eq!(proc_long(b" 3"), Ok((Some(3), 2)));
+        assert_eq!(proc_long(b"4 "), Ok((Some(4), 2)));
+        assert_eq!(proc_long(b"0x5"), Ok((Some(5), 3)));
+        assert_eq!(proc_long(b"2\n"), Ok((Some(2), 2)));
+        assert_eq!(proc_long(b"1 2"), Ok((Some(1), 2)));
+        assert_eq!(proc_long(b""), Ok((None, 0)));
+        assert_eq!(proc_long(b"-1"), Ok((Some(-1), 2)));
+        assert_eq!(proc_long(b"foo"), Err(KstrError::Invalid));
+        assert_eq!(proc_long(b"1x"), Err(KstrError::Invalid));
+    }
+
+    #[test]
+    fn kstrtoul_dec_rejects_hex_and_blanks() {
+        assert_eq!(kstrtoul_dec(b"7\n"), Ok(7));
+        assert_eq!(kstrtoul_dec(b"0x6"), Err(KstrError::Invalid));
+        assert_eq!(kstrtoul_dec(b" 3"), Err(KstrError::Invalid));
+        assert_eq!(kstrtoul_dec(b"010"), Ok(10));
+    }
+
     use super::*;
 
     #[test]

@@ -17,6 +17,9 @@ const WATERMARK_SCALE_FACTOR: u64 = 10;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermarks {
     pub min_free_kbytes: u64,
+    /// `user_min_free_kbytes`: the last value written to the sysctl.
+    #[serde(default)]
+    pub user_min_free_kbytes: Option<u64>,
     /// `_watermark[WMARK_HIGH]` per node and zone.
     pub high: BTreeMap<u32, [u64; MAX_NR_ZONES]>,
     /// `_watermark[WMARK_MIN]` per node and zone.
@@ -116,9 +119,18 @@ impl Watermarks {
 
     /// `init_per_zone_wmark_min()` followed by khugepaged's
     /// `set_recommended_min_free_kbytes()`.
-    pub fn recompute(&mut self, sys: &System) {
+    /// Returns the kernel-log lines it prints when a value written to
+    /// `/proc/sys/vm/min_free_kbytes` stands in the way.
+    pub fn recompute(&mut self, sys: &System) -> Vec<String> {
+        let mut log = Vec::new();
         let lowmem_kbytes = self.nr_free_zone_pages(sys, ZoneType::Normal) * 4;
-        self.min_free_kbytes = isqrt(lowmem_kbytes * 16).clamp(128, 262144);
+        let new = isqrt(lowmem_kbytes * 16);
+        match self.user_min_free_kbytes {
+            Some(user) if new <= user => log.push(format!(
+                "min_free_kbytes is not updated to {new} because user defined value {user} is preferred"
+            )),
+            _ => self.min_free_kbytes = new.clamp(128, 262144),
+        }
         self.setup_per_zone_wmarks(sys);
         let nr_zones = sys
             .online_nodes()
@@ -129,8 +141,23 @@ impl Watermarks {
             .min(self.nr_free_zone_pages(sys, ZoneType::Normal) / 20)
             << 2;
         if recommended > self.min_free_kbytes {
+            if self.user_min_free_kbytes.is_some() {
+                log.push(format!(
+                    "raising min_free_kbytes from {} to {} to help transparent hugepage allocations",
+                    self.min_free_kbytes, recommended
+                ));
+            }
             self.min_free_kbytes = recommended;
         }
+        self.setup_per_zone_wmarks(sys);
+        log
+    }
+
+    /// A write to `/proc/sys/vm/min_free_kbytes`: the value is used at
+    /// once and preferred by later recomputations while it is larger.
+    pub fn set_min_free_kbytes(&mut self, sys: &System, kbytes: u64) {
+        self.min_free_kbytes = kbytes;
+        self.user_min_free_kbytes = Some(kbytes);
         self.setup_per_zone_wmarks(sys);
     }
 
@@ -185,6 +212,16 @@ impl Watermarks {
             self.policy_zone.unwrap_or(ZoneType::Dma).name()
         ));
         lines
+    }
+}
+
+impl System {
+    /// `/proc/sys/vm/min_free_kbytes` written: new watermarks at once.
+    pub fn set_min_free_kbytes(&mut self, kbytes: u64) {
+        let mut w = std::mem::take(&mut self.wmark);
+        w.set_min_free_kbytes(self, kbytes);
+        self.wmark = w;
+        self.touch_global();
     }
 }
 

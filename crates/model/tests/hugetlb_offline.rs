@@ -8,7 +8,7 @@ use memhp_model::hotplug::HotplugError;
 use memhp_model::hugetlb::HugetlbPool;
 use memhp_model::machine::QemuPc;
 use memhp_model::workload::Placement;
-use memhp_model::{BlockState, KernelVersion, System};
+use memhp_model::{BlockState, KernelVersion, System, ZoneType};
 
 /// 1 GiB qemu-pc with 4 hot-added movable blocks (memory32..35), all free.
 fn machine() -> System {
@@ -31,6 +31,7 @@ fn pool(sys: &System) -> (u64, u64, u64) {
         nr_huge_pages,
         free_huge_pages,
         resv_huge_pages,
+        ..
     } = sys.hugetlb;
     (nr_huge_pages, free_huge_pages, resv_huge_pages)
 }
@@ -156,4 +157,30 @@ fn pool_controls_refuse_what_does_not_fit() {
     // Only the unreserved free page can leave the pool.
     assert_eq!(sys.hugetlb_shrink(Placement::Node(0), 2), Ok(1));
     assert_eq!(pool(&sys), (1, 1, 1));
+}
+
+/// `echo N > nr_hugepages` asks for more than fits: the write succeeds and
+/// the pool holds what the zones could give above their min watermark and
+/// lowmem reserve; a node's count is that node's share; shrinking stops at
+/// the pages in use.
+#[test]
+fn nr_hugepages_writes_grow_as_far_as_memory_allows_and_shrink_to_what_is_in_use() {
+    let mut sys = machine();
+    sys.set_max_huge_pages(None, 100_000);
+    let grown = sys.hugetlb.nr_huge_pages;
+    assert!(grown > 100 && grown < 100_000, "{grown}");
+    assert_eq!(sys.hugetlb.free_huge_pages, grown);
+    assert_eq!(sys.node_huge_pages(0), (grown, grown));
+    for zone in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Movable] {
+        assert!(
+            sys.zone_headroom(0, zone, ZoneType::Movable) < 512,
+            "{zone:?} still has room for a huge page"
+        );
+    }
+    // The node's own count: 10 there means 10 in all (one node).
+    sys.set_max_huge_pages(Some(0), 10);
+    assert_eq!(pool(&sys), (10, 10, 0));
+    sys.hugetlb_use(Placement::Node(0), 4).unwrap();
+    sys.set_max_huge_pages(None, 0);
+    assert_eq!(pool(&sys), (4, 0, 0), "pages in use stay");
 }

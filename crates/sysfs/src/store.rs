@@ -48,6 +48,18 @@ fn state_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Result
     }
 }
 
+/// The hstate's writable counts, in sysfs and as sysctls.
+fn hstate_store(shared: &Shared, file: &str, count: u64) -> Result<(), Errno> {
+    match file {
+        "nr_hugepages" | "nr_hugepages_mempolicy" => {
+            shared.modify(|sys| sys.set_max_huge_pages(None, count))
+        }
+        "nr_overcommit_hugepages" => shared.modify(|sys| sys.set_nr_overcommit_huge_pages(count)),
+        _ => return Err(Errno::EACCES),
+    }
+    Ok(())
+}
+
 /// The generic `online` file (spec 01 §3.6): "already" is success.
 fn online_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {
     let on = kstr::kstrtobool(data).map_err(kerr)?;
@@ -225,9 +237,33 @@ pub fn store(
             Ok(data.len())
         }
         ["sys", "devices", "system", "node", _, "compact"] => Ok(data.len()),
-        ["sys", "devices", "system", "node", _, "hugepages", _, "nr_hugepages"] => {
-            kstr::kstrtoull(data).map_err(kerr)?;
+        ["sys", "devices", "system", "node", n, "hugepages", _, "nr_hugepages"] => {
+            let count = kstr::kstrtoul_dec(data).map_err(|_| Errno::EINVAL)?;
+            let nid = n
+                .strip_prefix("node")
+                .and_then(|d| d.parse().ok())
+                .ok_or(Errno::ENOENT)?;
+            shared.modify(|sys| sys.set_max_huge_pages(Some(nid), count));
             Ok(data.len())
+        }
+        ["sys", "kernel", "mm", "hugepages", _, f] => {
+            let count = kstr::kstrtoul_dec(data).map_err(|_| Errno::EINVAL)?;
+            hstate_store(shared, f, count)?;
+            Ok(data.len())
+        }
+        ["proc", "sys", "vm", f] => {
+            let (value, consumed) = kstr::proc_long(data).map_err(kerr)?;
+            if let Some(v) = value {
+                let v = u64::try_from(v).map_err(|_| Errno::EINVAL)?;
+                if *f == "min_free_kbytes" {
+                    // proc_dointvec_minmax: an int, at least 0.
+                    i32::try_from(v).map_err(|_| Errno::EINVAL)?;
+                    shared.modify(|sys| sys.set_min_free_kbytes(v));
+                } else {
+                    hstate_store(shared, f, v)?;
+                }
+            }
+            Ok(consumed)
         }
         ["sys", "bus", _, "drivers_autoprobe"] => {
             kstr::kstrtobool(data).map_err(kerr)?;

@@ -81,7 +81,25 @@ fn power_read(name: &str) -> Result<Vec<u8>, Errno> {
     })
 }
 
-const HUGEPAGE_SIZES: [&str; 2] = ["hugepages-1048576kB", "hugepages-2048kB"];
+/// The huge page sizes: 2 MiB only (QEMU's default CPU has no 1 GiB pages).
+const HUGEPAGE_SIZES: [&str; 1] = ["hugepages-2048kB"];
+/// `/sys/kernel/mm/hugepages/hugepages-2048kB`.
+const HSTATE_FILES: [(&str, u16); 6] = [
+    ("free_hugepages", 0o444),
+    ("nr_hugepages", 0o644),
+    ("nr_hugepages_mempolicy", 0o644),
+    ("nr_overcommit_hugepages", 0o644),
+    ("resv_hugepages", 0o444),
+    ("surplus_hugepages", 0o444),
+];
+/// The `/proc/sys/vm` sysctls memhp models (the others are absent rather
+/// than the host's).
+const VM_SYSCTLS: [&str; 4] = [
+    "min_free_kbytes",
+    "nr_hugepages",
+    "nr_hugepages_mempolicy",
+    "nr_overcommit_hugepages",
+];
 const HUGEPAGE_FILES: [&str; 3] = ["free_hugepages", "nr_hugepages", "surplus_hugepages"];
 const INJECT_ACTIONS: [&str; 2] = ["MEM_GOING_OFFLINE", "MEM_GOING_ONLINE"];
 const PARAMS: [(&str, u16); 4] = [
@@ -127,7 +145,14 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         ["proc"] => {
             add("iomem", file(0o444));
             add("meminfo", file(0o444));
+            add("sys", DIR);
             add("zoneinfo", file(0o444));
+        }
+        ["proc", "sys"] => add("vm", DIR),
+        ["proc", "sys", "vm"] => {
+            for f in VM_SYSCTLS {
+                add(f, file(0o644));
+            }
         }
         ["sys"] => {
             for d in ["bus", "devices", "kernel", "module"] {
@@ -276,7 +301,21 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                 add(n, file(m));
             }
         }
-        ["sys", "kernel"] => add("debug", DIR),
+        ["sys", "kernel"] => {
+            add("debug", DIR);
+            add("mm", DIR);
+        }
+        ["sys", "kernel", "mm"] => add("hugepages", DIR),
+        ["sys", "kernel", "mm", "hugepages"] => {
+            for h in HUGEPAGE_SIZES {
+                add(h, DIR);
+            }
+        }
+        ["sys", "kernel", "mm", "hugepages", h] if HUGEPAGE_SIZES.contains(h) => {
+            for (f, m) in HSTATE_FILES {
+                add(f, file(m));
+            }
+        }
         ["sys", "kernel", "debug"] => add("notifier-error-inject", DIR),
         ["sys", "kernel", "debug", "notifier-error-inject"] => {
             if sys.injection.loaded {
@@ -446,9 +485,34 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
             }
             .ok_or(Errno::ENOENT)?
         }
-        ["sys", "devices", "system", "node", n, "hugepages", _, _] => {
-            let _ = n;
-            "0\n".to_string()
+        ["sys", "devices", "system", "node", n, "hugepages", _, f] => {
+            let (total, free) = sys.node_huge_pages(node_id(n).ok_or(Errno::ENOENT)?);
+            match *f {
+                "nr_hugepages" => format!("{total}\n"),
+                "free_hugepages" => format!("{free}\n"),
+                _ => "0\n".to_string(),
+            }
+        }
+        ["sys", "kernel", "mm", "hugepages", _, f] => {
+            let h = &sys.hugetlb;
+            let v = match *f {
+                "free_hugepages" => h.free_huge_pages,
+                "nr_hugepages" | "nr_hugepages_mempolicy" => h.nr_huge_pages,
+                "nr_overcommit_hugepages" => h.nr_overcommit_huge_pages,
+                "resv_hugepages" => h.resv_huge_pages,
+                _ => 0,
+            };
+            format!("{v}\n")
+        }
+        ["proc", "sys", "vm", f] => {
+            let h = &sys.hugetlb;
+            let v = match *f {
+                "min_free_kbytes" => sys.wmark.min_free_kbytes,
+                "nr_hugepages" | "nr_hugepages_mempolicy" => h.nr_huge_pages,
+                "nr_overcommit_hugepages" => h.nr_overcommit_huge_pages,
+                _ => return Err(Errno::ENOENT),
+            };
+            format!("{v}\n")
         }
         ["sys", "devices", "system", "node", n, attr] if node_id(n).is_some() => {
             let nid = node_id(n).ok_or(Errno::ENOENT)?;
