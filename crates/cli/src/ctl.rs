@@ -1,6 +1,6 @@
 //! `memhp ctl`: the human front end of the control socket. Host actions use
 //! the oracle's host-step words (`hotadd ID SIZE [node=N] [addr=A]`,
-//! `unplug ID`, `vmem-resize ID SIZE`).
+//! `unplug ID`, `vmem-resize ID SIZE`, `balloon SIZE`).
 
 use anyhow::{bail, Context, Result};
 use memhp_control::ControlClient;
@@ -122,6 +122,13 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
                 "vmem-resize".into(),
                 json!({"id": rest[0], "size": rest[1]}),
             )
+        }
+        "balloon" => {
+            need(1, "balloon SIZE (the guest's target size)")?;
+            let size = memhp_model::units::parse_size(&rest[0])
+                .with_context(|| format!("balloon: bad size {:?}", rest[0]))?;
+            let value = i64::try_from(size).context("balloon: size too large")?;
+            ("balloon".into(), json!({ "value": value }))
         }
         "module-load" | "module-unload" => {
             need(1, &format!("{verb} NAME"))?;

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc, VirtioMemSpec};
+use memhp_model::machine::{self, MachineSpec, QemuNuma, QemuPc, VirtioBalloonSpec, VirtioMemSpec};
 use memhp_model::units::parse_size;
 use memhp_model::KernelVersion;
 
@@ -31,6 +31,10 @@ pub struct MachineArgs {
     /// one of at least a memory block makes the driver use Big Block Mode).
     #[arg(long)]
     pub virtio_mem: Vec<String>,
+    /// A virtio-balloon device (qemu-pc; after the virtio-mem devices on
+    /// the PCI bus): QMP `balloon`/`query-balloon`, `memhp ctl balloon SIZE`.
+    #[arg(long)]
+    pub balloon: bool,
     /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
     #[arg(long, default_value = "")]
     pub cmdline: String,
@@ -169,6 +173,9 @@ impl MachineArgs {
         let cmdline = format!("{ORACLE_BASE_CMDLINE} {}", self.cmdline)
             .trim()
             .to_string();
+        if self.balloon && self.machine != "qemu-pc" {
+            bail!("--balloon needs --machine qemu-pc");
+        }
         if !self.virtio_mem.is_empty() && self.machine != "qemu-pc" {
             bail!("--virtio-mem needs --machine qemu-pc (a TOML machine lists its devices itself)");
         }
@@ -189,6 +196,10 @@ impl MachineArgs {
                     .iter()
                     .map(|s| parse_virtio_mem(s))
                     .collect::<Result<_>>()?;
+                q.balloon = self.balloon.then(|| VirtioBalloonSpec {
+                    id: Some("balloon0".into()),
+                    pci_index: self.virtio_mem.len() as u32,
+                });
                 Ok(q.machine(&cmdline, version)?)
             }
             "firecracker" => {

@@ -12,7 +12,7 @@ use crate::namespace;
 use anyhow::{bail, Context, Result};
 use memhp_drivers::host::{Host, HostCommand};
 use memhp_drivers::HostEvent;
-use memhp_model::machine::{QemuNuma, QemuPc, VirtioMemSpec};
+use memhp_model::machine::{QemuNuma, QemuPc, VirtioBalloonSpec, VirtioMemSpec};
 use memhp_model::units::format_size;
 use memhp_model::KernelVersion;
 pub use memhp_scenario::Scenario;
@@ -49,21 +49,33 @@ pub fn machine(scn: &Scenario) -> Result<QemuPc> {
             .copied()
             .with_context(|| format!("unknown memdev {id:?}"))
     };
+    // Virtio PCI devices take PCI slots in argument order.
+    let mut virtio_pci = 0u32;
     for a in &scn.qemu {
         match a {
+            QemuArg::VirtioBalloon(b) => {
+                q.balloon = Some(VirtioBalloonSpec {
+                    id: b.id.clone(),
+                    pci_index: virtio_pci,
+                });
+                virtio_pci += 1;
+            }
             QemuArg::NumaNode(n) => q.numa.push(QemuNuma {
                 nodeid: n.nodeid.context("-numa node without nodeid")?,
                 cpus: n.cpus.iter().flat_map(|r| r.first..=r.last).collect(),
                 mem: n.memdev.as_deref().map(backend).transpose()?.unwrap_or(0),
                 generic_initiator: false,
             }),
-            QemuArg::VirtioMem(v) => q.virtio_mem.push(VirtioMemSpec {
-                id: v.id.clone().context("virtio-mem-pci without id")?,
-                node: v.node.unwrap_or(0),
-                region_size: backend(&v.memdev)?,
-                block_size: v.block_size.unwrap_or(2 << 20),
-                requested_size: v.requested_size,
-            }),
+            QemuArg::VirtioMem(v) => {
+                q.virtio_mem.push(VirtioMemSpec {
+                    id: v.id.clone().context("virtio-mem-pci without id")?,
+                    node: v.node.unwrap_or(0),
+                    region_size: backend(&v.memdev)?,
+                    block_size: v.block_size.unwrap_or(2 << 20),
+                    requested_size: v.requested_size,
+                });
+                virtio_pci += 1;
+            }
             _ => {}
         }
     }
@@ -187,6 +199,14 @@ fn host_lines(host: &Host, action: &HostAction) -> Vec<String> {
                     property: arg("property"),
                 }),
                 "query-memory-devices" => Some(HostCommand::QueryMemoryDevices),
+                "balloon" => Some(HostCommand::Balloon {
+                    value: arguments
+                        .as_ref()
+                        .and_then(|a| a.get("value"))
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(0),
+                }),
+                "query-balloon" => Some(HostCommand::QueryBalloon),
                 _ => None,
             };
             let reply = match cmd.map(|c| host.execute(&c)) {

@@ -1,7 +1,8 @@
 //! The commands of the control socket and their argument checking.
 
 use crate::EventBus;
-use memhp_drivers::host::{Host, HostCommand};
+use memhp_drivers::host::{Host, HostCommand, HostError};
+use memhp_drivers::virtio_balloon::BalloonError;
 use memhp_model::pages::{MigrateFailure, PageState};
 use memhp_model::units::parse_size;
 use memhp_model::workload::{PageKind, Placement};
@@ -41,6 +42,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qom-set", "path, property=requested-size, value"),
     ("qom-get", "path, property"),
     ("query-memory-devices", "the plugged memory devices"),
+    (
+        "balloon",
+        "virtio-balloon target: value (the guest's size in bytes)",
+    ),
+    ("query-balloon", "the guest's size after ballooning (actual)"),
     ("query", "blocks, zones and nodes of the guest"),
     (
         "klog",
@@ -403,6 +409,15 @@ pub fn dispatch(
             property: str_arg(args, "property")?,
         },
         "query-memory-devices" => HostCommand::QueryMemoryDevices,
+        "balloon" => HostCommand::Balloon {
+            value: match arg(args, "value")? {
+                Value::Number(n) => n
+                    .as_i64()
+                    .ok_or_else(|| generic("Parameter 'value' expects an integer"))?,
+                _ => return Err(generic("Parameter 'value' expects an integer")),
+            },
+        },
+        "query-balloon" => HostCommand::QueryBalloon,
         "module-load" => HostCommand::LoadModule {
             name: str_arg(args, "name")?,
         },
@@ -531,7 +546,13 @@ pub fn dispatch(
             });
         }
     };
-    let reply = host.execute(&host_cmd).map_err(|e| generic(e.to_string()));
+    let reply = host.execute(&host_cmd).map_err(|e| match e {
+        HostError::Balloon(BalloonError::NotActive) => CommandError {
+            class: "DeviceNotActive",
+            desc: e.to_string(),
+        },
+        e => generic(e.to_string()),
+    });
     // The guest's uevents come before the host sees _OST / DEVICE_DELETED.
     bus.pump_uevents(host);
     let reply = reply?;

@@ -5,6 +5,7 @@
 //! translate their input into [`HostCommand`]s.
 
 use crate::acpi::{AcpiDimms, DimmError};
+use crate::virtio_balloon::{BalloonError, VirtioBalloon};
 use crate::virtio_mem::{VirtioMemDevices, VirtioMemError};
 use crate::HostEvent;
 use memhp_model::machine::MachineSpec;
@@ -36,6 +37,10 @@ pub enum HostCommand {
     LoadModule { name: String },
     /// Guest `rmmod`.
     UnloadModule { name: String },
+    /// QMP `balloon`: the guest's target size in bytes.
+    Balloon { value: i64 },
+    /// QMP `query-balloon`.
+    QueryBalloon,
 }
 
 /// Why a host command failed (QMP `GenericError` text).
@@ -45,6 +50,8 @@ pub enum HostError {
     Dimm(#[from] DimmError),
     #[error(transparent)]
     VirtioMem(#[from] VirtioMemError),
+    #[error(transparent)]
+    Balloon(#[from] BalloonError),
     #[error("Property '{1}' not found on '{0}'")]
     NoProperty(String, String),
     #[error("module {0} not found")]
@@ -75,6 +82,9 @@ pub struct Host {
     pub shared: Arc<Shared>,
     pub dimms: AcpiDimms,
     pub vmem: VirtioMemDevices,
+    pub balloon: VirtioBalloon,
+    /// QEMU's `-m` size (the boot RAM).
+    ram_size: u64,
     modules: Mutex<BTreeSet<String>>,
 }
 
@@ -108,6 +118,13 @@ impl Host {
             shared: Arc::new(Shared::new(sys)),
             dimms: AcpiDimms::new(spec.dimm),
             vmem,
+            balloon: VirtioBalloon::new(spec.balloon.clone()),
+            ram_size: spec
+                .nodes
+                .iter()
+                .flat_map(|n| n.mem.iter())
+                .map(|&(s, e)| e - s)
+                .sum(),
             modules: Mutex::new(BTreeSet::new()),
         })
     }
@@ -119,6 +136,8 @@ impl Host {
             shared: Arc::new(Shared::new(sys)),
             dimms: AcpiDimms::new(None),
             vmem: VirtioMemDevices::none(),
+            balloon: VirtioBalloon::new(None),
+            ram_size: 0,
             modules: Mutex::new(BTreeSet::new()),
         }
     }
@@ -177,7 +196,50 @@ impl Host {
                 }
                 Ok(HostReply::value(json!({})))
             }
+            HostCommand::Balloon { value } => {
+                self.balloon
+                    .set_target(&self.shared, self.vm_ram_size(), *value)?;
+                Ok(HostReply::value(json!({})))
+            }
+            HostCommand::QueryBalloon => {
+                let actual = self.balloon.actual(&self.shared, self.vm_ram_size())?;
+                Ok(HostReply::value(json!({ "actual": actual })))
+            }
         }
+    }
+
+    /// QEMU's `get_current_ram_size()`: the boot RAM plus the DIMMs and
+    /// what the virtio-mem devices have plugged.
+    fn vm_ram_size(&self) -> u64 {
+        self.ram_size
+            + self.dimms.list().iter().map(|d| d.size).sum::<u64>()
+            + self.vmem.list().iter().map(|v| v.plugged).sum::<u64>()
+    }
+
+    /// `insmod virtio_pci`: each virtio PCI device's interrupt link is
+    /// enabled (slot 2 and up in QEMU's argument order; SeaBIOS routes
+    /// LNKA–LNKD to IRQs 10, 10, 11, 11), then virtio-mem claims its BARs.
+    fn load_virtio_pci(&self) {
+        let devices = self.vmem.list().len() + usize::from(self.balloon.spec().is_some());
+        let mut links: Vec<usize> = Vec::new();
+        for k in 0..devices {
+            let link = (1 + k) & 3;
+            if !links.contains(&link) {
+                links.push(link);
+            }
+        }
+        if !links.is_empty() {
+            self.shared.modify(|sys| {
+                for l in links {
+                    sys.events.log(format!(
+                        "ACPI: \\_SB_.LNK{}: Enabled at IRQ {}",
+                        ["A", "B", "C", "D"][l],
+                        [10, 10, 11, 11][l]
+                    ));
+                }
+            });
+        }
+        self.vmem.load_transport(&self.shared);
     }
 
     fn load_module(&self, name: &str) -> Result<HostReply, HostError> {
@@ -191,8 +253,9 @@ impl Host {
             insmods.push((format!("{dep}.ko"), 0));
             match key.as_str() {
                 "memory-notifier-error-inject" => self.shared.modify(|s| s.load_injector(0)),
-                "virtio-pci" => self.vmem.load_transport(&self.shared),
+                "virtio-pci" => self.load_virtio_pci(),
                 "virtio-mem" => self.vmem.load_driver(&self.shared),
+                "virtio-balloon" => self.balloon.load_driver(&self.shared),
                 _ => {}
             }
         }

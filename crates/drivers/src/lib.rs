@@ -5,6 +5,7 @@
 
 pub mod acpi;
 pub mod host;
+pub mod virtio_balloon;
 pub mod virtio_mem;
 
 use serde_json::json;

@@ -357,14 +357,14 @@ impl VirtioMemDevices {
         self.lock().clone()
     }
 
-    /// `insmod virtio_pci`: the transport binds (BAR claimed).
+    /// `insmod virtio_pci`: the transport binds (BAR claimed; the host
+    /// logs the interrupt links).
     pub fn load_transport(&self, shared: &Shared) {
         let devs = self.lock();
         if devs.is_empty() {
             return;
         }
         shared.modify(|sys| {
-            sys.events.log("ACPI: \\_SB_.LNKB: Enabled at IRQ 10");
             if let Some(w) = sys
                 .iomem
                 .top

@@ -568,7 +568,7 @@ impl System {
         let p = &self.blocks[&id].pages;
         let failure = p.migrate_failure;
         let stuck_movable = match failure {
-            Some(_) => p.count(PageState::Movable),
+            Some(_) => p.migratable_pages(),
             None => self.migrate_out(id, inflight.zone),
         };
         let p = &self.blocks[&id].pages;
@@ -643,28 +643,54 @@ impl System {
     /// never below a zone's min watermark. Returns how many pages could not
     /// be migrated (-ENOMEM).
     fn migrate_out(&mut self, id: u64, zone: ZoneType) -> u64 {
-        let want = self.blocks[&id].pages.count(PageState::Movable);
-        if want == 0 {
+        // do_migrate_range: the movable pages (LRU and balloon) in pfn
+        // order; once a target cannot be allocated, the rest fail too.
+        let runs: Vec<(u64, u64, PageState)> = self.blocks[&id]
+            .pages
+            .runs()
+            .filter(|r| matches!(r.2, PageState::Movable | PageState::Balloon))
+            .collect();
+        if runs.is_empty() {
             return 0;
         }
-        let req = AllocRequest {
-            state: PageState::Movable,
-            nids: self.migration_nodes(id),
-            class: match zone {
-                ZoneType::Movable => ZoneType::Movable,
-                _ => ZoneType::Normal,
-            },
-            watermark: true,
-            exclude: Some(id),
+        let src = (self.blocks[&id].nid.unwrap_or(0), zone);
+        let nids = self.migration_nodes(id);
+        let class = match zone {
+            ZoneType::Movable => ZoneType::Movable,
+            _ => ZoneType::Normal,
         };
-        let placed: u64 = self.place_pages(&req, want).iter().map(|t| t.2 - t.1).sum();
-        let pages = &mut self.blocks.get_mut(&id).expect("block exists").pages;
-        pages.reassign(PageState::Movable, None, placed, true);
-        if placed > 0 {
+        let mut stuck = 0;
+        let mut moved = false;
+        for (start, len, state) in runs {
+            if stuck > 0 {
+                stuck += len;
+                continue;
+            }
+            let req = AllocRequest {
+                state,
+                nids: nids.clone(),
+                class,
+                watermark: true,
+                exclude: Some(id),
+            };
+            let mut placed = 0;
+            for (t, lo, hi) in self.place_pages(&req, len) {
+                placed += hi - lo;
+                if state == PageState::Balloon {
+                    let (nid, dst) = self.page_node_zone(t, lo);
+                    self.move_managed(src, (nid, dst.unwrap_or(zone)), hi - lo);
+                }
+            }
+            let pages = &mut self.blocks.get_mut(&id).expect("block exists").pages;
+            pages.assign(start, start + placed, None);
+            moved |= placed > 0;
+            stuck += len - placed;
+        }
+        if moved {
             // Free counts moved (meminfo, zoneinfo); no block's attributes.
             self.touch_global();
         }
-        want - placed
+        stuck
     }
 
     /// The tail of `offline_pages` and `memory_block_offline` after a

@@ -6,6 +6,7 @@
 //! kernel would report on the way (log lines, uevents, notifier calls) is
 //! appended to [`System::events`].
 
+pub mod balloon;
 pub mod block;
 pub mod boot;
 mod bootlog;

@@ -64,6 +64,18 @@ pub struct VirtioMemSpec {
     pub requested_size: u64,
 }
 
+/// A `-device virtio-balloon-pci` (without `deflate-on-oom`: inflated
+/// pages leave `managed` and `MemTotal`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioBalloonSpec {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Its place among the virtio PCI devices in QEMU's argument order (the
+    /// first takes PCI slot 2).
+    #[serde(default)]
+    pub pci_index: u32,
+}
+
 /// Boot-time (memblock) allocations that stay reserved for good, by rule
 /// (see [`crate::boot`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +111,11 @@ pub struct RuntimeUsage {
     /// Other kernel memory: vmalloc, modules, per-cpu, ...
     #[serde(default)]
     pub kernel_other: u64,
+    /// The `GFP_DMA` atomic pool ("DMA: preallocated 128 KiB GFP_KERNEL|
+    /// GFP_DMA pool for atomic allocations"): the first free pages of
+    /// ZONE_DMA (the oracle's show_mem: its buddy lists lack them there).
+    #[serde(default)]
+    pub dma_atomic_pool: u64,
     /// The unpacked initramfs (rootfs is a tmpfs: `Shmem`).
     #[serde(default)]
     pub rootfs_shmem: u64,
@@ -122,6 +139,7 @@ impl RuntimeUsage {
             + self.kernel_stack
             + self.pagetables
             + self.kernel_other
+            + self.dma_atomic_pool
     }
 
     /// Movable (LRU) pages in all.
@@ -146,7 +164,8 @@ impl Default for BootAllocSpec {
                 slab_reclaimable: 2384,
                 kernel_stack: 188,
                 pagetables: 14,
-                kernel_other: 2294,
+                kernel_other: 2262,
+                dma_atomic_pool: 32,
                 rootfs_shmem: 779,
                 anon: 32,
                 mapped: 573,
@@ -201,6 +220,8 @@ pub struct MachineSpec {
     pub dimm: Option<DimmSpec>,
     #[serde(default)]
     pub virtio_mem: Vec<VirtioMemSpec>,
+    #[serde(default)]
+    pub balloon: Option<VirtioBalloonSpec>,
     #[serde(default)]
     pub boot_alloc: BootAllocSpec,
     /// QEMU pc firmware (ACPI tables, initrd) as the boot log shows it;
@@ -384,6 +405,7 @@ pub struct QemuPc {
     pub smp: u32,
     pub numa: Vec<QemuNuma>,
     pub virtio_mem: Vec<VirtioMemSpec>,
+    pub balloon: Option<VirtioBalloonSpec>,
 }
 
 const GIB: u64 = 1 << 30;
@@ -634,6 +656,7 @@ impl QemuPc {
             build: BuildConfig::default(),
             dimm,
             virtio_mem: self.virtio_mem.clone(),
+            balloon: self.balloon.clone(),
             boot_alloc: BootAllocSpec::default(),
             acpi: Some(acpi),
             // QEMU 7.2's i440FX machine with its SeaBIOS, as the oracle's.
@@ -657,6 +680,7 @@ impl Default for QemuPc {
             smp: 1,
             numa: Vec::new(),
             virtio_mem: Vec::new(),
+            balloon: None,
         }
     }
 }
@@ -715,6 +739,7 @@ pub fn firecracker(
         build: BuildConfig::default(),
         dimm: None,
         virtio_mem: Vec::new(),
+        balloon: None,
         boot_alloc: BootAllocSpec::default(),
         acpi: None,
         hardware_name: None,
@@ -805,6 +830,7 @@ pub fn baremetal(
         },
         dimm: None,
         virtio_mem: Vec::new(),
+        balloon: None,
         boot_alloc: BootAllocSpec {
             swiotlb_pages: 0,
             ..BootAllocSpec::default()

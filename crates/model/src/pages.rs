@@ -50,9 +50,12 @@ pub enum PageState {
     HugeFree,
     /// A huge page of the pool in use by an application (migratable).
     HugeUsed,
+    /// Inflated in the virtio-balloon: movable (balloon compaction), and
+    /// not managed (the driver takes it out of `managed` and `MemTotal`).
+    Balloon,
 }
 
-const NR_STATES: usize = 10;
+const NR_STATES: usize = 11;
 
 impl PageState {
     fn idx(self) -> usize {
@@ -155,6 +158,11 @@ impl PageMap {
         self.nr - self.free() - self.count(PageState::Hole) - self.count(PageState::Vmemmap)
     }
 
+    /// Pages an offline migrates page by page: LRU and balloon pages.
+    pub fn migratable_pages(&self) -> u64 {
+        self.count(PageState::Movable) + self.count(PageState::Balloon)
+    }
+
     /// Free huge pages of the pool here (2 MiB each).
     pub fn huge_free(&self) -> u64 {
         self.count(PageState::HugeFree) / PAGEBLOCK_PAGES
@@ -169,6 +177,14 @@ impl PageMap {
         self.runs.iter().map(|r| (r.start, r.len, r.state))
     }
 
+    /// The state of page `off` (`None`: free).
+    pub fn state_at(&self, off: u64) -> Option<PageState> {
+        self.runs
+            .iter()
+            .find(|r| r.start <= off && off < r.end())
+            .map(|r| r.state)
+    }
+
     /// The lowest page whose state satisfies `pred`.
     pub fn first(&self, pred: impl Fn(PageState) -> bool) -> Option<u64> {
         self.runs.iter().find(|r| pred(r.state)).map(|r| r.start)
@@ -180,7 +196,8 @@ impl PageMap {
     }
 
     /// Pages in [lo, hi) that are in use among those a zone's managed count
-    /// includes (not holes, reserved, memmap or driver-offline pages).
+    /// includes (not holes, reserved, memmap, driver-offline or balloon
+    /// pages).
     pub fn used_in(&self, lo: u64, hi: u64) -> u64 {
         self.runs
             .iter()
@@ -191,6 +208,7 @@ impl PageMap {
                         | PageState::Reserved
                         | PageState::Vmemmap
                         | PageState::DriverOffline
+                        | PageState::Balloon
                 )
             })
             .map(|r| r.end().min(hi).saturating_sub(r.start.max(lo)))

@@ -160,7 +160,7 @@ impl System {
             return false;
         }
         let passes = (quiet_until - log.next_pass_ms) / PASS_MS + 1;
-        let stuck = self.blocks[&log.block].pages.count(PageState::Movable);
+        let stuck = self.blocks[&log.block].pages.migratable_pages();
         let log = self.retry_log.as_mut().expect("checked");
         log.migrate_rs.missed += passes * stuck;
         log.nopage_rs.missed += passes * u64::from(stuck > 0);
@@ -195,12 +195,12 @@ impl System {
         let stuck: Vec<u64> = self.blocks[&log.block]
             .pages
             .runs()
-            .filter(|r| r.2 == PageState::Movable)
+            .filter(|r| matches!(r.2, PageState::Movable | PageState::Balloon))
             .flat_map(|(s, n, _)| s..s + n)
             .take(10)
             .map(|off| start + off)
             .collect();
-        let n = self.blocks[&log.block].pages.count(PageState::Movable);
+        let n = self.blocks[&log.block].pages.migratable_pages();
         if n > 0 {
             let (ok, missed) = log.nopage_rs.calls(now, 1);
             if let Some(m) = missed {
@@ -208,7 +208,9 @@ impl System {
                     .log(format!("warn_alloc: {m} callbacks suppressed"));
             }
             if ok == 1 {
-                self.warn_alloc(&log, n);
+                // Balloon pages are not on the LRU: not "isolated_anon".
+                let lru = self.blocks[&log.block].pages.count(PageState::Movable);
+                self.warn_alloc(&log, lru);
             }
             let (ok, missed) = log.migrate_rs.calls(now, n);
             if let Some(m) = missed {
@@ -224,18 +226,32 @@ impl System {
         self.retry_log = Some(log);
     }
 
-    /// `dump_page` of a shmem page whose migration failed (pointer values
-    /// of a real dump are not modelled).
+    /// `dump_page` of a shmem or balloon page whose migration failed
+    /// (pointer values of a real dump are not modelled).
     fn dump_movable_page(&mut self, block: u64, pfn: u64) {
         let b = &self.blocks[&block];
         let nid = b.nid.unwrap_or(0);
         let zone = self.page_zone(b, pfn).unwrap_or(ZoneType::Normal).idx();
-        let flags = (u64::from(nid) << 54) | ((zone as u64) << 52) | 0x0007_ffff_c008_000e;
+        let off = pfn - self.block_start_pfn(block);
+        let balloon = b.pages.state_at(off) == Some(PageState::Balloon);
+        let node_zone = (u64::from(nid) << 54) | ((zone as u64) << 52);
+        let (head, flags, names) = match balloon {
+            true => (
+                "refcount:2 mapcount:-256 mapping:0000000000000000 index:0x1",
+                // As the guest printed it: no zone bits here.
+                (u64::from(nid) << 54) | 0x000f_ffff_c004_0000,
+                "reclaim",
+            ),
+            false => (
+                "refcount:2 mapcount:0 mapping:(____ptrval____) index:0x0",
+                node_zone | 0x0007_ffff_c008_000e,
+                "referenced|uptodate|dirty|swapbacked",
+            ),
+        };
+        self.events
+            .log(format!("page:(____ptrval____) {head} pfn:{pfn:#x}"));
         self.events.log(format!(
-            "page:(____ptrval____) refcount:2 mapcount:0 mapping:(____ptrval____) index:0x0 pfn:{pfn:#x}"
-        ));
-        self.events.log(format!(
-            "flags: {flags:#x}(referenced|uptodate|dirty|swapbacked|node={nid}|zone={zone}|lastcpupid=0x1fffff)"
+            "flags: {flags:#x}({names}|node={nid}|zone={zone}|lastcpupid=0x1fffff)"
         ));
         self.events.log("page dumped because: migration failure");
     }

@@ -445,7 +445,12 @@ impl System {
     /// order they allocated it (kernel memory, then the unpacked
     /// initramfs), up to the memory there is.
     pub(crate) fn charge_runtime(&mut self, usage: RuntimeUsage) {
-        self.alloc_for_task(PageState::Unmovable, ZoneType::Normal, usage.unmovable());
+        self.alloc_for_task(PageState::Unmovable, ZoneType::Dma, usage.dma_atomic_pool);
+        self.alloc_for_task(
+            PageState::Unmovable,
+            ZoneType::Normal,
+            usage.unmovable() - usage.dma_atomic_pool,
+        );
         self.alloc_for_task(PageState::Movable, ZoneType::Movable, usage.movable());
         self.runtime = usage;
     }

@@ -14,6 +14,8 @@ pub enum QemuArg {
     VirtioMem(VirtioMemPci),
     /// `-device pc-dimm,...` (a cold-plugged DIMM)
     PcDimm(PcDimm),
+    /// `-device virtio-balloon-pci[,id=..]`
+    VirtioBalloon(VirtioBalloonPci),
     /// `-object acpi-generic-initiator,id=..,pci-dev=..,node=N`
     GenericInitiator(GenericInitiator),
     /// Anything else, one word at a time, exactly as written (an unknown
@@ -101,6 +103,15 @@ pub struct PcDimm {
     pub addr: Option<u64>,
     /// `slot=`
     pub slot: Option<u32>,
+    /// Other properties, in order.
+    pub extra: Vec<(String, String)>,
+}
+
+/// `-device virtio-balloon-pci[,id=..]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioBalloonPci {
+    /// `id=`
+    pub id: Option<String>,
     /// Other properties, in order.
     pub extra: Vec<(String, String)>,
 }
@@ -320,7 +331,7 @@ fn parse_numa(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
 fn parse_device(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
     let parts = split_qemu_opts(value);
     let driver = parts[0].strip_prefix("driver=").unwrap_or(&parts[0]);
-    if driver != "virtio-mem-pci" && driver != "pc-dimm" {
+    if !["virtio-mem-pci", "pc-dimm", "virtio-balloon-pci"].contains(&driver) {
         return Ok(None);
     }
     let mut p = Props {
@@ -329,6 +340,12 @@ fn parse_device(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
         items: props("-device", driver, &parts[1..])?,
     };
     let id = p.take("id");
+    if driver == "virtio-balloon-pci" {
+        return Ok(Some(QemuArg::VirtioBalloon(VirtioBalloonPci {
+            id,
+            extra: p.items,
+        })));
+    }
     let memdev = p.require("memdev")?;
     let node = p.number::<u32>("node")?;
     if driver == "pc-dimm" {
@@ -492,6 +509,13 @@ impl QemuArg {
                 }
                 vec!["-device".into(), join_opts("pc-dimm", &items, &d.extra)]
             }
+            QemuArg::VirtioBalloon(b) => {
+                let items: Vec<(&str, String)> = b.id.iter().map(|id| ("id", id.clone())).collect();
+                vec![
+                    "-device".into(),
+                    join_opts("virtio-balloon-pci", &items, &b.extra),
+                ]
+            }
         }
     }
 }
@@ -599,7 +623,7 @@ mod tests {
     #[test]
     fn unknown_args_stay_raw_word_by_word() {
         let args = parse_qemu_args(&words(
-            "-cpu max -device virtio-balloon-pci -numa dist,src=0,dst=1,val=20",
+            "-cpu max -device virtio-rng-pci -numa dist,src=0,dst=1,val=20",
         ))
         .unwrap();
         assert_eq!(
@@ -608,7 +632,7 @@ mod tests {
                 "-cpu",
                 "max",
                 "-device",
-                "virtio-balloon-pci",
+                "virtio-rng-pci",
                 "-numa",
                 "dist,src=0,dst=1,val=20"
             ]

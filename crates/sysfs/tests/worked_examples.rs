@@ -37,6 +37,7 @@ fn spec(ranges: &[(u64, u64)], cmdline: &str, hypervisor: bool) -> MachineSpec {
         },
         dimm: None,
         virtio_mem: vec![],
+        balloon: None,
         boot_alloc: Default::default(),
         acpi: None,
         hardware_name: None,
