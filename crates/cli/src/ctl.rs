@@ -123,6 +123,11 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
                 json!({"id": rest[0], "size": rest[1]}),
             )
         }
+        "dmesg" => match rest {
+            [] => ("dmesg".into(), json!({})),
+            [c] if c == "-c" => ("dmesg".into(), json!({"clear": true})),
+            _ => bail!("usage: memhp ctl dmesg [-c]"),
+        },
         "balloon" => {
             need(1, "balloon SIZE (the guest's target size)")?;
             let size = memhp_model::units::parse_size(&rest[0])
@@ -245,7 +250,7 @@ pub fn run(socket: &Path, words: &[String]) -> Result<i32> {
     }
     let ret = &reply["return"];
     match name.as_str() {
-        "klog" | "bootlog" => {
+        "klog" | "bootlog" | "dmesg" => {
             for l in ret.as_array().into_iter().flatten() {
                 println!("{}", l.as_str().unwrap_or(""));
             }

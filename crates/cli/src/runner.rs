@@ -379,6 +379,23 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
             go.flush()?;
             continue;
         }
+        if let Some(opts) = line.strip_prefix("@@DMESG") {
+            // `dmesg [-c]` in the main shell: the messages since the last
+            // klog, in place, as the guest's dmesg prints them.
+            transcript.push_str(&merger.finish());
+            let clear = opts.trim() == "-c";
+            let lines = host.shared.modify(|s| match clear {
+                true => s.events.take_klog(),
+                false => s.events.klog.clone(),
+            });
+            for l in lines {
+                transcript.push_str(&l);
+                transcript.push('\n');
+            }
+            writeln!(go, "GO KLOG")?;
+            go.flush()?;
+            continue;
+        }
         if let Some(n) = line.strip_prefix("@@WAIT ") {
             let idx: usize = n.trim().parse().context("bad @@WAIT")?;
             let step = host_steps.get(idx).context("unknown host step")?;

@@ -43,3 +43,27 @@ fn the_shell_sees_a_terminal_and_no_locale() {
         "stdin-tty\nstdout-tty\nstderr-tty\nLANG=unset LC_ALL=unset COLUMNS=unset TERM=linux HOME=/"
     );
 }
+
+/// `dmesg` is the guest kernel's buffer (what `klog` has not taken yet),
+/// never the host's; `dmesg -c` empties it like the guest's klog does;
+/// piped, it goes through `memhp ctl dmesg`.
+#[test]
+fn dmesg_shows_the_models_messages_since_the_last_klog() {
+    let t = common::run_scenario(
+        "console-dmesg",
+        "mem: 1G,slots=4,maxmem=4G\ncmdline: memhp_default_state=online\nsteps:\n\
+         @hotadd d1 256M node=0\ndmesg\ndmesg | grep -c Fallback\ndmesg -c\nklog\necho end\n",
+    );
+    let body = t.split("HOST hotadd d1: ").nth(1).unwrap();
+    let lines: Vec<&str> = body.lines().skip(1).take(8).collect();
+    let rebuild = [
+        "Fallback order for Node 0: 0 ",
+        "Built 1 zonelists, mobility grouping on.  Total pages: 245235",
+        "Policy zone: Normal",
+    ];
+    let mut want: Vec<&str> = rebuild.to_vec();
+    want.push("1");
+    want.extend(rebuild);
+    want.push("end");
+    assert_eq!(lines, want);
+}

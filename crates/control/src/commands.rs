@@ -52,6 +52,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "klog",
         "kernel messages since the last klog (like dmesg -c)",
     ),
+    (
+        "dmesg",
+        "kernel messages since the last klog, [clear] them too (dmesg -c)",
+    ),
     ("bootlog", "the boot log"),
     ("module-load", "guest insmod: name"),
     ("module-unload", "guest rmmod: name"),
@@ -367,6 +371,17 @@ pub fn dispatch(
             return Ok(v);
         }
         "klog" => return Ok(json!(host.shared.modify(|s| s.events.take_klog()))),
+        "dmesg" => {
+            let clear = match args.get("clear") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(generic("Parameter 'clear' expects a boolean")),
+            };
+            return Ok(json!(host.shared.modify(|s| match clear {
+                true => s.events.take_klog(),
+                false => s.events.klog.clone(),
+            })));
+        }
         "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),
         "hotadd" | "device_add" => {
             if name == "device_add" {

@@ -15,6 +15,9 @@
 #                     the previous call
 #   MEMHP_KLOG        klog without MEMHP_KLOG_CMD: file the runner appends kernel
 #                     messages to; klog prints it and truncates it
+#   MEMHP_DMESG_CMD   dmesg: command (eval'd, with dmesg's arguments) printing
+#                     the kernel messages since the last klog or `dmesg -c`
+#                     (unset: the system's dmesg)
 #   MEMHP_BOOTLOG     bootlog: boot log file
 #   MEMHP_BOOTBLOCKS  bootblocks/hotblocks: file listing the boot memory blocks
 #   MEMHP_LOADMOD     loadmod NAME runs "$MEMHP_LOADMOD NAME" (it prints the
@@ -148,6 +151,26 @@ klog() {
 	elif [ -n "${MEMHP_KLOG:-}" ] && [ -f "$MEMHP_KLOG" ]; then
 		cat "$MEMHP_KLOG" && : > "$MEMHP_KLOG"
 	fi | sed 's/^/klog: /'
+}
+
+# the kernel's message buffer, as the guest's busybox dmesg shows it: the
+# messages since the last klog (its /init cleared the boot messages);
+# `dmesg -c` clears them too
+dmesg() {
+	if [ -n "${MEMHP_KLOG_SYNC:-}" ] && _mh_to_transcript; then
+		case "$*" in
+		"" | -c)
+			printf '%s\n' "@@DMESG $*"
+			_mh_wait KLOG
+			return
+			;;
+		esac
+	fi
+	if [ -n "${MEMHP_DMESG_CMD:-}" ]; then
+		eval "$MEMHP_DMESG_CMD" '"$@"'
+	else
+		command dmesg "$@"
+	fi
 }
 
 # boot log lines matching an extended regex
