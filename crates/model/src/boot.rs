@@ -406,8 +406,17 @@ fn boot_reservations(
     };
     // Beyond the first node and CPU: each node's pgdat (NODE_DATA) and each
     // CPU's per-cpu area; each further memory node its own usemap page and
-    // one more.
-    let extra_nodes = spec.nodes.len().saturating_sub(1) as u64;
+    // one more. A node that is offline at boot (no CPU, no memory) gets its
+    // pgdat from `free_area_init` unaligned, a page less.
+    let extra_node_pages: u64 = spec
+        .nodes
+        .iter()
+        .skip(1)
+        .map(|n| {
+            let offline = n.cpus.is_empty() && n.mem.is_empty() && !n.generic_initiator;
+            NODE_DATA_PAGES - u64::from(offline)
+        })
+        .sum();
     let extra_cpus = spec
         .nodes
         .iter()
@@ -418,7 +427,7 @@ fn boot_reservations(
     let total = a.fixed_topdown_pages
         + page_tables
         + hashes
-        + extra_nodes * NODE_DATA_PAGES
+        + extra_node_pages
         + extra_cpus * PERCPU_UNIT_PAGES
         + extra_mem_nodes * EXTRA_MEMORY_NODE_PAGES;
 

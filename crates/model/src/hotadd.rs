@@ -271,6 +271,14 @@ impl System {
             Vec::new()
         };
         let new_node = !self.nodes[&req.nid].online;
+        if new_node {
+            let mut w = std::mem::take(&mut self.wmark);
+            let lines = w.new_pgdat_zonelist(self, req.nid);
+            self.wmark = w;
+            for l in lines {
+                self.events.log(l);
+            }
+        }
         let ppb = self.pages_per_block();
         let ids: Vec<u64> = (first..first + count).collect();
         for &id in &ids {

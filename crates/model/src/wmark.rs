@@ -200,18 +200,42 @@ impl Watermarks {
     /// returns the kernel-log lines it prints.
     pub fn rebuild_zonelists(&mut self, sys: &System) -> Vec<String> {
         self.update_policy_zone(sys);
-        let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
         let mut lines = fallback_order_lines(sys);
-        lines.push(format!(
-            "Built {} zonelists, mobility grouping on.  Total pages: {}",
-            online.len(),
-            self.nr_free_zone_pages(sys, ZoneType::Movable)
-        ));
-        lines.push(format!(
-            "Policy zone: {}",
-            self.policy_zone.unwrap_or(ZoneType::Dma).name()
-        ));
+        lines.extend(self.built_lines(sys));
         lines
+    }
+
+    /// `build_all_zonelists(pgdat)` of `hotadd_init_pgdat`: memory is
+    /// being added to node `nid`, not online yet; only its own zonelist is
+    /// built, and the count and pages are those of the online nodes.
+    pub fn new_pgdat_zonelist(&mut self, sys: &System, nid: u32) -> Vec<String> {
+        self.update_policy_zone(sys);
+        let order: String = std::iter::once(nid)
+            .chain(
+                sys.online_nodes()
+                    .filter(|n| n.has_memory && n.id != nid)
+                    .map(|n| n.id),
+            )
+            .map(|n| format!("{n} "))
+            .collect();
+        let mut lines = vec![format!("Fallback order for Node {nid}: {order}")];
+        lines.extend(self.built_lines(sys));
+        lines
+    }
+
+    /// The two lines every `build_all_zonelists` ends with.
+    fn built_lines(&self, sys: &System) -> [String; 2] {
+        [
+            format!(
+                "Built {} zonelists, mobility grouping on.  Total pages: {}",
+                sys.online_nodes().count(),
+                self.nr_free_zone_pages(sys, ZoneType::Movable)
+            ),
+            format!(
+                "Policy zone: {}",
+                self.policy_zone.unwrap_or(ZoneType::Dma).name()
+            ),
+        ]
     }
 }
 
