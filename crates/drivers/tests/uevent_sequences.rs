@@ -5,7 +5,7 @@ mod common;
 
 use common::uevents;
 use memhp_drivers::host::{Host, HostCommand};
-use memhp_model::machine::{QemuNuma, QemuPc};
+use memhp_model::machine::QemuPc;
 use memhp_model::workload::{PageKind, Placement};
 use memhp_model::KernelVersion;
 use memhp_sysfs::vfs::{Cancel, Tree};
@@ -18,20 +18,7 @@ fn host(cmdline: &str, node1: bool) -> Host {
     let mut q = QemuPc::default();
     q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
     if node1 {
-        q.numa = vec![
-            QemuNuma {
-                nodeid: 0,
-                cpus: vec![0],
-                mem: 1 << 30,
-                generic_initiator: false,
-            },
-            QemuNuma {
-                nodeid: 1,
-                cpus: vec![],
-                mem: 0,
-                generic_initiator: false,
-            },
-        ];
+        q = q.with_nodes(&[(&[0], 1 << 30), (&[], 0)]);
     }
     Host::boot(&q.machine(cmdline, KernelVersion::V6_1).unwrap()).unwrap()
 }

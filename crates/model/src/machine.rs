@@ -417,13 +417,26 @@ impl QemuPc {
     /// One NUMA node per vCPU (node N holds CPU N) with the given memory
     /// sizes, like `-smp N -numa node,nodeid=N,cpus=N[,memdev=...]`; a size
     /// of 0 makes a memoryless node.
-    pub fn with_node_per_cpu(mut self, node_mem: &[u64]) -> Self {
-        self.smp = node_mem.len() as u32;
-        self.numa = (0u32..)
+    pub fn with_node_per_cpu(self, node_mem: &[u64]) -> Self {
+        let cpus: Vec<[u32; 1]> = (0..node_mem.len() as u32).map(|c| [c]).collect();
+        let nodes: Vec<(&[u32], u64)> = cpus
+            .iter()
             .zip(node_mem)
-            .map(|(nodeid, &mem)| QemuNuma {
+            .map(|(c, &m)| (&c[..], m))
+            .collect();
+        self.with_nodes(&nodes)
+    }
+
+    /// NUMA nodes 0, 1, ... with the given CPUs and memory, like `-smp N
+    /// -numa node,nodeid=I[,cpus=...][,memdev=...]`; a node with neither
+    /// stays offline until memory is added to it.
+    pub fn with_nodes(mut self, nodes: &[(&[u32], u64)]) -> Self {
+        self.smp = (nodes.iter().map(|n| n.0.len()).sum::<usize>() as u32).max(1);
+        self.numa = (0u32..)
+            .zip(nodes)
+            .map(|(nodeid, &(cpus, mem))| QemuNuma {
                 nodeid,
-                cpus: vec![nodeid],
+                cpus: cpus.to_vec(),
                 mem,
                 generic_initiator: false,
             })

@@ -79,22 +79,7 @@ fn first_movable_block_after_boot_prints_total_pages_245235() {
 /// boost of 4 pages made it 212429).
 #[test]
 fn hot_add_to_an_offline_node_builds_its_zonelist_first() {
-    use memhp_model::machine::QemuNuma;
-    let mut q = QemuPc::default();
-    q.numa = vec![
-        QemuNuma {
-            nodeid: 0,
-            cpus: vec![0],
-            mem: 1 << 30,
-            generic_initiator: false,
-        },
-        QemuNuma {
-            nodeid: 1,
-            cpus: vec![],
-            mem: 0,
-            generic_initiator: false,
-        },
-    ];
+    let q = QemuPc::default().with_nodes(&[(&[0], 1 << 30), (&[], 0)]);
     let spec = q.machine("", KernelVersion::V6_1).unwrap();
     let mut s = System::boot(&spec).unwrap();
     assert_eq!(
