@@ -662,9 +662,9 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
                     .collect();
                 let mut online: Vec<u64> = d
                     .blocks
-                    .keys()
-                    .copied()
-                    .filter(|id| !offline.contains(id))
+                    .iter()
+                    .filter(|(id, &n)| n > 0 && !offline.contains(id))
+                    .map(|(&id, _)| id)
                     .collect();
                 offline.reverse();
                 online.reverse();
@@ -680,7 +680,24 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
                         .get(&id)
                         .is_some_and(|b| b.state != BlockState::Offline)
                 });
+                if online
+                    && hp
+                        .with(|sys| sys.driver_claim_pages(id, take * sb_pages))
+                        .is_ok()
+                {
+                    // virtio_mem_sbm_unplug_any_sb_online: the whole block
+                    // fake-offlined in one shot, then offlined and removed;
+                    // a failure there is "not critical": the block stays,
+                    // online and fully unplugged.
+                    d.plugged -= take * sb;
+                    *d.blocks.get_mut(&id).expect("listed") = 0;
+                    if hp.offline_and_remove_memory(start, block_size).is_ok() {
+                        d.blocks.remove(&id);
+                    }
+                    continue;
+                }
                 let r = if online {
+                    // Pages in use: offlining migrates them.
                     hp.offline_and_remove_memory(start, block_size)
                 } else {
                     hp.remove_memory(start, block_size)

@@ -115,3 +115,35 @@ fn resize_plugs_partial_blocks_and_unplugs_from_the_top() {
     assert!(d.resize(&s, "vm0", 4 << 30).is_err());
     assert!(d.resize(&s, "nope", 0).is_err());
 }
+
+/// Unplugging an online block in Sub Block Mode fake-offlines all of it in
+/// one shot, then offlines and removes it; when that offline fails
+/// (MEM_GOING_OFFLINE injected), the block stays online and fully
+/// unplugged, and the device still reaches its size (6.1,
+/// `conformance/behaviour/virtio-mem-inject`: one injected failure per
+/// block, size 0, Movable managed 0).
+#[test]
+fn a_failing_offline_leaves_the_unplugged_block_online_without_managed_pages() {
+    let (s, d) = setup();
+    d.load_transport(&s);
+    d.load_driver(&s);
+    d.resize(&s, "vm0", 256 << 20).unwrap();
+    s.modify(|s| {
+        s.load_injector(0);
+        s.injection.going_offline = -16;
+        s.events.take_klog();
+    });
+    assert_eq!(d.resize(&s, "vm0", 0).unwrap().size, 0);
+    let log = s.modify(|s| s.events.take_klog());
+    let injected = log
+        .iter()
+        .filter(|l| *l == "Injecting error (-16) to MEM_GOING_OFFLINE")
+        .count();
+    assert_eq!(injected, 2, "{log:?}");
+    assert_eq!(movable(&s), (1048576, 65536, 65536, 0));
+    s.read(|s| {
+        for id in [32, 33] {
+            assert_eq!(s.blocks[&id].state, memhp_model::BlockState::Online);
+        }
+    });
+}
