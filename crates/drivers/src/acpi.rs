@@ -103,7 +103,9 @@ impl AcpiDimms {
         self.lock().values().cloned().collect()
     }
 
-    /// QEMU `device_add pc-dimm`: pick a slot and address, then the guest's
+    /// QEMU `device_add pc-dimm`: pick a slot and address (first fit in
+    /// the device memory region, around the DIMMs and `others`: the
+    /// ranges other memory devices hold, virtio-mem's), then the guest's
     /// ACPI driver adds the memory (under `device_hotplug_lock`) and reports
     /// `_OST`.
     pub fn hotadd(
@@ -111,8 +113,8 @@ impl AcpiDimms {
         shared: &Shared,
         id: &str,
         size: u64,
-        node: Option<u32>,
-        addr: Option<u64>,
+        (node, addr): (Option<u32>, Option<u64>),
+        others: &[(u64, u64)],
     ) -> Result<HotaddReport, DimmError> {
         let spec = self.spec.ok_or(DimmError::NoHotplug)?;
         let mut dimms = self.lock();
@@ -129,7 +131,11 @@ impl AcpiDimms {
         let slot = (0..spec.slots)
             .find(|s| !dimms.values().any(|d| d.slot == *s))
             .ok_or(DimmError::NoSlot)?;
-        let used: Vec<(u64, u64)> = dimms.values().map(|d| (d.addr, d.addr + d.size)).collect();
+        let used: Vec<(u64, u64)> = dimms
+            .values()
+            .map(|d| (d.addr, d.addr + d.size))
+            .chain(others.iter().copied())
+            .collect();
         let fits = |a: u64| {
             a >= spec.base
                 && a + size <= spec.base + spec.size

@@ -160,7 +160,15 @@ impl Host {
                 node,
                 addr,
             } => {
-                let r = self.dimms.hotadd(&self.shared, id, *size, *node, *addr)?;
+                let vmem: Vec<(u64, u64)> = self
+                    .vmem
+                    .list()
+                    .iter()
+                    .map(|v| (v.addr, v.addr + v.spec.region_size))
+                    .collect();
+                let r = self
+                    .dimms
+                    .hotadd(&self.shared, id, *size, (*node, *addr), &vmem)?;
                 Ok(HostReply {
                     value: json!({}),
                     events: r.events,

@@ -643,79 +643,76 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
             d.blocks.insert(id, take);
             d.plugged += take * sb;
         }
-        // Unplug: offline blocks first, then online ones; highest first.
-        while d.plugged > d.spec.requested_size {
-            let need = (d.plugged - d.spec.requested_size) / sb;
+        // Unplug (`virtio_mem_sbm_unplug_request`): offline blocks first,
+        // then online ones, ZONE_MOVABLE before the kernel zones, partly
+        // plugged before fully plugged, the highest block first in each
+        // class. A block whose memory is busy is passed over.
+        let order: Vec<u64> = hp.read(|sys| {
+            let mut v: Vec<(u8, std::cmp::Reverse<u64>)> = d
+                .blocks
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(|(&id, &n)| {
+                    let b = sys.blocks.get(&id);
+                    let offline = b.is_none_or(|b| b.state == BlockState::Offline);
+                    let movable = b.and_then(|b| b.zone) == Some(ZoneType::Movable);
+                    let class = match (offline, n < per_block, movable) {
+                        (true, true, _) => 0,
+                        (true, false, _) => 1,
+                        (false, true, true) => 2,
+                        (false, true, false) => 3,
+                        (false, false, true) => 4,
+                        (false, false, false) => 5,
+                    };
+                    (class, std::cmp::Reverse(id))
+                })
+                .collect();
+            v.sort_unstable();
+            v.into_iter().map(|(_, std::cmp::Reverse(id))| id).collect()
+        });
+        for id in order {
+            let need = d.plugged.saturating_sub(d.spec.requested_size) / sb;
             if need == 0 {
                 break;
             }
-            let order: Vec<u64> = hp.read(|sys| {
-                let mut offline: Vec<u64> = d
-                    .blocks
-                    .keys()
-                    .copied()
-                    .filter(|id| {
-                        sys.blocks
-                            .get(id)
-                            .is_some_and(|b| b.state == BlockState::Offline)
-                    })
-                    .collect();
-                let mut online: Vec<u64> = d
-                    .blocks
-                    .iter()
-                    .filter(|(id, &n)| n > 0 && !offline.contains(id))
-                    .map(|(&id, _)| id)
-                    .collect();
-                offline.reverse();
-                online.reverse();
-                offline.into_iter().chain(online).collect()
-            });
-            let Some(&id) = order.first() else { break };
             let n = d.blocks[&id];
             let take = need.min(n);
             let start = id * block_size;
-            if take == n {
-                let online = hp.read(|sys| {
-                    sys.blocks
-                        .get(&id)
-                        .is_some_and(|b| b.state != BlockState::Offline)
-                });
-                if online
-                    && hp
-                        .with(|sys| sys.driver_claim_pages(id, take * sb_pages))
-                        .is_ok()
+            let online = hp.read(|sys| {
+                sys.blocks
+                    .get(&id)
+                    .is_some_and(|b| b.state != BlockState::Offline)
+            });
+            if take < n || online {
+                // Fake-offline the sub-blocks (a whole online block in one
+                // shot); pages in use make it fail.
+                if hp
+                    .with(|sys| sys.driver_claim_pages(id, take * sb_pages))
+                    .is_ok()
                 {
-                    // virtio_mem_sbm_unplug_any_sb_online: the whole block
-                    // fake-offlined in one shot, then offlined and removed;
-                    // a failure there is "not critical": the block stays,
-                    // online and fully unplugged.
                     d.plugged -= take * sb;
-                    *d.blocks.get_mut(&id).expect("listed") = 0;
-                    if hp.offline_and_remove_memory(start, block_size).is_ok() {
+                    *d.blocks.get_mut(&id).expect("listed") -= take;
+                    // A block left without plugged memory is offlined and
+                    // removed; a failure there is "not critical": it stays,
+                    // online and fully unplugged.
+                    if take == n && hp.offline_and_remove_memory(start, block_size).is_ok() {
                         d.blocks.remove(&id);
                     }
                     continue;
                 }
-                let r = if online {
-                    // Pages in use: offlining migrates them.
-                    hp.offline_and_remove_memory(start, block_size)
-                } else {
-                    hp.remove_memory(start, block_size)
-                };
-                if r.is_err() {
-                    break;
+                if take < n {
+                    continue;
                 }
-                d.blocks.remove(&id);
-            } else {
-                if hp
-                    .with(|sys| sys.driver_claim_pages(id, take * sb_pages))
-                    .is_err()
-                {
-                    break;
-                }
-                *d.blocks.get_mut(&id).expect("listed") -= take;
             }
-            d.plugged -= take * sb;
+            // Pages in use: offlining migrates them (or gives up).
+            let r = match online {
+                true => hp.offline_and_remove_memory(start, block_size),
+                false => hp.remove_memory(start, block_size),
+            };
+            if r.is_ok() {
+                d.blocks.remove(&id);
+                d.plugged -= take * sb;
+            }
         }
         hp.with(|sys| sys.touch());
     }

@@ -147,3 +147,36 @@ fn a_failing_offline_leaves_the_unplugged_block_online_without_managed_pages() {
         }
     });
 }
+
+/// Shrinking takes ZONE_MOVABLE blocks before a kernel block and passes
+/// over a block whose memory is busy (6.1's unplug order; the guest in
+/// `conformance/behaviour/auto-movable-virtio-mem` kept its one Normal
+/// block, busy with a slab page, and gave up Movable blocks instead).
+#[test]
+fn shrinking_takes_movable_blocks_before_a_busy_kernel_block() {
+    use memhp_model::block::OnlineType;
+    use memhp_model::workload::{PageKind, Placement};
+    let (s, d) = setup();
+    d.load_transport(&s);
+    d.load_driver(&s);
+    d.resize(&s, "vm0", 384 << 20).unwrap();
+    // memory32 back online as kernel memory, with an unmovable page.
+    s.modify(|s| {
+        assert_eq!(
+            s.device_offline_nowait(32),
+            Ok(memhp_model::DeviceOutcome::Changed)
+        );
+        s.blocks.get_mut(&32).unwrap().online_type = OnlineType::OnlineKernel;
+        s.device_online(32).unwrap();
+        s.alloc_pages(Placement::Block(32), PageKind::Unmovable, 1)
+            .unwrap();
+    });
+    assert_eq!(d.resize(&s, "vm0", 128 << 20).unwrap().size, 128 << 20);
+    s.read(|s| {
+        assert!(s.blocks.contains_key(&32), "the kernel block stays");
+        assert!(!s.blocks.contains_key(&33) && !s.blocks.contains_key(&34));
+    });
+    // Nothing else to give: the busy kernel block is passed over.
+    assert_eq!(d.resize(&s, "vm0", 0).unwrap().size, 128 << 20);
+    s.read(|s| assert!(s.blocks.contains_key(&32)));
+}

@@ -43,22 +43,53 @@ fn isqrt(n: u64) -> u64 {
     x
 }
 
-/// `build_zonelists`' "Fallback order" line per online node: the node
-/// itself, then the other nodes that have memory.
+/// `MAX_NUMNODES` (Debian: `CONFIG_NODES_SHIFT=10`).
+const MAX_NUMNODES: u64 = 1024;
+
+/// `build_zonelists`' node order for `local`: itself, then the nodes with
+/// memory by `find_next_best_node` (distance; a lower id than `local` and
+/// having CPUs each cost one; then `node_load`, which puts the first node
+/// of each distance group a step back for the next nodes' lists; ties to
+/// the lowest id).
+fn node_order(sys: &System, local: u32, load: &mut BTreeMap<u32, u64>) -> Vec<u32> {
+    let distance = |a: u32, b: u32| if a == b { 10 } else { 20 };
+    let memory: Vec<&crate::system::Node> = sys.online_nodes().filter(|n| n.has_memory).collect();
+    let mut order = vec![local];
+    let mut prev = local;
+    loop {
+        let mut best: Option<(u64, u32)> = None;
+        for n in memory.iter().filter(|n| !order.contains(&n.id)) {
+            let val =
+                (distance(local, n.id) + u64::from(n.id < local) + u64::from(!n.cpus.is_empty()))
+                    * MAX_NUMNODES
+                    + load.get(&n.id).copied().unwrap_or(0);
+            if best.is_none_or(|(v, _)| val < v) {
+                best = Some((val, n.id));
+            }
+        }
+        let Some((_, node)) = best else {
+            return order;
+        };
+        if distance(local, node) != distance(local, prev) {
+            *load.entry(node).or_default() += 1;
+        }
+        order.push(node);
+        prev = node;
+    }
+}
+
+/// The "Fallback order for Node N: ..." line of `build_zonelists`.
+fn fallback_line(nid: u32, order: &[u32]) -> String {
+    let order: String = order.iter().map(|n| format!("{n} ")).collect();
+    format!("Fallback order for Node {nid}: {order}")
+}
+
+/// `build_zonelists`' "Fallback order" line per online node, in one
+/// `build_all_zonelists` (one `node_load` for all of them).
 pub fn fallback_order_lines(sys: &System) -> Vec<String> {
-    let with_memory: Vec<u32> = sys
-        .online_nodes()
-        .filter(|n| n.has_memory)
-        .map(|n| n.id)
-        .collect();
+    let mut load = BTreeMap::new();
     sys.online_nodes()
-        .map(|node| {
-            let order: String = std::iter::once(node.id)
-                .chain(with_memory.iter().copied().filter(|&o| o != node.id))
-                .map(|n| format!("{n} "))
-                .collect();
-            format!("Fallback order for Node {}: {order}", node.id)
-        })
+        .map(|node| fallback_line(node.id, &node_order(sys, node.id, &mut load)))
         .collect()
 }
 
@@ -210,15 +241,8 @@ impl Watermarks {
     /// built, and the count and pages are those of the online nodes.
     pub fn new_pgdat_zonelist(&mut self, sys: &System, nid: u32) -> Vec<String> {
         self.update_policy_zone(sys);
-        let order: String = std::iter::once(nid)
-            .chain(
-                sys.online_nodes()
-                    .filter(|n| n.has_memory && n.id != nid)
-                    .map(|n| n.id),
-            )
-            .map(|n| format!("{n} "))
-            .collect();
-        let mut lines = vec![format!("Fallback order for Node {nid}: {order}")];
+        let order = node_order(sys, nid, &mut BTreeMap::new());
+        let mut lines = vec![fallback_line(nid, &order)];
         lines.extend(self.built_lines(sys));
         lines
     }

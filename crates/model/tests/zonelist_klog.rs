@@ -100,3 +100,33 @@ fn hot_add_to_an_offline_node_builds_its_zonelist_first() {
         ]
     );
 }
+
+/// Three nodes with a CPU each, equal distances (6.1,
+/// `conformance/behaviour/numa-three-nodes`): after itself, each node
+/// prefers higher node ids (a lower id costs one), and the first remote
+/// node of a list is a step back in the next nodes' lists.
+#[test]
+fn fallback_order_of_three_nodes_follows_find_next_best_node() {
+    let q = QemuPc::default().with_nodes(&[(&[0], 512 << 20), (&[1], 512 << 20), (&[2], 0)]);
+    let spec = q.machine("", KernelVersion::V6_1).unwrap();
+    let mut s = System::boot(&spec).unwrap();
+    let base = spec.dimm.unwrap().base;
+    s.add_memory(&AddRequest::system_ram(2, base, 1 << 28, false))
+        .unwrap();
+    let id = base / s.block_size;
+    online(&mut s, id, OnlineType::Online);
+    let log = s.events.take_klog();
+    let fallback: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("Fallback order"))
+        .collect();
+    assert_eq!(
+        fallback,
+        [
+            "Fallback order for Node 0: 0 1 2 ",
+            "Fallback order for Node 1: 1 2 0 ",
+            "Fallback order for Node 2: 2 0 1 ",
+        ]
+    );
+}

@@ -46,7 +46,7 @@ fn zone(t: &SysfsTree, name: &str) -> (u64, u64, u64, u64) {
 fn hotadd_512m_dimm_lands_at_4g_as_offline_normal_movable_blocks() {
     let (t, d) = machine("memhp_default_state=offline");
     let rep = d
-        .hotadd(t.shared(), "dimm1", 512 << 20, Some(0), None)
+        .hotadd(t.shared(), "dimm1", 512 << 20, (Some(0), None), &[])
         .unwrap();
     assert_eq!(rep.dimm.addr, 0x1_0000_0000);
     for b in 32..36 {
@@ -79,7 +79,7 @@ fn hotadd_512m_dimm_lands_at_4g_as_offline_normal_movable_blocks() {
 #[test]
 fn invalid_writes_on_an_offline_block_match_the_kernel() {
     let (t, d) = machine("memhp_default_state=offline");
-    d.hotadd(t.shared(), "dimm1", 512 << 20, Some(0), None)
+    d.hotadd(t.shared(), "dimm1", 512 << 20, (Some(0), None), &[])
         .unwrap();
     let s = format!("{M}/memory32/state");
     let o = format!("{M}/memory32/online");
@@ -110,7 +110,7 @@ fn invalid_writes_on_an_offline_block_match_the_kernel() {
 #[test]
 fn first_normal_block_is_busy_the_others_offline() {
     let (t, d) = machine("memhp_default_state=offline");
-    d.hotadd(t.shared(), "dimm1", 512 << 20, Some(0), None)
+    d.hotadd(t.shared(), "dimm1", 512 << 20, (Some(0), None), &[])
         .unwrap();
     for b in 32..36 {
         assert_eq!(w(&t, &format!("{M}/memory{b}/state"), "online"), Ok(6));
@@ -158,10 +158,10 @@ fn first_normal_block_is_busy_the_others_offline() {
 #[test]
 fn movable_blocks_between_movable_blocks_default_to_movable() {
     let (t, d) = machine("memhp_default_state=offline");
-    d.hotadd(t.shared(), "dimm1", 512 << 20, Some(0), None)
+    d.hotadd(t.shared(), "dimm1", 512 << 20, (Some(0), None), &[])
         .unwrap();
     w(&t, &format!("{M}/memory32/state"), "online").unwrap();
-    d.hotadd(t.shared(), "dimm2", 512 << 20, Some(0), None)
+    d.hotadd(t.shared(), "dimm2", 512 << 20, (Some(0), None), &[])
         .unwrap();
     for b in 36..40 {
         assert_eq!(

@@ -1,0 +1,39 @@
+//! Where QEMU puts memory devices in the device memory region: a DIMM
+//! goes to the first fit after what other memory devices hold (6.1 guest
+//! under QEMU 7.2, `conformance/behaviour/auto-movable-virtio-mem`: with a
+//! 4 GiB virtio-mem device at 0x100000000, a 512 MiB DIMM lands at
+//! 0x200000000).
+
+use memhp_drivers::host::{Host, HostCommand};
+use memhp_model::machine::{QemuPc, VirtioMemSpec};
+use memhp_model::KernelVersion;
+
+#[test]
+fn a_dimm_is_placed_after_the_virtio_mem_region() {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=4,maxmem=8G").unwrap();
+    q.virtio_mem = vec![VirtioMemSpec {
+        id: "vm0".into(),
+        node: 0,
+        region_size: 4 << 30,
+        block_size: 2 << 20,
+        requested_size: 0,
+    }];
+    let h = Host::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    assert_eq!(h.vmem.list()[0].addr, 0x1_0000_0000);
+    h.execute(&HostCommand::Hotadd {
+        id: "d1".into(),
+        size: 512 << 20,
+        node: Some(0),
+        addr: None,
+    })
+    .unwrap();
+    assert_eq!(h.dimms.list()[0].addr, 0x2_0000_0000);
+    let overlap = h.execute(&HostCommand::Hotadd {
+        id: "d2".into(),
+        size: 128 << 20,
+        node: Some(0),
+        addr: Some(0x1_8000_0000),
+    });
+    assert!(overlap.is_err(), "{overlap:?}");
+}
