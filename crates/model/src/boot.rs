@@ -102,7 +102,7 @@ fn memblock_ranges(spec: &MachineSpec, mem_limit: Option<u64>) -> (Vec<Range>, V
 }
 
 /// Per node, the memblock ranges that belong to it.
-fn node_ranges(spec: &MachineSpec, memblock: &[Range]) -> BTreeMap<u32, Vec<Range>> {
+pub(crate) fn node_ranges(spec: &MachineSpec, memblock: &[Range]) -> BTreeMap<u32, Vec<Range>> {
     let mut out: BTreeMap<u32, Vec<Range>> =
         spec.nodes.iter().map(|n| (n.id, Vec::new())).collect();
     for &(s, e) in memblock {

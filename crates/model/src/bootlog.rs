@@ -137,18 +137,23 @@ pub fn render(
         l.push(format!("  Node {nid}: {:#018x}", pfn << 12));
     }
     l.push("Early memory node ranges".into());
-    let node_of = |pfn: u64| spec.node_of_addr(pfn << 12);
-    for &(s, e) in memblock {
-        l.push(format!(
-            "  node {:>3}: {}",
-            node_of(s),
-            mem(s << 12, (e << 12) - 1)
-        ));
+    // memblock's ranges cut at the nodes' boundaries, in address order.
+    let mut pieces: Vec<(u64, u64, u32)> = crate::boot::node_ranges(spec, memblock)
+        .into_iter()
+        .flat_map(|(nid, ranges)| ranges.into_iter().map(move |(s, e)| (s, e, nid)))
+        .collect();
+    pieces.sort_unstable();
+    for &(s, e, nid) in &pieces {
+        l.push(format!("  node {nid:>3}: {}", mem(s << 12, (e << 12) - 1)));
     }
     let mut node_ids: Vec<u32> = spec.nodes.iter().map(|n| n.id).collect();
     node_ids.sort_unstable();
     for &nid in &node_ids {
-        let mine: Vec<_> = memblock.iter().filter(|r| node_of(r.0) == nid).collect();
+        let mine: Vec<(u64, u64)> = pieces
+            .iter()
+            .filter(|p| p.2 == nid)
+            .map(|p| (p.0, p.1))
+            .collect();
         if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
             l.push(format!(
                 "Initmem setup node {nid} {}",
@@ -164,8 +169,7 @@ pub fn render(
     // then up to the next section boundary.
     let mut hole = 0u64;
     let mut last = None;
-    for &(s, e) in memblock {
-        let nid = node_of(s);
+    for &(s, e, nid) in &pieces {
         let node = &sys.nodes[&nid];
         for z in ZoneType::ALL {
             let (zs, ze) = node.boot_zone_ranges[z.idx()];
@@ -243,13 +247,25 @@ pub fn render(
         sys.wmark.policy_zone.unwrap_or(ZoneType::Dma).name()
     ));
     l.push(format!("Kernel command line: {}", sys.cmdline.raw));
+    // The dentry and inode hashes: from memblock at boot, or with two or
+    // more memory nodes (`hashdist`) from vmalloc once the allocators run.
     let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
-    let entries = (kernel_pages >> 2).next_power_of_two();
-    let bytes = entries * 8;
-    l.push(format!(
-        "Inode-cache hash table entries: {entries} (order: {}, {bytes} bytes, linear)",
-        (bytes / 4096).trailing_zeros()
-    ));
+    let hashdist = sys.nodes.values().filter(|n| n.has_memory).count() > 1;
+    let hashes: Vec<String> = [("Dentry cache", 1), ("Inode-cache", 2)]
+        .into_iter()
+        .map(|(name, shift)| {
+            let entries = (kernel_pages >> shift).next_power_of_two();
+            let bytes = entries * 8;
+            format!(
+                "{name} hash table entries: {entries} (order: {}, {bytes} bytes, {})",
+                (bytes / 4096).trailing_zeros(),
+                if hashdist { "vmalloc" } else { "linear" }
+            )
+        })
+        .collect();
+    if !hashdist {
+        l.extend(hashes.iter().cloned());
+    }
     l.push("mem auto-init: stack:all(zero), heap alloc:on, heap free:off".into());
     l.push(memory_summary(spec, sys, memblock, reserved));
     l.push(format!(
@@ -257,6 +273,9 @@ pub fn render(
     ));
     if spec.nodes.len() > 1 {
         l.push("mempolicy: Enabling automatic NUMA balancing. Configure with numa_balancing= or the kernel.numa_balancing sysctl".into());
+    }
+    if hashdist {
+        l.extend(hashes);
     }
     if cpus == 1 {
         l.push(format!(

@@ -84,12 +84,14 @@ fn fallback_line(nid: u32, order: &[u32]) -> String {
     format!("Fallback order for Node {nid}: {order}")
 }
 
-/// `build_zonelists`' "Fallback order" line per online node, in one
-/// `build_all_zonelists` (one `node_load` for all of them).
+/// `build_zonelists`' "Fallback order" line per possible node (each has
+/// its pgdat from boot, online or not), in one `build_all_zonelists` (one
+/// `node_load` for all of them).
 pub fn fallback_order_lines(sys: &System) -> Vec<String> {
     let mut load = BTreeMap::new();
-    sys.online_nodes()
-        .map(|node| fallback_line(node.id, &node_order(sys, node.id, &mut load)))
+    sys.nodes
+        .keys()
+        .map(|&nid| fallback_line(nid, &node_order(sys, nid, &mut load)))
         .collect()
 }
 
