@@ -167,6 +167,23 @@ pub fn render(
     }
     // Unavailable ranges (memmap_init): holes before each range, per zone,
     // then up to the next section boundary.
+    // init_unavailable_range counts only pfns with a memmap (pfn_valid:
+    // their section has memory); a hole across absent sections (the PCI
+    // hole) counts its present ends only.
+    let section_present = |sec: u64| {
+        memblock
+            .iter()
+            .any(|&(s, e)| s / PAGES_PER_SECTION <= sec && sec <= (e - 1) / PAGES_PER_SECTION)
+    };
+    let valid_pages = |a: u64, b: u64| -> u64 {
+        (a / PAGES_PER_SECTION..b.div_ceil(PAGES_PER_SECTION))
+            .filter(|&sec| section_present(sec))
+            .map(|sec| {
+                let (ss, se) = (sec * PAGES_PER_SECTION, (sec + 1) * PAGES_PER_SECTION);
+                b.min(se).saturating_sub(a.max(ss))
+            })
+            .sum()
+    };
     let mut hole = 0u64;
     let mut last = None;
     for &(s, e, nid) in &pieces {
@@ -180,11 +197,11 @@ pub fn render(
             if cs >= ce {
                 continue;
             }
-            if hole < cs {
+            let unavailable = valid_pages(hole, cs);
+            if unavailable > 0 {
                 l.push(format!(
-                    "On node {nid}, zone {}: {} pages in unavailable ranges",
+                    "On node {nid}, zone {}: {unavailable} pages in unavailable ranges",
                     z.name(),
-                    cs - hole
                 ));
             }
             hole = ce;
@@ -274,13 +291,13 @@ pub fn render(
     if spec.nodes.len() > 1 {
         l.push("mempolicy: Enabling automatic NUMA balancing. Configure with numa_balancing= or the kernel.numa_balancing sysctl".into());
     }
+    // alternative_instructions: freed unless patched for one CPU on a
+    // machine that could have more (QEMU's CPUs are all present).
+    l.push(format!(
+        "Freeing SMP alternatives memory: {SMP_ALTERNATIVES_KIB}K"
+    ));
     if hashdist {
         l.extend(hashes);
-    }
-    if cpus == 1 {
-        l.push(format!(
-            "Freeing SMP alternatives memory: {SMP_ALTERNATIVES_KIB}K"
-        ));
     }
     l.extend(smp_boot_lines(spec));
     let nodes_up = online.len();
@@ -302,7 +319,7 @@ pub fn render(
         "x86/mm: Memory block size: {}MB",
         sys.block_size >> 20
     ));
-    let pool_kib = ((sys.totalram_pages() / 8192).min(1024) * 4).max(128);
+    let pool_kib = crate::boot::atomic_pool_pages(sys.totalram_pages()) * 4;
     for gfp in ["GFP_KERNEL", "GFP_KERNEL|GFP_DMA", "GFP_KERNEL|GFP_DMA32"] {
         l.push(format!(
             "DMA: preallocated {pool_kib} KiB {gfp} pool for atomic allocations"
@@ -551,10 +568,14 @@ fn early_layout(
             m.release(us + keep, us + unit);
         }
     }
-    let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
-    let inode_pages = ((kernel_pages >> 2).next_power_of_two() * 8).div_ceil(4096);
-    m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
-    m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
+    // The dentry and inode hashes, unless two or more memory nodes have
+    // them vmalloc'ed later (`hashdist`).
+    if sys.nodes.values().filter(|n| n.has_memory).count() < 2 {
+        let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
+        let inode_pages = ((kernel_pages >> 2).next_power_of_two() * 8).div_ceil(4096);
+        m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
+        m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
+    }
     if crate::boot::swiotlb_enabled(spec, memblock_pfns) {
         let pages = spec.boot_alloc.swiotlb_pages;
         layout.swiotlb = m.alloc(pages, 1, 0, PFN_4G, &[]).map(|s| (s, s + pages));
@@ -677,9 +698,8 @@ fn memory_summary(
         }
     }
     let physpages: u64 = sys.nodes.values().map(|n| n.present_pages()).sum();
-    let cpus: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
-    let freed_kib: u64 = FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>()
-        + if cpus == 1 { SMP_ALTERNATIVES_KIB } else { 0 };
+    let freed_kib: u64 =
+        FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + SMP_ALTERNATIVES_KIB;
     let totalram = sys.totalram_pages() - freed_kib / 4 - initrd_pages;
     format!(
         "Memory: {}K/{}K available ({KERNEL_SECTIONS}, {}K reserved, 0K cma-reserved)",

@@ -320,3 +320,58 @@ fn two_memory_nodes_keep_node_local_reservations_on_their_node() {
         (131072, 131040, 131040, 112297)
     );
 }
+
+/// Boot-log lines of a 4 GiB guest with 2 CPUs and of two 1 GiB nodes,
+/// recorded on 6.1 with a 2540 KiB initrd: the unavailable ranges count
+/// only pfns whose section has memory (the PCI hole's sections have none),
+/// SMP alternatives are freed with 2 CPUs too, the atomic pools are a power
+/// of two of pages per GiB, and with two memory nodes the hashes come from
+/// vmalloc late (not from memblock, which moves the SWIOTLB).
+#[test]
+fn boot_log_lines_of_4g_and_two_node_guests_match_recordings() {
+    let lines = |mem: &str, smp: u32, nodes: &[u64], prefixes: &[&str]| -> Vec<String> {
+        prefixes
+            .iter()
+            .flat_map(|p| boot_lines(mem, smp, nodes, 1, 2540, p))
+            .collect()
+    };
+    let prefixes = [
+        "NODE_DATA",
+        "On node",
+        "Inode-cache",
+        "Freeing SMP",
+        "DMA: preallocated",
+        "software IO TLB",
+    ];
+    assert_eq!(
+        lines("4G,slots=4,maxmem=8G", 2, &[], &prefixes),
+        [
+            "NODE_DATA(0) allocated [mem 0x13ffd2000-0x13fffcfff]",
+            "On node 0, zone DMA: 1 pages in unavailable ranges",
+            "On node 0, zone DMA: 97 pages in unavailable ranges",
+            "On node 0, zone Normal: 32 pages in unavailable ranges",
+            "Inode-cache hash table entries: 262144 (order: 9, 2097152 bytes, linear)",
+            "Freeing SMP alternatives memory: 36K",
+            "DMA: preallocated 512 KiB GFP_KERNEL pool for atomic allocations",
+            "DMA: preallocated 512 KiB GFP_KERNEL|GFP_DMA pool for atomic allocations",
+            "DMA: preallocated 512 KiB GFP_KERNEL|GFP_DMA32 pool for atomic allocations",
+            "software IO TLB: mapped [mem 0x00000000bbd65000-0x00000000bfd65000] (64MB)",
+        ]
+    );
+    assert_eq!(
+        lines("2G,slots=4,maxmem=8G", 2, &[1 << 30, 1 << 30], &prefixes),
+        [
+            "NODE_DATA(0) allocated [mem 0x3ffd5000-0x3fffffff]",
+            "NODE_DATA(1) allocated [mem 0x7fd3a000-0x7fd64fff]",
+            "On node 0, zone DMA: 1 pages in unavailable ranges",
+            "On node 0, zone DMA: 97 pages in unavailable ranges",
+            "On node 1, zone DMA32: 32 pages in unavailable ranges",
+            "Inode-cache hash table entries: 131072 (order: 8, 1048576 bytes, vmalloc)",
+            "Freeing SMP alternatives memory: 36K",
+            "DMA: preallocated 256 KiB GFP_KERNEL pool for atomic allocations",
+            "DMA: preallocated 256 KiB GFP_KERNEL|GFP_DMA pool for atomic allocations",
+            "DMA: preallocated 256 KiB GFP_KERNEL|GFP_DMA32 pool for atomic allocations",
+            "software IO TLB: mapped [mem 0x000000007aa00000-0x000000007ea00000] (64MB)",
+        ]
+    );
+}
