@@ -445,11 +445,19 @@ impl System {
     /// order they allocated it (kernel memory, then the unpacked
     /// initramfs), up to the memory there is.
     pub(crate) fn charge_runtime(&mut self, usage: RuntimeUsage) {
-        self.alloc_for_task(PageState::Unmovable, ZoneType::Dma, usage.dma_atomic_pool);
+        // The three DMA atomic pools scale with RAM (`usage` has the
+        // calibrated guest's): the GFP_DMA one in ZONE_DMA, the two others
+        // with the rest of the kernel's memory.
+        let calibrated = usage.dma_atomic_pool;
+        let pool = match calibrated {
+            0 => 0,
+            _ => crate::boot::atomic_pool_pages(self.totalram_pages()),
+        };
+        self.alloc_for_task(PageState::Unmovable, ZoneType::Dma, pool);
         self.alloc_for_task(
             PageState::Unmovable,
             ZoneType::Normal,
-            usage.unmovable() - usage.dma_atomic_pool,
+            usage.unmovable() - calibrated + 2 * pool.saturating_sub(calibrated),
         );
         self.alloc_for_task(PageState::Movable, ZoneType::Movable, usage.movable());
         self.runtime = usage;
