@@ -478,6 +478,17 @@ struct EarlyLayout {
 
 /// The regions still held at `mem_init` besides the final boot
 /// reservations: the image parts freed later, and the initrd.
+/// What the kernel still held when boot set its watermarks for the last
+/// time (khugepaged's `set_recommended_min_free_kbytes`, a subsys
+/// initcall) and freed afterwards: the image's init parts and the initrd.
+pub(crate) fn freed_after_boot_watermarks(spec: &MachineSpec) -> Vec<(u64, u64)> {
+    let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
+    let kib = FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + SMP_ALTERNATIVES_KIB;
+    let mut held = vec![(image_end, image_end + kib / 4)];
+    held.extend(crate::boot::initrd_pfns(spec));
+    held
+}
+
 fn held_until_after_mem_init(spec: &MachineSpec) -> Vec<(u64, u64)> {
     let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
     let mut held = vec![(image_end, image_end + IMAGE_PAGES_FREED_LATER)];

@@ -411,7 +411,7 @@ impl System {
     }
 
     /// Pages of a zone whose state satisfies `pred`.
-    fn zone_pages_in(&self, nid: u32, zone: ZoneType, pred: impl Fn(PageState) -> bool) -> u64 {
+    pub fn zone_pages_in(&self, nid: u32, zone: ZoneType, pred: impl Fn(PageState) -> bool) -> u64 {
         self.blocks
             .values()
             .filter(|b| b.nid == Some(nid))

@@ -189,7 +189,9 @@ impl System {
             return 0;
         };
         let ratio = LOWMEM_RESERVE_RATIO[zone.idx()];
-        if class <= zone || ratio == 0 {
+        // `setup_per_zone_lowmem_reserve` clears a zone without managed
+        // pages.
+        if class <= zone || ratio == 0 || node.zone(zone).managed == 0 {
             return 0;
         }
         let higher: u64 = ZoneType::ALL

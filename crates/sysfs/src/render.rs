@@ -5,6 +5,7 @@ use memhp_model::block::BlockState;
 use memhp_model::cmdline::MemmapOnMemory;
 use memhp_model::hugetlb::HPAGE_PAGES;
 use memhp_model::iomem::Resource;
+use memhp_model::pages::PageState;
 use memhp_model::{KernelVersion, System, ZoneType};
 
 /// `%*pbl`: ascending list with runs of ≥ 2 written `a-b`, then `\n`.
@@ -303,7 +304,35 @@ pub fn zoneinfo(sys: &System) -> String {
                 out.push('\n');
                 continue;
             }
-            out.push_str(&format!("\n      {:<12} {free}", "nr_free_pages"));
+            // The zone's vmstat items and NUMA events: the anonymous LRU
+            // pages the model places (all counted inactive), no file,
+            // mlocked, bounce, zsmalloc or CMA pages; the NUMA event
+            // counters are not modelled.
+            let lru = sys.zone_pages_in(node.id, z, |s| {
+                matches!(s, PageState::Movable | PageState::Pinned)
+            });
+            let items: [(&str, u64); 17] = [
+                ("nr_free_pages", free),
+                ("nr_zone_inactive_anon", lru),
+                ("nr_zone_active_anon", 0),
+                ("nr_zone_inactive_file", 0),
+                ("nr_zone_active_file", 0),
+                ("nr_zone_unevictable", 0),
+                ("nr_zone_write_pending", 0),
+                ("nr_mlock", 0),
+                ("nr_bounce", 0),
+                ("nr_zspages", 0),
+                ("nr_free_cma", 0),
+                ("numa_hit", 0),
+                ("numa_miss", 0),
+                ("numa_foreign", 0),
+                ("numa_interleave", 0),
+                ("numa_local", 0),
+                ("numa_other", 0),
+            ];
+            for (name, v) in items {
+                out.push_str(&format!("\n      {name:<12} {v}"));
+            }
             out.push_str("\n  pagesets");
             out.push_str(&format!(
                 "\n  node_unreclaimable:  0\n  start_pfn:           {}\n",

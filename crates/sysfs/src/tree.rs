@@ -256,6 +256,10 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                 add(n, file(m));
             }
         }
+        ["sys", "devices", "system", "node", n, "x86"] => {
+            sys.node(node_id(n)?).filter(|n| n.online)?;
+            add("sgx_total_bytes", file(0o444));
+        }
         ["sys", "devices", "system", "node", n, "hugepages"] => {
             sys.node(node_id(n)?).filter(|n| n.online)?;
             for h in HUGEPAGE_SIZES {
@@ -400,6 +404,8 @@ fn node_dir_entries(node: &memhp_model::system::Node) -> Vec<(String, EntryKind)
     v.push(("power".to_string(), DIR));
     v.push(("subsystem".to_string(), link("../../../../bus/node")));
     v.push(("uevent".to_string(), file(0o644)));
+    // x86's node attribute group (SGX; none here).
+    v.push(("x86".to_string(), DIR));
     v
 }
 
@@ -493,6 +499,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                 _ => "0\n".to_string(),
             }
         }
+        ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"] => "0\n".to_string(),
         ["sys", "kernel", "mm", "hugepages", _, f] => {
             let h = &sys.hugetlb;
             let v = match *f {
