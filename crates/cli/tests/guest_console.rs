@@ -67,3 +67,22 @@ fn dmesg_shows_the_models_messages_since_the_last_klog() {
     want.push("end");
     assert_eq!(lines, want);
 }
+
+/// busybox `cat` to a file or the console uses sendfile, which fills the
+/// kernel's page cache of a FUSE file and, reading short, shrinks its size
+/// to the content it saw; when the content grows (a DIMM added to
+/// /proc/iomem), the next read must not be cut to the old size.
+#[test]
+fn a_file_read_through_sendfile_is_not_cut_when_its_content_grows() {
+    let t = steps(
+        "console-sendfile",
+        "cat /proc/iomem > /dev/null\ncat /proc/iomem | wc -c\n@hotadd d1 256M node=0\ncat /proc/iomem | wc -c\n",
+    );
+    let counts: Vec<usize> = t.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(counts.len(), 2, "{t}");
+    assert_eq!(
+        counts[1],
+        counts[0] + "100000000-10fffffff : System RAM\n".len(),
+        "{t}"
+    );
+}

@@ -257,8 +257,19 @@ impl VirtioMemDevices {
                     },
                 );
             }
-            let pos = sys.iomem.top.partition_point(|r| r.start < window.start);
-            sys.iomem.top.insert(pos, window);
+            // The firmware's 32-bit window, when the machine has one.
+            match sys
+                .iomem
+                .top
+                .iter_mut()
+                .find(|r| r.name == window.name && r.start <= window.start && window.end <= r.end)
+            {
+                Some(w) => w.children.extend(window.children),
+                None => {
+                    let pos = sys.iomem.top.partition_point(|r| r.start < window.start);
+                    sys.iomem.top.insert(pos, window);
+                }
+            }
         }
         VirtioMemDevices::with(devs)
     }
@@ -365,12 +376,9 @@ impl VirtioMemDevices {
             return;
         }
         shared.modify(|sys| {
-            if let Some(w) = sys
-                .iomem
-                .top
-                .iter_mut()
-                .find(|r| r.name == "PCI Bus 0000:00")
-            {
+            if let Some(w) = sys.iomem.top.iter_mut().find(|r| {
+                r.name == "PCI Bus 0000:00" && r.start <= PCI_WINDOW_END && PCI_WINDOW_END <= r.end
+            }) {
                 for c in w.children.iter_mut().filter(|c| c.children.is_empty()) {
                     c.children.push(Resource {
                         start: c.start,

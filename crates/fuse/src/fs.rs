@@ -247,10 +247,15 @@ impl MemhpFs {
                 return Ok(content.clone());
             }
         }
+        let generation = self.tree.generation();
         let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
         if let Some(OpenFile { content: slot }) = self.handles().open.get_mut(&fh.0) {
             *slot = Some(content.clone());
         }
+        // What the kernel may have cached of it (through splice), and the
+        // size a short read there gave it: compared when the tree changes.
+        self.page_cache
+            .file_served(ino.0, content.clone(), generation, self.tree.scope(path));
         Ok(content)
     }
 

@@ -654,6 +654,9 @@ impl System {
         for &(s, e) in &ram_bytes {
             let _ = iomem.request(s, e - 1, "System RAM", None);
         }
+        if spec.acpi.is_some() {
+            crate::bootlog::qemu_pc_resources(spec, &mut iomem);
+        }
         if iomem.request(0, 0xfff, "Reserved", None).is_err() {
             // The first page is already covered by a firmware entry.
         }

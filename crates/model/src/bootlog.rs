@@ -760,6 +760,33 @@ fn pci_gap(spec: &MachineSpec) -> Option<(u64, u64)> {
     best
 }
 
+/// The image's resources (`Kernel code` ... `Kernel bss`), as the 6.1.0-56
+/// kernel the oracle boots registers them under System RAM.
+const KERNEL_RESOURCES: [(u64, u64, &str); 4] = [
+    (0x0100_0000, 0x01e0_1d31, "Kernel code"),
+    (0x0200_0000, 0x028e_afff, "Kernel rodata"),
+    (0x02a0_0000, 0x02c4_897f, "Kernel data"),
+    (0x0331_0000, 0x043f_ffff, "Kernel bss"),
+];
+
+/// The rest of a QEMU pc guest's /proc/iomem: the host bridge's windows,
+/// the option and system ROMs, the kernel image, the IOAPIC, HPET and
+/// local APIC.
+pub(crate) fn qemu_pc_resources(spec: &MachineSpec, io: &mut crate::iomem::Iomem) {
+    for (s, e) in pci_windows(spec) {
+        let _ = io.request(s, e - 1, "PCI Bus 0000:00", None);
+    }
+    let _ = io.request(0xc_0000, 0xc_05ff, "Video ROM", None);
+    let _ = io.request(0xf_0000, 0xf_ffff, "System ROM", Some("Reserved"));
+    for (s, e, name) in KERNEL_RESOURCES {
+        let _ = io.request(s, e, name, Some("System RAM"));
+    }
+    let _ = io.request(0xfec0_0000, 0xfec0_03ff, "IOAPIC 0", None);
+    let _ = io.request(0xfed0_0000, 0xfed0_03ff, "HPET 0", None);
+    let _ = io.request(0xfed0_0000, 0xfed0_03ff, "PNP0103:00", Some("HPET 0"));
+    let _ = io.request(0xfee0_0000, 0xfee0_0fff, "Local APIC", None);
+}
+
 /// The host bridge's memory windows of QEMU's i440fx: legacy VGA, the
 /// 32-bit hole above low RAM, the 64-bit hole after device memory.
 fn pci_windows(spec: &MachineSpec) -> Vec<(u64, u64)> {
