@@ -55,6 +55,10 @@ struct OpenFile {
 struct Handles {
     next: u64,
     open: HashMap<u64, OpenFile>,
+    /// Exact opens: per file, the generation and length it was last served
+    /// at (what a short read through the page cache may have left the
+    /// kernel's size at).
+    served: HashMap<u64, (u64, usize)>,
 }
 
 /// Timeouts and TTLs the operations need.
@@ -252,11 +256,39 @@ impl MemhpFs {
         if let Some(OpenFile { content: slot }) = self.handles().open.get_mut(&fh.0) {
             *slot = Some(content.clone());
         }
-        // What the kernel may have cached of it (through splice), and the
-        // size a short read there gave it: compared when the tree changes.
-        self.page_cache
-            .file_served(ino.0, content.clone(), generation, self.tree.scope(path));
+        self.handles()
+            .served
+            .insert(ino.0, (generation, content.len()));
         Ok(content)
+    }
+
+    /// Direct-I/O contents bypass the page cache, except that splice and
+    /// sendfile fill it anyway, and a short read there makes the kernel
+    /// shrink the file's size to what it read (`fuse_short_read`); no read
+    /// or (for a file bind-mounted on its own) lookup brings it back, so a
+    /// longer content would be cut. When file `ino` changed since it was
+    /// last served and grew, its new content is stored in the kernel's cache
+    /// before the open is answered, which grows the size; the open then
+    /// drops the pages again (no `FOPEN_KEEP_CACHE`).
+    fn grow_cached_size(&self, ino: u64, path: &str) {
+        let generation = self.tree.generation();
+        let Some((served_at, len)) = self.handles().served.get(&ino).copied() else {
+            return;
+        };
+        if served_at == generation {
+            return;
+        }
+        let Ok(content) = self.tree.read(path) else {
+            return;
+        };
+        let stored = content.len() > len && self.invalidator.store(ino, &content);
+        // The least size the kernel may keep now.
+        let least = if stored {
+            content.len()
+        } else {
+            len.min(content.len())
+        };
+        self.handles().served.insert(ino, (generation, least));
     }
 
     /// With [`Opens::Cached`]: the content of file `ino` as recorded at the
@@ -357,6 +389,7 @@ impl fuser::Filesystem for MemhpFs {
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if self.inodes.forget(ino.0, nlookup) {
             self.page_cache.forget(ino.0);
+            self.handles().served.remove(&ino.0);
         }
     }
 
@@ -514,6 +547,9 @@ impl fuser::Filesystem for MemhpFs {
         }
         if let Err(e) = self.tree.open(&path, read, write) {
             return reply.error(errno(e));
+        }
+        if read {
+            self.grow_cached_size(ino.0, &path);
         }
         let fh = self.add_handle(OpenFile { content: None });
         // DIRECT_IO: reads return exactly the content and never come from

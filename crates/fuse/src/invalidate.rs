@@ -61,9 +61,6 @@ pub(crate) struct ScanContext {
     pub(crate) inodes: Arc<Inodes>,
     pub(crate) page_cache: Arc<PageCache>,
     pub(crate) notifier: Notifier,
-    /// Exact opens: a file whose content changed also loses its entry (see
-    /// [`Sender::pages`]).
-    pub(crate) exact: bool,
 }
 
 pub(crate) struct Invalidator {
@@ -134,6 +131,17 @@ impl Invalidator {
 
     /// Compare cached contents with the tree at the next scan, and start
     /// it now.
+    /// Put `content` in the kernel's cache of file `ino` at offset 0
+    /// (`FUSE_NOTIFY_STORE`), which also grows the size the kernel keeps
+    /// for it to the content's length; false when not attached or refused.
+    pub(crate) fn store(&self, ino: u64, content: &[u8]) -> bool {
+        let context = self.context.lock().unwrap_or_else(|e| e.into_inner());
+        match context.as_ref() {
+            Some(c) => c.notifier.store(INodeNo(ino), 0, content).is_ok(),
+            None => false,
+        }
+    }
+
     pub(crate) fn request(&self) {
         let mut state = self.lock();
         state.recheck = true;
@@ -176,7 +184,6 @@ impl Invalidator {
             inodes,
             page_cache,
             notifier,
-            exact,
         } = context;
         let (tree, inodes, page_cache) = (&**tree, &**inodes, &**page_cache);
         let mut state = self.lock();
@@ -216,9 +223,6 @@ impl Invalidator {
             }
             for ino in stale {
                 send.pages(ino);
-                if *exact {
-                    send.size(tree, inodes, ino);
-                }
             }
         }
 
@@ -308,26 +312,6 @@ impl Sender<'_> {
     /// until we answer it.
     fn pages(&mut self, ino: u64) {
         self.attributes(ino);
-    }
-
-    /// With exact opens, contents bypass the page cache, except that
-    /// splice and sendfile fill it, and a short read there makes the kernel
-    /// shrink the file's size to what it read (`fuse_short_read`). A later,
-    /// longer content would be cut to that size, and no read refreshes it
-    /// (nor a lookup, for a file bind-mounted on its own, like the scenario
-    /// runner's /proc files): storing the new content in the kernel's cache
-    /// (`FUSE_NOTIFY_STORE`) grows the size with it; the next open drops the
-    /// pages again (no `FOPEN_KEEP_CACHE`).
-    fn size(&mut self, tree: &dyn Tree, inodes: &Inodes, ino: u64) {
-        let Some((path, _)) = inodes.get(ino) else {
-            return;
-        };
-        let Ok(content) = tree.read(&path) else {
-            return;
-        };
-        if let Err(e) = self.notifier.store(INodeNo(ino), 0, &content) {
-            tracing::debug!(ino, error = %e, "store not sent");
-        }
     }
 }
 

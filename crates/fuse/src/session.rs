@@ -118,7 +118,6 @@ fn start(
         inodes,
         page_cache,
         notifier: session.notifier(),
-        exact: options.opens == crate::options::Opens::Exact,
     });
     let poll_interval = options.poll_interval;
     let mut helpers = Helpers::default();
