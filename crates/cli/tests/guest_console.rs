@@ -86,3 +86,18 @@ fn a_file_read_through_sendfile_is_not_cut_when_its_content_grows() {
         "{t}"
     );
 }
+
+/// The same through /sys: `cat state` of an online block, then offline it;
+/// the next `cat` must show all of "offline\n" (it lost its newline, cut
+/// to the 7 bytes of "online\n").
+#[test]
+fn cat_of_a_state_file_after_it_grew_keeps_every_byte() {
+    let t = steps(
+        "console-state",
+        "cat $M/memory5/state\nw $M/memory5/state offline\ncat $M/memory5/state\necho end\n",
+    );
+    assert_eq!(
+        t,
+        "online\nwrite /sys/devices/system/memory/memory5/state \"offline\" -> OK (ret=7)\noffline\nend"
+    );
+}
