@@ -366,29 +366,23 @@ pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<Run
             reached_end = true;
             continue;
         }
-        if line == "@@KLOG" {
-            // The kernel messages since the last klog, where the shell
-            // asked for them (it waits for GO meanwhile).
+        // `klog` (`@@KLOG`: the messages since the last klog, taken, each
+        // as "klog: ...") and `dmesg [-c]` (`@@DMESG`: the same as the
+        // guest's dmesg prints them, taken only with -c), answered in
+        // place while the shell waits for "GO KLOG".
+        let kernel_log = match (line.as_str(), line.strip_prefix("@@DMESG").map(str::trim)) {
+            ("@@KLOG", _) => Some(("klog: ", true)),
+            (_, Some(opts)) => Some(("", opts == "-c")),
+            _ => None,
+        };
+        if let Some((prefix, take)) = kernel_log {
             transcript.push_str(&merger.finish());
-            for l in host.shared.modify(|s| s.events.take_klog()) {
-                transcript.push_str("klog: ");
-                transcript.push_str(&l);
-                transcript.push('\n');
-            }
-            writeln!(go, "GO KLOG")?;
-            go.flush()?;
-            continue;
-        }
-        if let Some(opts) = line.strip_prefix("@@DMESG") {
-            // `dmesg [-c]` in the main shell: the messages since the last
-            // klog, in place, as the guest's dmesg prints them.
-            transcript.push_str(&merger.finish());
-            let clear = opts.trim() == "-c";
-            let lines = host.shared.modify(|s| match clear {
+            let lines = host.shared.modify(|s| match take {
                 true => s.events.take_klog(),
                 false => s.events.klog.clone(),
             });
             for l in lines {
+                transcript.push_str(prefix);
                 transcript.push_str(&l);
                 transcript.push('\n');
             }

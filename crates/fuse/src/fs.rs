@@ -253,12 +253,12 @@ impl MemhpFs {
         }
         let generation = self.tree.generation();
         let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
-        if let Some(OpenFile { content: slot }) = self.handles().open.get_mut(&fh.0) {
+        let mut handles = self.handles();
+        if let Some(OpenFile { content: slot }) = handles.open.get_mut(&fh.0) {
             *slot = Some(content.clone());
         }
-        self.handles()
-            .served
-            .insert(ino.0, (generation, content.len()));
+        handles.served.insert(ino.0, (generation, content.len()));
+        drop(handles);
         Ok(content)
     }
 

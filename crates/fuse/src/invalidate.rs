@@ -129,8 +129,6 @@ impl Invalidator {
         }
     }
 
-    /// Compare cached contents with the tree at the next scan, and start
-    /// it now.
     /// Put `content` in the kernel's cache of file `ino` at offset 0
     /// (`FUSE_NOTIFY_STORE`), which also grows the size the kernel keeps
     /// for it to the content's length; false when not attached or refused.
@@ -142,6 +140,8 @@ impl Invalidator {
         }
     }
 
+    /// Compare cached contents with the tree at the next scan, and start
+    /// it now.
     pub(crate) fn request(&self) {
         let mut state = self.lock();
         state.recheck = true;

@@ -48,7 +48,7 @@ pub enum BootError {
 /// A half-open pfn range.
 type Range = (u64, u64);
 
-fn overlap(a: Range, b: Range) -> u64 {
+pub(crate) fn overlap(a: Range, b: Range) -> u64 {
     a.1.min(b.1).saturating_sub(a.0.max(b.0))
 }
 
@@ -356,6 +356,14 @@ pub(crate) fn atomic_pool_pages(totalram_pages: u64) -> u64 {
     (totalram_pages / 8192).next_power_of_two().clamp(32, 1024)
 }
 
+/// Bytes of a large system hash sized by the kernel's pages
+/// (`alloc_large_system_hash`: one 8-byte bucket per 2^`scale_shift`
+/// pages, a power of two): the dentry cache's is shift 1, the inode
+/// cache's shift 2.
+pub(crate) fn hash_table_bytes(kernel_pages: u64, scale_shift: u32) -> u64 {
+    (kernel_pages >> scale_shift).next_power_of_two() * 8
+}
+
 /// Where QEMU loads the initrd: just below the ACPI tables at the end of the
 /// RAM below 4 GiB (the boot log's `RAMDISK:` line), as pfns.
 pub(crate) fn initrd_pfns(spec: &MachineSpec) -> Option<Range> {
@@ -408,8 +416,7 @@ fn boot_reservations(
     let hashes = if mem_nodes.len() > 1 {
         0
     } else {
-        let hash = |scale_shift: u32| (kernel_pages >> scale_shift).next_power_of_two() * 8 / 4096;
-        hash(1) + hash(2)
+        hash_table_bytes(kernel_pages, 1) / 4096 + hash_table_bytes(kernel_pages, 2) / 4096
     };
     // Beyond the first node and CPU: each node's pgdat (NODE_DATA) and each
     // CPU's per-cpu area; each further memory node its own usemap page and
@@ -685,39 +692,13 @@ impl System {
             nodes,
             blocks,
             iomem,
+            freed_after_boot_watermarks: crate::bootlog::freed_after_boot_watermarks(spec),
         });
-        sys.wmark = boot_watermarks(&mut sys, &crate::bootlog::freed_after_boot_watermarks(spec));
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
         sys.charge_runtime(spec.boot_alloc.runtime);
         sys.hardware_name = spec.hardware_name.clone();
         Ok(sys)
     }
-}
-
-/// The watermarks boot leaves: computed while `held` (pfn ranges the kernel
-/// frees later) were not managed yet, so each zone's share differs by a
-/// page or two from what a later recomputation gives (6.1, 1 GiB: DMA min
-/// 190 and DMA32 min 11073 in /proc/zoneinfo, where the final managed
-/// counts give 188 and 11075).
-fn boot_watermarks(sys: &mut System, held: &[Range]) -> crate::wmark::Watermarks {
-    let mut taken = Vec::new();
-    for node in sys.nodes.values_mut() {
-        for z in ZoneType::ALL {
-            let span = node.boot_zone_ranges[z.idx()];
-            let n: u64 = held.iter().map(|&r| overlap(r, span)).sum();
-            let zone = node.zone_mut(z);
-            let n = n.min(zone.managed);
-            if n > 0 {
-                zone.managed -= n;
-                taken.push((node.id, z, n));
-            }
-        }
-    }
-    let w = crate::wmark::Watermarks::at_boot(sys);
-    for (nid, z, n) in taken {
-        sys.node_mut(nid).zone_mut(z).managed += n;
-    }
-    w
 }
 
 /// Exposed for tests and tools: the kernel's memblock view of a machine.

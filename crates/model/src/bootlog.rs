@@ -271,8 +271,8 @@ pub fn render(
     let hashes: Vec<String> = [("Dentry cache", 1), ("Inode-cache", 2)]
         .into_iter()
         .map(|(name, shift)| {
-            let entries = (kernel_pages >> shift).next_power_of_two();
-            let bytes = entries * 8;
+            let bytes = crate::boot::hash_table_bytes(kernel_pages, shift);
+            let entries = bytes / 8;
             format!(
                 "{name} hash table entries: {entries} (order: {}, {bytes} bytes, {})",
                 (bytes / 4096).trailing_zeros(),
@@ -476,24 +476,35 @@ struct EarlyLayout {
     swiotlb: Option<(u64, u64)>,
 }
 
-/// The regions still held at `mem_init` besides the final boot
-/// reservations: the image parts freed later, and the initrd.
-/// What the kernel still held when boot set its watermarks for the last
-/// time (khugepaged's `set_recommended_min_free_kbytes`, a subsys
-/// initcall) and freed afterwards: the image's init parts and the initrd.
-pub(crate) fn freed_after_boot_watermarks(spec: &MachineSpec) -> Vec<(u64, u64)> {
+/// KiB of the image the kernel frees after the initcalls (the "Freeing
+/// unused ..." parts and the SMP alternatives).
+fn image_kib_freed_later() -> u64 {
+    FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + SMP_ALTERNATIVES_KIB
+}
+
+/// `pages` after the image's end, and the initrd.
+fn image_tail_and_initrd(spec: &MachineSpec, pages: u64) -> Vec<(u64, u64)> {
     let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
-    let kib = FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + SMP_ALTERNATIVES_KIB;
-    let mut held = vec![(image_end, image_end + kib / 4)];
+    let mut held = vec![(image_end, image_end + pages)];
     held.extend(crate::boot::initrd_pfns(spec));
     held
 }
 
+/// What the kernel still held when boot set its watermarks for the last
+/// time (khugepaged's `set_recommended_min_free_kbytes`, a subsys
+/// initcall) and freed afterwards: the image's init parts and the initrd.
+pub(crate) fn freed_after_boot_watermarks(spec: &MachineSpec) -> Vec<(u64, u64)> {
+    image_tail_and_initrd(spec, image_kib_freed_later() / 4)
+}
+
+/// The regions still held at `mem_init` besides the final boot
+/// reservations: the image parts freed later (and 64 pages more), and the
+/// initrd.
 fn held_until_after_mem_init(spec: &MachineSpec) -> Vec<(u64, u64)> {
-    let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
-    let mut held = vec![(image_end, image_end + IMAGE_PAGES_FREED_LATER)];
-    held.extend(crate::boot::initrd_pfns(spec));
-    held
+    image_tail_and_initrd(
+        spec,
+        image_kib_freed_later() / 4 + IMAGE_PAGES_HELD_AT_MEM_INIT,
+    )
 }
 
 fn early_layout(
@@ -583,7 +594,7 @@ fn early_layout(
     // them vmalloc'ed later (`hashdist`).
     if sys.nodes.values().filter(|n| n.has_memory).count() < 2 {
         let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
-        let inode_pages = ((kernel_pages >> 2).next_power_of_two() * 8).div_ceil(4096);
+        let inode_pages = crate::boot::hash_table_bytes(kernel_pages, 2).div_ceil(4096);
         m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
         m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
     }
@@ -666,11 +677,10 @@ const FREED_AFTER_MEM_INIT: [(&str, u64); 4] = [
     ("Freeing unused kernel image (rodata/data gap) memory", 1108),
 ];
 const SMP_ALTERNATIVES_KIB: u64 = 36;
-/// Pages of the image region still reserved at `mem_init` beyond what
-/// stays reserved for good: the parts freed later, and 64 pages more
-/// (measured: the same on every recorded machine, 1 GiB to 4 GiB, one or
-/// two nodes).
-const IMAGE_PAGES_FREED_LATER: u64 = 2011 + 64;
+/// Pages of the image region still reserved at `mem_init` beyond the parts
+/// freed after the initcalls (measured: the same on every recorded
+/// machine, 1 GiB to 4 GiB, one or two nodes).
+const IMAGE_PAGES_HELD_AT_MEM_INIT: u64 = 64;
 
 /// `mem_init_print_info`: free pages at `mem_init` (only the part of each
 /// node's last zone before its deferred range is initialised then), the
@@ -709,8 +719,7 @@ fn memory_summary(
         }
     }
     let physpages: u64 = sys.nodes.values().map(|n| n.present_pages()).sum();
-    let freed_kib: u64 =
-        FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + SMP_ALTERNATIVES_KIB;
+    let freed_kib = image_kib_freed_later();
     let totalram = sys.totalram_pages() - freed_kib / 4 - initrd_pages;
     format!(
         "Memory: {}K/{}K available ({KERNEL_SECTIONS}, {}K reserved, 0K cma-reserved)",

@@ -176,6 +176,7 @@ impl System {
             nodes,
             blocks,
             iomem: Iomem::default(),
+            freed_after_boot_watermarks: Vec::new(),
         });
         Ok(sys)
     }

@@ -465,6 +465,20 @@ fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
     }
 }
 
+/// A count of the 2 MiB hstate, as its sysfs file (and the sysctl of the
+/// same name) shows it; `surplus_hugepages` is always 0.
+fn hstate_value(sys: &System, file: &str) -> Option<u64> {
+    let h = &sys.hugetlb;
+    Some(match file {
+        "free_hugepages" => h.free_huge_pages,
+        "nr_hugepages" | "nr_hugepages_mempolicy" => h.nr_huge_pages,
+        "nr_overcommit_hugepages" => h.nr_overcommit_huge_pages,
+        "resv_hugepages" => h.resv_huge_pages,
+        "surplus_hugepages" => 0,
+        _ => return None,
+    })
+}
+
 /// Read a regular file's content.
 fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
     let text = match parts {
@@ -501,23 +515,12 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         }
         ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"] => "0\n".to_string(),
         ["sys", "kernel", "mm", "hugepages", _, f] => {
-            let h = &sys.hugetlb;
-            let v = match *f {
-                "free_hugepages" => h.free_huge_pages,
-                "nr_hugepages" | "nr_hugepages_mempolicy" => h.nr_huge_pages,
-                "nr_overcommit_hugepages" => h.nr_overcommit_huge_pages,
-                "resv_hugepages" => h.resv_huge_pages,
-                _ => 0,
-            };
-            format!("{v}\n")
+            format!("{}\n", hstate_value(sys, f).unwrap_or(0))
         }
         ["proc", "sys", "vm", f] => {
-            let h = &sys.hugetlb;
             let v = match *f {
                 "min_free_kbytes" => sys.wmark.min_free_kbytes,
-                "nr_hugepages" | "nr_hugepages_mempolicy" => h.nr_huge_pages,
-                "nr_overcommit_hugepages" => h.nr_overcommit_huge_pages,
-                _ => return Err(Errno::ENOENT),
+                _ => hstate_value(sys, f).ok_or(Errno::ENOENT)?,
             };
             format!("{v}\n")
         }
