@@ -9,11 +9,14 @@ use std::path::Path;
 /// a user would: no state of an earlier replay (allocator, kernel FUSE
 /// state of the process) can change it or its timing. Returns the
 /// transcript and the replay's wall time from its END line.
-fn run_isolated(file: &Path) -> Result<(String, f64)> {
+fn run_isolated(file: &Path, initrd_size: Option<u64>) -> Result<(String, f64)> {
     let exe = std::env::current_exe().context("locate the memhp binary")?;
-    let out = std::process::Command::new(exe)
-        .args(["scenario", "run"])
-        .arg(file)
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["scenario", "run"]).arg(file);
+    if let Some(b) = initrd_size {
+        cmd.arg(format!("--initrd-size={b}"));
+    }
+    let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
         .context("run the scenario")?;
@@ -32,7 +35,13 @@ fn run_isolated(file: &Path) -> Result<(String, f64)> {
 }
 
 /// Run every scenario of `dir`; returns the process exit code.
-pub fn run(dir: &Path, baseline: Option<&Path>, out: Option<&Path>, verbose: bool) -> Result<i32> {
+pub fn run(
+    dir: &Path,
+    baseline: Option<&Path>,
+    out: Option<&Path>,
+    verbose: bool,
+    initrd_size: Option<u64>,
+) -> Result<i32> {
     let transcripts = dir.parent().unwrap_or(Path::new(".")).join("transcripts");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
@@ -65,7 +74,7 @@ pub fn run(dir: &Path, baseline: Option<&Path>, out: Option<&Path>, verbose: boo
         let expected_path = transcripts.join(format!("{name}.txt"));
         let expected = std::fs::read_to_string(&expected_path)
             .with_context(|| format!("read {}", expected_path.display()))?;
-        let (actual, secs) = match run_isolated(f) {
+        let (actual, secs) = match run_isolated(f, initrd_size) {
             Ok(o) => o,
             Err(e) => (format!("=== TRANSCRIPT ===\nmemhp failed: {e:#}\n=== END: failed, qemu rc=1, wall 0s ===\n"), 0.0),
         };

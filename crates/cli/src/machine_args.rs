@@ -35,6 +35,10 @@ pub struct MachineArgs {
     /// the PCI bus): QMP `balloon`/`query-balloon`, `memhp ctl balloon SIZE`.
     #[arg(long)]
     pub balloon: bool,
+    /// Size of the guest's initramfs (qemu-pc `-initrd`; default the
+    /// oracle's 1436K): the boot log's `RAMDISK:` range and what boot holds.
+    #[arg(long, value_parser = parse_size)]
+    pub initrd_size: Option<u64>,
     /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
     #[arg(long, default_value = "")]
     pub cmdline: String,
@@ -200,6 +204,9 @@ impl MachineArgs {
                     id: Some("balloon0".into()),
                     pci_index: self.virtio_mem.len() as u32,
                 });
+                if let Some(b) = self.initrd_size {
+                    q.initrd_bytes = b;
+                }
                 Ok(q.machine(&cmdline, version)?)
             }
             "firecracker" => {

@@ -160,6 +160,10 @@ enum ScenarioCmd {
         /// Kernel behaviour: `6.1` or `ml`.
         #[arg(long, default_value = "6.1")]
         kernel: String,
+        /// Size of the guest's initramfs when the recording's is not the
+        /// oracle's 1436K (`ls -l` of the image `run.py` built).
+        #[arg(long, value_parser = memhp_model::units::parse_size)]
+        initrd_size: Option<u64>,
     },
     /// Compare two transcripts; prints the score and the differing lines.
     Diff {
@@ -179,6 +183,10 @@ enum ScenarioCmd {
         /// Print the differing lines of each scenario.
         #[arg(long)]
         verbose: bool,
+        /// Size of the guest's initramfs the transcripts were recorded with
+        /// (default the oracle's 1436K).
+        #[arg(long, value_parser = memhp_model::units::parse_size)]
+        initrd_size: Option<u64>,
     },
 }
 
@@ -301,7 +309,13 @@ fn run() -> Result<()> {
             std::process::exit(code);
         }
         Command::Scenario {
-            cmd: ScenarioCmd::Run { file, out, kernel },
+            cmd:
+                ScenarioCmd::Run {
+                    file,
+                    out,
+                    kernel,
+                    initrd_size,
+                },
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("read {}", file.display()))?;
@@ -316,7 +330,12 @@ fn run() -> Result<()> {
                 "scenarios/{}",
                 file.file_name().and_then(|s| s.to_str()).unwrap_or("")
             );
-            let outcome = runner::run(&scn, &shown, kernel.parse().map_err(anyhow::Error::msg)?)?;
+            let outcome = runner::run(
+                &scn,
+                &shown,
+                kernel.parse().map_err(anyhow::Error::msg)?,
+                initrd_size,
+            )?;
             match out {
                 Some(p) => std::fs::write(&p, &outcome.transcript)
                     .with_context(|| format!("write {}", p.display()))?,
@@ -347,6 +366,7 @@ fn run() -> Result<()> {
                     baseline,
                     out,
                     verbose,
+                    initrd_size,
                 },
         } => {
             std::process::exit(check::run(
@@ -354,6 +374,7 @@ fn run() -> Result<()> {
                 baseline.as_deref(),
                 out.as_deref(),
                 verbose,
+                initrd_size,
             )?);
         }
         Command::Capture { sysroot, out } => {

@@ -232,11 +232,20 @@ fn host_lines(host: &Host, action: &HostAction) -> Vec<String> {
 }
 
 /// Run a scenario; returns the transcript text.
-pub fn run(scn: &Scenario, scn_path: &str, version: KernelVersion) -> Result<RunOutcome> {
+pub fn run(
+    scn: &Scenario,
+    scn_path: &str,
+    version: KernelVersion,
+    initrd_bytes: Option<u64>,
+) -> Result<RunOutcome> {
     let started = Instant::now();
     // Server threads and the guest shell on one CPU (see cpu_pin.rs).
     let _pin = crate::cpu_pin::CpuPin::here();
-    let spec = machine(scn)?.machine(&kernel_cmdline(scn), version)?;
+    let mut qemu = machine(scn)?;
+    if let Some(b) = initrd_bytes {
+        qemu.initrd_bytes = b;
+    }
+    let spec = qemu.machine(&kernel_cmdline(scn), version)?;
     let host = Arc::new(Host::boot(&spec)?);
     let run_dir = RunDir(tempdir()?);
     let dir = run_dir.0.clone();

@@ -23,9 +23,6 @@ pub(crate) const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
 const LOW_RESERVED_PFN: u64 = 256;
 /// `pg_data_t` of 6.1 x86-64 (NODE_DATA(0) allocated [mem 0x3fe4e000-0x3fe78fff]).
 pub(crate) const NODE_DATA_PAGES: u64 = 43;
-/// Per-cpu area of one more CPU (oracle `numa-memoryless`: 2 nodes, 2 CPUs
-/// reserve 104 pages more than 1 node, 1 CPU; 43 of them are NODE_DATA).
-const PERCPU_UNIT_PAGES: u64 = 61;
 /// What each CPU's per-cpu unit keeps on its node ("percpu: Embedded 62
 /// pages/cpu").
 const PERCPU_EMBEDDED_PAGES: u64 = 62;
@@ -418,19 +415,17 @@ fn boot_reservations(
     } else {
         hash_table_bytes(kernel_pages, 1) / 4096 + hash_table_bytes(kernel_pages, 2) / 4096
     };
-    // Beyond the first node and CPU: each node's pgdat (NODE_DATA) and each
-    // CPU's per-cpu area; each further memory node its own usemap page and
-    // one more. A node that is offline at boot (no CPU, no memory) gets its
-    // pgdat from `free_area_init` unaligned, a page less.
-    let extra_node_pages: u64 = spec
-        .nodes
-        .iter()
-        .skip(1)
-        .map(|n| {
-            let offline = n.cpus.is_empty() && n.mem.is_empty() && !n.generic_initiator;
-            NODE_DATA_PAGES - u64::from(offline)
-        })
-        .sum();
+    // Beyond the first node and CPU: each CPU's per-cpu unit (a 1 GiB guest
+    // with 4 CPUs reserves 3 × 62 pages more than with one), each node's
+    // pgdat (NODE_DATA) less one page, whether the node is online at boot
+    // or not (oracle `numa-memoryless`: 2 nodes, 2 CPUs reserve 104 pages
+    // more than 1 node, 1 CPU; a node with neither CPU nor memory 42), each
+    // further memory node its own usemap page and one more. The small
+    // per-node boot arrays (a 1 KiB cpumask per node with NR_CPUS=8192,
+    // ...) fill one page more from the third node on (recorded guests with
+    // three nodes: one page more on the last memory node).
+    let extra_node_pages: u64 = spec.nodes.len().saturating_sub(1) as u64 * (NODE_DATA_PAGES - 1)
+        + u64::from(spec.nodes.len() >= 3);
     let extra_cpus = spec
         .nodes
         .iter()
@@ -442,7 +437,7 @@ fn boot_reservations(
         + page_tables
         + hashes
         + extra_node_pages
-        + extra_cpus * PERCPU_UNIT_PAGES
+        + extra_cpus * PERCPU_EMBEDDED_PAGES
         + extra_mem_nodes * EXTRA_MEMORY_NODE_PAGES;
 
     // Node-local allocations land on their node, top-down from its end

@@ -815,7 +815,8 @@ fn pci_windows(spec: &MachineSpec) -> Vec<(u64, u64)> {
         .max()
         .unwrap_or(0);
     let hole64 = match spec.dimm {
-        Some(d) => d.base + d.size,
+        // QEMU's pc_pci_hole64_start rounds either end up to 1 GiB.
+        Some(d) => (d.base + d.size).div_ceil(1 << 30) << 30,
         None => high_end.max(1 << 32).div_ceil(1 << 30) << 30,
     };
     vec![

@@ -406,6 +406,9 @@ pub struct QemuPc {
     pub numa: Vec<QemuNuma>,
     pub virtio_mem: Vec<VirtioMemSpec>,
     pub balloon: Option<VirtioBalloonSpec>,
+    /// Size of the `-initrd` image (the boot log's `RAMDISK:` range, the
+    /// memory it holds until the kernel frees it); the oracle's is 1436 KiB.
+    pub initrd_bytes: u64,
 }
 
 const GIB: u64 = 1 << 30;
@@ -657,7 +660,7 @@ impl QemuPc {
                 .sum(),
             nodes: nodes.len() as u32,
             ram_above_4g: high > 0,
-            initrd_bytes: crate::qemu_acpi::ORACLE_INITRD_BYTES,
+            initrd_bytes: self.initrd_bytes,
         };
         let m = MachineSpec {
             name: "qemu-pc".into(),
@@ -694,6 +697,7 @@ impl Default for QemuPc {
             numa: Vec::new(),
             virtio_mem: Vec::new(),
             balloon: None,
+            initrd_bytes: crate::qemu_acpi::ORACLE_INITRD_BYTES,
         }
     }
 }

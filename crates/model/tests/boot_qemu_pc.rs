@@ -375,3 +375,45 @@ fn boot_log_lines_of_4g_and_two_node_guests_match_recordings() {
         ]
     );
 }
+
+/// Each CPU beyond the first reserves its whole per-cpu unit (62 pages):
+/// the `Memory:` line of 1 GiB guests recorded with 1 and 4 CPUs and of a
+/// 2 GiB one with 2 (a 2540 KiB initrd; `boot-mem*` behaviour scenarios).
+#[test]
+fn each_extra_cpu_reserves_a_whole_per_cpu_unit() {
+    let reserved = |mem: &str, smp: u32| {
+        let l = boot_lines(mem, smp, &[], smp, 2540, "Memory:");
+        assert_eq!(l.len(), 1, "{l:?}");
+        l[0].split(", ")
+            .find_map(|p| p.strip_suffix(" reserved"))
+            .map(String::from)
+            .unwrap()
+    };
+    assert_eq!(reserved("1G,slots=4,maxmem=4G", 1), "141200K");
+    assert_eq!(reserved("1G,slots=4,maxmem=4G", 4), "141944K");
+    assert_eq!(reserved("2G,slots=2,maxmem=6G", 2), "159368K");
+    assert_eq!(reserved("4G,slots=4,maxmem=16G", 4), "195716K");
+}
+
+/// QEMU rounds the start of the 64-bit PCI window up to 1 GiB after the
+/// device-memory region (512 MiB guest, 2 slots, maxmem 2 GiB: the region
+/// ends at 7.5 GiB, the window starts at 8 GiB).
+#[test]
+fn pci_hole64_starts_on_a_gib_boundary_after_device_memory() {
+    let windows = boot_lines(
+        "512M,slots=2,maxmem=2G",
+        1,
+        &[],
+        1,
+        2540,
+        "pci_bus 0000:00: root bus resource [mem ",
+    );
+    assert_eq!(
+        windows,
+        [
+            "pci_bus 0000:00: root bus resource [mem 0x000a0000-0x000bffff window]",
+            "pci_bus 0000:00: root bus resource [mem 0x20000000-0xfebfffff window]",
+            "pci_bus 0000:00: root bus resource [mem 0x200000000-0x27fffffff window]"
+        ]
+    );
+}
