@@ -354,6 +354,8 @@ impl System {
         let mut nid = None;
         for &id in &ids {
             let b = self.blocks.remove(&id).expect("listed");
+            let start = self.block_start_pfn(id);
+            self.forget_hwpoison(start, start + self.pages_per_block());
             nid = b.nid.or(nid);
             if let Some(g) = b.group.and_then(|g| self.groups.get_mut(&g)) {
                 g.blocks.retain(|&x| x != id);

@@ -43,6 +43,10 @@ pub enum HotplugError {
     Permission,
     #[error("no such device")]
     NoDevice,
+    #[error("no such device or address")]
+    NoSuchAddress,
+    #[error("input/output error")]
+    Io,
 }
 
 impl HotplugError {
@@ -59,6 +63,8 @@ impl HotplugError {
             HotplugError::HwPoison => 133,
             HotplugError::Notifier(e) => -e,
             HotplugError::Permission => 1,
+            HotplugError::NoSuchAddress => 6,
+            HotplugError::Io => 5,
         }
     }
 }

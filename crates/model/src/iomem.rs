@@ -104,18 +104,24 @@ impl Iomem {
 
     /// Total bytes of resources named `System RAM...` at any depth.
     pub fn system_ram_bytes(&self) -> u64 {
-        fn walk(list: &[Resource]) -> u64 {
-            list.iter()
-                .map(|r| {
-                    if r.name.starts_with("System RAM") {
-                        r.end - r.start + 1
-                    } else {
-                        walk(&r.children)
-                    }
-                })
-                .sum()
+        self.system_ram().iter().map(|r| r.1 - r.0).sum()
+    }
+
+    /// The resources named `System RAM...` at any depth, as half-open
+    /// byte ranges in address order.
+    pub fn system_ram(&self) -> Vec<(u64, u64)> {
+        fn walk(list: &[Resource], out: &mut Vec<(u64, u64)>) {
+            for r in list {
+                if r.name.starts_with("System RAM") {
+                    out.push((r.start, r.end + 1));
+                } else {
+                    walk(&r.children, out);
+                }
+            }
         }
-        walk(&self.top)
+        let mut out = Vec::new();
+        walk(&self.top, &mut out);
+        out
     }
 }
 

@@ -24,6 +24,7 @@ pub mod kstr;
 pub mod lockdep;
 pub mod lockproto;
 pub mod machine;
+pub mod memory_failure;
 pub mod notifier;
 pub mod pages;
 mod policy;

@@ -129,6 +129,12 @@ pub struct RuntimeUsage {
     /// programs' pages).
     #[serde(default)]
     pub active: u64,
+    /// vmalloc'ed pages (`VmallocUsed`; modules, stacks, ...).
+    #[serde(default)]
+    pub vmalloc: u64,
+    /// Pages the processes have committed (`Committed_AS`).
+    #[serde(default)]
+    pub committed: u64,
 }
 
 impl RuntimeUsage {
@@ -170,6 +176,10 @@ impl Default for BootAllocSpec {
                 anon: 32,
                 mapped: 573,
                 active: 620,
+                // A freshly booted oracle guest's /proc/meminfo
+                // (VmallocUsed: 7368 kB, Committed_AS: 6264 kB).
+                vmalloc: 1842,
+                committed: 1566,
             },
         }
     }

@@ -392,11 +392,7 @@ impl System {
             .flat_map(|&n| ZoneType::ALL.map(move |z| (n, z)))
             .map(|(n, z)| self.nodes[&n].zone(z))
             .fold((0, 0), |(p, m), z| (p + z.present, m + z.managed));
-        let poisoned: u64 = self
-            .blocks
-            .values()
-            .map(|b| b.pages.count(PageState::HwPoison))
-            .sum();
+        let poisoned = self.hwpoison.count;
         out.extend([
             format!("{shmem} total pagecache pages"),
             "0 pages in swap cache".into(),

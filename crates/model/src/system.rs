@@ -159,6 +159,9 @@ pub struct System {
     /// What the guest's tmpfs holds and the pages charged for it.
     #[serde(default)]
     pub tmpfs: crate::workload::TmpfsUsage,
+    /// Hardware-poisoned pages (`soft_offline_page`, `hard_offline_page`).
+    #[serde(default)]
+    pub hwpoison: crate::memory_failure::HwPoison,
     /// The memory notifier chain (callbacks are not serialised).
     #[serde(skip)]
     pub memory_chain: crate::notifier::MemoryChain,
@@ -227,6 +230,7 @@ impl System {
             hardware_name: None,
             runtime: Default::default(),
             tmpfs: Default::default(),
+            hwpoison: Default::default(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
             faults: Vec::new(),

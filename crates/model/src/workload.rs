@@ -543,11 +543,11 @@ impl System {
 
     /// Hardware-poison one free page of block `id` (the highest).
     pub fn hwpoison(&mut self, id: u64) -> Result<(), HotplugError> {
-        let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-        if b.pages.claim_highest_free(PageState::HwPoison, 1) == 0 {
+        let b = self.blocks.get(&id).ok_or(HotplugError::NoSuchBlock)?;
+        let Some(&(_, hi)) = b.pages.free_ranges(0, b.pages.nr()).last() else {
             return Err(HotplugError::Busy("no free page to poison"));
-        }
-        self.touch();
+        };
+        self.poison(id, hi - 1, true);
         Ok(())
     }
 }

@@ -158,42 +158,92 @@ pub fn nr_cpu_ids(sys: &System) -> u32 {
         .map_or(1, |m| m + 1)
 }
 
+/// The page counters `/proc/meminfo` and `nodeN/meminfo` share, for one
+/// node or (`None`) all of them. The running system's own memory (its
+/// slab, stacks, rootfs, mapped programs) is counted on the first memory
+/// node, where the boot CPU's tasks allocate.
+struct MemCounters {
+    total: u64,
+    free: u64,
+    lru: u64,
+    active: u64,
+    shmem: u64,
+    mapped: u64,
+    slab_reclaimable: u64,
+    slab_unreclaimable: u64,
+    kernel_stack: u64,
+    pagetables: u64,
+}
+
+impl MemCounters {
+    fn of(sys: &System, nid: Option<u32>) -> MemCounters {
+        let nids: Vec<u32> = match nid {
+            Some(n) => vec![n],
+            None => sys.nodes.keys().copied().collect(),
+        };
+        let runtime_node = sys.nodes.values().find(|n| n.has_memory).map(|n| n.id);
+        let with_runtime = nid.is_none() || nid == runtime_node;
+        let lru: u64 = nids.iter().map(|&n| sys.node_lru_pages(n)).sum();
+        let r = &sys.runtime;
+        let (sr, su) = sys.slab_pages();
+        let on = |v: u64| if with_runtime { v } else { 0 };
+        let shmem = on(sys.shmem_pages()).min(lru);
+        MemCounters {
+            total: match nid {
+                Some(n) => sys.node(n).map_or(0, |n| n.managed_pages()),
+                None => sys.totalram_pages(),
+            },
+            free: nids.iter().map(|&n| sys.node_free_pages(n)).sum(),
+            lru,
+            active: on(r.active).min(lru),
+            shmem,
+            mapped: on(r.mapped).min(lru),
+            slab_reclaimable: on(sr),
+            slab_unreclaimable: on(su),
+            kernel_stack: on(r.kernel_stack),
+            pagetables: on(r.pagetables),
+        }
+    }
+
+    fn anon(&self) -> u64 {
+        self.lru - self.shmem
+    }
+}
+
 /// `nodeN/meminfo` (spec 01 §4.4).
 pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
-    let node = sys.node(nid)?;
+    sys.node(nid)?;
+    let c = MemCounters::of(sys, Some(nid));
     let kb = |pages: u64| pages * 4;
-    let total = node.managed_pages();
-    let free = sys.node_free_pages(nid);
-    let anon = sys.node_lru_pages(nid);
     let fields: Vec<(&str, u64)> = vec![
-        ("MemTotal:", kb(total)),
-        ("MemFree:", kb(free)),
-        ("MemUsed:", kb(total - free)),
+        ("MemTotal:", kb(c.total)),
+        ("MemFree:", kb(c.free)),
+        ("MemUsed:", kb(c.total.saturating_sub(c.free))),
         ("SwapCached:", 0),
-        ("Active:", 0),
-        ("Inactive:", kb(anon)),
-        ("Active(anon):", 0),
-        ("Inactive(anon):", kb(anon)),
+        ("Active:", kb(c.active)),
+        ("Inactive:", kb(c.lru - c.active)),
+        ("Active(anon):", kb(c.active)),
+        ("Inactive(anon):", kb(c.lru - c.active)),
         ("Active(file):", 0),
         ("Inactive(file):", 0),
         ("Unevictable:", 0),
         ("Mlocked:", 0),
         ("Dirty:", 0),
         ("Writeback:", 0),
-        ("FilePages:", 0),
-        ("Mapped:", 0),
-        ("AnonPages:", kb(anon)),
-        ("Shmem:", 0),
-        ("KernelStack:", 0),
-        ("PageTables:", 0),
+        ("FilePages:", kb(c.shmem)),
+        ("Mapped:", kb(c.mapped)),
+        ("AnonPages:", kb(c.anon())),
+        ("Shmem:", kb(c.shmem)),
+        ("KernelStack:", kb(c.kernel_stack)),
+        ("PageTables:", kb(c.pagetables)),
         ("SecPageTables:", 0),
         ("NFS_Unstable:", 0),
         ("Bounce:", 0),
         ("WritebackTmp:", 0),
-        ("KReclaimable:", 0),
-        ("Slab:", 0),
-        ("SReclaimable:", 0),
-        ("SUnreclaim:", 0),
+        ("KReclaimable:", kb(c.slab_reclaimable)),
+        ("Slab:", kb(c.slab_reclaimable + c.slab_unreclaimable)),
+        ("SReclaimable:", kb(c.slab_reclaimable)),
+        ("SUnreclaim:", kb(c.slab_unreclaimable)),
         ("AnonHugePages:", 0),
         ("ShmemHugePages:", 0),
         ("ShmemPmdMapped:", 0),
@@ -202,7 +252,13 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
     ];
     let mut out = String::new();
     for (label, v) in fields {
-        out.push_str(&format!("Node {nid} {label:<16}{v:>8} kB\n"));
+        // node_read_meminfo pads its labels to 16 columns, except these
+        // two, written with one space.
+        let label = match label {
+            "FileHugePages:" | "FilePmdMapped:" => format!("{label} "),
+            _ => format!("{label:<16}"),
+        };
+        out.push_str(&format!("Node {nid} {label}{v:>8} kB\n"));
     }
     let (huge_total, huge_free) = sys.node_huge_pages(nid);
     out.push_str(&format!("Node {nid} HugePages_Total: {huge_total:>5}\n"));
@@ -211,47 +267,105 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
     Some(out)
 }
 
-/// `/proc/meminfo` (the lines hotplug changes, in the kernel's format).
+/// Per-cpu pages per CPU (`Percpu`): the first chunk's 62 embedded
+/// pages and 3 of the dynamic area populated (260 kB on one CPU).
+const PERCPU_PAGES_PER_CPU: u64 = 65;
+
+/// `si_mem_available`: free pages above the reserves, plus what reclaim
+/// could give back (half of the reclaimable slab at most, and never more
+/// than the low watermarks); the reserves are each zone's high watermark
+/// plus its largest lowmem protection, at most its managed pages.
+fn mem_available(sys: &System, free: u64, reclaimable: u64) -> u64 {
+    let mut reserve = 0;
+    let mut low = 0;
+    for node in sys.online_nodes() {
+        for z in ZoneType::ALL {
+            let prot = sys
+                .lowmem_reserves(node.id, z)
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            let high = sys.wmark.high_pages(node.id, z);
+            reserve += (prot + high).min(node.zone(z).managed);
+            low += sys.wmark.low_pages(node.id, z);
+        }
+    }
+    (free + reclaimable).saturating_sub(reserve + (reclaimable / 2).min(low))
+}
+
+/// `/proc/meminfo`, every line of 6.1 x86-64 (Debian's configuration: zswap,
+/// no 1 GiB direct-map pages, no CMA).
 pub fn proc_meminfo(sys: &System) -> String {
-    let total = sys.totalram_pages();
-    let free: u64 = sys.nodes.keys().map(|&n| sys.node_free_pages(n)).sum();
-    let lru_anon: u64 = sys.nodes.keys().map(|&n| sys.node_lru_pages(n)).sum();
-    let shmem = sys.shmem_pages();
-    let (reclaimable, unreclaimable) = sys.slab_pages();
-    let anon = lru_anon.saturating_sub(shmem);
+    let c = MemCounters::of(sys, None);
+    let r = &sys.runtime;
+    let h = &sys.hugetlb;
+    let hugetlb = h.nr_huge_pages * HPAGE_PAGES;
+    let kib = |pages: u64| pages * 4;
+    let (map4k, map2m) = sys.direct_map_kib();
+    let (total, free, lru, active, shmem, anon) =
+        (c.total, c.free, c.lru, c.active, c.shmem, c.anon());
+    let (reclaimable, unreclaimable) = (c.slab_reclaimable, c.slab_unreclaimable);
     let fields: Vec<(&str, u64)> = vec![
-        ("MemTotal:", total),
-        ("MemFree:", free),
-        ("MemAvailable:", free),
+        ("MemTotal:", kib(total)),
+        ("MemFree:", kib(free)),
+        ("MemAvailable:", kib(mem_available(sys, free, reclaimable))),
         ("Buffers:", 0),
-        ("Cached:", 0),
+        ("Cached:", kib(shmem)),
         ("SwapCached:", 0),
-        ("Active:", 0),
-        ("Inactive:", lru_anon),
-        ("Active(anon):", 0),
-        ("Inactive(anon):", lru_anon),
+        ("Active:", kib(active)),
+        ("Inactive:", kib(lru - active)),
+        ("Active(anon):", kib(active)),
+        ("Inactive(anon):", kib(lru - active)),
         ("Active(file):", 0),
         ("Inactive(file):", 0),
         ("Unevictable:", 0),
         ("Mlocked:", 0),
         ("SwapTotal:", 0),
         ("SwapFree:", 0),
+        ("Zswap:", 0),
+        ("Zswapped:", 0),
         ("Dirty:", 0),
         ("Writeback:", 0),
-        ("AnonPages:", anon),
-        ("Mapped:", 0),
-        ("Shmem:", shmem),
-        ("KReclaimable:", reclaimable),
-        ("Slab:", reclaimable + unreclaimable),
-        ("SReclaimable:", reclaimable),
-        ("SUnreclaim:", unreclaimable),
+        ("AnonPages:", kib(anon)),
+        ("Mapped:", kib(c.mapped)),
+        ("Shmem:", kib(shmem)),
+        ("KReclaimable:", kib(reclaimable)),
+        ("Slab:", kib(reclaimable + unreclaimable)),
+        ("SReclaimable:", kib(reclaimable)),
+        ("SUnreclaim:", kib(unreclaimable)),
+        ("KernelStack:", kib(c.kernel_stack)),
+        ("PageTables:", kib(c.pagetables)),
+        ("SecPageTables:", 0),
+        ("NFS_Unstable:", 0),
+        ("Bounce:", 0),
+        ("WritebackTmp:", 0),
+        // overcommit_ratio 50 of the memory outside the hugetlb pool, no swap.
+        ("CommitLimit:", kib(total.saturating_sub(hugetlb) / 2)),
+        ("Committed_AS:", kib(r.committed)),
+        ("VmallocTotal:", 34_359_738_367),
+        ("VmallocUsed:", kib(r.vmalloc)),
+        ("VmallocChunk:", 0),
+        (
+            "Percpu:",
+            kib(PERCPU_PAGES_PER_CPU * u64::from(nr_cpu_ids(sys))),
+        ),
+        ("HardwareCorrupted:", kib(sys.hwpoison.count)),
+        ("AnonHugePages:", 0),
+        ("ShmemHugePages:", 0),
+        ("ShmemPmdMapped:", 0),
+        ("FileHugePages:", 0),
+        ("FilePmdMapped:", 0),
     ];
     let mut out = String::new();
-    for (label, pages) in fields {
-        out.push_str(&format!("{label:<16}{:>8} kB\n", pages * 4));
+    for (label, v) in fields {
+        if label == "HardwareCorrupted:" {
+            // Printed with its own format (`%5lu`), not show_val_kb's.
+            out.push_str(&format!("{label} {v:>5} kB\n"));
+        } else {
+            out.push_str(&format!("{label:<16}{v:>8} kB\n"));
+        }
     }
     // hugetlb_report_meminfo
-    let h = &sys.hugetlb;
     out.push_str(&format!(
         "HugePages_Total:   {:>5}\nHugePages_Free:    {:>5}\nHugePages_Rsvd:    {:>5}\nHugePages_Surp:    {:>5}\nHugepagesize:   {:>8} kB\nHugetlb:        {:>8} kB\n",
         h.nr_huge_pages,
@@ -260,6 +374,9 @@ pub fn proc_meminfo(sys: &System) -> String {
         0,
         HPAGE_PAGES * 4,
         h.nr_huge_pages * HPAGE_PAGES * 4
+    ));
+    out.push_str(&format!(
+        "DirectMap4k:    {map4k:>8} kB\nDirectMap2M:    {map2m:>8} kB\n"
     ));
     out
 }

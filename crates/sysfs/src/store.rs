@@ -10,10 +10,7 @@ use memhp_model::events::NotifierInjection;
 use memhp_model::hotadd::AddRequest;
 use memhp_model::hotplug::{DeviceOutcome, HotplugError};
 use memhp_model::kstr::{self, KstrError};
-use memhp_model::pages::PageState;
 use memhp_model::shared::Shared;
-use memhp_model::units::PAGE_SHIFT;
-use memhp_model::BlockState;
 
 fn errno(e: HotplugError) -> Errno {
     Errno(e.errno())
@@ -103,26 +100,13 @@ fn probe_store(shared: &Shared, data: &[u8]) -> Result<usize, Errno> {
 
 fn offline_page_store(shared: &Shared, data: &[u8], hard: bool) -> Result<usize, Errno> {
     let addr = kstr::kstrtoull(data).map_err(|_| Errno::EINVAL)?;
-    let pfn = addr >> PAGE_SHIFT;
     shared.modify(|sys| {
-        let id = sys.pfn_to_block_id(pfn);
-        let off = pfn - sys.block_start_pfn(id);
-        let Some(b) = sys.blocks.get_mut(&id) else {
-            return Err(Errno::ENXIO);
-        };
-        if b.state != BlockState::Online {
-            return Err(Errno::EIO);
-        }
-        if hard {
-            b.pages.assign(off, off + 1, Some(PageState::HwPoison));
-            sys.events.log(format!(
-                "Memory failure: {pfn:#x}: recovery action for free buddy page: Recovered"
-            ));
+        let r = if hard {
+            sys.memory_failure(addr)
         } else {
-            sys.events
-                .log(format!("soft offline: {pfn:#x}: page migration succeeded"));
-        }
-        Ok(data.len())
+            sys.soft_offline_page(addr)
+        };
+        r.map(|()| data.len()).map_err(|e| Errno(e.errno()))
     })
 }
 

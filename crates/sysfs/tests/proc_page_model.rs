@@ -64,3 +64,94 @@ fn zoneinfo_shows_min_low_high_and_the_lowmem_protection() {
     let dma = text.split("Node 0, zone    DMA32").next().unwrap();
     assert!(dma.contains("protection: (0, 880, 880, 880, 880)"), "{dma}");
 }
+
+/// Every line of 6.1's /proc/meminfo in its order (a recorded guest's
+/// `meminfo-layout`), with the kernel's widths, and the values that do not
+/// depend on what the guest's processes hold.
+#[test]
+fn proc_meminfo_has_every_line_of_6_1_in_order_with_its_widths() {
+    let (_, tree) = tree();
+    let text = String::from_utf8(tree.read("proc/meminfo").unwrap()).unwrap();
+    let names: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "MemTotal",
+            "MemFree",
+            "MemAvailable",
+            "Buffers",
+            "Cached",
+            "SwapCached",
+            "Active",
+            "Inactive",
+            "Active(anon)",
+            "Inactive(anon)",
+            "Active(file)",
+            "Inactive(file)",
+            "Unevictable",
+            "Mlocked",
+            "SwapTotal",
+            "SwapFree",
+            "Zswap",
+            "Zswapped",
+            "Dirty",
+            "Writeback",
+            "AnonPages",
+            "Mapped",
+            "Shmem",
+            "KReclaimable",
+            "Slab",
+            "SReclaimable",
+            "SUnreclaim",
+            "KernelStack",
+            "PageTables",
+            "SecPageTables",
+            "NFS_Unstable",
+            "Bounce",
+            "WritebackTmp",
+            "CommitLimit",
+            "Committed_AS",
+            "VmallocTotal",
+            "VmallocUsed",
+            "VmallocChunk",
+            "Percpu",
+            "HardwareCorrupted",
+            "AnonHugePages",
+            "ShmemHugePages",
+            "ShmemPmdMapped",
+            "FileHugePages",
+            "FilePmdMapped",
+            "HugePages_Total",
+            "HugePages_Free",
+            "HugePages_Rsvd",
+            "HugePages_Surp",
+            "Hugepagesize",
+            "Hugetlb",
+            "DirectMap4k",
+            "DirectMap2M"
+        ]
+    );
+    for line in [
+        "MemTotal:         917440 kB",
+        "CommitLimit:      458720 kB",
+        "VmallocTotal:   34359738367 kB",
+        "Percpu:              260 kB",
+        "HardwareCorrupted:     0 kB",
+        "DirectMap4k:       24448 kB",
+        "DirectMap2M:     1024000 kB",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from\n{text}"
+        );
+    }
+}
+
+/// Poisoned pages show in `HardwareCorrupted`, with its own `%5lu` width.
+#[test]
+fn hardware_corrupted_counts_poisoned_pages() {
+    let (shared, tree) = tree();
+    shared.modify(|s| s.memory_failure(0x100_0000)).unwrap_err();
+    let text = String::from_utf8(tree.read("proc/meminfo").unwrap()).unwrap();
+    assert!(text.contains("\nHardwareCorrupted:     4 kB\n"), "{text}");
+}
