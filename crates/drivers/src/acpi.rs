@@ -33,16 +33,20 @@ pub enum DimmError {
     Duplicate(String),
     #[error("Device '{0}' not found")]
     NotFound(String),
-    #[error("no free slots left")]
+    #[error("no free slots available")]
     NoSlot,
+    #[error(
+        "not enough space, currently {used:#x} in use of total space for memory devices {total:#x}"
+    )]
+    NoRoom { used: u64, total: u64 },
     #[error("size {0:#x} must be a non-zero multiple of the page size")]
     BadSize(u64),
     #[error("could not find position in guest address space for memory device")]
     NoSpace,
     #[error("address {0:#x} is not aligned or overlaps another device")]
     BadAddr(u64),
-    #[error("node {0} does not exist")]
-    BadNode(u32),
+    #[error("'DIMM property node has value {0}' which exceeds the number of numa nodes: {1}")]
+    BadNode(u32, u32),
     #[error("device '{0}' has an unplug request pending")]
     Pending(String),
 }
@@ -125,12 +129,20 @@ impl AcpiDimms {
             return Err(DimmError::BadSize(size));
         }
         let node = node.unwrap_or(0);
+        let nodes = shared.read(|s| s.nodes.len() as u32);
         if !shared.read(|s| s.nodes.contains_key(&node)) {
-            return Err(DimmError::BadNode(node));
+            return Err(DimmError::BadNode(node, nodes));
         }
+        // pc_dimm_pre_plug: a free slot, then room for the device.
         let slot = (0..spec.slots)
             .find(|s| !dimms.values().any(|d| d.slot == *s))
             .ok_or(DimmError::NoSlot)?;
+        // memory_device_check_addable: every memory device's size counts.
+        let used: u64 = dimms.values().map(|d| d.size).sum::<u64>()
+            + others.iter().map(|&(s, e)| e - s).sum::<u64>();
+        if let Some(total) = spec.capacity.filter(|&t| used + size > t) {
+            return Err(DimmError::NoRoom { used, total });
+        }
         let used: Vec<(u64, u64)> = dimms
             .values()
             .map(|d| (d.addr, d.addr + d.size))

@@ -691,33 +691,22 @@ fn sbm_sync(shared: &Shared, d: &mut VirtioMem, sb: u64) {
                     .get(&id)
                     .is_some_and(|b| b.state != BlockState::Offline)
             });
-            if take < n || online {
-                // Fake-offline the sub-blocks (a whole online block in one
-                // shot); pages in use make it fail.
-                if hp
-                    .with(|sys| sys.driver_claim_pages(id, take * sb_pages))
-                    .is_ok()
-                {
-                    d.plugged -= take * sb;
-                    *d.blocks.get_mut(&id).expect("listed") -= take;
-                    // A block left without plugged memory is offlined and
-                    // removed; a failure there is "not critical": it stays,
-                    // online and fully unplugged.
-                    if take == n && hp.offline_and_remove_memory(start, block_size).is_ok() {
-                        d.blocks.remove(&id);
-                    }
-                    continue;
+            if online || take < n {
+                // Sub-blocks go back to the device one by one (the whole
+                // block in one shot when it can); busy ones are passed over.
+                let got = hp.with(|sys| sys.driver_unplug_subblocks(id, sb_pages, take));
+                d.plugged -= got * sb;
+                *d.blocks.get_mut(&id).expect("listed") -= got;
+                // An online block left without plugged memory is offlined
+                // and removed; a failure there is "not critical": it stays,
+                // online and fully unplugged.
+                if online && got == n && hp.offline_and_remove_memory(start, block_size).is_ok() {
+                    d.blocks.remove(&id);
                 }
-                if take < n {
-                    continue;
-                }
+                continue;
             }
-            // Pages in use: offlining migrates them (or gives up).
-            let r = match online {
-                true => hp.offline_and_remove_memory(start, block_size),
-                false => hp.remove_memory(start, block_size),
-            };
-            if r.is_ok() {
+            // An offline block unplugged whole goes at once.
+            if hp.remove_memory(start, block_size).is_ok() {
                 d.blocks.remove(&id);
                 d.plugged -= take * sb;
             }

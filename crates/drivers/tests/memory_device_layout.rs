@@ -37,3 +37,38 @@ fn a_dimm_is_placed_after_the_virtio_mem_region() {
     });
     assert!(overlap.is_err(), "{overlap:?}");
 }
+
+/// Memory devices may plug `maxmem` − `-m` in all, virtio-mem regions
+/// included, whatever room the region's per-slot slack leaves; a free slot
+/// is looked for first (QEMU 7.2, `conformance/behaviour/hotadd-errors`).
+#[test]
+fn dimms_beyond_maxmem_are_refused_after_the_slot_check() {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=2,maxmem=2G").unwrap();
+    let h = Host::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    let add = |id: &str, size: u64| {
+        h.execute(&HostCommand::Hotadd {
+            id: id.into(),
+            size,
+            node: Some(0),
+            addr: None,
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        add("big", 2 << 30),
+        Err(
+            "not enough space, currently 0x0 in use of total space for memory devices 0x40000000"
+                .into()
+        )
+    );
+    assert_eq!(add("d1", 512 << 20), Ok(()));
+    assert_eq!(
+        add("d2", 640 << 20),
+        Err("not enough space, currently 0x20000000 in use of total space for memory devices 0x40000000".into())
+    );
+    assert_eq!(add("d2", 512 << 20), Ok(()));
+    assert_eq!(add("d3", 128 << 20), Err("no free slots available".into()));
+    assert!(h.dimms.list().len() == 2);
+}

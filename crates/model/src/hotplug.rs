@@ -15,8 +15,10 @@ use crate::KernelVersion;
 
 /// Unmovable pages the kernel allocates from a kernel zone that has just
 /// become the node's highest populated kernel zone (slab, page tables of the
-/// running system move their new allocations there).
-pub const RUNTIME_UNMOVABLE_PAGES: u64 = 64;
+/// running system move their new allocations there): more than a pageblock
+/// (a recorded virtio-mem guest could not unplug the first two 2 MiB
+/// sub-blocks of its first Normal block).
+pub const RUNTIME_UNMOVABLE_PAGES: u64 = 576;
 
 /// A hotplug failure, with the errno user space sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -775,25 +777,80 @@ impl System {
         self.touch();
     }
 
-    /// A driver takes `pages` free pages of block `id` back as
-    /// `PageOffline` (virtio-mem unplugging sub-blocks, via
-    /// `alloc_contig_range`): refused with EBUSY when unmovable or pinned
-    /// pages are in the way or there are not enough free pages.
-    pub fn driver_claim_pages(&mut self, id: u64, pages: u64) -> Result<(), HotplugError> {
-        let b = self.blocks.get_mut(&id).ok_or(HotplugError::NoSuchBlock)?;
-        if b.pages.count(PageState::Pinned) > 0
-            || b.pages.count(PageState::Unmovable) > 0
-            || b.pages.free() < pages
+    /// virtio-mem SBM unplugging up to `want` plugged sub-blocks of
+    /// `sb_pages` pages from block `id` (`virtio_mem_sbm_unplug_any_sb`):
+    /// the whole block in one shot when all of it is plugged and wanted,
+    /// otherwise one sub-block at a time from the highest, passing over
+    /// those that cannot be taken (see [`System::driver_take_range`]).
+    /// Returns how many sub-blocks became `PageOffline`.
+    pub fn driver_unplug_subblocks(&mut self, id: u64, sb_pages: u64, want: u64) -> u64 {
+        let Some(b) = self.blocks.get(&id) else {
+            return 0;
+        };
+        let per_block = b.pages.nr() / sb_pages.max(1);
+        let plugged: Vec<u64> = (0..per_block)
+            .filter(|&sb| {
+                let (lo, hi) = (sb * sb_pages, (sb + 1) * sb_pages);
+                !b.pages
+                    .runs()
+                    .any(|(s, n, st)| st == PageState::DriverOffline && s < hi && lo < s + n)
+            })
+            .collect();
+        let whole = per_block * sb_pages;
+        if want >= per_block
+            && plugged.len() as u64 == per_block
+            && self.driver_take_range(id, 0, whole)
         {
-            return Err(HotplugError::Busy("pages in use"));
+            return per_block;
         }
-        b.pages.claim_highest_free(PageState::DriverOffline, pages);
-        if let (BlockState::Online, Some(z), Some(nid)) = (b.state, b.zone, b.nid) {
-            let zone = self.node_mut(nid).zone_mut(z);
-            zone.managed = zone.managed.saturating_sub(pages);
+        let mut done = 0;
+        for sb in plugged.into_iter().rev() {
+            if done == want {
+                break;
+            }
+            if self.driver_take_range(id, sb * sb_pages, (sb + 1) * sb_pages) {
+                done += 1;
+            }
         }
         self.touch();
-        Ok(())
+        done
+    }
+
+    /// `alloc_contig_range` over pages [lo, hi) of block `id` for a driver:
+    /// movable pages migrate to free memory of the node outside the block
+    /// first; any other page in use (kernel, pinned, balloon, poisoned)
+    /// fails it. The pages become `PageOffline` and leave `managed`.
+    fn driver_take_range(&mut self, id: u64, lo: u64, hi: u64) -> bool {
+        let b = &self.blocks[&id];
+        let mut movable = 0;
+        for (s, n, st) in b.pages.runs() {
+            let overlap = (s + n).min(hi).saturating_sub(s.max(lo));
+            if overlap == 0 {
+                continue;
+            }
+            match st {
+                PageState::Movable => movable += overlap,
+                _ => return false,
+            }
+        }
+        let online = b.state != BlockState::Offline;
+        if movable > 0 {
+            let Some(nid) = b.nid.filter(|_| online) else {
+                return false;
+            };
+            let req = AllocRequest::migration_target(nid, Some(id));
+            if self.request_free(&req) < movable {
+                return false;
+            }
+            self.place_pages(&req, movable);
+        }
+        let b = self.blocks.get_mut(&id).expect("block exists");
+        b.pages.assign(lo, hi, Some(PageState::DriverOffline));
+        if let (true, Some(z), Some(nid)) = (online, b.zone, b.nid) {
+            let zone = self.node_mut(nid).zone_mut(z);
+            zone.managed = zone.managed.saturating_sub(hi - lo);
+        }
+        true
     }
 
     /// `device_offline()` that treats a retrying migration loop as a

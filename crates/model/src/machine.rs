@@ -51,6 +51,10 @@ pub struct DimmSpec {
     pub base: u64,
     /// Size of the device-memory region.
     pub size: u64,
+    /// How much memory devices may plug in all (QEMU: `maxmem` − `-m`);
+    /// `None`: as much as the region holds.
+    #[serde(default)]
+    pub capacity: Option<u64>,
 }
 
 /// A virtio-mem device present at boot (its driver binds when loaded).
@@ -645,6 +649,7 @@ impl QemuPc {
                 slots: self.slots,
                 base,
                 size,
+                capacity: Some(self.maxmem - self.ram),
             })
         } else {
             None
@@ -888,7 +893,8 @@ mod tests {
             Some(DimmSpec {
                 slots: 4,
                 base: 0x1_0000_0000,
-                size: 7 * GIB
+                size: 7 * GIB,
+                capacity: Some(3 * GIB),
             })
         );
         assert_eq!(m.nodes[0].hotplug, vec![(0x1_0000_0000, 0x2_c000_0000)]);

@@ -16,7 +16,6 @@ use crate::hotplug::HotplugError;
 use crate::pages::PageState;
 use crate::system::System;
 use crate::workload::AllocRequest;
-use crate::zone::ZoneType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -78,14 +77,9 @@ impl System {
         let Some(nid) = self.blocks[&id].nid else {
             return false;
         };
-        let req = AllocRequest {
-            state: PageState::Movable,
-            nids: vec![nid],
-            class: ZoneType::Movable,
-            watermark: true,
-            exclude: None,
-        };
-        !self.place_pages(&req, 1).is_empty()
+        !self
+            .place_pages(&AllocRequest::migration_target(nid, None), 1)
+            .is_empty()
     }
 
     /// A write of physical address `addr` to `soft_offline_page`.

@@ -110,6 +110,21 @@ pub(crate) struct AllocRequest {
     pub exclude: Option<u64>,
 }
 
+impl AllocRequest {
+    /// A migration target for movable pages on node `nid` that may fail
+    /// rather than dig into the reserves (`alloc_migration_target`),
+    /// outside block `exclude`.
+    pub(crate) fn migration_target(nid: u32, exclude: Option<u64>) -> Self {
+        AllocRequest {
+            state: PageState::Movable,
+            nids: vec![nid],
+            class: ZoneType::Movable,
+            watermark: true,
+            exclude,
+        }
+    }
+}
+
 /// `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal, Movable,
 /// Device).
 const LOWMEM_RESERVE_RATIO: [u64; 5] = [256, 256, 32, 0, 0];
@@ -222,7 +237,7 @@ impl System {
 
     /// Free pages `req` could take, ignoring watermarks: what
     /// [`System::place_pages`] places at most without them.
-    fn request_free(&self, req: &AllocRequest) -> u64 {
+    pub(crate) fn request_free(&self, req: &AllocRequest) -> u64 {
         let windows: Vec<BlockWindow> = req
             .nids
             .iter()
