@@ -361,12 +361,24 @@ pub(crate) fn hash_table_bytes(kernel_pages: u64, scale_shift: u32) -> u64 {
     (kernel_pages >> scale_shift).next_power_of_two() * 8
 }
 
-/// Where QEMU loads the initrd: just below the ACPI tables at the end of the
-/// RAM below 4 GiB (the boot log's `RAMDISK:` line), as pfns.
+/// Where the initrd is while the kernel boots, as pfns: where QEMU loads
+/// it, just below the ACPI tables at the end of the RAM below 4 GiB (the
+/// boot log's `RAMDISK:` line), unless `mem=` cut that memory off: then
+/// `relocate_initrd` moved it to the top of what is left.
 pub(crate) fn initrd_pfns(spec: &MachineSpec) -> Option<Range> {
     let pages = spec.acpi.as_ref()?.initrd_bytes.div_ceil(4096);
     let base = crate::bootlog::acpi_base(spec)? >> PAGE_SHIFT;
-    (pages > 0).then(|| base.checked_sub(pages).map(|s| (s, base)))?
+    let limit = KernelCmdline::parse(&spec.cmdline, spec.version)
+        .mem_limit
+        .map(|l| l >> PAGE_SHIFT);
+    let top = match limit {
+        Some(l) if l < base => {
+            let (ram, _) = memblock_ranges(spec, Some(l << PAGE_SHIFT));
+            ram.last()?.1
+        }
+        _ => base,
+    };
+    (pages > 0).then(|| top.checked_sub(pages).map(|s| (s, top)))?
 }
 
 /// Boot-time reservations that stay for good (spec: what makes `managed`

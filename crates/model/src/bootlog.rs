@@ -45,16 +45,40 @@ pub fn render(
         };
         l.push(format!("BIOS-e820: {} {kind}", mem(e.start, e.end - 1)));
     }
+    if let Some(limit) = sys.cmdline.mem_limit {
+        // parse_memopt, then e820__finish_early_params prints the edited map.
+        l.push(format!(
+            "e820: remove {} usable",
+            short_mem(limit, u64::MAX - 1)
+        ));
+        l.push("user-defined physical RAM map:".into());
+        for e in &spec.e820 {
+            let (kind, end) = match e.kind {
+                E820Kind::Usable => ("usable", e.end.min(limit)),
+                E820Kind::Reserved => ("reserved", e.end),
+            };
+            if e.start < end {
+                l.push(format!("user: {} {kind}", mem(e.start, end - 1)));
+            }
+        }
+    }
     l.push("e820: update [mem 0x00000000-0x00000fff] usable ==> reserved".into());
     l.push("e820: remove [mem 0x000a0000-0x000fffff] usable".into());
     let tables_base = acpi_base(spec);
     if let (Some(a), Some(base)) = (&spec.acpi, tables_base) {
         l.push("found SMP MP-table at [mem 0x000f5ba0-0x000f5baf]".into());
         if a.initrd_bytes > 0 {
-            l.push(format!(
-                "RAMDISK: {}",
-                short_mem(base - a.initrd_bytes.div_ceil(4096) * 4096, base - 1)
-            ));
+            let loaded = base - a.initrd_bytes.div_ceil(4096) * 4096;
+            l.push(format!("RAMDISK: {}", short_mem(loaded, base - 1)));
+            // relocate_initrd: memory above `mem=` holds it.
+            if let Some((s, _)) = crate::boot::initrd_pfns(spec).filter(|r| r.0 << 12 != loaded) {
+                let new = short_mem(s << 12, (s << 12) + a.initrd_bytes - 1);
+                l.push(format!("Allocated new RAMDISK: {new}"));
+                l.push(format!(
+                    "Move RAMDISK from {} to {new}",
+                    short_mem(loaded, loaded + a.initrd_bytes - 1)
+                ));
+            }
         }
         l.extend(a.log_lines(base));
     }
@@ -223,7 +247,7 @@ pub fn render(
     }
     let cpus: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
     l.push(format!("smpboot: Allowing {cpus} CPUs, 0 hotplug CPUs"));
-    let ram = usable_after_edits(spec);
+    let ram = usable_after_edits(spec, sys.cmdline.mem_limit);
     let mut pfn = 0u64;
     for &(s, e) in &ram {
         let start = s.div_ceil(4096);
@@ -373,7 +397,11 @@ pub fn render(
         }
     }
     if let Some(a) = spec.acpi.as_ref().filter(|a| a.initrd_bytes > 0) {
-        l.push(format!("Freeing initrd memory: {}K", a.initrd_bytes >> 10));
+        // free_initrd_mem frees whole pages.
+        l.push(format!(
+            "Freeing initrd memory: {}K",
+            a.initrd_bytes.div_ceil(4096) * 4
+        ));
     }
     for (what, kib) in FREED_AFTER_MEM_INIT {
         l.push(format!("{what}: {kib}K"));
@@ -734,12 +762,13 @@ fn short(start: u64, end_inclusive: u64) -> String {
     short_mem(start, end_inclusive)
 }
 
-/// Usable e820 RAM after the kernel's edits (first page, 640K-1M), bytes.
-fn usable_after_edits(spec: &MachineSpec) -> Vec<(u64, u64)> {
+/// Usable e820 RAM after the kernel's edits (first page, 640K-1M, `mem=`),
+/// bytes.
+fn usable_after_edits(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for e in spec.e820.iter().filter(|e| e.kind == E820Kind::Usable) {
         let s = e.start.max(0x1000);
-        let mut end = e.end;
+        let mut end = e.end.min(mem_limit.unwrap_or(u64::MAX));
         if s < 0x100000 && end > 0xa0000 {
             end = end.min(0xa0000);
         }

@@ -417,3 +417,38 @@ fn pci_hole64_starts_on_a_gib_boundary_after_device_memory() {
         ]
     );
 }
+
+/// `mem=768M` on 1 GiB: the edited e820 map is printed, and the initrd
+/// QEMU loaded above the limit moves to the top of what is left (a 6.1
+/// guest with a 2600170-byte initramfs, `behaviour/mem-limit`).
+#[test]
+fn mem_limit_prints_the_user_map_and_moves_the_initrd_below_it() {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+    q.initrd_bytes = 2_600_170;
+    let spec = q.machine("mem=768M", KernelVersion::V6_1).unwrap();
+    let sys = System::boot(&spec).unwrap();
+    let pick = |prefixes: &[&str]| -> Vec<String> {
+        sys.bootlog
+            .iter()
+            .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        pick(&[
+            "e820: remove [mem 0x3",
+            "user: [mem 0x0000000000100000",
+            "Allocated new",
+            "Move RAMDISK",
+            "NODE_DATA"
+        ]),
+        [
+            "e820: remove [mem 0x30000000-0xfffffffffffffffe] usable",
+            "user: [mem 0x0000000000100000-0x000000002fffffff] usable",
+            "Allocated new RAMDISK: [mem 0x2fd85000-0x2ffffce9]",
+            "Move RAMDISK from [mem 0x3fd65000-0x3ffdfce9] to [mem 0x2fd85000-0x2ffffce9]",
+            "NODE_DATA(0) allocated [mem 0x2fd5a000-0x2fd84fff]",
+        ]
+    );
+}

@@ -393,8 +393,9 @@ pub fn zoneinfo(sys: &System) -> String {
             out.push_str(&format!("Node {}, zone {:>8}", node.id, z.name()));
             if Some(z) == first_populated {
                 out.push_str("\n  per-node stats");
-                let lru = sys.node_lru_pages(node.id);
-                out.push_str(&format!("\n      {:<12} {lru}", "nr_inactive_anon"));
+                for (name, v) in node_stat_items(sys, node.id) {
+                    out.push_str(&format!("\n      {name:<12} {v}"));
+                }
             }
             let w = &sys.wmark;
             let free = sys.zone_free_pages(node.id, z);
@@ -421,32 +422,7 @@ pub fn zoneinfo(sys: &System) -> String {
                 out.push('\n');
                 continue;
             }
-            // The zone's vmstat items and NUMA events: the anonymous LRU
-            // pages the model places (all counted inactive), no file,
-            // mlocked, bounce, zsmalloc or CMA pages; the NUMA event
-            // counters are not modelled.
-            let lru = sys.zone_pages_in(node.id, z, |s| {
-                matches!(s, PageState::Movable | PageState::Pinned)
-            });
-            let items: [(&str, u64); 17] = [
-                ("nr_free_pages", free),
-                ("nr_zone_inactive_anon", lru),
-                ("nr_zone_active_anon", 0),
-                ("nr_zone_inactive_file", 0),
-                ("nr_zone_active_file", 0),
-                ("nr_zone_unevictable", 0),
-                ("nr_zone_write_pending", 0),
-                ("nr_mlock", 0),
-                ("nr_bounce", 0),
-                ("nr_zspages", 0),
-                ("nr_free_cma", 0),
-                ("numa_hit", 0),
-                ("numa_miss", 0),
-                ("numa_foreign", 0),
-                ("numa_interleave", 0),
-                ("numa_local", 0),
-                ("numa_other", 0),
-            ];
+            let items = zone_stat_items(sys, node.id, z);
             for (name, v) in items {
                 out.push_str(&format!("\n      {name:<12} {v}"));
             }
@@ -501,6 +477,106 @@ pub fn proc_iomem(sys: &System) -> String {
 /// The `error` file of a notifier-error-inject action: `%lld\n`.
 pub fn inject_error(v: i32) -> String {
     format!("{v}\n")
+}
+
+/// A zone's vmstat items and NUMA events (6.1 order): the anonymous LRU
+/// pages the model places (all counted inactive), no file, mlocked,
+/// bounce, zsmalloc or CMA pages; the NUMA event counters are not
+/// modelled.
+fn zone_stat_items(sys: &System, nid: u32, z: ZoneType) -> [(&'static str, u64); 17] {
+    let lru = sys.zone_pages_in(nid, z, |s| {
+        matches!(s, PageState::Movable | PageState::Pinned)
+    });
+    [
+        ("nr_free_pages", sys.zone_free_pages(nid, z)),
+        ("nr_zone_inactive_anon", lru),
+        ("nr_zone_active_anon", 0),
+        ("nr_zone_inactive_file", 0),
+        ("nr_zone_active_file", 0),
+        ("nr_zone_unevictable", 0),
+        ("nr_zone_write_pending", 0),
+        ("nr_mlock", 0),
+        ("nr_bounce", 0),
+        ("nr_zspages", 0),
+        ("nr_free_cma", 0),
+        ("numa_hit", 0),
+        ("numa_miss", 0),
+        ("numa_foreign", 0),
+        ("numa_interleave", 0),
+        ("numa_local", 0),
+        ("numa_other", 0),
+    ]
+}
+
+/// A node's vmstat items (6.1 order), from the counters `nodeN/meminfo`
+/// shows; event counters (refaults, reclaim writes, pins) are not
+/// modelled. `nr_kernel_stack` is in KiB, as the kernel keeps it.
+fn node_stat_items(sys: &System, nid: u32) -> Vec<(&'static str, u64)> {
+    let c = MemCounters::of(sys, Some(nid));
+    vec![
+        ("nr_inactive_anon", c.lru - c.active),
+        ("nr_active_anon", c.active),
+        ("nr_inactive_file", 0),
+        ("nr_active_file", 0),
+        ("nr_unevictable", 0),
+        ("nr_slab_reclaimable", c.slab_reclaimable),
+        ("nr_slab_unreclaimable", c.slab_unreclaimable),
+        ("nr_isolated_anon", 0),
+        ("nr_isolated_file", 0),
+        ("workingset_nodes", 0),
+        ("workingset_refault_anon", 0),
+        ("workingset_refault_file", 0),
+        ("workingset_activate_anon", 0),
+        ("workingset_activate_file", 0),
+        ("workingset_restore_anon", 0),
+        ("workingset_restore_file", 0),
+        ("workingset_nodereclaim", 0),
+        ("nr_anon_pages", c.anon()),
+        ("nr_mapped", c.mapped),
+        ("nr_file_pages", c.shmem),
+        ("nr_dirty", 0),
+        ("nr_writeback", 0),
+        ("nr_writeback_temp", 0),
+        ("nr_shmem", c.shmem),
+        ("nr_shmem_hugepages", 0),
+        ("nr_shmem_pmdmapped", 0),
+        ("nr_file_hugepages", 0),
+        ("nr_file_pmdmapped", 0),
+        ("nr_anon_transparent_hugepages", 0),
+        ("nr_vmscan_write", 0),
+        ("nr_vmscan_immediate_reclaim", 0),
+        ("nr_dirtied", 0),
+        ("nr_written", 0),
+        ("nr_throttled_written", 0),
+        ("nr_kernel_misc_reclaimable", 0),
+        ("nr_foll_pin_acquired", 0),
+        ("nr_foll_pin_released", 0),
+        ("nr_kernel_stack", c.kernel_stack * 4),
+        ("nr_page_table_pages", c.pagetables),
+        ("nr_sec_page_table_pages", 0),
+        ("nr_swapcached", 0),
+        ("pgpromote_success", 0),
+        ("pgpromote_candidate", 0),
+    ]
+}
+
+/// `nodeN/vmstat`: the zone items summed over the node's zones, then the
+/// node's own items.
+pub fn node_vmstat(sys: &System, nid: u32) -> String {
+    let mut zone_sums: Vec<(&str, u64)> = Vec::new();
+    for z in ZoneType::ALL {
+        for (i, (name, v)) in zone_stat_items(sys, nid, z).into_iter().enumerate() {
+            match zone_sums.get_mut(i) {
+                Some(e) => e.1 += v,
+                None => zone_sums.push((name, v)),
+            }
+        }
+    }
+    zone_sums
+        .into_iter()
+        .chain(node_stat_items(sys, nid))
+        .map(|(name, v)| format!("{name} {v}\n"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -549,7 +549,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                 .iter()
                 .map(|k| format!("{k} 0\n"))
                 .collect(),
-                "vmstat" => format!("nr_free_pages {}\n", sys.node_free_pages(nid)),
+                "vmstat" => render::node_vmstat(sys, nid),
                 _ => return Err(Errno::ENOENT),
             }
         }
