@@ -48,7 +48,6 @@ pub use write::{set_alarm_hook, set_wide_errno_resolver};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The directory `blocks` reads by default.
@@ -288,19 +287,43 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The type and mode bits `lstat(2)` would give for `path`, or its errno.
+/// Asked of `statx` alone: a read marks a FUSE inode's atime stale, and an
+/// `lstat` (which wants the atime too) would then cost a round trip to the
+/// file system each time; the C helper's `lstat` sees the same bits.
+fn lstat_mode(path: &[u8]) -> Result<u32, i32> {
+    let c = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `stx` points to writable
+    // memory for one `struct statx`, which statx fills on success.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_TYPE | libc::STATX_MODE,
+            stx.as_mut_ptr(),
+        )
+    };
+    match r {
+        // SAFETY: statx returned 0, so it initialised `stx`.
+        0 => Ok(u32::from(unsafe { stx.assume_init() }.stx_mode)),
+        _ => Err(os_errno(&std::io::Error::last_os_error())),
+    }
+}
+
 /// Recursive dump without following symlinks.
 fn dump(path: &[u8], out: &mut dyn Write) {
-    let meta = match std::fs::symlink_metadata(path_of(path)) {
+    let mode = match lstat_mode(path) {
         Ok(m) => m,
         Err(e) => {
             let mut l = b"? ".to_vec();
             l.extend_from_slice(path);
-            l.extend_from_slice(format!(" <lstat:{}>\n", errno_label(os_errno(&e))).as_bytes());
+            l.extend_from_slice(format!(" <lstat:{}>\n", errno_label(e)).as_bytes());
             emit(out, &l);
             return;
         }
     };
-    let mode = meta.mode();
     let mut line = Vec::new();
     match mode & libc::S_IFMT {
         t if t == libc::S_IFLNK => {
@@ -408,7 +431,7 @@ pub fn blocks(base: &Path, out: &mut dyn Write) -> i32 {
             // block's directory.
             Some(candidates) => candidates
                 .iter()
-                .filter(|n| std::fs::symlink_metadata(path_of(&join(&dir, n))).is_ok())
+                .filter(|n| lstat_mode(&join(&dir, n)).is_ok())
                 .cloned()
                 .collect(),
             None => scandir(&dir).unwrap_or_default(),
