@@ -288,6 +288,11 @@ pub fn render(
         sys.wmark.policy_zone.unwrap_or(ZoneType::Dma).name()
     ));
     l.push(format!("Kernel command line: {}", sys.cmdline.raw));
+    for (value, name) in &sys.cmdline.invalid_params {
+        l.push(format!(
+            "Booting kernel: `{value}' invalid for parameter `{name}'"
+        ));
+    }
     // The dentry and inode hashes: from memblock at boot, or with two or
     // more memory nodes (`hashdist`) from vmalloc once the allocators run.
     let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();

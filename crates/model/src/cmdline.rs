@@ -62,6 +62,10 @@ pub struct KernelCmdline {
     pub movable_node: bool,
     /// `mem=` limit in bytes.
     pub mem_limit: Option<u64>,
+    /// Module parameters whose value their setter refused, as (value,
+    /// name), in command-line order: `parse_args` logs each ("Booting
+    /// kernel: `bar' invalid for parameter `memory_hotplug.online_policy'").
+    pub invalid_params: Vec<(String, String)>,
     pub acpi_no_memhotplug: bool,
 }
 
@@ -93,6 +97,11 @@ fn parse_percent(value: &str) -> Option<(u64, &str)> {
 impl KernelCmdline {
     /// Parse a command line the way the early parameter handlers would: the
     /// last occurrence of a parameter wins, invalid values are ignored.
+    fn refuse(&mut self, value: &str, name: &str) {
+        self.invalid_params
+            .push((value.to_string(), name.to_string()));
+    }
+
     pub fn parse(raw: &str, version: crate::KernelVersion) -> KernelCmdline {
         let mut c = KernelCmdline {
             raw: raw.split_whitespace().collect::<Vec<_>>().join(" "),
@@ -110,18 +119,21 @@ impl KernelCmdline {
                     }
                 }
                 ("memory_hotplug.online_policy", Some(v)) => {
-                    if let Some(p) = OnlinePolicy::from_sysfs(v.as_bytes()) {
-                        c.online_policy = Some(p);
+                    match OnlinePolicy::from_sysfs(v.as_bytes()) {
+                        Some(p) => c.online_policy = Some(p),
+                        None => c.refuse(v, key),
                     }
                 }
                 ("memory_hotplug.auto_movable_ratio", Some(v)) => {
-                    if let Ok(r) = kstr::kstrtouint(v.as_bytes()) {
-                        c.auto_movable_ratio = Some(r);
+                    match kstr::kstrtouint(v.as_bytes()) {
+                        Ok(r) => c.auto_movable_ratio = Some(r),
+                        Err(_) => c.refuse(v, key),
                     }
                 }
-                ("memory_hotplug.auto_movable_numa_aware", Some(v)) => {
-                    if let Ok(b) = kstr::kstrtobool(v.as_bytes()) {
-                        c.auto_movable_numa_aware = Some(b);
+                ("memory_hotplug.auto_movable_numa_aware", v) => {
+                    match v.map_or(Ok(true), |v| kstr::kstrtobool(v.as_bytes())) {
+                        Ok(b) => c.auto_movable_numa_aware = Some(b),
+                        Err(_) => c.refuse(v.unwrap_or(""), key),
                     }
                 }
                 ("memory_hotplug.memmap_on_memory", v) => {
@@ -137,6 +149,8 @@ impl KernelCmdline {
                         } else {
                             MemmapOnMemory::Off
                         });
+                    } else {
+                        c.refuse(v, key);
                     }
                 }
                 ("kernelcore", Some(v)) => {
@@ -183,6 +197,31 @@ mod tests {
         assert_eq!(c.memmap_on_memory, Some(MemmapOnMemory::On));
         assert_eq!(c.movablecore, Some(CoreSpec::Pages(65536)));
         assert!(c.movable_node);
+    }
+
+    #[test]
+    fn refused_module_parameters_are_listed_in_order_for_the_boot_log() {
+        let c = KernelCmdline::parse(
+            "memory_hotplug.online_policy=bar memory_hotplug.auto_movable_ratio=abc \
+             memory_hotplug.memmap_on_memory=2 memory_hotplug.auto_movable_numa_aware=maybe \
+             memory_hotplug.auto_movable_ratio=0x20",
+            KernelVersion::V6_1,
+        );
+        let refused: Vec<(&str, &str)> = c
+            .invalid_params
+            .iter()
+            .map(|(v, n)| (v.as_str(), n.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("bar", "memory_hotplug.online_policy"),
+                ("abc", "memory_hotplug.auto_movable_ratio"),
+                ("2", "memory_hotplug.memmap_on_memory"),
+                ("maybe", "memory_hotplug.auto_movable_numa_aware"),
+            ]
+        );
+        assert_eq!(c.auto_movable_ratio, Some(32));
     }
 
     #[test]
