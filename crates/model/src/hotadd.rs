@@ -356,6 +356,8 @@ impl System {
             let b = self.blocks.remove(&id).expect("listed");
             let start = self.block_start_pfn(id);
             self.forget_hwpoison(start, start + self.pages_per_block());
+            self.power
+                .remove(&format!("/devices/system/memory/memory{id}"));
             nid = b.nid.or(nid);
             if let Some(g) = b.group.and_then(|g| self.groups.get_mut(&g)) {
                 g.blocks.retain(|&x| x != id);

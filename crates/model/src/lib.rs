@@ -11,6 +11,7 @@ pub mod block;
 pub mod boot;
 mod bootlog;
 pub mod cmdline;
+pub mod device;
 mod direct_map;
 pub mod dump;
 pub mod events;

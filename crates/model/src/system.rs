@@ -159,6 +159,9 @@ pub struct System {
     /// What the guest's tmpfs holds and the pages charged for it.
     #[serde(default)]
     pub tmpfs: crate::workload::TmpfsUsage,
+    /// Devices whose `power/` settings were changed, by kobject path.
+    #[serde(default)]
+    pub power: BTreeMap<String, crate::device::DevicePower>,
     /// Hardware-poisoned pages (`soft_offline_page`, `hard_offline_page`).
     #[serde(default)]
     pub hwpoison: crate::memory_failure::HwPoison,
@@ -231,6 +234,7 @@ impl System {
             runtime: Default::default(),
             tmpfs: Default::default(),
             hwpoison: Default::default(),
+            power: BTreeMap::new(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
             faults: Vec::new(),

@@ -110,43 +110,46 @@ fn offline_page_store(shared: &Shared, data: &[u8], hard: bool) -> Result<usize,
     })
 }
 
-fn power_store(name: &str, data: &[u8]) -> Result<usize, Errno> {
-    let ok = match name {
-        "control" => kstr::sysfs_streq(data, b"auto") || kstr::sysfs_streq(data, b"on"),
-        "async" => kstr::sysfs_streq(data, b"enabled") || kstr::sysfs_streq(data, b"disabled"),
-        "autosuspend_delay_ms" => return Err(Errno::EIO),
+/// A write to a file of a device's `power/` directory at `parts`.
+fn power_store(shared: &Shared, parts: &[&str], data: &[u8]) -> Result<usize, Errno> {
+    let (file, dir) = match parts {
+        [dir @ .., "power", file] => (*file, dir),
         _ => return Err(Errno::EACCES),
     };
-    if ok {
-        Ok(data.len())
-    } else {
-        Err(Errno::EINVAL)
+    match file {
+        "control" | "async" => {
+            let devpath = crate::tree::devpath_of(dir);
+            shared
+                .modify(|sys| sys.set_device_power(&devpath, file, data))
+                .map(|()| data.len())
+                .map_err(|e| Errno(e.errno()))
+        }
+        "autosuspend_delay_ms" => Err(Errno::EIO),
+        _ => Err(Errno::EACCES),
     }
 }
 
-/// A write to a `uevent` file: synthesise an event for that device.
-fn uevent_store(
-    shared: &Shared,
-    devpath: Option<(String, &str)>,
-    data: &[u8],
-) -> Result<usize, Errno> {
-    let text = String::from_utf8_lossy(data);
-    let action = text.split_whitespace().next().unwrap_or("");
-    use memhp_model::events::UeventAction;
-    let a = match action {
-        "add" => UeventAction::Add,
-        "remove" => UeventAction::Remove,
-        "online" => UeventAction::Online,
-        "offline" => UeventAction::Offline,
-        "change" | "move" | "bind" | "unbind" => {
-            return Ok(data.len());
-        }
-        _ => return Err(Errno::EINVAL),
+/// A write to the `uevent` file at `parts`: a synthetic event for that
+/// device (memory blocks and nodes are on their buses; a subsystem's root
+/// directory is not).
+fn uevent_store(shared: &Shared, parts: &[&str], data: &[u8]) -> Result<usize, Errno> {
+    let dir = &parts[..parts.len().saturating_sub(1)];
+    let devpath = crate::tree::devpath_of(dir);
+    let (bus, name) = match dir {
+        [.., "memory", b] if b.starts_with("memory") => ("memory", *b),
+        [.., "node", n] if n.starts_with("node") => ("node", *n),
+        [.., d] => ("", *d),
+        [] => ("", ""),
     };
-    if let Some((path, subsystem)) = devpath {
-        shared.modify(|sys| sys.events.uevent(a, path, subsystem));
-    }
-    Ok(data.len())
+    let dev = memhp_model::device::Device {
+        bus,
+        name,
+        devpath: &devpath,
+    };
+    shared
+        .modify(|sys| sys.synth_uevent(dev, data))
+        .map(|()| data.len())
+        .map_err(|e| Errno(e.errno()))
 }
 
 /// Apply one write of `data` to the file at `parts`.
@@ -169,27 +172,14 @@ pub fn store(
         ["sys", "devices", "system", "memory", "hard_offline_page"] => {
             offline_page_store(shared, data, true)
         }
-        [.., "power", f] => power_store(f, data),
+        [.., "power", _] => power_store(shared, parts, data),
         ["sys", "devices", "system", "memory", b, "state"] => {
             state_store(shared, block_id(b)?, data, cancel)
         }
         ["sys", "devices", "system", "memory", b, "online"] => {
             online_store(shared, block_id(b)?, data, cancel)
         }
-        ["sys", "devices", "system", "memory", b, "uevent"] => {
-            let id = block_id(b)?;
-            uevent_store(
-                shared,
-                Some((format!("/devices/system/memory/memory{id}"), "memory")),
-                data,
-            )
-        }
-        ["sys", "devices", "system", "node", n, "uevent"] if n.starts_with("node") => uevent_store(
-            shared,
-            Some((format!("/devices/system/node/{n}"), "node")),
-            data,
-        ),
-        [.., "uevent"] => uevent_store(shared, None, data),
+        [.., "uevent"] => uevent_store(shared, parts, data),
         ["sys", "module", "memory_hotplug", "parameters", p] => {
             match *p {
                 "online_policy" => {

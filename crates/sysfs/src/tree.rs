@@ -70,15 +70,28 @@ const POWER_FILES: [(&str, u16); 9] = [
     ("runtime_usage", 0o444),
 ];
 
-fn power_read(name: &str) -> Result<Vec<u8>, Errno> {
-    Ok(match name {
-        "async" => b"disabled\n".to_vec(),
+/// The kobject path of the device whose directory is `dir` (`["sys",
+/// "devices", "system", "memory", "memory3"]` → `/devices/system/memory/memory3`).
+pub(crate) fn devpath_of(dir: &[&str]) -> String {
+    dir.iter().skip(1).fold(String::new(), |p, d| p + "/" + d)
+}
+
+/// A file of a device's `power/` directory; `devpath` names the device.
+fn power_read(sys: &System, devpath: &str, name: &str) -> Result<Vec<u8>, Errno> {
+    let p = sys.device_power(devpath);
+    let text: &[u8] = match name {
+        "async" if p.async_suspend => b"enabled\n",
+        "async" => b"disabled\n",
         "autosuspend_delay_ms" => return Err(Errno::EIO),
-        "control" => b"auto\n".to_vec(),
-        "runtime_enabled" => b"disabled\n".to_vec(),
-        "runtime_status" => b"unsupported\n".to_vec(),
-        _ => b"0\n".to_vec(),
-    })
+        "control" if p.forbidden => b"on\n",
+        "control" => b"auto\n",
+        "runtime_enabled" if p.forbidden => b"disabled & forbidden\n",
+        "runtime_enabled" => b"disabled\n",
+        "runtime_status" => b"unsupported\n",
+        "runtime_usage" if p.forbidden => b"1\n",
+        _ => b"0\n",
+    };
+    Ok(text.to_vec())
 }
 
 /// The huge page sizes: 2 MiB only (QEMU's default CPU has no 1 GiB pages).
@@ -485,7 +498,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "zoneinfo"] => render::zoneinfo(sys),
         ["proc", "iomem"] => render::proc_iomem(sys),
         ["proc", "meminfo"] => render::proc_meminfo(sys),
-        [.., "power", f] => return power_read(f),
+        [dir @ .., "power", f] => return power_read(sys, &devpath_of(dir), f),
         [.., "uevent"] => String::new(),
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
             render::auto_online_blocks(sys)
