@@ -67,9 +67,16 @@ fn chmem_enables_lowest_first_disables_highest_first_and_honours_zones() {
 
 #[test]
 fn kata_style_onliner_onlines_a_4g_hot_add() {
+    // maxmem leaves room for the 4 GiB DIMM (QEMU refuses more than
+    // maxmem - ram in memory devices).
     let m = Machine::mount(
         "clients-kata",
-        &["--cmdline", "memhp_default_state=offline"],
+        &[
+            "--mem",
+            "1G,slots=4,maxmem=8G",
+            "--cmdline",
+            "memhp_default_state=offline",
+        ],
     );
     m.ctl(&["hotadd", "d1", "4G"]);
     let base = m.root.join("sys/devices/system/memory");

@@ -194,6 +194,12 @@ impl AcpiDimms {
     /// under `device_hotplug_lock` (`acpi_scan_lock` path): `__add_memory`
     /// with its own lock sequence and auto-online.
     fn acpi_memory_device_add(&self, shared: &Shared, dimm: &mut Dimm) {
+        // `acpi_no_memhotplug`: the scan handler has no attach callback, so
+        // the device is enumerated (and `_OST` reports success) but its
+        // memory never added.
+        if shared.read(|sys| sys.cmdline.acpi_no_memhotplug) {
+            return;
+        }
         let hp = shared.lock_hotplug();
         let Ok((group, memmap)) = hp.with(|sys| {
             let group = sys.register_static_group(dimm.node, dimm.size.div_ceil(4096))?;
