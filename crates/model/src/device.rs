@@ -108,9 +108,8 @@ impl System {
 
     /// A write to a device's `uevent` file (`uevent_store`): an action
     /// word, optionally a UUID and `KEY=VALUE` arguments. A refused write
-    /// logs why, as the kernel does. Add, remove, online and offline
-    /// events reach the uevent log (change, move, bind and unbind are
-    /// accepted and not modelled).
+    /// logs why, as the kernel does; an accepted one reaches the uevent
+    /// log (the arguments' `SYNTH_*` variables are not modelled).
     pub fn synth_uevent(&mut self, dev: Device<'_>, buf: &[u8]) -> Result<(), crate::HotplugError> {
         let line = trim_end(buf);
         let (word, args) = match line.iter().position(|&c| c == b' ') {
@@ -118,11 +117,14 @@ impl System {
             None => (line, None),
         };
         let action = match word {
-            b"add" => Some(Some(UeventAction::Add)),
-            b"remove" => Some(Some(UeventAction::Remove)),
-            b"online" => Some(Some(UeventAction::Online)),
-            b"offline" => Some(Some(UeventAction::Offline)),
-            b"change" | b"move" | b"bind" | b"unbind" => Some(None),
+            b"add" => Some(UeventAction::Add),
+            b"remove" => Some(UeventAction::Remove),
+            b"online" => Some(UeventAction::Online),
+            b"offline" => Some(UeventAction::Offline),
+            b"change" => Some(UeventAction::Change),
+            b"move" => Some(UeventAction::Move),
+            b"bind" => Some(UeventAction::Bind),
+            b"unbind" => Some(UeventAction::Unbind),
             _ => None,
         };
         let refusal = match (action, args) {
@@ -144,7 +146,7 @@ impl System {
             }
             return Err(crate::HotplugError::Invalid("bad uevent"));
         }
-        if let (Some(Some(a)), true) = (action, on_bus) {
+        if let (Some(a), true) = (action, on_bus) {
             self.events.uevent(a, dev.devpath.to_string(), dev.bus);
         }
         Ok(())
@@ -154,6 +156,52 @@ impl System {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn boot() -> System {
+        let spec = crate::machine::QemuPc::default()
+            .machine("", crate::KernelVersion::V6_1)
+            .unwrap();
+        System::boot(&spec).unwrap()
+    }
+
+    const MEMORY3: Device<'static> = Device {
+        bus: "memory",
+        name: "memory3",
+        devpath: "/devices/system/memory/memory3",
+    };
+
+    #[test]
+    fn a_synthetic_change_reaches_the_uevent_log_and_a_bad_one_is_logged() {
+        let mut s = boot();
+        let seq = s.events.seqnum;
+        assert_eq!(s.synth_uevent(MEMORY3, b"change\n"), Ok(()));
+        let ev = s.events.uevents_after(seq);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].action, UeventAction::Change);
+        assert_eq!(ev[0].devpath, "/devices/system/memory/memory3");
+        s.events.take_klog();
+        assert!(s.synth_uevent(MEMORY3, b"bogus").is_err());
+        assert_eq!(
+            s.events.take_klog(),
+            [
+                "synth uevent: /devices/system/memory/memory3: unknown uevent action string",
+                "memory memory3: uevent: failed to send synthetic uevent: -22",
+            ]
+        );
+        assert_eq!(s.events.uevents_after(seq).len(), 1);
+    }
+
+    #[test]
+    fn power_control_on_forbids_and_auto_allows() {
+        let mut s = boot();
+        let p = MEMORY3.devpath;
+        assert!(s.set_device_power(p, "control", b"off").is_err());
+        s.set_device_power(p, "control", b"on\n").unwrap();
+        assert!(s.device_power(p).forbidden);
+        s.set_device_power(p, "control", b"auto").unwrap();
+        assert_eq!(s.device_power(p), DevicePower::default());
+        assert!(s.power.is_empty());
+    }
 
     #[test]
     fn action_arguments_need_a_uuid_then_alphanumeric_pairs() {

@@ -11,6 +11,11 @@ pub enum UeventAction {
     Remove,
     Online,
     Offline,
+    /// Only synthesised (a write to a `uevent` file, `udevadm trigger`).
+    Change,
+    Move,
+    Bind,
+    Unbind,
 }
 
 impl UeventAction {
@@ -20,6 +25,10 @@ impl UeventAction {
             UeventAction::Remove => "remove",
             UeventAction::Online => "online",
             UeventAction::Offline => "offline",
+            UeventAction::Change => "change",
+            UeventAction::Move => "move",
+            UeventAction::Bind => "bind",
+            UeventAction::Unbind => "unbind",
         }
     }
 }
