@@ -114,7 +114,7 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn host_lines(host: &Host, action: &HostAction) -> Vec<String> {
+fn host_lines(host: &Host, bus: &memhp_control::EventBus, action: &HostAction) -> Vec<String> {
     let mut out = Vec::new();
     let events = |evs: &[HostEvent], out: &mut Vec<String>| {
         for e in evs {
@@ -185,38 +185,11 @@ fn host_lines(host: &Host, action: &HostAction) -> Vec<String> {
             Err(e) => out.push(format!("HOST vmem-resize {id}: error {e}")),
         },
         HostAction::Qmp { command, arguments } => {
-            let arg = |k: &str| {
-                arguments
-                    .as_ref()
-                    .and_then(|a| a.get(k))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let cmd = match command.as_str() {
-                "qom-get" => Some(HostCommand::QomGet {
-                    path: arg("path"),
-                    property: arg("property"),
-                }),
-                "query-memory-devices" => Some(HostCommand::QueryMemoryDevices),
-                "balloon" => Some(HostCommand::Balloon {
-                    value: arguments
-                        .as_ref()
-                        .and_then(|a| a.get("value"))
-                        .and_then(|v| v.as_i64())
-                        .unwrap_or(0),
-                }),
-                "query-balloon" => Some(HostCommand::QueryBalloon),
-                _ => None,
-            };
-            let reply = match cmd.map(|c| host.execute(&c)) {
-                Some(Ok(r)) => serde_json::json!({"return": r.value}),
-                Some(Err(e)) => {
-                    serde_json::json!({"error": {"class": "GenericError", "desc": e.to_string()}})
-                }
-                None => {
-                    serde_json::json!({"error": {"class": "CommandNotFound", "desc": format!("The command {command} has not been found")}})
-                }
+            // The control socket's dispatcher: the same QMP commands.
+            let args = arguments.clone().unwrap_or_default();
+            let reply = match memhp_control::dispatch(host, bus, command, &args) {
+                Ok(v) => serde_json::json!({ "return": v }),
+                Err(e) => serde_json::json!({"error": {"class": e.class, "desc": e.desc}}),
             };
             out.push(format!(
                 "HOST qmp {command} {} -> {reply}",
@@ -260,7 +233,7 @@ pub fn run(
     .context("mounting the sysfs tree")?;
     let sock = dir.join("ctl.sock");
     let bus = Arc::new(memhp_control::EventBus::default());
-    let _ctl = memhp_control::ControlServer::start(Arc::clone(&host), bus, &sock)?;
+    let _ctl = memhp_control::ControlServer::start(Arc::clone(&host), Arc::clone(&bus), &sock)?;
 
     let (bootlog, bootblocks) = host.shared.read(|s| {
         (
@@ -405,7 +378,7 @@ pub fn run(
             transcript.push_str(&step.text);
             transcript.push('\n');
             transcript.push_str(&merger.finish());
-            for l in host_lines(&host, &step.action) {
+            for l in host_lines(&host, &bus, &step.action) {
                 transcript.push_str(&l);
                 transcript.push('\n');
             }

@@ -28,10 +28,18 @@ fn generic(desc: impl Into<String>) -> CommandError {
 pub const COMMANDS: &[(&str, &str)] = &[
     ("qmp_capabilities", "enter command mode"),
     ("query-commands", "list the commands"),
-    ("hotadd", "plug a DIMM: id, size, [node], [addr]"),
+    (
+        "hotadd",
+        "plug a DIMM with a backend of its own (mem-ID): id, size, [node], [addr]",
+    ),
+    (
+        "object-add",
+        "create a memory backend: qom-type=memory-backend-ram|-file|-memfd, id, size",
+    ),
+    ("object-del", "delete a memory backend no DIMM uses: id"),
     (
         "device_add",
-        "QEMU alias of hotadd (driver=pc-dimm, id, size, [node], [addr])",
+        "plug a DIMM: driver=pc-dimm, id, memdev, [node], [addr] (or size instead of memdev, as hotadd)",
     ),
     ("unplug", "eject a DIMM: id"),
     ("device_del", "QEMU alias of unplug: id"),
@@ -335,6 +343,24 @@ fn hugetlb(host: &Host, args: &Map<String, Value>) -> Result<Value, CommandError
     }))
 }
 
+/// `device_add`'s `driver`: DIMMs only.
+fn pc_dimm_only(args: &Map<String, Value>) -> Result<(), CommandError> {
+    match str_arg(args, "driver")?.as_str() {
+        "pc-dimm" => Ok(()),
+        driver => Err(generic(format!(
+            "'{driver}' is not a valid device model name here (only pc-dimm)"
+        ))),
+    }
+}
+
+/// A DIMM's optional `node` and `addr`.
+fn dimm_place(args: &Map<String, Value>) -> Result<(Option<u32>, Option<u64>), CommandError> {
+    let node = opt_u64(args, "node")?
+        .map(|n| u32_arg(n, "node"))
+        .transpose()?;
+    Ok((node, opt_u64(args, "addr")?))
+}
+
 fn model_err(e: memhp_model::HotplugError) -> CommandError {
     generic(format!("{e} (errno {})", e.errno()))
 }
@@ -383,24 +409,36 @@ pub fn dispatch(
             })));
         }
         "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),
+        "device_add" if args.contains_key("memdev") => {
+            pc_dimm_only(args)?;
+            let (node, addr) = dimm_place(args)?;
+            HostCommand::DeviceAdd {
+                id: str_arg(args, "id")?,
+                memdev: str_arg(args, "memdev")?,
+                node,
+                addr,
+            }
+        }
         "hotadd" | "device_add" => {
             if name == "device_add" {
-                let driver = str_arg(args, "driver")?;
-                if driver != "pc-dimm" {
-                    return Err(generic(format!(
-                        "'{driver}' is not a valid device model name here (only pc-dimm)"
-                    )));
-                }
+                pc_dimm_only(args)?;
             }
+            let (node, addr) = dimm_place(args)?;
             HostCommand::Hotadd {
                 id: str_arg(args, "id")?,
                 size: u64_arg(args, "size")?,
-                node: opt_u64(args, "node")?
-                    .map(|n| u32_arg(n, "node"))
-                    .transpose()?,
-                addr: opt_u64(args, "addr")?,
+                node,
+                addr,
             }
         }
+        "object-add" => HostCommand::ObjectAdd {
+            qom_type: str_arg(args, "qom-type")?,
+            id: str_arg(args, "id")?,
+            size: u64_arg(args, "size")?,
+        },
+        "object-del" => HostCommand::ObjectDel {
+            id: str_arg(args, "id")?,
+        },
         "unplug" | "device_del" => HostCommand::Unplug {
             id: str_arg(args, "id")?,
         },
@@ -578,7 +616,7 @@ pub fn dispatch(
     if !reply.insmods.is_empty() {
         value = json!({"insmod": reply.insmods.iter().map(|(m, rc)| json!({"module": m, "rc": rc})).collect::<Vec<_>>()});
     }
-    if let HostCommand::Hotadd { id, .. } = &host_cmd {
+    if let HostCommand::Hotadd { id, .. } | HostCommand::DeviceAdd { id, .. } = &host_cmd {
         if let Some(d) = host.dimms.list().into_iter().find(|d| &d.id == id) {
             let blocks: Vec<Value> = host.shared.read(|s| {
                 d.blocks.iter().map(|b| json!({"id": b, "state": s.blocks.get(b).map_or("removed", |x| x.state.as_str())})).collect()

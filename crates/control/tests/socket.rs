@@ -158,3 +158,65 @@ fn greeting_is_the_first_line_even_while_events_flood() {
     stop.store(true, std::sync::atomic::Ordering::Release);
     flood.join().unwrap();
 }
+
+/// QEMU's way: a memory backend first (`object-add`), then a DIMM naming it
+/// (`device_add memdev=`); the backend cannot be shared or deleted while
+/// the DIMM uses it, and can be once the DIMM is gone.
+#[test]
+fn object_add_device_add_device_del_object_del_like_qemu() {
+    let (_srv, path) = server("objects", "memhp_default_state=online_movable");
+    let mut c = ControlClient::connect(&path).unwrap();
+    let ok = |r: serde_json::Value| assert!(r.get("return").is_some(), "{r}");
+    let err = |r: serde_json::Value| r["error"]["desc"].as_str().unwrap().to_string();
+    ok(c.execute(
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": "m1", "size": 268435456}),
+    )
+    .unwrap());
+    assert_eq!(
+        err(c
+            .execute(
+                "object-add",
+                json!({"qom-type": "memory-backend-ram", "id": "m1", "size": 1})
+            )
+            .unwrap()),
+        "attempt to add duplicate property 'm1' to object (type 'container')"
+    );
+    assert_eq!(
+        err(c
+            .execute(
+                "device_add",
+                json!({"driver": "pc-dimm", "id": "q0", "memdev": "nope"})
+            )
+            .unwrap()),
+        "Property 'pc-dimm.memdev' can't find value 'nope'"
+    );
+    let r = c
+        .execute(
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "q1", "memdev": "m1"}),
+        )
+        .unwrap();
+    assert_eq!(r["return"]["size"], json!(268435456));
+    assert_eq!(
+        err(c
+            .execute(
+                "device_add",
+                json!({"driver": "pc-dimm", "id": "q2", "memdev": "m1"})
+            )
+            .unwrap()),
+        "can't use already busy memdev: m1"
+    );
+    assert_eq!(
+        err(c.execute("object-del", json!({"id": "m1"})).unwrap()),
+        "object 'm1' is in use, can not be deleted"
+    );
+    let q = c.execute("query-memory-devices", json!({})).unwrap();
+    assert_eq!(q["return"][0]["data"]["memdev"], "/objects/m1");
+    ok(c.execute("device_del", json!({"id": "q1"})).unwrap());
+    ok(c.execute("object-del", json!({"id": "m1"})).unwrap());
+    assert_eq!(
+        err(c.execute("object-del", json!({"id": "m1"})).unwrap()),
+        "object 'm1' not found"
+    );
+}

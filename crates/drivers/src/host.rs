@@ -5,6 +5,7 @@
 //! translate their input into [`HostCommand`]s.
 
 use crate::acpi::{AcpiDimms, DimmError};
+use crate::backends::{BackendError, MemoryBackends};
 use crate::virtio_balloon::{BalloonError, VirtioBalloon};
 use crate::virtio_mem::{VirtioMemDevices, VirtioMemError};
 use crate::HostEvent;
@@ -18,10 +19,26 @@ use std::sync::{Arc, Mutex};
 /// A command for the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostCommand {
-    /// `device_add pc-dimm` (with its memory backend).
+    /// A DIMM with a memory backend of its own (`mem-ID`, created here and
+    /// deleted with the DIMM): `object-add` then `device_add pc-dimm`.
     Hotadd {
         id: String,
         size: u64,
+        node: Option<u32>,
+        addr: Option<u64>,
+    },
+    /// `object-add` of a memory backend.
+    ObjectAdd {
+        qom_type: String,
+        id: String,
+        size: u64,
+    },
+    /// `object-del`.
+    ObjectDel { id: String },
+    /// `device_add pc-dimm` on the backend `memdev`.
+    DeviceAdd {
+        id: String,
+        memdev: String,
         node: Option<u32>,
         addr: Option<u64>,
     },
@@ -48,6 +65,8 @@ pub enum HostCommand {
 pub enum HostError {
     #[error(transparent)]
     Dimm(#[from] DimmError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error(transparent)]
     VirtioMem(#[from] VirtioMemError),
     #[error(transparent)]
@@ -81,6 +100,7 @@ impl HostReply {
 pub struct Host {
     pub shared: Arc<Shared>,
     pub dimms: AcpiDimms,
+    pub backends: MemoryBackends,
     pub vmem: VirtioMemDevices,
     pub balloon: VirtioBalloon,
     /// QEMU's `-m` size (the boot RAM).
@@ -117,6 +137,7 @@ impl Host {
         Ok(Host {
             shared: Arc::new(Shared::new(sys)),
             dimms: AcpiDimms::new(spec.dimm),
+            backends: MemoryBackends::default(),
             vmem,
             balloon: VirtioBalloon::new(spec.balloon.clone()),
             ram_size: spec
@@ -135,6 +156,7 @@ impl Host {
         Host {
             shared: Arc::new(Shared::new(sys)),
             dimms: AcpiDimms::new(None),
+            backends: MemoryBackends::default(),
             vmem: VirtioMemDevices::none(),
             balloon: VirtioBalloon::new(None),
             ram_size: 0,
@@ -160,23 +182,34 @@ impl Host {
                 node,
                 addr,
             } => {
-                let vmem: Vec<(u64, u64)> = self
-                    .vmem
-                    .list()
-                    .iter()
-                    .map(|v| (v.addr, v.addr + v.spec.region_size))
-                    .collect();
-                let r = self
-                    .dimms
-                    .hotadd(&self.shared, id, *size, (*node, *addr), &vmem)?;
-                Ok(HostReply {
-                    value: json!({}),
-                    events: r.events,
-                    insmods: Vec::new(),
-                })
+                self.check_new_dimm(id)?;
+                let memdev = format!("mem-{id}");
+                self.backends
+                    .add("memory-backend-ram", &memdev, *size, true)?;
+                self.plug_dimm(id, &memdev, (*node, *addr))
+            }
+            HostCommand::ObjectAdd { qom_type, id, size } => {
+                self.backends.add(qom_type, id, *size, false)?;
+                Ok(HostReply::value(json!({})))
+            }
+            HostCommand::ObjectDel { id } => {
+                self.backends.del(id)?;
+                Ok(HostReply::value(json!({})))
+            }
+            HostCommand::DeviceAdd {
+                id,
+                memdev,
+                node,
+                addr,
+            } => {
+                self.check_new_dimm(id)?;
+                self.plug_dimm(id, memdev, (*node, *addr))
             }
             HostCommand::Unplug { id } => {
                 let r = self.dimms.unplug(&self.shared, id)?;
+                if r.deleted {
+                    self.backends.release(id);
+                }
                 Ok(HostReply {
                     value: json!({}),
                     events: r.events,
@@ -212,6 +245,42 @@ impl Host {
             HostCommand::QueryBalloon => {
                 let actual = self.balloon.actual(&self.shared, self.vm_ram_size())?;
                 Ok(HostReply::value(json!({ "actual": actual })))
+            }
+        }
+    }
+
+    /// A device id not taken yet (`device_add` checks it first).
+    fn check_new_dimm(&self, id: &str) -> Result<(), HostError> {
+        match self.dimms.list().iter().any(|d| d.id == id) {
+            true => Err(DimmError::Duplicate(id.to_string()).into()),
+            false => Ok(()),
+        }
+    }
+
+    /// `device_add pc-dimm`: DIMM `id` on backend `memdev`, placed and
+    /// added by the guest's ACPI driver.
+    fn plug_dimm(
+        &self,
+        id: &str,
+        memdev: &str,
+        at: (Option<u32>, Option<u64>),
+    ) -> Result<HostReply, HostError> {
+        let size = self.backends.bind(memdev, id)?;
+        let vmem: Vec<(u64, u64)> = self
+            .vmem
+            .list()
+            .iter()
+            .map(|v| (v.addr, v.addr + v.spec.region_size))
+            .collect();
+        match self.dimms.hotadd(&self.shared, id, size, at, &vmem) {
+            Ok(r) => Ok(HostReply {
+                value: json!({}),
+                events: r.events,
+                insmods: Vec::new(),
+            }),
+            Err(e) => {
+                self.backends.release(id);
+                Err(e.into())
             }
         }
     }
@@ -306,7 +375,7 @@ impl Host {
             .dimms
             .list()
             .into_iter()
-            .map(|d| json!({"type": "dimm", "data": {"id": d.id, "addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/mem-{}", d.id), "hotplugged": true, "hotpluggable": true}}))
+            .map(|d| json!({"type": "dimm", "data": {"id": d.id, "addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/{}", self.backends.of(&d.id).unwrap_or_default()), "hotplugged": true, "hotpluggable": true}}))
             .collect();
         out.extend(self.vmem.list().into_iter().map(|v| {
             json!({"type": "virtio-mem", "data": {"id": v.spec.id, "memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node}})

@@ -4,6 +4,7 @@
 //! [`HostEvent`]s.
 
 pub mod acpi;
+pub mod backends;
 pub mod host;
 pub mod virtio_balloon;
 pub mod virtio_mem;
