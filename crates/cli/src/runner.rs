@@ -97,6 +97,39 @@ pub fn machine(scn: &Scenario) -> Result<QemuPc> {
     Ok(q)
 }
 
+/// The memory backends and DIMMs of QEMU's command line: every
+/// `-object memory-backend-*` becomes a backend object, and each
+/// `-device pc-dimm` is added while the guest boots.
+fn cold_plug(host: &Host, scn: &Scenario) -> Result<()> {
+    for a in &scn.qemu {
+        if let QemuArg::MemoryBackend(b) = a {
+            host.backends
+                .add(&b.qom_type, &b.id, b.size, false)
+                .with_context(|| format!("-object {}", b.id))?;
+        }
+    }
+    for a in &scn.qemu {
+        match a {
+            QemuArg::NumaNode(n) => {
+                if let Some(m) = &n.memdev {
+                    host.backends.bind(m, &format!("numa-node{}", n.nodeid.unwrap_or(0)))?;
+                }
+            }
+            QemuArg::VirtioMem(v) => {
+                host.backends
+                    .bind(&v.memdev, v.id.as_deref().unwrap_or("virtio-mem"))?;
+            }
+            QemuArg::PcDimm(d) => {
+                let id = d.id.clone().context("-device pc-dimm without id")?;
+                host.cold_plug_dimm(&id, &d.memdev, (d.node, d.addr))
+                    .with_context(|| format!("-device pc-dimm,id={id}"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The full kernel command line the guest boots with.
 pub fn kernel_cmdline(scn: &Scenario) -> String {
     std::iter::once(ORACLE_BASE_CMDLINE.to_string())
@@ -220,6 +253,7 @@ pub fn run(
     }
     let spec = qemu.machine(&kernel_cmdline(scn), version)?;
     let host = Arc::new(Host::boot(&spec)?);
+    cold_plug(&host, scn)?;
     let run_dir = RunDir(tempdir()?);
     let dir = run_dir.0.clone();
     let root = dir.join("root");

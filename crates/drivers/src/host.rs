@@ -106,6 +106,8 @@ pub struct Host {
     /// QEMU's `-m` size (the boot RAM).
     ram_size: u64,
     modules: Mutex<BTreeSet<String>>,
+    /// DIMMs given on QEMU's command line (present at boot).
+    coldplugged: Mutex<BTreeSet<String>>,
 }
 
 /// Modules the guest can load, with their dependencies in load order.
@@ -147,6 +149,7 @@ impl Host {
                 .map(|&(s, e)| e - s)
                 .sum(),
             modules: Mutex::new(BTreeSet::new()),
+            coldplugged: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -161,7 +164,30 @@ impl Host {
             balloon: VirtioBalloon::new(None),
             ram_size: 0,
             modules: Mutex::new(BTreeSet::new()),
+            coldplugged: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// `-device pc-dimm,id=ID,memdev=MEMDEV` on QEMU's command line: the
+    /// guest's ACPI driver adds the DIMM while it boots, so what that logs
+    /// joins the boot log; QMP reports it as not hot-plugged.
+    pub fn cold_plug_dimm(
+        &self,
+        id: &str,
+        memdev: &str,
+        at: (Option<u32>, Option<u64>),
+    ) -> Result<(), HostError> {
+        self.check_new_dimm(id)?;
+        self.plug_dimm(id, memdev, at)?;
+        self.coldplugged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+        self.shared.modify(|s| {
+            let lines = s.events.take_klog();
+            s.bootlog.extend(lines);
+        });
+        Ok(())
     }
 
     fn modules(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -209,6 +235,10 @@ impl Host {
                 let r = self.dimms.unplug(&self.shared, id)?;
                 if r.deleted {
                     self.backends.release(id);
+                    self.coldplugged
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(id);
                 }
                 Ok(HostReply {
                     value: json!({}),
@@ -371,11 +401,16 @@ impl Host {
     }
 
     fn query_memory_devices(&self) -> Value {
+        let cold = self
+            .coldplugged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut out: Vec<Value> = self
             .dimms
             .list()
             .into_iter()
-            .map(|d| json!({"type": "dimm", "data": {"id": d.id, "addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/{}", self.backends.of(&d.id).unwrap_or_default()), "hotplugged": true, "hotpluggable": true}}))
+            .map(|d| json!({"type": "dimm", "data": {"id": d.id, "addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/{}", self.backends.of(&d.id).unwrap_or_default()), "hotplugged": !cold.contains(&d.id), "hotpluggable": true}}))
             .collect();
         out.extend(self.vmem.list().into_iter().map(|v| {
             json!({"type": "virtio-mem", "data": {"id": v.spec.id, "memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node}})
