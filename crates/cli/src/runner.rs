@@ -60,6 +60,7 @@ pub fn machine(scn: &Scenario) -> Result<QemuPc> {
                 });
                 virtio_pci += 1;
             }
+            QemuArg::NumaDist(d) => q.numa_dist.push((d.src, d.dst, d.val)),
             QemuArg::NumaNode(n) => q.numa.push(QemuNuma {
                 nodeid: n.nodeid.context("-numa node without nodeid")?,
                 cpus: n.cpus.iter().flat_map(|r| r.first..=r.last).collect(),
@@ -112,7 +113,8 @@ fn cold_plug(host: &Host, scn: &Scenario) -> Result<()> {
         match a {
             QemuArg::NumaNode(n) => {
                 if let Some(m) = &n.memdev {
-                    host.backends.bind(m, &format!("numa-node{}", n.nodeid.unwrap_or(0)))?;
+                    host.backends
+                        .bind(m, &format!("numa-node{}", n.nodeid.unwrap_or(0)))?;
                 }
             }
             QemuArg::VirtioMem(v) => {

@@ -701,6 +701,7 @@ impl System {
             iomem,
             freed_after_boot_watermarks: crate::bootlog::freed_after_boot_watermarks(spec),
         });
+        sys.distances = spec.distances.clone();
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
         sys.charge_runtime(spec.boot_alloc.runtime);
         sys.hardware_name = spec.hardware_name.clone();

@@ -122,6 +122,13 @@ pub fn render(
         }
     }
     if srat {
+        // acpi_parse_slit → numa_alloc_distance.
+        if !spec.distances.is_empty() {
+            l.push(format!(
+                "NUMA: Initialized distance table, cnt={}",
+                spec.distances.len()
+            ));
+        }
         l.extend(numa_merge_lines(spec, sys.max_pfn << 12));
     } else if spec.acpi.is_some() {
         // dummy_numa_init: no SRAT, one node over all of RAM.

@@ -245,6 +245,10 @@ pub struct MachineSpec {
     /// The DMI system name `dump_stack` prints ("Hardware name: ...").
     #[serde(default)]
     pub hardware_name: Option<String>,
+    /// The firmware's SLIT (`distances[a][b]` from node a to b, by node
+    /// id); empty without one (local 10, remote 20).
+    #[serde(default)]
+    pub distances: Vec<Vec<u32>>,
 }
 
 /// Why a machine description is not usable.
@@ -418,6 +422,8 @@ pub struct QemuPc {
     /// `-smp N`.
     pub smp: u32,
     pub numa: Vec<QemuNuma>,
+    /// `-numa dist,src=A,dst=B,val=V`, as (A, B, V).
+    pub numa_dist: Vec<(u32, u32, u32)>,
     pub virtio_mem: Vec<VirtioMemSpec>,
     pub balloon: Option<VirtioBalloonSpec>,
     /// Size of the `-initrd` image (the boot log's `RAMDISK:` range, the
@@ -654,6 +660,7 @@ impl QemuPc {
         } else {
             None
         };
+        let distances = self.slit()?;
         let acpi = crate::qemu_acpi::QemuAcpi {
             cpus: self.smp.max(1),
             mem_slots: dimm.map_or(0, |d| d.slots),
@@ -676,6 +683,7 @@ impl QemuPc {
             nodes: nodes.len() as u32,
             ram_above_4g: high > 0,
             initrd_bytes: self.initrd_bytes,
+            slit_nodes: distances.len() as u32,
         };
         let m = MachineSpec {
             name: "qemu-pc".into(),
@@ -695,9 +703,62 @@ impl QemuPc {
                 "QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2-debian-1.16.2-1 04/01/2014"
                     .into(),
             ),
+            distances,
         };
         m.validate()?;
         Ok(m)
+    }
+
+    /// The SLIT QEMU builds from `-numa dist` (`validate_numa_distance`,
+    /// `complete_init_numa_distance`): a distance given one way holds both
+    /// ways, a node's own is 10; empty without `-numa dist`.
+    fn slit(&self) -> Result<Vec<Vec<u32>>, MachineError> {
+        if self.numa_dist.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bad = |why: String| MachineError::Option("-numa dist".into(), why);
+        let n = self.numa.iter().map(|x| x.nodeid + 1).max().unwrap_or(0) as usize;
+        let mut d = vec![vec![0u32; n]; n];
+        for &(src, dst, val) in &self.numa_dist {
+            for (node, what) in [(src, "Source"), (dst, "Destination")] {
+                if !self.numa.iter().any(|x| x.nodeid == node) {
+                    return Err(bad(format!(
+                        "{what} NUMA node is missing. Please use '-numa node' option to declare it first."
+                    )));
+                }
+            }
+            if val < 10 {
+                return Err(bad(format!(
+                    "NUMA distance ({val}) is invalid, it shouldn't be less than 10."
+                )));
+            }
+            if src == dst && val != 10 {
+                return Err(bad(format!("Local distance of node {src} should be 10.")));
+            }
+            d[src as usize][dst as usize] = val;
+        }
+        let pairs = || (0..n).flat_map(move |a| (0..n).map(move |b| (a, b)));
+        let mut asymmetric = false;
+        for (a, b) in pairs().filter(|(a, b)| a < b) {
+            match (d[a][b], d[b][a]) {
+                (0, 0) => {
+                    return Err(bad(format!(
+                        "The distance between node {a} and {b} is missing, at least one distance value between each nodes should be provided."
+                    )))
+                }
+                (x, y) if x != 0 && y != 0 && x != y => asymmetric = true,
+                _ => {}
+            }
+        }
+        if asymmetric && pairs().any(|(a, b)| a != b && d[a][b] == 0) {
+            return Err(bad("At least one asymmetrical pair of distances is given, please provide distances for both directions of all node pairs.".into()));
+        }
+        for (a, b) in pairs() {
+            if d[a][b] == 0 {
+                d[a][b] = if a == b { 10 } else { d[b][a] };
+            }
+        }
+        Ok(d)
     }
 }
 
@@ -710,6 +771,7 @@ impl Default for QemuPc {
             maxmem: 4 * GIB,
             smp: 1,
             numa: Vec::new(),
+            numa_dist: Vec::new(),
             virtio_mem: Vec::new(),
             balloon: None,
             initrd_bytes: crate::qemu_acpi::ORACLE_INITRD_BYTES,
@@ -775,6 +837,7 @@ pub fn firecracker(
         boot_alloc: BootAllocSpec::default(),
         acpi: None,
         hardware_name: None,
+        distances: Vec::new(),
     };
     m.validate()?;
     Ok(m)
@@ -869,6 +932,7 @@ pub fn baremetal(
         },
         acpi: None,
         hardware_name: None,
+        distances: Vec::new(),
     };
     m.validate()?;
     Ok(m)

@@ -35,6 +35,9 @@ pub struct QemuAcpi {
     pub ram_above_4g: bool,
     /// Size of the initrd QEMU loads (the oracle's initramfs by default).
     pub initrd_bytes: u64,
+    /// Nodes of the SLIT (`-numa dist`); 0: no SLIT.
+    #[serde(default)]
+    pub slit_nodes: u32,
 }
 
 /// The initramfs the oracle boots: `RAMDISK: [mem 0x3fe79000-0x3ffdffff]`,
@@ -115,9 +118,13 @@ impl QemuAcpi {
         if let Some(len) = self.srat_len() {
             put("SRAT", len);
         }
+        let slit = u64::from(self.slit_nodes);
+        if slit > 0 {
+            put("SLIT", 44 + slit * slit);
+        }
         put("WAET", 0x28);
         // The RSDT points at all but FACS and DSDT.
-        let entries = 4 + u64::from(self.srat_len().is_some());
+        let entries = 4 + u64::from(self.srat_len().is_some()) + u64::from(slit > 0);
         put("RSDT", 36 + 4 * entries);
         out
     }
@@ -141,7 +148,7 @@ impl QemuAcpi {
             format!("ACPI: RSDP 0x{:016X} 000014 (v00 BOCHS )", self.rsdp()),
         ];
         let order = [
-            "RSDT", "FACP", "DSDT", "FACS", "APIC", "HPET", "SRAT", "WAET",
+            "RSDT", "FACP", "DSDT", "FACS", "APIC", "HPET", "SRAT", "SLIT", "WAET",
         ];
         for sig in order {
             if let Some(t) = tables.iter().find(|t| t.sig == sig) {
@@ -186,6 +193,7 @@ mod tests {
             nodes,
             ram_above_4g: false,
             initrd_bytes: ORACLE_INITRD_BYTES,
+            slit_nodes: 0,
         }
     }
 

@@ -159,6 +159,10 @@ pub struct System {
     /// What the guest's tmpfs holds and the pages charged for it.
     #[serde(default)]
     pub tmpfs: crate::workload::TmpfsUsage,
+    /// The firmware's node distances (SLIT), by node id; empty: 10 for a
+    /// node's own, 20 for any other.
+    #[serde(default)]
+    pub distances: Vec<Vec<u32>>,
     /// Devices whose `power/` settings were changed, by kobject path.
     #[serde(default)]
     pub power: BTreeMap<String, crate::device::DevicePower>,
@@ -235,6 +239,7 @@ impl System {
             tmpfs: Default::default(),
             hwpoison: Default::default(),
             power: BTreeMap::new(),
+            distances: Vec::new(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
             faults: Vec::new(),
@@ -296,6 +301,19 @@ impl System {
     /// The block containing `pfn`.
     pub fn pfn_to_block_id(&self, pfn: u64) -> u64 {
         pfn / self.pages_per_block()
+    }
+
+    /// `node_distance(a, b)`: the SLIT's value, or 10/20 without one.
+    pub fn node_distance(&self, a: u32, b: u32) -> u32 {
+        match self
+            .distances
+            .get(a as usize)
+            .and_then(|r| r.get(b as usize))
+        {
+            Some(&d) => d,
+            None if a == b => 10,
+            None => 20,
+        }
     }
 
     pub fn node(&self, nid: u32) -> Option<&Node> {

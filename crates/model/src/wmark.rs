@@ -52,7 +52,7 @@ const MAX_NUMNODES: u64 = 1024;
 /// of each distance group a step back for the next nodes' lists; ties to
 /// the lowest id).
 fn node_order(sys: &System, local: u32, load: &mut BTreeMap<u32, u64>) -> Vec<u32> {
-    let distance = |a: u32, b: u32| if a == b { 10 } else { 20 };
+    let distance = |a: u32, b: u32| u64::from(sys.node_distance(a, b));
     let memory: Vec<&crate::system::Node> = sys.online_nodes().filter(|n| n.has_memory).collect();
     let mut order = vec![local];
     let mut prev = local;

@@ -452,3 +452,49 @@ fn mem_limit_prints_the_user_map_and_moves_the_initrd_below_it() {
         ]
     );
 }
+
+/// `-numa dist`: QEMU completes the SLIT symmetrically and refuses a
+/// missing pair; the guest's fallback orders follow the distances (a 6.1
+/// guest, `behaviour/numa-dist`).
+#[test]
+fn numa_distances_shape_the_slit_and_the_fallback_orders() {
+    let mut q =
+        QemuPc::default().with_nodes(&[(&[0], 512 << 20), (&[1], 256 << 20), (&[2], 256 << 20)]);
+    q.numa_dist = vec![(0, 1, 30), (0, 2, 15), (1, 2, 25)];
+    let spec = q.machine("", KernelVersion::V6_1).unwrap();
+    assert_eq!(
+        spec.distances,
+        vec![vec![10, 30, 15], vec![30, 10, 25], vec![15, 25, 10]]
+    );
+    let sys = System::boot(&spec).unwrap();
+    let lines: Vec<&String> = sys
+        .bootlog
+        .iter()
+        .filter(|l| {
+            l.starts_with("Fallback order") || l.contains("SLIT") || l.contains("distance table")
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "ACPI: SLIT 0x000000003FFE226A 000035 (v01 BOCHS  BXPC     00000001 BXPC 00000001)",
+            "ACPI: Reserving SLIT table memory at [mem 0x3ffe226a-0x3ffe229e]",
+            "NUMA: Initialized distance table, cnt=3",
+            "Fallback order for Node 0: 0 2 1 ",
+            "Fallback order for Node 1: 1 2 0 ",
+            "Fallback order for Node 2: 2 0 1 ",
+        ]
+    );
+    q.numa_dist = vec![(0, 1, 30)];
+    assert!(q
+        .machine("", KernelVersion::V6_1)
+        .unwrap_err()
+        .to_string()
+        .contains("The distance between node 0 and 2 is missing"));
+    q.numa_dist = vec![(0, 1, 30), (1, 0, 40), (0, 2, 15), (1, 2, 25)];
+    assert!(q
+        .machine("", KernelVersion::V6_1)
+        .unwrap_err()
+        .to_string()
+        .contains("asymmetrical"));
+}

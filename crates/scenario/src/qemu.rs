@@ -10,6 +10,8 @@ pub enum QemuArg {
     MemoryBackend(MemoryBackend),
     /// `-numa node[,nodeid=N][,cpus=A[-B]]...[,memdev=ID]`
     NumaNode(NumaNode),
+    /// `-numa dist,src=A,dst=B,val=V`
+    NumaDist(NumaDist),
     /// `-device virtio-mem-pci,...`
     VirtioMem(VirtioMemPci),
     /// `-device pc-dimm,...` (a cold-plugged DIMM)
@@ -34,6 +36,14 @@ pub struct MemoryBackend {
     pub size: u64,
     /// Other properties, in order, with their text.
     pub extra: Vec<(String, String)>,
+}
+
+/// `-numa dist,src=A,dst=B,val=V`: the SLIT distance from node A to B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumaDist {
+    pub src: u32,
+    pub dst: u32,
+    pub val: u32,
 }
 
 /// An inclusive CPU index range `A` or `A-B` from `cpus=`.
@@ -305,6 +315,25 @@ fn parse_object(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
 fn parse_numa(value: &str) -> Result<Option<QemuArg>, QemuArgError> {
     let parts = split_qemu_opts(value);
     let kind = parts[0].strip_prefix("type=").unwrap_or(&parts[0]);
+    if kind == "dist" {
+        let mut p = Props {
+            option: "-numa",
+            kind: kind.to_string(),
+            items: props("-numa", kind, &parts[1..])?,
+        };
+        let mut get = |key: &'static str| {
+            p.number::<u32>(key)?.ok_or(QemuArgError::MissingProperty {
+                option: "-numa",
+                kind: "dist".to_string(),
+                key,
+            })
+        };
+        return Ok(Some(QemuArg::NumaDist(NumaDist {
+            src: get("src")?,
+            dst: get("dst")?,
+            val: get("val")?,
+        })));
+    }
     if kind != "node" {
         return Ok(None);
     }
@@ -474,6 +503,10 @@ impl QemuArg {
                 }
                 vec!["-numa".into(), join_opts("node", &items, &n.extra)]
             }
+            QemuArg::NumaDist(d) => vec![
+                "-numa".into(),
+                format!("dist,src={},dst={},val={}", d.src, d.dst, d.val),
+            ],
             QemuArg::VirtioMem(v) => {
                 let mut items = Vec::new();
                 if let Some(id) = &v.id {

@@ -546,7 +546,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                 "distance" => {
                     let d: Vec<String> = sys
                         .online_nodes()
-                        .map(|o| if o.id == nid { "10" } else { "20" }.to_string())
+                        .map(|o| sys.node_distance(nid, o.id).to_string())
                         .collect();
                     format!("{}\n", d.join(" "))
                 }

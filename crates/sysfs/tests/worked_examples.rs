@@ -41,6 +41,7 @@ fn spec(ranges: &[(u64, u64)], cmdline: &str, hypervisor: bool) -> MachineSpec {
         boot_alloc: Default::default(),
         acpi: None,
         hardware_name: None,
+        distances: Vec::new(),
     }
 }
 
