@@ -20,7 +20,8 @@ pub struct MachineArgs {
     /// Number of CPUs.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
-    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE][,generic-initiator=on]`
+    /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE][,generic-initiator=on]`,
+    /// or a distance: `dist,src=A,dst=B,val=V`
     /// (repeatable; node memory must add up to the RAM size;
     /// `generic-initiator=on` is QEMU's `-object acpi-generic-initiator,node=N`).
     #[arg(long)]
@@ -71,6 +72,29 @@ pub fn parse_cpus(s: &str) -> Result<Vec<u32>> {
         }
     }
     Ok(out)
+}
+
+/// Parse the `src=A,dst=B,val=V` of a `--numa dist,...` value.
+pub fn parse_numa_dist(s: &str) -> Result<(u32, u32, u32)> {
+    let (mut src, mut dst, mut val) = (None, None, None);
+    for kv in s.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--numa dist: expected KEY=VALUE, got {kv:?}"))?;
+        let n: u32 = v
+            .parse()
+            .with_context(|| format!("--numa dist: bad {k} {v:?}"))?;
+        match k {
+            "src" => src = Some(n),
+            "dst" => dst = Some(n),
+            "val" => val = Some(n),
+            _ => bail!("--numa dist: unknown key {k:?} (expected src, dst, val)"),
+        }
+    }
+    match (src, dst, val) {
+        (Some(s), Some(d), Some(v)) => Ok((s, d, v)),
+        _ => bail!("--numa dist,{s}: src=, dst= and val= are all required"),
+    }
 }
 
 /// Parse one `--numa` value.
@@ -193,7 +217,14 @@ impl MachineArgs {
                 q.numa = self
                     .numa
                     .iter()
+                    .filter(|s| !s.starts_with("dist,"))
                     .map(|s| parse_numa(s))
+                    .collect::<Result<_>>()?;
+                q.numa_dist = self
+                    .numa
+                    .iter()
+                    .filter_map(|s| s.strip_prefix("dist,"))
+                    .map(parse_numa_dist)
                     .collect::<Result<_>>()?;
                 q.virtio_mem = self
                     .virtio_mem

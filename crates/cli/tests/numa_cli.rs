@@ -129,3 +129,44 @@ fn movable_node_on_the_command_line_moves_hotpluggable_boot_ram() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--numa dist,src=A,dst=B,val=V` gives the machine QEMU's SLIT: the
+/// distance files follow it (one direction given holds both ways), and an
+/// incomplete table is refused with QEMU's words.
+#[test]
+fn numa_distances_from_the_numa_option() {
+    let base = [
+        "--smp",
+        "2",
+        "--numa",
+        "nodeid=0,cpus=0,mem=512M",
+        "--numa",
+        "nodeid=1,cpus=1,mem=512M",
+    ];
+    let (ok, out, err) = show(
+        &[
+            &base[..],
+            &[
+                "--numa",
+                "dist,src=0,dst=1,val=31",
+                "--path",
+                "sys/devices/system/node",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        lines_matching(&out, "/distance ="),
+        [
+            r#"f 0444 /sys/devices/system/node/node0/distance = "10 31\n""#,
+            r#"f 0444 /sys/devices/system/node/node1/distance = "31 10\n""#,
+        ]
+    );
+    let (ok, _, err) = show(&[&base[..], &["--numa", "dist,src=0,dst=1,val=5"]].concat());
+    assert!(!ok);
+    assert!(
+        err.contains("NUMA distance (5) is invalid, it shouldn't be less than 10."),
+        "{err}"
+    );
+}
