@@ -170,8 +170,8 @@ pub enum ScenarioErrorKind {
     /// `mem:` is malformed.
     #[error("mem: {0}")]
     Mem(#[from] MemSpecError),
-    /// `smp:` is not a positive number.
-    #[error("smp: bad CPU count `{0}`")]
+    /// `smp:` is not QEMU's `-smp` with a positive CPU count.
+    #[error("smp: bad CPU count `{0}` (expected N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=N]; CPU hotplug is not modelled)")]
     Smp(String),
     /// `timeout:` is not a number of seconds.
     #[error("timeout: bad number of seconds `{0}`")]
@@ -349,10 +349,7 @@ impl Scenario {
                 }
                 "mem" => scn.mem = MemSpec::parse(value).map_err(|e| err(lineno, e))?,
                 "smp" => {
-                    scn.smp = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|&n| n > 0)
+                    scn.smp = parse_smp(value)
                         .ok_or_else(|| err(lineno, ScenarioErrorKind::Smp(value.into())))?;
                 }
                 "machine" => scn.machine = value.to_string(),
@@ -619,9 +616,50 @@ fn parse_host_action(body: &str) -> Result<HostAction, ScenarioErrorKind> {
     })
 }
 
+/// QEMU's `-smp [cpus=]N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M]`:
+/// the CPU count (the topology's product when N is left out). More possible
+/// than present CPUs (`maxcpus` above N) would be CPU hotplug, which is not
+/// modelled.
+fn parse_smp(value: &str) -> Option<u32> {
+    let mut cpus = None;
+    let mut product = 1u32;
+    let mut maxcpus = None;
+    for (i, part) in value.split(',').enumerate() {
+        let (key, v) = match part.split_once('=') {
+            Some((k, v)) => (k, v),
+            None if i == 0 => ("cpus", part),
+            None => return None,
+        };
+        let n: u32 = v.parse().ok().filter(|&n| n > 0)?;
+        match key {
+            "cpus" => cpus = Some(n),
+            "sockets" | "dies" | "clusters" | "cores" | "threads" => {
+                product = product.checked_mul(n)?
+            }
+            "maxcpus" => maxcpus = Some(n),
+            _ => return None,
+        }
+    }
+    let n = cpus.unwrap_or(product);
+    (maxcpus.unwrap_or(n) == n).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smp_takes_qemus_topology_forms_but_not_cpu_hotplug() {
+        assert_eq!(parse_smp("2"), Some(2));
+        assert_eq!(parse_smp("cpus=3"), Some(3));
+        assert_eq!(parse_smp("4,sockets=2,cores=2"), Some(4));
+        assert_eq!(parse_smp("sockets=2,cores=2,threads=2"), Some(8));
+        assert_eq!(parse_smp("2,maxcpus=2"), Some(2));
+        assert_eq!(parse_smp("1,maxcpus=2"), None);
+        assert_eq!(parse_smp("0"), None);
+        assert_eq!(parse_smp("2,bogus=1"), None);
+        assert_eq!(parse_smp("two"), None);
+    }
 
     fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         Scenario::parse("t", text)
