@@ -158,6 +158,16 @@ pub fn nr_cpu_ids(sys: &System) -> u32 {
         .map_or(1, |m| m + 1)
 }
 
+/// The transparent-huge-page lines of `/proc/meminfo` and `nodeN/meminfo`,
+/// in their order: no THP is modelled.
+const NO_THP: [(&str, u64); 5] = [
+    ("AnonHugePages:", 0),
+    ("ShmemHugePages:", 0),
+    ("ShmemPmdMapped:", 0),
+    ("FileHugePages:", 0),
+    ("FilePmdMapped:", 0),
+];
+
 /// The page counters `/proc/meminfo` and `nodeN/meminfo` share, for one
 /// node or (`None`) all of them. The running system's own memory (its
 /// slab, stacks, rootfs, mapped programs) is counted on the first memory
@@ -244,14 +254,9 @@ pub fn node_meminfo(sys: &System, nid: u32) -> Option<String> {
         ("Slab:", kb(c.slab_reclaimable + c.slab_unreclaimable)),
         ("SReclaimable:", kb(c.slab_reclaimable)),
         ("SUnreclaim:", kb(c.slab_unreclaimable)),
-        ("AnonHugePages:", 0),
-        ("ShmemHugePages:", 0),
-        ("ShmemPmdMapped:", 0),
-        ("FileHugePages:", 0),
-        ("FilePmdMapped:", 0),
     ];
     let mut out = String::new();
-    for (label, v) in fields {
+    for (label, v) in fields.into_iter().chain(NO_THP) {
         // node_read_meminfo pads its labels to 16 columns, except these
         // two, written with one space.
         let label = match label {
@@ -350,14 +355,9 @@ pub fn proc_meminfo(sys: &System) -> String {
             kib(PERCPU_PAGES_PER_CPU * u64::from(nr_cpu_ids(sys))),
         ),
         ("HardwareCorrupted:", kib(sys.hwpoison.count)),
-        ("AnonHugePages:", 0),
-        ("ShmemHugePages:", 0),
-        ("ShmemPmdMapped:", 0),
-        ("FileHugePages:", 0),
-        ("FilePmdMapped:", 0),
     ];
     let mut out = String::new();
-    for (label, v) in fields {
+    for (label, v) in fields.into_iter().chain(NO_THP) {
         if label == "HardwareCorrupted:" {
             // Printed with its own format (`%5lu`), not show_val_kb's.
             out.push_str(&format!("{label} {v:>5} kB\n"));
