@@ -315,9 +315,16 @@ pub fn run(
     let binds: Vec<(PathBuf, PathBuf)> = std::iter::once((real_exe.clone(), exe.clone()))
         .chain(std::iter::once((root.join("sys"), PathBuf::from("/sys"))))
         .chain(
-            ["zoneinfo", "iomem", "meminfo", "sys/vm"]
-                .into_iter()
-                .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),
+            [
+                "zoneinfo",
+                "iomem",
+                "meminfo",
+                "buddyinfo",
+                "cmdline",
+                "sys/vm",
+            ]
+            .into_iter()
+            .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),
         )
         .collect();
     // shmem's default size limit: half of the guest's RAM.

@@ -425,15 +425,9 @@ impl System {
     }
 
     /// The zone's free lists: each free range split into the aligned
-    /// power-of-two chunks the buddy allocator holds, per order, with the
-    /// migratetypes they sit in ("Node 0 DMA32: 19*4kB (U) ...").
-    fn buddy_line(&self, nid: u32, zone: ZoneType) -> String {
-        const MAX_ORDER: usize = 11;
-        const TYPES: [(MigrateType, char); 3] = [
-            (MigrateType::Unmovable, 'U'),
-            (MigrateType::Movable, 'M'),
-            (MigrateType::Isolate, 'I'),
-        ];
+    /// power-of-two chunks the buddy allocator holds; per order, how many
+    /// and which migratetypes they sit in (`/proc/buddyinfo`, show_mem).
+    pub fn free_area(&self, nid: u32, zone: ZoneType) -> FreeArea {
         let mut nr = [0u64; MAX_ORDER];
         let mut types = [[false; 3]; MAX_ORDER];
         for b in self.blocks.values().filter(|b| b.nid == Some(nid)) {
@@ -453,20 +447,26 @@ impl System {
                     }
                     nr[order] += 1;
                     let mt = b.pages.migratetype(a / PAGEBLOCK_PAGES);
-                    if let Some(i) = TYPES.iter().position(|t| t.0 == mt) {
+                    if let Some(i) = BUDDY_TYPES.iter().position(|t| t.0 == mt) {
                         types[order][i] = true;
                     }
                     a += 1 << order;
                 }
             }
         }
+        FreeArea { nr, types }
+    }
+
+    /// show_mem's free-list line ("Node 0 DMA32: 19*4kB (U) ...").
+    fn buddy_line(&self, nid: u32, zone: ZoneType) -> String {
+        let FreeArea { nr, types } = self.free_area(nid, zone);
         let mut line = format!("Node {nid} {}: ", zone.name());
         let mut total = 0;
         for order in 0..MAX_ORDER {
             line.push_str(&format!("{}*{}kB ", nr[order], 4u64 << order));
             total += nr[order] * (4u64 << order);
             if nr[order] > 0 {
-                let t: String = TYPES
+                let t: String = BUDDY_TYPES
                     .iter()
                     .zip(types[order])
                     .filter(|(_, on)| *on)
@@ -478,6 +478,25 @@ impl System {
         line.push_str(&format!("= {total}kB"));
         line
     }
+}
+
+/// `MAX_ORDER` of 6.1 x86-64: orders 0..=10.
+pub const MAX_ORDER: usize = 11;
+
+/// The migratetypes show_mem names, with their letters.
+const BUDDY_TYPES: [(MigrateType, char); 3] = [
+    (MigrateType::Unmovable, 'U'),
+    (MigrateType::Movable, 'M'),
+    (MigrateType::Isolate, 'I'),
+];
+
+/// A zone's free lists by order.
+pub struct FreeArea {
+    /// Free chunks of each order.
+    pub nr: [u64; MAX_ORDER],
+    /// Per order, whether chunks sit in unmovable, movable, isolated
+    /// pageblocks.
+    pub types: [[bool; 3]; MAX_ORDER],
 }
 
 /// A node list as `%*pbl` prints it ("0", "0-1", "0,2").

@@ -579,6 +579,25 @@ pub fn node_vmstat(sys: &System, nid: u32) -> String {
         .collect()
 }
 
+/// `/proc/buddyinfo`: per populated zone of each online node, the free
+/// chunks of each order.
+pub fn buddyinfo(sys: &System) -> String {
+    let mut out = String::new();
+    for node in sys.online_nodes() {
+        for z in ZoneType::ALL
+            .into_iter()
+            .filter(|&z| node.zone(z).populated())
+        {
+            out.push_str(&format!("Node {}, zone {:>8} ", node.id, z.name()));
+            for n in sys.free_area(node.id, z).nr {
+                out.push_str(&format!("{n:>6} "));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

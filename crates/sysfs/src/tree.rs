@@ -156,6 +156,8 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("sys", DIR);
         }
         ["proc"] => {
+            add("buddyinfo", file(0o444));
+            add("cmdline", file(0o444));
             add("iomem", file(0o444));
             add("meminfo", file(0o444));
             add("sys", DIR);
@@ -498,6 +500,8 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "zoneinfo"] => render::zoneinfo(sys),
         ["proc", "iomem"] => render::proc_iomem(sys),
         ["proc", "meminfo"] => render::proc_meminfo(sys),
+        ["proc", "buddyinfo"] => render::buddyinfo(sys),
+        ["proc", "cmdline"] => format!("{}\n", sys.cmdline.raw),
         [dir @ .., "power", f] => return power_read(sys, &devpath_of(dir), f),
         [.., "uevent"] => String::new(),
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {

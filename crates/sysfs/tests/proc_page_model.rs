@@ -155,3 +155,27 @@ fn hardware_corrupted_counts_poisoned_pages() {
     let text = String::from_utf8(tree.read("proc/meminfo").unwrap()).unwrap();
     assert!(text.contains("\nHardwareCorrupted:     4 kB\n"), "{text}");
 }
+
+/// `/proc/buddyinfo` lists the populated zones with their free chunks per
+/// order (`%6lu `), adding up to the zone's free pages; `/proc/cmdline` is
+/// the guest's command line, not the host's.
+#[test]
+fn buddyinfo_adds_up_to_the_free_pages_and_cmdline_is_the_guests() {
+    let (shared, tree) = tree();
+    let text = String::from_utf8(tree.read("proc/buddyinfo").unwrap()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, zone) in lines.iter().zip([ZoneType::Dma, ZoneType::Dma32]) {
+        let head = format!("Node 0, zone {:>8} ", zone.name());
+        let counts = line.strip_prefix(&head).unwrap();
+        let nr: Vec<u64> = counts
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(nr.len(), 11);
+        let pages: u64 = nr.iter().enumerate().map(|(o, n)| n << o).sum();
+        assert_eq!(pages, shared.read(|s| s.zone_free_pages(0, zone)), "{line}");
+    }
+    let cmdline = String::from_utf8(tree.read("proc/cmdline").unwrap()).unwrap();
+    assert_eq!(cmdline, shared.read(|s| format!("{}\n", s.cmdline.raw)));
+}
