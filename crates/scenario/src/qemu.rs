@@ -654,9 +654,31 @@ mod tests {
     }
 
     #[test]
+    fn numa_distances_are_typed_and_need_all_three_values() {
+        assert_eq!(
+            parse_qemu_args(&words("-numa dist,src=0,dst=1,val=20")).unwrap(),
+            [QemuArg::NumaDist(NumaDist {
+                src: 0,
+                dst: 1,
+                val: 20
+            })]
+        );
+        assert_eq!(
+            QemuArg::NumaDist(NumaDist {
+                src: 0,
+                dst: 1,
+                val: 20
+            })
+            .to_args(),
+            ["-numa", "dist,src=0,dst=1,val=20"]
+        );
+        assert!(parse_qemu_args(&words("-numa dist,src=0,dst=1")).is_err());
+    }
+
+    #[test]
     fn unknown_args_stay_raw_word_by_word() {
         let args = parse_qemu_args(&words(
-            "-cpu max -device virtio-rng-pci -numa dist,src=0,dst=1,val=20",
+            "-cpu max -device virtio-rng-pci -numa cpu,node-id=0,socket-id=0",
         ))
         .unwrap();
         assert_eq!(
@@ -667,7 +689,7 @@ mod tests {
                 "-device",
                 "virtio-rng-pci",
                 "-numa",
-                "dist,src=0,dst=1,val=20"
+                "cpu,node-id=0,socket-id=0"
             ]
             .iter()
             .map(|w| QemuArg::Raw(w.to_string()))
