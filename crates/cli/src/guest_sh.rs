@@ -26,3 +26,39 @@ pub fn helpers() -> String {
         memhp_scenario::HELPERS_SH
     )
 }
+
+/// What the guest says about itself where a program asks the kernel
+/// directly (the host kernel would answer): `uname` (the emulated build
+/// and the node name of `/proc/sys/kernel/hostname`), `hostname` (that
+/// file) and `nproc` (the run is pinned to one host CPU; the guest has
+/// `smp`). Options these do not know go to the real program.
+pub fn identity(version: memhp_model::KernelVersion, smp: u32) -> String {
+    format!(
+        r#"uname() {{
+	_mh_u=
+	[ $# -eq 0 ] && _mh_u=s
+	for _mh_ua in "$@"; do
+		case "$_mh_ua" in
+		-a|--all) _mh_u=snrvmo ;;
+		-[snrvmo]*) _mh_u="$_mh_u${{_mh_ua#-}}"
+			case "${{_mh_ua#-}}" in *[!snrvmo]*) command uname "$@"; return ;; esac ;;
+		*) command uname "$@"; return ;;
+		esac
+	done
+	_mh_uo=
+	case "$_mh_u" in *s*) _mh_uo="$_mh_uo Linux" ;; esac
+	case "$_mh_u" in *n*) _mh_uo="$_mh_uo $(cat /proc/sys/kernel/hostname)" ;; esac
+	case "$_mh_u" in *r*) _mh_uo="$_mh_uo {release}" ;; esac
+	case "$_mh_u" in *v*) _mh_uo="$_mh_uo {version}" ;; esac
+	case "$_mh_u" in *m*) _mh_uo="$_mh_uo x86_64" ;; esac
+	case "$_mh_u" in *o*) _mh_uo="$_mh_uo GNU/Linux" ;; esac
+	printf '%s\n' "${{_mh_uo# }}"
+}}
+hostname() {{ if [ $# -eq 0 ]; then cat /proc/sys/kernel/hostname; else printf '%s' "$1" > /proc/sys/kernel/hostname; fi; }}
+nproc() {{ if [ $# -eq 0 ]; then echo {smp}; else command nproc "$@"; fi; }}
+"#,
+        release = version.uname_release(),
+        version = version.uname_version(),
+        smp = smp.max(1),
+    )
+}

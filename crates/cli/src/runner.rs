@@ -304,6 +304,7 @@ pub fn run(
         shell_quote(&dir.to_string_lossy())
     ));
     script.push_str(&crate::guest_sh::helpers());
+    script.push_str(&crate::guest_sh::identity(version, scn.smp));
     script.push_str("set +e\n");
     script.push_str(&memhp_scenario::rewrite_ohelper_calls(&scn.guest_script()));
     let host_steps: Vec<&memhp_scenario::HostStep> = scn.host_steps().collect();
@@ -320,8 +321,13 @@ pub fn run(
                 "iomem",
                 "meminfo",
                 "buddyinfo",
+                "version",
                 "cmdline",
                 "sys/vm",
+                "sys/kernel/hostname",
+                "sys/kernel/osrelease",
+                "sys/kernel/ostype",
+                "sys/kernel/version",
             ]
             .into_iter()
             .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),

@@ -37,6 +37,7 @@ pub fn render(
     reserved: &[(u64, u64)],
 ) -> Vec<String> {
     let mut l = Vec::new();
+    l.push(sys.version.linux_banner());
     l.push(format!("Command line: {}", sys.cmdline.raw));
     for e in &spec.e820 {
         let kind = match e.kind {

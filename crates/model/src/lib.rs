@@ -75,6 +75,22 @@ impl KernelVersion {
         }
     }
 
+    /// `linux_banner`: the boot log's first line and `/proc/version`.
+    pub fn linux_banner(self) -> String {
+        match self {
+            KernelVersion::V6_1 => format!(
+                "Linux version {} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) {}",
+                self.uname_release(),
+                self.uname_version()
+            ),
+            KernelVersion::Mainline => format!(
+                "Linux version {} (memhp) {}",
+                self.uname_release(),
+                self.uname_version()
+            ),
+        }
+    }
+
     /// The build as `dump_stack` names it after "Not tainted".
     pub fn dump_stack_build(self) -> &'static str {
         match self {

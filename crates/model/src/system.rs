@@ -117,6 +117,10 @@ impl MemoryGroup {
     }
 }
 
+fn default_hostname() -> String {
+    "(none)".to_string()
+}
+
 /// The complete memory-hotplug state of one machine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct System {
@@ -159,6 +163,10 @@ pub struct System {
     /// What the guest's tmpfs holds and the pages charged for it.
     #[serde(default)]
     pub tmpfs: crate::workload::TmpfsUsage,
+    /// The UTS node name (`uname -n`, `/proc/sys/kernel/hostname`); a
+    /// guest that never sets it shows `(none)`.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
     /// The firmware's node distances (SLIT), by node id; empty: 10 for a
     /// node's own, 20 for any other.
     #[serde(default)]
@@ -240,6 +248,7 @@ impl System {
             hwpoison: Default::default(),
             power: BTreeMap::new(),
             distances: Vec::new(),
+            hostname: default_hostname(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
             faults: Vec::new(),
@@ -301,6 +310,14 @@ impl System {
     /// The block containing `pfn`.
     pub fn pfn_to_block_id(&self, pfn: u64) -> u64 {
         pfn / self.pages_per_block()
+    }
+
+    /// A write to `/proc/sys/kernel/hostname` (`proc_dostring`): its first
+    /// line, at most `__NEW_UTS_LEN` (64) bytes.
+    pub fn set_hostname(&mut self, data: &[u8]) {
+        let line = data.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        self.hostname = String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned();
+        self.touch_global();
     }
 
     /// `node_distance(a, b)`: the SLIT's value, or 10/20 without one.

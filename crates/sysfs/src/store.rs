@@ -225,6 +225,10 @@ pub fn store(
             hstate_store(shared, f, count)?;
             Ok(data.len())
         }
+        ["proc", "sys", "kernel", "hostname"] => {
+            shared.modify(|sys| sys.set_hostname(data));
+            Ok(data.len())
+        }
         ["proc", "sys", "vm", f] => {
             let (value, consumed) = kstr::proc_long(data).map_err(kerr)?;
             if let Some(v) = value {

@@ -94,6 +94,10 @@ fn power_read(sys: &System, devpath: &str, name: &str) -> Result<Vec<u8>, Errno>
     Ok(text.to_vec())
 }
 
+/// The CPU masks of `/sys/devices/system/cpu` (no CPU hotplug: every
+/// possible CPU is present and online).
+const CPU_MASK_FILES: [&str; 5] = ["kernel_max", "offline", "online", "possible", "present"];
+
 /// The huge page sizes: 2 MiB only (QEMU's default CPU has no 1 GiB pages).
 const HUGEPAGE_SIZES: [&str; 1] = ["hugepages-2048kB"];
 /// `/sys/kernel/mm/hugepages/hugepages-2048kB`.
@@ -161,9 +165,19 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("iomem", file(0o444));
             add("meminfo", file(0o444));
             add("sys", DIR);
+            add("version", file(0o444));
             add("zoneinfo", file(0o444));
         }
-        ["proc", "sys"] => add("vm", DIR),
+        ["proc", "sys"] => {
+            add("kernel", DIR);
+            add("vm", DIR);
+        }
+        ["proc", "sys", "kernel"] => {
+            add("hostname", file(0o644));
+            for f in ["osrelease", "ostype", "version"] {
+                add(f, file(0o444));
+            }
+        }
         ["proc", "sys", "vm"] => {
             for f in VM_SYSCTLS {
                 add(f, file(0o644));
@@ -185,6 +199,9 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                 for c in &n.cpus {
                     add(&format!("cpu{c}"), DIR);
                 }
+            }
+            for f in CPU_MASK_FILES {
+                add(f, file(0o444));
             }
         }
         ["sys", "devices", "system", "cpu", c] => {
@@ -502,6 +519,20 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "meminfo"] => render::proc_meminfo(sys),
         ["proc", "buddyinfo"] => render::buddyinfo(sys),
         ["proc", "cmdline"] => format!("{}\n", sys.cmdline.raw),
+        ["proc", "version"] => format!("{}\n", sys.version.linux_banner()),
+        ["proc", "sys", "kernel", f] => match *f {
+            "hostname" => format!("{}\n", sys.hostname),
+            "osrelease" => format!("{}\n", sys.version.uname_release()),
+            "ostype" => "Linux\n".to_string(),
+            "version" => format!("{}\n", sys.version.uname_version()),
+            _ => return Err(Errno::ENOENT),
+        },
+        ["sys", "devices", "system", "cpu", f] if CPU_MASK_FILES.contains(f) => match *f {
+            // NR_CPUS - 1 (Debian: 8192).
+            "kernel_max" => "8191\n".to_string(),
+            "offline" => "\n".to_string(),
+            _ => render::bitmap_list(0..render::nr_cpu_ids(sys)),
+        },
         [dir @ .., "power", f] => return power_read(sys, &devpath_of(dir), f),
         [.., "uevent"] => String::new(),
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {

@@ -179,3 +179,29 @@ fn buddyinfo_adds_up_to_the_free_pages_and_cmdline_is_the_guests() {
     let cmdline = String::from_utf8(tree.read("proc/cmdline").unwrap()).unwrap();
     assert_eq!(cmdline, shared.read(|s| format!("{}\n", s.cmdline.raw)));
 }
+
+/// The guest's identity where programs ask the kernel: `/proc/version`,
+/// `/proc/sys/kernel/{osrelease,ostype,version,hostname}` (the node name a
+/// write sets: its first line, at most 64 bytes) and the CPU masks.
+#[test]
+fn guest_identity_files_show_the_emulated_kernel() {
+    let (_, tree) = tree();
+    let read = |p: &str| String::from_utf8(tree.read(p).unwrap()).unwrap();
+    assert!(read("proc/version").starts_with(
+        "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"
+    ));
+    assert_eq!(read("proc/sys/kernel/osrelease"), "6.1.0-56-amd64\n");
+    assert_eq!(read("proc/sys/kernel/ostype"), "Linux\n");
+    assert_eq!(read("proc/sys/kernel/hostname"), "(none)\n");
+    let cancel = memhp_sysfs::vfs::Cancel::default();
+    let long = "h".repeat(70) + "\nrest";
+    tree.write("proc/sys/kernel/hostname", long.as_bytes(), &cancel)
+        .unwrap();
+    assert_eq!(
+        read("proc/sys/kernel/hostname"),
+        format!("{}\n", "h".repeat(64))
+    );
+    assert_eq!(read("sys/devices/system/cpu/online"), "0\n");
+    assert_eq!(read("sys/devices/system/cpu/offline"), "\n");
+    assert_eq!(read("sys/devices/system/cpu/kernel_max"), "8191\n");
+}
