@@ -322,6 +322,7 @@ pub fn run(
                 "meminfo",
                 "buddyinfo",
                 "version",
+                "vmstat",
                 "cmdline",
                 "sys/vm",
                 "sys/kernel/hostname",

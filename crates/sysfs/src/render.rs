@@ -278,24 +278,29 @@ const PERCPU_PAGES_PER_CPU: u64 = 65;
 
 /// `si_mem_available`: free pages above the reserves, plus what reclaim
 /// could give back (half of the reclaimable slab at most, and never more
-/// than the low watermarks); the reserves are each zone's high watermark
-/// plus its largest lowmem protection, at most its managed pages.
+/// than the low watermarks).
 fn mem_available(sys: &System, free: u64, reclaimable: u64) -> u64 {
-    let mut reserve = 0;
-    let mut low = 0;
-    for node in sys.online_nodes() {
-        for z in ZoneType::ALL {
+    let low: u64 = sys
+        .online_nodes()
+        .flat_map(|node| ZoneType::ALL.map(|z| sys.wmark.low_pages(node.id, z)))
+        .sum();
+    (free + reclaimable).saturating_sub(total_reserve(sys) + (reclaimable / 2).min(low))
+}
+
+/// `totalreserve_pages`: per zone its high watermark plus its largest
+/// lowmem protection, at most its managed pages.
+fn total_reserve(sys: &System) -> u64 {
+    sys.online_nodes()
+        .flat_map(|node| ZoneType::ALL.map(move |z| (node, z)))
+        .map(|(node, z)| {
             let prot = sys
                 .lowmem_reserves(node.id, z)
                 .into_iter()
                 .max()
                 .unwrap_or(0);
-            let high = sys.wmark.high_pages(node.id, z);
-            reserve += (prot + high).min(node.zone(z).managed);
-            low += sys.wmark.low_pages(node.id, z);
-        }
-    }
-    (free + reclaimable).saturating_sub(reserve + (reclaimable / 2).min(low))
+            (prot + sys.wmark.high_pages(node.id, z)).min(node.zone(z).managed)
+        })
+        .sum()
 }
 
 /// `/proc/meminfo`, every line of 6.1 x86-64 (Debian's configuration: zswap,
@@ -596,6 +601,157 @@ pub fn buddyinfo(sys: &System) -> String {
         }
     }
     out
+}
+
+/// The event counters of `/proc/vmstat` (6.1, Debian's configuration), in
+/// order; memhp counts none of them.
+const VM_EVENTS: [&str; 111] = [
+    "pgpgin",
+    "pgpgout",
+    "pswpin",
+    "pswpout",
+    "pgalloc_dma",
+    "pgalloc_dma32",
+    "pgalloc_normal",
+    "pgalloc_movable",
+    "pgalloc_device",
+    "allocstall_dma",
+    "allocstall_dma32",
+    "allocstall_normal",
+    "allocstall_movable",
+    "allocstall_device",
+    "pgskip_dma",
+    "pgskip_dma32",
+    "pgskip_normal",
+    "pgskip_movable",
+    "pgskip_device",
+    "pgfree",
+    "pgactivate",
+    "pgdeactivate",
+    "pglazyfree",
+    "pgfault",
+    "pgmajfault",
+    "pglazyfreed",
+    "pgrefill",
+    "pgreuse",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgdemote_kswapd",
+    "pgdemote_direct",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgscan_direct_throttle",
+    "pgscan_anon",
+    "pgscan_file",
+    "pgsteal_anon",
+    "pgsteal_file",
+    "zone_reclaim_failed",
+    "pginodesteal",
+    "slabs_scanned",
+    "kswapd_inodesteal",
+    "kswapd_low_wmark_hit_quickly",
+    "kswapd_high_wmark_hit_quickly",
+    "pageoutrun",
+    "pgrotated",
+    "drop_pagecache",
+    "drop_slab",
+    "oom_kill",
+    "numa_pte_updates",
+    "numa_huge_pte_updates",
+    "numa_hint_faults",
+    "numa_hint_faults_local",
+    "numa_pages_migrated",
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+    "compact_migrate_scanned",
+    "compact_free_scanned",
+    "compact_isolated",
+    "compact_stall",
+    "compact_fail",
+    "compact_success",
+    "compact_daemon_wake",
+    "compact_daemon_migrate_scanned",
+    "compact_daemon_free_scanned",
+    "htlb_buddy_alloc_success",
+    "htlb_buddy_alloc_fail",
+    "unevictable_pgs_culled",
+    "unevictable_pgs_scanned",
+    "unevictable_pgs_rescued",
+    "unevictable_pgs_mlocked",
+    "unevictable_pgs_munlocked",
+    "unevictable_pgs_cleared",
+    "unevictable_pgs_stranded",
+    "thp_fault_alloc",
+    "thp_fault_fallback",
+    "thp_fault_fallback_charge",
+    "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
+    "thp_file_alloc",
+    "thp_file_fallback",
+    "thp_file_fallback_charge",
+    "thp_file_mapped",
+    "thp_split_page",
+    "thp_split_page_failed",
+    "thp_deferred_split_page",
+    "thp_split_pmd",
+    "thp_scan_exceed_none_pte",
+    "thp_scan_exceed_swap_pte",
+    "thp_scan_exceed_share_pte",
+    "thp_split_pud",
+    "thp_zero_page_alloc",
+    "thp_zero_page_alloc_failed",
+    "thp_swpout",
+    "thp_swpout_fallback",
+    "balloon_inflate",
+    "balloon_deflate",
+    "balloon_migrate",
+    "swap_ra",
+    "swap_ra_hit",
+    "ksm_swpin_copy",
+    "cow_ksm",
+    "zswpin",
+    "zswpout",
+    "direct_map_level2_splits",
+    "direct_map_level3_splits",
+    "nr_unstable",
+];
+
+/// `/proc/vmstat`: the zone items summed over every zone, the node items
+/// over every node, the dirty limits (`global_dirty_limits` with the
+/// default 20 % and 10 % of the dirtyable memory: free pages above the
+/// reserves), then the event counters.
+pub fn proc_vmstat(sys: &System) -> String {
+    let mut sums: Vec<(&str, u64)> = Vec::new();
+    let mut add = |items: &mut dyn Iterator<Item = (&'static str, u64)>| {
+        for (name, v) in items {
+            match sums.iter_mut().find(|e| e.0 == name) {
+                Some(e) => e.1 += v,
+                None => sums.push((name, v)),
+            }
+        }
+    };
+    let nids: Vec<u32> = sys.nodes.keys().copied().collect();
+    for &nid in &nids {
+        add(&mut ZoneType::ALL
+            .into_iter()
+            .flat_map(|z| zone_stat_items(sys, nid, z)));
+    }
+    for &nid in &nids {
+        add(&mut node_stat_items(sys, nid).into_iter());
+    }
+    let free: u64 = nids.iter().map(|&n| sys.node_free_pages(n)).sum();
+    let dirtyable = free.saturating_sub(total_reserve(sys)) + 1;
+    // vm_dirty_ratio and dirty_background_ratio as fractions of a page.
+    let (ratio, bg_ratio) = (20 * 4096 / 100, 10 * 4096 / 100);
+    sums.push(("nr_dirty_threshold", ratio * dirtyable / 4096));
+    sums.push(("nr_dirty_background_threshold", bg_ratio * dirtyable / 4096));
+    sums.extend(VM_EVENTS.iter().map(|&e| (e, 0)));
+    sums.into_iter()
+        .map(|(name, v)| format!("{name} {v}\n"))
+        .collect()
 }
 
 #[cfg(test)]

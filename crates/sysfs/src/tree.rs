@@ -166,6 +166,7 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("meminfo", file(0o444));
             add("sys", DIR);
             add("version", file(0o444));
+            add("vmstat", file(0o444));
             add("zoneinfo", file(0o444));
         }
         ["proc", "sys"] => {
@@ -520,6 +521,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "buddyinfo"] => render::buddyinfo(sys),
         ["proc", "cmdline"] => format!("{}\n", sys.cmdline.raw),
         ["proc", "version"] => format!("{}\n", sys.version.linux_banner()),
+        ["proc", "vmstat"] => render::proc_vmstat(sys),
         ["proc", "sys", "kernel", f] => match *f {
             "hostname" => format!("{}\n", sys.hostname),
             "osrelease" => format!("{}\n", sys.version.uname_release()),

@@ -205,3 +205,27 @@ fn guest_identity_files_show_the_emulated_kernel() {
     assert_eq!(read("sys/devices/system/cpu/offline"), "\n");
     assert_eq!(read("sys/devices/system/cpu/kernel_max"), "8191\n");
 }
+
+/// `/proc/vmstat`: 173 lines in 6.1's order (a recorded guest's
+/// `vmstat-names`), the zone items summed over the zones, the dirty limits
+/// from the dirtyable memory.
+#[test]
+fn proc_vmstat_has_every_line_and_sums_the_zones() {
+    let (shared, tree) = tree();
+    let text = String::from_utf8(tree.read("proc/vmstat").unwrap()).unwrap();
+    let lines: Vec<(&str, u64)> = text
+        .lines()
+        .map(|l| {
+            let (n, v) = l.split_once(' ').unwrap();
+            (n, v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.len(), 173);
+    assert_eq!(lines[0].0, "nr_free_pages");
+    assert_eq!(lines[0].1, shared.read(|s| s.node_free_pages(0)));
+    assert_eq!(lines[17].0, "nr_inactive_anon");
+    assert_eq!(lines[60].0, "nr_dirty_threshold");
+    assert_eq!(lines[61].0, "nr_dirty_background_threshold");
+    assert!(lines[61].1 * 2 <= lines[60].1 + 2, "{:?}", &lines[60..62]);
+    assert_eq!(lines[172], ("nr_unstable", 0));
+}
