@@ -323,6 +323,7 @@ pub fn run(
                 "buddyinfo",
                 "version",
                 "vmstat",
+                "cpuinfo",
                 "cmdline",
                 "sys/vm",
                 "sys/kernel/hostname",

@@ -754,6 +754,46 @@ pub fn proc_vmstat(sys: &System) -> String {
         .collect()
 }
 
+/// `/proc/cpuinfo` of QEMU's default x86-64 CPU under TCG, as a recorded
+/// 6.1 guest shows it (one socket, a core per CPU; the clock, microcode and
+/// BogoMIPS are the recording host's).
+pub fn cpuinfo(sys: &System) -> String {
+    let n = nr_cpu_ids(sys);
+    let mut out = String::new();
+    for cpu in 0..n {
+        out.push_str(&format!(
+            "processor\t: {cpu}\n\
+             vendor_id\t: AuthenticAMD\n\
+             cpu family\t: 15\n\
+             model\t\t: 107\n\
+             model name\t: QEMU Virtual CPU version 2.5+\n\
+             stepping\t: 1\n\
+             microcode\t: 0x1000065\n\
+             cpu MHz\t\t: 2596.158\n\
+             cache size\t: 512 KB\n\
+             physical id\t: 0\n\
+             siblings\t: {n}\n\
+             core id\t\t: {cpu}\n\
+             cpu cores\t: {n}\n\
+             apicid\t\t: {cpu}\n\
+             initial apicid\t: {cpu}\n\
+             fpu\t\t: yes\n\
+             fpu_exception\t: yes\n\
+             cpuid level\t: 13\n\
+             wp\t\t: yes\n\
+             flags\t\t: fpu de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht syscall nx lm rep_good nopl cpuid extd_apicid pni cx16 hypervisor lahf_lm cmp_legacy svm 3dnowprefetch vmmcall\n\
+             bugs\t\t: fxsave_leak sysret_ss_attrs null_seg swapgs_fence amd_e400 spectre_v1 spectre_v2\n\
+             bogomips\t: 5192.31\n\
+             TLB size\t: 1024 4K pages\n\
+             clflush size\t: 64\n\
+             cache_alignment\t: 64\n\
+             address sizes\t: 40 bits physical, 48 bits virtual\n\
+             power management:\n\n"
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

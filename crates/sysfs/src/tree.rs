@@ -162,6 +162,7 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         ["proc"] => {
             add("buddyinfo", file(0o444));
             add("cmdline", file(0o444));
+            add("cpuinfo", file(0o444));
             add("iomem", file(0o444));
             add("meminfo", file(0o444));
             add("sys", DIR);
@@ -522,6 +523,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "cmdline"] => format!("{}\n", sys.cmdline.raw),
         ["proc", "version"] => format!("{}\n", sys.version.linux_banner()),
         ["proc", "vmstat"] => render::proc_vmstat(sys),
+        ["proc", "cpuinfo"] => render::cpuinfo(sys),
         ["proc", "sys", "kernel", f] => match *f {
             "hostname" => format!("{}\n", sys.hostname),
             "osrelease" => format!("{}\n", sys.version.uname_release()),
