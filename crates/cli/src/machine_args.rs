@@ -36,6 +36,10 @@ pub struct MachineArgs {
     /// the PCI bus): QMP `balloon`/`query-balloon`, `memhp ctl balloon SIZE`.
     #[arg(long)]
     pub balloon: bool,
+    /// A DIMM present at boot (qemu-pc), QEMU's `-device pc-dimm` with its
+    /// own backend: `id=ID,size=SIZE[,node=N][,addr=A]` (repeatable).
+    #[arg(long)]
+    pub dimm: Vec<String>,
     /// Size of the guest's initramfs (qemu-pc `-initrd`; default the
     /// oracle's 1436K): the boot log's `RAMDISK:` range and what boot holds.
     #[arg(long, value_parser = parse_size)]
@@ -134,6 +138,36 @@ pub fn parse_numa(s: &str) -> Result<QemuNuma> {
 }
 
 /// Parse one `--virtio-mem` value.
+/// Parse one `--dimm id=ID,size=SIZE[,node=N][,addr=A]`.
+pub fn parse_dimm(s: &str) -> Result<(String, u64, Option<u32>, Option<u64>)> {
+    let (mut id, mut size, mut node, mut addr) = (None, None, None, None);
+    for kv in s.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--dimm: expected KEY=VALUE, got {kv:?}"))?;
+        match k {
+            "id" => id = Some(v.to_string()),
+            "size" => {
+                size = Some(parse_size(v).with_context(|| format!("--dimm: bad size {v:?}"))?)
+            }
+            "node" => {
+                node = Some(
+                    v.parse()
+                        .with_context(|| format!("--dimm: bad node {v:?}"))?,
+                )
+            }
+            "addr" => {
+                addr = Some(parse_size(v).with_context(|| format!("--dimm: bad addr {v:?}"))?)
+            }
+            _ => bail!("--dimm: unknown key {k:?} (expected id, size, node, addr)"),
+        }
+    }
+    match (id, size) {
+        (Some(id), Some(size)) => Ok((id, size, node, addr)),
+        _ => bail!("--dimm {s:?}: id= and size= are required"),
+    }
+}
+
 pub fn parse_virtio_mem(s: &str) -> Result<VirtioMemSpec> {
     let mut v = VirtioMemSpec {
         id: String::new(),
@@ -188,7 +222,20 @@ impl MachineArgs {
             return Ok(memhp_drivers::host::Host::from_system(sys));
         }
         let spec = self.spec()?;
-        Ok(memhp_drivers::host::Host::boot(&spec)?)
+        let host = memhp_drivers::host::Host::boot(&spec)?;
+        if !self.dimm.is_empty() && self.machine != "qemu-pc" {
+            bail!("--dimm needs --machine qemu-pc");
+        }
+        for d in &self.dimm {
+            let (id, size, node, addr) = parse_dimm(d)?;
+            let memdev = format!("mem-{id}");
+            host.backends
+                .add("memory-backend-ram", &memdev, size, true)
+                .with_context(|| format!("--dimm {d}"))?;
+            host.cold_plug_dimm(&id, &memdev, (node, addr))
+                .with_context(|| format!("--dimm {d}"))?;
+        }
+        Ok(host)
     }
 
     pub fn version(&self) -> Result<KernelVersion> {

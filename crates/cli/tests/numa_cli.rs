@@ -170,3 +170,39 @@ fn numa_distances_from_the_numa_option() {
         "{err}"
     );
 }
+
+/// `--dimm id=,size=` is a DIMM on QEMU's command line: the guest's ACPI
+/// driver adds it while booting (offline by default, onlined with
+/// `memhp_default_state=online`); QEMU's capacity check applies.
+#[test]
+fn dimm_present_at_boot_from_the_dimm_option() {
+    let (ok, out, err) = show(&[
+        "--dimm",
+        "id=d0,size=256M",
+        "--path",
+        "sys/devices/system/memory",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        lines_matching(&out, "/state ="),
+        (0..8)
+            .map(|b| format!(r#"f 0644 /sys/devices/system/memory/memory{b}/state = "online\n""#))
+            .chain((32..34).map(|b| format!(
+                r#"f 0644 /sys/devices/system/memory/memory{b}/state = "offline\n""#
+            )))
+            .collect::<Vec<_>>()
+    );
+    let (ok, out, err) = show(&[
+        "--dimm",
+        "id=d0,size=256M",
+        "--cmdline",
+        "memhp_default_state=online",
+        "--path",
+        "sys/devices/system/memory/memory33/state",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(r#"memory33/state = "online\n""#), "{out}");
+    let (ok, _, err) = show(&["--dimm", "id=d0,size=5G"]);
+    assert!(!ok);
+    assert!(err.contains("not enough space"), "{err}");
+}
