@@ -305,11 +305,25 @@ pub fn run(
     ));
     script.push_str(&crate::guest_sh::helpers());
     script.push_str(&crate::guest_sh::identity(version, scn.smp));
+    // As in the oracle's guest: `init` sources `scenario.sh`, which holds
+    // the steps one per line, so a shell error names the step's line.
+    let steps = dir.join("scenario.sh");
+    std::fs::write(
+        &steps,
+        memhp_scenario::rewrite_ohelper_calls(&scn.guest_script()),
+    )?;
     script.push_str("set +e\n");
-    script.push_str(&memhp_scenario::rewrite_ohelper_calls(&scn.guest_script()));
+    script.push_str(&format!(". {}\n", shell_quote(&steps.to_string_lossy())));
     let host_steps: Vec<&memhp_scenario::HostStep> = scn.host_steps().collect();
     script.push_str("echo @@END\n");
-    std::fs::write(dir.join("scenario.sh"), &script)?;
+    let init = dir.join("init");
+    std::fs::write(&init, &script)?;
+    // The shell names the scripts in its errors; the guest's are /init and
+    // /scenario.sh.
+    let script_names = (
+        format!("{}: {}: ", init.display(), steps.display()),
+        "/init: /scenario.sh: ",
+    );
 
     // Namespace setup, in the child before it runs the shell: a private
     // mount namespace with the tree at the Linux paths and a private /tmp.
@@ -343,7 +357,7 @@ pub fn run(
     let mut words = guest_shell().split_whitespace();
     let mut cmd = Command::new(words.next().unwrap_or("sh"));
     cmd.args(words)
-        .arg(dir.join("scenario.sh"))
+        .arg(&init)
         .stdin(Stdio::from(console_slave.try_clone()?))
         .stdout(Stdio::from(console_slave.try_clone()?))
         .stderr(Stdio::from(console_slave));
@@ -438,6 +452,7 @@ pub fn run(
             go.flush()?;
             continue;
         }
+        let line = line.replace(&script_names.0, script_names.1);
         let text = merger.line(&line).context("the resident helper's output")?;
         if echo && line.ends_with(memhp_scenario::ohelper::MARKER) {
             eprint!("{text}");
