@@ -27,7 +27,17 @@ pub struct Watermarks {
     pub min: BTreeMap<u32, [u64; MAX_NR_ZONES]>,
     /// `policy_zone`: the highest populated kernel zone ever seen.
     pub policy_zone: Option<ZoneType>,
+    /// `zone->lowmem_reserve[class]` per node and zone, as
+    /// `setup_per_zone_lowmem_reserve` last set it (with the watermarks at
+    /// boot and at each online or offline; not when managed pages change
+    /// otherwise, e.g. memory freed after boot or a balloon).
+    #[serde(default)]
+    pub lowmem: BTreeMap<u32, [[u64; MAX_NR_ZONES]; MAX_NR_ZONES]>,
 }
+
+/// `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal, Movable,
+/// Device).
+const LOWMEM_RESERVE_RATIO: [u64; MAX_NR_ZONES] = [256, 256, 32, 0, 0];
 
 fn isqrt(n: u64) -> u64 {
     if n < 2 {
@@ -150,6 +160,37 @@ impl Watermarks {
         }
     }
 
+    /// `setup_per_zone_lowmem_reserve()`: a zone keeps back, from
+    /// allocations that could have used a higher zone, the higher zones'
+    /// managed pages over its ratio (none for a zone without managed pages).
+    fn setup_per_zone_lowmem_reserve(&mut self, sys: &System) {
+        for node in sys.nodes.values() {
+            let mut table = [[0u64; MAX_NR_ZONES]; MAX_NR_ZONES];
+            for zone in ZoneType::ALL {
+                let ratio = LOWMEM_RESERVE_RATIO[zone.idx()];
+                if ratio == 0 || node.zone(zone).managed == 0 {
+                    continue;
+                }
+                for class in ZoneType::ALL.into_iter().filter(|&c| c > zone) {
+                    let higher: u64 = ZoneType::ALL
+                        .into_iter()
+                        .filter(|&z| z > zone && z <= class)
+                        .map(|z| node.zone(z).managed)
+                        .sum();
+                    table[zone.idx()][class.idx()] = higher / ratio;
+                }
+            }
+            self.lowmem.insert(node.id, table);
+        }
+    }
+
+    /// `zone->lowmem_reserve[]` of node `nid`'s `zone` as last set.
+    pub fn lowmem_reserves(&self, nid: u32, zone: ZoneType) -> [u64; MAX_NR_ZONES] {
+        self.lowmem
+            .get(&nid)
+            .map_or([0; MAX_NR_ZONES], |t| t[zone.idx()])
+    }
+
     /// `init_per_zone_wmark_min()` followed by khugepaged's
     /// `set_recommended_min_free_kbytes()`.
     /// Returns the kernel-log lines it prints when a value written to
@@ -183,6 +224,7 @@ impl Watermarks {
             self.min_free_kbytes = recommended;
         }
         self.setup_per_zone_wmarks(sys);
+        self.setup_per_zone_lowmem_reserve(sys);
         log
     }
 
@@ -278,6 +320,23 @@ impl System {
 #[cfg(test)]
 mod tests {
     use super::isqrt;
+    use crate::machine::QemuPc;
+    use crate::{KernelVersion, System, ZoneType};
+
+    /// Boot sets the lowmem reserve while init memory and the initrd are
+    /// still held; memory freed later does not move it, a block's offline
+    /// (`init_per_zone_wmark_min`) does.
+    #[test]
+    fn lowmem_reserve_is_kept_from_boot_until_the_next_online_or_offline() {
+        let spec = QemuPc::default().machine("", KernelVersion::V6_1).unwrap();
+        let mut s = System::boot(&spec).unwrap();
+        let dma = |s: &System| s.lowmem_reserve(0, ZoneType::Dma, ZoneType::Dma32);
+        assert_eq!(dma(&s), 871);
+        assert_eq!(s.node(0).unwrap().zone(ZoneType::Dma32).managed / 256, 880);
+        assert!(s.device_offline_nowait(3).is_ok());
+        let managed = s.node(0).unwrap().zone(ZoneType::Dma32).managed;
+        assert_eq!(dma(&s), managed / 256);
+    }
 
     #[test]
     fn isqrt_is_the_floor_square_root() {

@@ -125,10 +125,6 @@ impl AllocRequest {
     }
 }
 
-/// `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal, Movable,
-/// Device).
-const LOWMEM_RESERVE_RATIO: [u64; 5] = [256, 256, 32, 0, 0];
-
 /// The order in which an allocation of a page state looks at free pages
 /// within a zone: its own pageblocks, then (unmovable) whole free
 /// pageblocks it claims, then anything.
@@ -194,27 +190,13 @@ impl System {
 
     /// `zone->lowmem_reserve[]` of a zone, for every allocation class.
     pub fn lowmem_reserves(&self, nid: u32, zone: ZoneType) -> [u64; MAX_NR_ZONES] {
-        ZoneType::ALL.map(|c| self.lowmem_reserve(nid, zone, c))
+        self.wmark.lowmem_reserves(nid, zone)
     }
 
     /// `zone->lowmem_reserve[class]`: pages of `zone` kept back from
     /// allocations that could have used a higher zone.
     pub fn lowmem_reserve(&self, nid: u32, zone: ZoneType, class: ZoneType) -> u64 {
-        let Some(node) = self.nodes.get(&nid) else {
-            return 0;
-        };
-        let ratio = LOWMEM_RESERVE_RATIO[zone.idx()];
-        // `setup_per_zone_lowmem_reserve` clears a zone without managed
-        // pages.
-        if class <= zone || ratio == 0 || node.zone(zone).managed == 0 {
-            return 0;
-        }
-        let higher: u64 = ZoneType::ALL
-            .into_iter()
-            .filter(|&z| z > zone && z <= class)
-            .map(|z| node.zone(z).managed)
-            .sum();
-        higher / ratio
+        self.lowmem_reserves(nid, zone)[class.idx()]
     }
 
     /// Pages an allocation of `class` may take from a zone before it

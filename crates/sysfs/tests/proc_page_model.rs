@@ -60,9 +60,13 @@ fn zoneinfo_shows_min_low_high_and_the_lowmem_protection() {
     assert_eq!(dma32(&tree, "min"), min.to_string());
     assert_eq!(dma32(&tree, "low"), (min + (high - min) / 2).to_string());
     let text = String::from_utf8(tree.read("proc/zoneinfo").unwrap()).unwrap();
-    // DMA keeps managed(DMA32) / 256 pages from DMA32 and higher requests.
+    // DMA keeps managed(DMA32) / 256 pages from DMA32 and higher requests,
+    // as counted when boot set it: with the init sections and the initrd
+    // still held (2370 pages with the oracle's initramfs), so not the
+    // 225520 / 256 = 880 of the managed count after boot (a recorded guest
+    // with a 1104 KiB larger initramfs showed 870: `behaviour/proc-raw`).
     let dma = text.split("Node 0, zone    DMA32").next().unwrap();
-    assert!(dma.contains("protection: (0, 880, 880, 880, 880)"), "{dma}");
+    assert!(dma.contains("protection: (0, 871, 871, 871, 871)"), "{dma}");
 }
 
 /// Every line of 6.1's /proc/meminfo in its order (a recorded guest's
