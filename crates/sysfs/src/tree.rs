@@ -5,6 +5,7 @@
 //! writes go through [`crate::store`].
 
 use crate::render;
+use crate::stats;
 use crate::store;
 use crate::vfs::{Cancel, Changes, EntryKind, Errno, Scope, Tree};
 use memhp_model::block::BlockState;
@@ -516,13 +517,13 @@ fn hstate_value(sys: &System, file: &str) -> Option<u64> {
 /// Read a regular file's content.
 fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
     let text = match parts {
-        ["proc", "zoneinfo"] => render::zoneinfo(sys),
+        ["proc", "zoneinfo"] => stats::zoneinfo(sys),
         ["proc", "iomem"] => render::proc_iomem(sys),
-        ["proc", "meminfo"] => render::proc_meminfo(sys),
-        ["proc", "buddyinfo"] => render::buddyinfo(sys),
+        ["proc", "meminfo"] => stats::proc_meminfo(sys),
+        ["proc", "buddyinfo"] => stats::buddyinfo(sys),
         ["proc", "cmdline"] => format!("{}\n", sys.cmdline.raw),
         ["proc", "version"] => format!("{}\n", sys.version.linux_banner()),
-        ["proc", "vmstat"] => render::proc_vmstat(sys),
+        ["proc", "vmstat"] => stats::proc_vmstat(sys),
         ["proc", "cpuinfo"] => render::cpuinfo(sys),
         ["proc", "sys", "kernel", f] => match *f {
             "hostname" => format!("{}\n", sys.hostname),
@@ -589,7 +590,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                         .collect();
                     format!("{}\n", d.join(" "))
                 }
-                "meminfo" => render::node_meminfo(sys, nid).ok_or(Errno::ENOENT)?,
+                "meminfo" => stats::node_meminfo(sys, nid).ok_or(Errno::ENOENT)?,
                 "numastat" => [
                     "numa_hit",
                     "numa_miss",
@@ -601,7 +602,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
                 .iter()
                 .map(|k| format!("{k} 0\n"))
                 .collect(),
-                "vmstat" => render::node_vmstat(sys, nid),
+                "vmstat" => stats::node_vmstat(sys, nid),
                 _ => return Err(Errno::ENOENT),
             }
         }
