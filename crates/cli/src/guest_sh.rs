@@ -30,8 +30,10 @@ pub fn helpers() -> String {
 /// What the guest says about itself where a program asks the kernel
 /// directly (the host kernel would answer): `uname` (the emulated build
 /// and the node name of `/proc/sys/kernel/hostname`), `hostname` (that
-/// file) and `nproc` (the run is pinned to one host CPU; the guest has
-/// `smp`). Options these do not know go to the real program.
+/// file), `nproc` (the run is pinned to one host CPU; the guest has `smp`),
+/// `modprobe` (the guest's initramfs has no module tree: it fails as there)
+/// and `rmmod` (the machine's modules, never the host's). Options these do
+/// not know go to the real program.
 pub fn identity(version: memhp_model::KernelVersion, smp: u32) -> String {
     format!(
         r#"uname() {{
@@ -56,6 +58,31 @@ pub fn identity(version: memhp_model::KernelVersion, smp: u32) -> String {
 }}
 hostname() {{ if [ $# -eq 0 ]; then cat /proc/sys/kernel/hostname; else printf '%s' "$1" > /proc/sys/kernel/hostname; fi; }}
 nproc() {{ if [ $# -eq 0 ]; then echo {smp}; else command nproc "$@"; fi; }}
+modprobe() {{ echo "modprobe: can't change directory to '{release}': No such file or directory" >&2; return 1; }}
+rmmod() {{
+	_mh_rc=0
+	for _mh_m in "$@"; do
+		case "$_mh_m" in -*) continue ;; esac
+		_mh_m=${{_mh_m%.ko}}
+		if _mh_to_transcript; then
+			# The runner unloads it and brings the mount up to date first.
+			printf '%s\n' "@@RMMOD $_mh_m"
+			_mh_r=1
+			while read -r _mh_line <&3; do
+				_mh_line=${{_mh_line%"$_MH_CR"}}
+				case "$_mh_line" in "GO RMMOD "*) _mh_r=${{_mh_line#GO RMMOD }}; break ;; esac
+			done
+		else
+			"$MEMHP" ctl --socket "$MEMHP_SOCK" module-unload "$_mh_m" >/dev/null 2>&1
+			_mh_r=$?
+		fi
+		if [ "$_mh_r" != 0 ]; then
+			echo "rmmod: can't unload module '$_mh_m': No such file or directory" >&2
+			_mh_rc=1
+		fi
+	done
+	return $_mh_rc
+}}
 "#,
         release = version.uname_release(),
         version = version.uname_version(),

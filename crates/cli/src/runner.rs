@@ -437,6 +437,20 @@ pub fn run(
             go.flush()?;
             continue;
         }
+        // `rmmod` in the main shell: unloaded here, the mount synced, then
+        // the shell goes on with the result.
+        if let Some(name) = line.strip_prefix("@@RMMOD ") {
+            transcript.push_str(&merger.finish());
+            let unloaded = host
+                .execute(&HostCommand::UnloadModule {
+                    name: name.trim().to_string(),
+                })
+                .is_ok();
+            mount.sync_caches();
+            writeln!(go, "GO RMMOD {}", u8::from(!unloaded))?;
+            go.flush()?;
+            continue;
+        }
         if let Some(n) = line.strip_prefix("@@WAIT ") {
             let idx: usize = n.trim().parse().context("bad @@WAIT")?;
             let step = host_steps.get(idx).context("unknown host step")?;
