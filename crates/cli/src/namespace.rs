@@ -12,6 +12,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `linux/capability.h`: loading modules, rebooting (not in the libc crate).
+const CAP_SYS_MODULE: libc::c_ulong = 16;
+const CAP_SYS_BOOT: libc::c_ulong = 22;
+
 /// Everything the child needs, prepared before the fork (the child may only
 /// make system calls).
 pub struct Setup {
@@ -151,6 +155,15 @@ impl Setup {
                     0,
                     self.tmp_opts.as_ptr().cast(),
                 ))?;
+                // The guest's steps must not reach the host kernel's node
+                // name, modules or power: a UTS namespace of their own with
+                // the guest's name, and no CAP_SYS_MODULE / CAP_SYS_BOOT.
+                check(libc::unshare(libc::CLONE_NEWUTS))?;
+                let name = c"(none)";
+                check(libc::sethostname(name.as_ptr(), name.count_bytes()))?;
+                for cap in [CAP_SYS_MODULE, CAP_SYS_BOOT] {
+                    check(libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0))?;
+                }
                 // fd 3 for the shell, without close-on-exec (dup2 clears
                 // it; a pipe that already is fd 3 needs it cleared).
                 if go_fd == 3 {
