@@ -110,8 +110,11 @@ impl Setup {
     /// `tmp_bytes` (the guest's: tmpfs defaults to half of its RAM).
     pub fn new(binds: &[(PathBuf, PathBuf)], tmp_bytes: u64) -> Result<Setup> {
         Ok(Setup {
+            // A /proc file this host's kernel does not have (a container
+            // may hide /proc/modules) has nothing to be bound over.
             binds: binds
                 .iter()
+                .filter(|(_, t)| !t.starts_with("/proc") || t.exists())
                 .map(|(s, t)| Ok((cstr(s)?, cstr(t)?)))
                 .collect::<Result<_>>()?,
             root: CString::new("/")?,

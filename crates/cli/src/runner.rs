@@ -338,6 +338,7 @@ pub fn run(
                 "version",
                 "vmstat",
                 "cpuinfo",
+                "modules",
                 "cmdline",
                 "sys/vm",
                 "sys/kernel/hostname",

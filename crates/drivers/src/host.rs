@@ -262,6 +262,7 @@ impl Host {
                 if !self.modules().remove(&key) {
                     return Err(HostError::NoModule(name.clone()));
                 }
+                self.shared.modify(|s| s.module_unloaded(name));
                 if key == "memory-notifier-error-inject" {
                     self.shared.modify(System::unload_injector);
                 }
@@ -358,6 +359,7 @@ impl Host {
                 continue;
             }
             insmods.push((format!("{dep}.ko"), 0));
+            self.shared.modify(|s| s.module_loaded(dep));
             match key.as_str() {
                 "memory-notifier-error-inject" => self.shared.modify(|s| s.load_injector(0)),
                 "virtio-pci" => self.load_virtio_pci(),

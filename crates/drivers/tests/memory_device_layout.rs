@@ -72,3 +72,42 @@ fn dimms_beyond_maxmem_are_refused_after_the_slot_check() {
     assert_eq!(add("d3", 128 << 20), Err("no free slots available".into()));
     assert!(h.dimms.list().len() == 2);
 }
+
+/// What a guest's `/proc/modules` (and `lsmod`) shows after loading the
+/// virtio transport and the injector: the most recent first, each with the
+/// loaded modules that use it (a recorded 6.1 guest, `lsmod`).
+#[test]
+fn proc_modules_lists_loaded_modules_with_their_users() {
+    let q = QemuPc::default();
+    let h = Host::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    for m in ["memory-notifier-error-inject", "virtio_pci"] {
+        h.execute(&HostCommand::LoadModule { name: m.into() })
+            .unwrap();
+    }
+    let text = h.shared.read(memhp_sysfs::render::proc_modules);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split(' ').take(5).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "virtio_pci 24576 0 - Live",
+            "virtio 20480 1 virtio_pci, Live",
+            "virtio_pci_legacy_dev 16384 1 virtio_pci, Live",
+            "virtio_pci_modern_dev 20480 1 virtio_pci, Live",
+            "virtio_ring 49152 2 virtio_pci,virtio, Live",
+            "memory_notifier_error_inject 16384 0 - Live",
+            "notifier_error_inject 16384 1 memory_notifier_error_inject, Live",
+        ]
+    );
+    h.execute(&HostCommand::UnloadModule {
+        name: "memory_notifier_error_inject".into(),
+    })
+    .unwrap();
+    let text = h.shared.read(memhp_sysfs::render::proc_modules);
+    assert!(
+        text.ends_with("notifier_error_inject 16384 0 - Live 0x0000000000000000\n"),
+        "{text}"
+    );
+}

@@ -26,6 +26,7 @@ pub mod lockdep;
 pub mod lockproto;
 pub mod machine;
 pub mod memory_failure;
+pub mod modules;
 pub mod notifier;
 pub mod pages;
 mod policy;

@@ -171,6 +171,9 @@ pub struct System {
     /// node's own, 20 for any other.
     #[serde(default)]
     pub distances: Vec<Vec<u32>>,
+    /// Loaded modules, in load order (kernel names).
+    #[serde(default)]
+    pub modules: Vec<String>,
     /// Devices whose `power/` settings were changed, by kobject path.
     #[serde(default)]
     pub power: BTreeMap<String, crate::device::DevicePower>,
@@ -247,6 +250,7 @@ impl System {
             tmpfs: Default::default(),
             hwpoison: Default::default(),
             power: BTreeMap::new(),
+            modules: Vec::new(),
             distances: Vec::new(),
             hostname: default_hostname(),
             memory_chain: Default::default(),

@@ -200,6 +200,29 @@ pub fn inject_error(v: i32) -> String {
     format!("{v}\n")
 }
 
+/// `/proc/modules`: the loaded modules, the most recent first, with their
+/// size, how many loaded modules use them and which, their state (module
+/// addresses are not shown: zero).
+pub fn proc_modules(sys: &System) -> String {
+    let mut out = String::new();
+    for name in sys.modules.iter().rev() {
+        let size = memhp_model::modules::MODULES
+            .iter()
+            .find(|m| m.name == name.as_str())
+            .map_or(0, |m| m.size);
+        let users = sys.module_users(name);
+        let by = match users.is_empty() {
+            true => "-".to_string(),
+            false => format!("{},", users.join(",")),
+        };
+        out.push_str(&format!(
+            "{name} {size} {} {by} Live 0x0000000000000000\n",
+            users.len()
+        ));
+    }
+    out
+}
+
 /// `/proc/cpuinfo` of QEMU's default x86-64 CPU under TCG, as a recorded
 /// 6.1 guest shows it (one socket, a core per CPU; the clock, microcode and
 /// BogoMIPS are the recording host's).

@@ -166,6 +166,7 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("cpuinfo", file(0o444));
             add("iomem", file(0o444));
             add("meminfo", file(0o444));
+            add("modules", file(0o444));
             add("sys", DIR);
             add("version", file(0o444));
             add("vmstat", file(0o444));
@@ -525,6 +526,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "version"] => format!("{}\n", sys.version.linux_banner()),
         ["proc", "vmstat"] => stats::proc_vmstat(sys),
         ["proc", "cpuinfo"] => render::cpuinfo(sys),
+        ["proc", "modules"] => render::proc_modules(sys),
         ["proc", "sys", "kernel", f] => match *f {
             "hostname" => format!("{}\n", sys.hostname),
             "osrelease" => format!("{}\n", sys.version.uname_release()),
