@@ -76,10 +76,11 @@ rmmod() {{
 			"$MEMHP" ctl --socket "$MEMHP_SOCK" module-unload "$_mh_m" >/dev/null 2>&1
 			_mh_r=$?
 		fi
-		if [ "$_mh_r" != 0 ]; then
-			echo "rmmod: can't unload module '$_mh_m': No such file or directory" >&2
-			_mh_rc=1
-		fi
+		case "$_mh_r" in
+		0) ;;
+		11) echo "rmmod: can't unload module '$_mh_m': Resource temporarily unavailable" >&2; _mh_rc=1 ;;
+		*) echo "rmmod: can't unload module '$_mh_m': No such file or directory" >&2; _mh_rc=1 ;;
+		esac
 	done
 	return $_mh_rc
 }}

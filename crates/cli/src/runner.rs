@@ -442,13 +442,16 @@ pub fn run(
         // the shell goes on with the result.
         if let Some(name) = line.strip_prefix("@@RMMOD ") {
             transcript.push_str(&merger.finish());
-            let unloaded = host
-                .execute(&HostCommand::UnloadModule {
-                    name: name.trim().to_string(),
-                })
-                .is_ok();
+            // delete_module(2)'s errno: ENOENT, or EAGAIN for a module in use.
+            let errno = match host.execute(&HostCommand::UnloadModule {
+                name: name.trim().to_string(),
+            }) {
+                Ok(_) => 0,
+                Err(memhp_drivers::host::HostError::ModuleInUse(_)) => libc::EAGAIN,
+                Err(_) => libc::ENOENT,
+            };
             mount.sync_caches();
-            writeln!(go, "GO RMMOD {}", u8::from(!unloaded))?;
+            writeln!(go, "GO RMMOD {errno}")?;
             go.flush()?;
             continue;
         }

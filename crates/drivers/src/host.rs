@@ -75,6 +75,8 @@ pub enum HostError {
     NoProperty(String, String),
     #[error("module {0} not found")]
     NoModule(String),
+    #[error("module {0} is in use")]
+    ModuleInUse(String),
 }
 
 /// The outcome of a command: its QMP return value and the events it caused.
@@ -259,9 +261,14 @@ impl Host {
             HostCommand::LoadModule { name } => self.load_module(name),
             HostCommand::UnloadModule { name } => {
                 let key = name.replace('_', "-");
-                if !self.modules().remove(&key) {
+                if !self.modules().contains(&key) {
                     return Err(HostError::NoModule(name.clone()));
                 }
+                let kname = memhp_model::modules::module_name(name);
+                if self.shared.read(|s| !s.module_users(&kname).is_empty()) {
+                    return Err(HostError::ModuleInUse(name.clone()));
+                }
+                self.modules().remove(&key);
                 self.shared.modify(|s| s.module_unloaded(name));
                 if key == "memory-notifier-error-inject" {
                     self.shared.modify(System::unload_injector);

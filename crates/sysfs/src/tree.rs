@@ -356,7 +356,12 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                 add(f, file(m));
             }
         }
-        ["sys", "kernel", "debug"] => add("notifier-error-inject", DIR),
+        // notifier_error_inject's directory lives as long as the module.
+        ["sys", "kernel", "debug"] => {
+            if sys.injection.loaded || sys.modules.iter().any(|m| m == "notifier_error_inject") {
+                add("notifier-error-inject", DIR);
+            }
+        }
         ["sys", "kernel", "debug", "notifier-error-inject"] => {
             if sys.injection.loaded {
                 add("memory", DIR);
