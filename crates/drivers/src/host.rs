@@ -181,15 +181,16 @@ impl Host {
     ) -> Result<(), HostError> {
         self.check_new_dimm(id)?;
         self.plug_dimm(id, memdev, at)?;
-        self.coldplugged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string());
+        self.coldplugged().insert(id.to_string());
         self.shared.modify(|s| {
             let lines = s.events.take_klog();
             s.bootlog.extend(lines);
         });
         Ok(())
+    }
+
+    fn coldplugged(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.coldplugged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn modules(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -237,10 +238,7 @@ impl Host {
                 let r = self.dimms.unplug(&self.shared, id)?;
                 if r.deleted {
                     self.backends.release(id);
-                    self.coldplugged
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(id);
+                    self.coldplugged().remove(id);
                 }
                 Ok(HostReply {
                     value: json!({}),
@@ -410,11 +408,7 @@ impl Host {
     }
 
     fn query_memory_devices(&self) -> Value {
-        let cold = self
-            .coldplugged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let cold = self.coldplugged().clone();
         let mut out: Vec<Value> = self
             .dimms
             .list()

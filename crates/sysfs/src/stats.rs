@@ -375,18 +375,32 @@ fn node_stat_items(sys: &System, nid: u32) -> Vec<(&'static str, u64)> {
 /// `nodeN/vmstat`: the zone items summed over the node's zones, then the
 /// node's own items.
 pub fn node_vmstat(sys: &System, nid: u32) -> String {
-    let mut zone_sums: Vec<(&str, u64)> = Vec::new();
-    for z in ZoneType::ALL {
-        for (i, (name, v)) in zone_stat_items(sys, nid, z).into_iter().enumerate() {
-            match zone_sums.get_mut(i) {
-                Some(e) => e.1 += v,
-                None => zone_sums.push((name, v)),
-            }
+    vmstat_lines(vmstat_items(sys, &[nid]))
+}
+
+/// The zone items summed over every zone of `nids`, then the node items
+/// summed over `nids`, in the kernel's order.
+fn vmstat_items(sys: &System, nids: &[u32]) -> Vec<(&'static str, u64)> {
+    let mut sums: Vec<(&'static str, u64)> = Vec::new();
+    let zones = nids.iter().flat_map(|&nid| {
+        ZoneType::ALL
+            .into_iter()
+            .flat_map(move |z| zone_stat_items(sys, nid, z))
+    });
+    let nodes = nids.iter().flat_map(|&nid| node_stat_items(sys, nid));
+    for (name, v) in zones.chain(nodes) {
+        match sums.iter_mut().find(|e| e.0 == name) {
+            Some(e) => e.1 += v,
+            None => sums.push((name, v)),
         }
     }
-    zone_sums
+    sums
+}
+
+/// `name value` lines.
+fn vmstat_lines(items: Vec<(&str, u64)>) -> String {
+    items
         .into_iter()
-        .chain(node_stat_items(sys, nid))
         .map(|(name, v)| format!("{name} {v}\n"))
         .collect()
 }
@@ -531,32 +545,14 @@ const VM_EVENTS: [&str; 111] = [
 /// default 20 % and 10 % of the dirtyable memory: free pages above the
 /// reserves), then the event counters.
 pub fn proc_vmstat(sys: &System) -> String {
-    let mut sums: Vec<(&str, u64)> = Vec::new();
-    let mut add = |items: &mut dyn Iterator<Item = (&'static str, u64)>| {
-        for (name, v) in items {
-            match sums.iter_mut().find(|e| e.0 == name) {
-                Some(e) => e.1 += v,
-                None => sums.push((name, v)),
-            }
-        }
-    };
     let nids: Vec<u32> = sys.nodes.keys().copied().collect();
-    for &nid in &nids {
-        add(&mut ZoneType::ALL
-            .into_iter()
-            .flat_map(|z| zone_stat_items(sys, nid, z)));
-    }
-    for &nid in &nids {
-        add(&mut node_stat_items(sys, nid).into_iter());
-    }
+    let mut items = vmstat_items(sys, &nids);
     let free: u64 = nids.iter().map(|&n| sys.node_free_pages(n)).sum();
     let dirtyable = free.saturating_sub(total_reserve(sys)) + 1;
     // vm_dirty_ratio and dirty_background_ratio as fractions of a page.
     let (ratio, bg_ratio) = (20 * 4096 / 100, 10 * 4096 / 100);
-    sums.push(("nr_dirty_threshold", ratio * dirtyable / 4096));
-    sums.push(("nr_dirty_background_threshold", bg_ratio * dirtyable / 4096));
-    sums.extend(VM_EVENTS.iter().map(|&e| (e, 0)));
-    sums.into_iter()
-        .map(|(name, v)| format!("{name} {v}\n"))
-        .collect()
+    items.push(("nr_dirty_threshold", ratio * dirtyable / 4096));
+    items.push(("nr_dirty_background_threshold", bg_ratio * dirtyable / 4096));
+    items.extend(VM_EVENTS.iter().map(|&e| (e, 0)));
+    vmstat_lines(items)
 }
