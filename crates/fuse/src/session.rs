@@ -288,6 +288,19 @@ impl MountHandle {
         self.unmount_inner()
     }
 
+    /// Detach the mount lazily and do not wait for the session: it ends by
+    /// itself once nothing uses the file system any more (another mount
+    /// namespace may still hold a bind of it while its last process exits).
+    pub fn detach(mut self) -> Result<(), FuseError> {
+        if self.supervisor.take().is_none() {
+            return Ok(());
+        }
+        match mount::detach(&self.mountpoint) {
+            Ok(()) | Err(FuseError::NotMounted { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn unmount_inner(&mut self) -> Result<(), FuseError> {
         if self.supervisor.is_none() {
             return Ok(());

@@ -81,7 +81,7 @@ if [ -n "${MEMHP_OH_DIR:-}" ] && [ -p "$MEMHP_OH_DIR/oh.req" ] && [ -p "$MEMHP_O
 		_MH_OH_OUT="$MEMHP_OH_DIR/oh.out"
 		exec 7>&1
 	fi
-	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" $_MH_OH_OUT </dev/null >/dev/null 2>&1 &)
+	($OHELPER serve "$MEMHP_OH_DIR/oh.req" "$MEMHP_OH_DIR/oh.resp" $_MH_OH_OUT </dev/null >/dev/null 2>&1 7>&- &)
 	exec 8>"$MEMHP_OH_DIR/oh.req" 9<"$MEMHP_OH_DIR/oh.resp"
 	_MH_OH_SHELL=$$
 	_MH_US=$(printf '\037')
