@@ -93,9 +93,13 @@ fn serve(
             },
         )
         .with_context(|| format!("mount {}", root.display()))?;
+        let view = mount.cache_sync();
         let mut bus =
             memhp_control::EventBus::with_agents(serve_opts.list.clone(), serve_opts.seed)
-                .with_capacity(serve_opts.event_buffer);
+                .with_capacity(serve_opts.event_buffer)
+                .with_view_sync(Arc::new(move || {
+                    view.sync();
+                }));
         if serve_opts.netlink_uevents {
             bus = bus.with_netlink_uevents()?;
         }

@@ -99,3 +99,26 @@ fn kata_style_onliner_onlines_a_4g_hot_add() {
     let q = m.ctl(&["query"]);
     assert!(q.contains("\"offline_in_flight\": null"), "{q}");
 }
+
+#[test]
+fn blocks_unplugged_over_the_control_socket_are_gone_from_the_mount_when_ctl_returns() {
+    // The kernel caches memoryN's directory entry; the control command's
+    // reply must wait until that entry is invalidated, or a client acting
+    // on the reply (a guest agent listing blocks) still finds the block.
+    let m = Machine::mount("clients-unplug-stale", &[]);
+    let dir = m.root.join("sys/devices/system/memory/memory32");
+    for round in 0..10 {
+        m.ctl(&["hotadd", "d1", "256M"]);
+        assert!(dir.join("state").exists(), "round {round}: not added");
+        m.ctl(&["unplug", "d1"]);
+        let err = std::fs::metadata(&dir).expect_err("memory32 still there after unplug");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "round {round}");
+        assert_eq!(
+            std::fs::read_dir(dir.parent().unwrap())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() == "memory32")
+                .count(),
+            0
+        );
+    }
+}

@@ -606,8 +606,10 @@ pub fn dispatch(
         },
         e => generic(e.to_string()),
     });
-    // The guest's uevents come before the host sees _OST / DEVICE_DELETED.
+    // The guest's uevents come before the host sees _OST / DEVICE_DELETED,
+    // and the tree is up to date before either is heard of.
     bus.pump_uevents(host);
+    bus.sync_view();
     let reply = reply?;
     for ev in &reply.events {
         bus.publish(ev.name(), ev.data());

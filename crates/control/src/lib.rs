@@ -63,7 +63,16 @@ pub struct EventBus {
     uevents_seen: Mutex<Option<u64>>,
     /// Uevents also go out on this netlink socket.
     netlink: Option<netlink::UeventSender>,
+    /// Brings the machine's views (a FUSE mount's kernel caches) up to date.
+    view_sync: Option<ViewSync>,
 }
+
+/// Brings a view of the machine up to date with the model: a FUSE mount
+/// invalidates what the kernel caches of the tree (entries of removed
+/// blocks, attributes). The bus runs it before anyone outside hears of a
+/// change (an event, a command's reply), so that whoever reacts to the news
+/// by looking at the tree finds it there.
+pub type ViewSync = Arc<dyn Fn() + Send + Sync>;
 
 fn timestamp() -> Value {
     let now = SystemTime::now()
@@ -103,6 +112,20 @@ impl EventBus {
     pub fn with_netlink_uevents(mut self) -> Result<Self, netlink::NetlinkError> {
         self.netlink = Some(netlink::UeventSender::start(self.stats().0)?);
         Ok(self)
+    }
+
+    /// Run `sync` before every event and command reply that may follow a
+    /// change of the machine (see [`ViewSync`]).
+    pub fn with_view_sync(mut self, sync: ViewSync) -> Self {
+        self.view_sync = Some(sync);
+        self
+    }
+
+    /// Bring the machine's views up to date (see [`ViewSync`]).
+    pub fn sync_view(&self) {
+        if let Some(sync) = &self.view_sync {
+            sync();
+        }
     }
 
     /// The netlink uevent sender, if any.
@@ -190,6 +213,8 @@ fn serve_client(host: Arc<Host>, bus: Arc<EventBus>, stream: UnixStream) {
             continue;
         }
         let reply = commands::handle_line(&host, &bus, &line);
+        // A client that reads the reply and then the tree sees the change.
+        bus.sync_view();
         let _g = out.lock().unwrap_or_else(|e| e.into_inner());
         if send_line(&mut writer, &reply).is_err() {
             break;
@@ -221,6 +246,9 @@ impl EventBus {
             });
             if let (Some(n), Some(last)) = (seen.as_mut(), new.last()) {
                 *n = last.seqnum;
+                // A listener that opens the block a uevent names finds it
+                // (and not a cached entry of a removed one).
+                self.sync_view();
             }
             let mut added = Vec::new();
             for u in new {

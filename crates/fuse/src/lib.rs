@@ -41,4 +41,4 @@ mod writers;
 pub use error::FuseError;
 pub use mount::{recover_stale, unmount};
 pub use options::{MountOptions, Opens};
-pub use session::{serve, spawn_mount, MountHandle};
+pub use session::{serve, spawn_mount, CacheSync, MountHandle};

@@ -194,6 +194,20 @@ pub struct MountHandle {
     supervisor: Option<JoinHandle<Result<(), FuseError>>>,
 }
 
+/// [`MountHandle::sync_caches`] from anywhere: see [`MountHandle::cache_sync`].
+#[derive(Clone)]
+pub struct CacheSync {
+    tree: Arc<dyn Tree>,
+    invalidator: Arc<Invalidator>,
+}
+
+impl CacheSync {
+    /// See [`MountHandle::sync_caches`]; false once the session has stopped.
+    pub fn sync(&self) -> bool {
+        self.invalidator.sync(&*self.tree)
+    }
+}
+
 /// Mount `tree` at `mountpoint` and serve it in the background.
 ///
 /// The mount point must be an existing, empty directory; a stale memhp
@@ -254,6 +268,15 @@ impl MountHandle {
     /// answer someone (a control socket). False once the session has stopped.
     pub fn sync_caches(&self) -> bool {
         self.invalidator.sync(&*self.tree)
+    }
+
+    /// A handle that does what [`MountHandle::sync_caches`] does, for other
+    /// threads (a control socket's), as long as the session lives.
+    pub fn cache_sync(&self) -> CacheSync {
+        CacheSync {
+            tree: Arc::clone(&self.tree),
+            invalidator: Arc::clone(&self.invalidator),
+        }
     }
 
     /// Wait until memhp's own background listings (directory caches it
