@@ -233,7 +233,11 @@ impl EventBus {
         // reacted to the uevents it caused, whichever thread saw them first.
         let mut seen = self.uevents_seen.lock().unwrap_or_else(|e| e.into_inner());
         // Size changes virtio-mem made on its own since the last pump.
-        for ev in host.vmem.take_async_events() {
+        let size_changes = host.vmem.take_async_events();
+        if !size_changes.is_empty() {
+            self.sync_view();
+        }
+        for ev in size_changes {
             self.publish(ev.name(), ev.data());
         }
         loop {
