@@ -636,7 +636,7 @@ impl fuser::Filesystem for MemhpFs {
                     "write answered before caches were invalidated"
                 );
             }
-            match result {
+            move || match result {
                 Ok(n) => reply.written(n.min(data.len()) as u32),
                 Err(e) => {
                     tracing::debug!(path = &*path, errno = e.0, "write failed");

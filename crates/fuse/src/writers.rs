@@ -55,8 +55,12 @@ impl Writers {
     }
 
     /// Run `job` now: on the calling request thread if that leaves one
-    /// free for readers, on a write thread otherwise.
-    pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) {
+    /// free for readers, on a write thread otherwise; then the reply it
+    /// returns. An inline job gives its slot back before it replies: the
+    /// writer it wakes may make its next write at once (on a CPU shared
+    /// with this thread, before this thread runs again), and that write
+    /// must find the slot free rather than go to a write thread.
+    pub(crate) fn run<R: FnOnce()>(&self, job: impl FnOnce() -> R + Send + 'static) {
         if self.inline.fetch_add(1, Ordering::AcqRel) < REQUEST_THREADS - 1 {
             // Released even if the job panics (fuser's loop survives it).
             struct Slot<'a>(&'a AtomicUsize);
@@ -65,12 +69,15 @@ impl Writers {
                     self.0.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-            let _slot = Slot(&self.inline);
-            job();
+            let reply = {
+                let _slot = Slot(&self.inline);
+                job()
+            };
+            reply();
             return;
         }
         self.inline.fetch_sub(1, Ordering::AcqRel);
-        self.spawn(job);
+        self.spawn(move || job()());
     }
 
     /// Run `job` on a write thread, now.
@@ -144,6 +151,7 @@ mod tests {
                     w.run(move || {
                         started_tx.send(std::thread::current().id()).unwrap();
                         let _ = release_rx.recv();
+                        || ()
                     })
                 });
                 started_rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -157,9 +165,26 @@ mod tests {
         let writers = Writers::new();
         let here = std::thread::current().id();
         let (tx, rx) = mpsc::channel();
-        writers.run(move || tx.send(std::thread::current().id()).unwrap());
+        writers.run(move || {
+            tx.send(std::thread::current().id()).unwrap();
+            || ()
+        });
         assert_eq!(rx.recv().unwrap(), here);
         assert_eq!(writers.inline.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_inline_slot_is_free_again_before_the_reply_goes_out() {
+        // The writer the reply wakes may write again at once, on another
+        // request thread: that write must be able to run inline too.
+        let writers = Arc::new(Writers::new());
+        let (tx, rx) = mpsc::channel();
+        let w = writers.clone();
+        writers.run(move || {
+            let during = w.inline.load(Ordering::Acquire);
+            move || tx.send((during, w.inline.load(Ordering::Acquire))).unwrap()
+        });
+        assert_eq!(rx.recv().unwrap(), (1, 0));
     }
 
     #[test]
@@ -168,7 +193,10 @@ mod tests {
         let _blocked = block_request_threads(&writers);
         let here = std::thread::current().id();
         let (tx, rx) = mpsc::channel();
-        writers.run(move || tx.send(std::thread::current().id()).unwrap());
+        writers.run(move || {
+            tx.send(std::thread::current().id()).unwrap();
+            || ()
+        });
         let ran_on = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_ne!(ran_on, here, "handed to a write thread");
     }
@@ -181,10 +209,14 @@ mod tests {
         let (done_tx, done_rx) = mpsc::channel();
         writers.run(move || {
             let _ = release_rx.recv();
+            || ()
         });
         for i in 0..3 {
             let done = done_tx.clone();
-            writers.run(move || done.send(i).unwrap());
+            writers.run(move || {
+                done.send(i).unwrap();
+                || ()
+            });
         }
         let mut finished: Vec<i32> = (0..3)
             .map(|_| done_rx.recv_timeout(Duration::from_secs(5)).unwrap())
@@ -201,7 +233,10 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for _ in 0..5 {
             let tx = tx.clone();
-            writers.run(move || tx.send(std::thread::current().id()).unwrap());
+            writers.run(move || {
+                tx.send(std::thread::current().id()).unwrap();
+                || ()
+            });
             let id = rx.recv_timeout(Duration::from_secs(5)).unwrap();
             // Let the thread go back to waiting before the next job.
             while writers.shared.lock().idle == 0 {

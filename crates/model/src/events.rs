@@ -340,6 +340,36 @@ pub struct Task {
     pub comm: String,
 }
 
+/// Resolves a task when a message needs it (the transport may have to read
+/// `/proc` for its `comm`, and most operations log nothing that names it).
+pub type TaskFn = dyn Fn() -> Option<Task> + Send + Sync;
+
+/// The task an operation runs for (`current`): known, or resolved on the
+/// first message that names it.
+#[derive(Clone)]
+pub enum CurrentTask {
+    Known(Task),
+    Lazy(std::sync::Arc<TaskFn>),
+}
+
+impl CurrentTask {
+    pub fn resolve(&self) -> Option<Task> {
+        match self {
+            CurrentTask::Known(t) => Some(t.clone()),
+            CurrentTask::Lazy(f) => f(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CurrentTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CurrentTask::Known(t) => f.debug_tuple("Known").field(t).finish(),
+            CurrentTask::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
+}
+
 impl Default for Task {
     /// A writer the transport did not name.
     fn default() -> Self {

@@ -176,7 +176,11 @@ impl System {
         }
         self.retry_log = Some(RetryLog {
             block,
-            task: self.current_task.clone().unwrap_or_default(),
+            task: self
+                .current_task
+                .as_ref()
+                .and_then(|t| t.resolve())
+                .unwrap_or_default(),
             next_pass_ms: self.clock_ms,
             migrate_rs: RateLimit::new(5000, 10),
             nopage_rs: RateLimit::new(10_000, 1),

@@ -422,7 +422,7 @@ impl HotplugGuard<'_> {
     pub fn device_offline_by(
         &self,
         id: u64,
-        writer: Option<crate::events::Task>,
+        writer: Option<crate::events::CurrentTask>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeviceOutcome, HotplugError> {
         self.run(&Operation::DeviceOnlineOffline { block: id }, &[], || {
@@ -433,7 +433,7 @@ impl HotplugGuard<'_> {
     fn offline_loop(
         &self,
         id: u64,
-        writer: Option<crate::events::Task>,
+        writer: Option<crate::events::CurrentTask>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeviceOutcome, HotplugError> {
         let timeout = *self

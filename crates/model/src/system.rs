@@ -150,7 +150,7 @@ pub struct System {
     /// The task whose write is being handled, for the messages that name
     /// it (set by the transport).
     #[serde(skip)]
-    pub current_task: Option<crate::events::Task>,
+    pub current_task: Option<crate::events::CurrentTask>,
     /// Reporting state of an offline whose migration keeps failing.
     #[serde(default)]
     pub retry_log: Option<crate::retrylog::RetryLog>,

@@ -2,7 +2,7 @@
 //! and what the kernel logs meanwhile follows its ratelimits in virtual
 //! time (the `offline-busy-slab` oracle scenario, at the model level).
 
-use memhp_model::events::Task;
+use memhp_model::events::{CurrentTask, Task};
 use memhp_model::machine::QemuPc;
 use memhp_model::pages::PageState;
 use memhp_model::{DeviceOutcome, HotplugError, KernelVersion, OfflineProgress, System};
@@ -18,10 +18,10 @@ fn retrying_offline_of_block_6() -> System {
         assert_eq!(s.device_offline_nowait(id), Ok(DeviceOutcome::Changed));
     }
     s.events.take_klog();
-    s.current_task = Some(Task {
+    s.current_task = Some(CurrentTask::Known(Task {
         pid: 111,
         comm: "ohelper".into(),
-    });
+    }));
     assert!(matches!(
         s.device_offline(6),
         OfflineProgress::Retrying { .. }

@@ -34,7 +34,7 @@ fn state_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Result
     let t = OnlineType::from_sysfs(data).ok_or(Errno::EINVAL)?;
     let hp = shared.lock_hotplug();
     let outcome = if t == OnlineType::Offline {
-        hp.device_offline_by(id, cancel.writer(), &|| cancel.is_cancelled())
+        hp.device_offline_by(id, cancel.current_task(), &|| cancel.is_cancelled())
     } else {
         hp.device_online(id, Some(t))
     };
@@ -64,7 +64,7 @@ fn online_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Resul
     let r = if on {
         hp.device_online(id, None)
     } else {
-        hp.device_offline_by(id, cancel.writer(), &|| cancel.is_cancelled())
+        hp.device_offline_by(id, cancel.current_task(), &|| cancel.is_cancelled())
     };
     r.map(|_| data.len()).map_err(errno)
 }

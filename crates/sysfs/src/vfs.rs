@@ -85,7 +85,7 @@ pub struct Cancel {
 }
 
 /// Resolves the writing task (pid, `comm`).
-pub type WriterFn = dyn Fn() -> Option<Task> + Send + Sync;
+pub type WriterFn = memhp_model::events::TaskFn;
 
 impl Cancel {
     pub fn new() -> Self {
@@ -98,9 +98,11 @@ impl Cancel {
         self
     }
 
-    /// The writing task, if the transport can tell.
-    pub fn writer(&self) -> Option<Task> {
-        self.writer.as_ref().and_then(|f| f())
+    /// The writing task, resolved only if a message names it.
+    pub fn current_task(&self) -> Option<memhp_model::events::CurrentTask> {
+        self.writer
+            .clone()
+            .map(memhp_model::events::CurrentTask::Lazy)
     }
 
     /// Mark the writer as signalled and wake whoever waits on it.
