@@ -29,9 +29,15 @@ const PERCPU_EMBEDDED_PAGES: u64 = 62;
 /// The first memory node's share of the sparse setup: the section root
 /// page, its usemap and two vmemmap page-table pages (`memblock=debug`).
 const FIRST_NODE_SPARSE_PAGES: u64 = 4;
-/// Reserved per memory node beyond the first, besides its pgdat and memmap
-/// (its usemap page and one more; a 2-node recording: 2 × 512 MiB).
+/// Reserved for the last memory node when there are several, besides its
+/// pgdat and memmap (its usemap page and one more; a 2-node recording:
+/// 2 × 512 MiB).
 const EXTRA_MEMORY_NODE_PAGES: u64 = 2;
+/// A memory node between the first and the last holds a usemap page of its
+/// own (`sparse_init_nid` allocates it on the node, below its pgdat), while
+/// the last node's usemap shares a page with the small allocations made for
+/// no node (`memblock=debug` with three memory nodes).
+const MIDDLE_MEMORY_NODE_PAGES: u64 = 1;
 
 /// Why a boot failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -431,8 +437,9 @@ fn boot_reservations(
     // with 4 CPUs reserves 3 × 62 pages more than with one), each node's
     // pgdat (NODE_DATA) less one page, whether the node is online at boot
     // or not (oracle `numa-memoryless`: 2 nodes, 2 CPUs reserve 104 pages
-    // more than 1 node, 1 CPU; a node with neither CPU nor memory 42), each
-    // further memory node its own usemap page and one more. The small
+    // more than 1 node, 1 CPU; a node with neither CPU nor memory 42), the
+    // last of several memory nodes two pages, the ones between the first
+    // and the last their usemap page. The small
     // per-node boot arrays (a 1 KiB cpumask per node with NR_CPUS=8192,
     // ...) fill one page more from the third node on (recorded guests with
     // three nodes: one page more on the last memory node).
@@ -444,13 +451,19 @@ fn boot_reservations(
         .map(|n| n.cpus.len())
         .sum::<usize>()
         .saturating_sub(1) as u64;
-    let extra_mem_nodes = mem_nodes.len().saturating_sub(1) as u64;
+    let middle_mem_nodes = mem_nodes.len().saturating_sub(2) as u64;
+    let last_mem_node_pages = if mem_nodes.len() > 1 {
+        EXTRA_MEMORY_NODE_PAGES
+    } else {
+        0
+    };
     let total = a.fixed_topdown_pages
         + page_tables
         + hashes
         + extra_node_pages
         + extra_cpus * PERCPU_EMBEDDED_PAGES
-        + extra_mem_nodes * EXTRA_MEMORY_NODE_PAGES;
+        + last_mem_node_pages
+        + middle_mem_nodes * MIDDLE_MEMORY_NODE_PAGES;
 
     // Node-local allocations land on their node, top-down from its end
     // (oracle `memblock=debug`): the memmap, NODE_DATA and the per-cpu
@@ -471,6 +484,11 @@ fn boot_reservations(
             NODE_DATA_PAGES
                 + cpus * PERCPU_EMBEDDED_PAGES
                 + if i == 0 { FIRST_NODE_SPARSE_PAGES } else { 0 }
+                + if i > 0 && i + 1 < mem_nodes.len() {
+                    MIDDLE_MEMORY_NODE_PAGES
+                } else {
+                    0
+                }
         })
         .collect();
     let global = total.saturating_sub(local.iter().sum());
