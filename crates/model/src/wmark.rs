@@ -256,7 +256,6 @@ impl Watermarks {
     pub fn at_boot(sys: &System) -> Self {
         let mut w = Watermarks::default();
         w.recompute(sys);
-        w.recompute(sys);
         w.update_policy_zone(sys);
         w
     }
