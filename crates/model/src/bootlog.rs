@@ -272,6 +272,7 @@ pub fn render(
     }
     let nr_node_ids = spec.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
     l.push(format!("setup_percpu: NR_CPUS:8192 nr_cpumask_bits:{cpus} nr_cpu_ids:{cpus} nr_node_ids:{nr_node_ids}"));
+    l.extend(percpu_lines(spec));
     let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
     l.extend(crate::wmark::fallback_order_lines(sys));
     // At this point managed = present − memmap − DMA reserve, watermarks 0.
@@ -325,6 +326,9 @@ pub fn render(
     l.push(format!(
         "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs={cpus}, Nodes={nr_node_ids}"
     ));
+    // The image's mcount call sites (a property of the kernel build).
+    l.push("ftrace: allocating 40521 entries in 159 pages".into());
+    l.push("ftrace: allocated 159 pages with 6 groups".into());
     if spec.nodes.len() > 1 {
         l.push("mempolicy: Enabling automatic NUMA balancing. Configure with numa_balancing= or the kernel.numa_balancing sysctl".into());
     }
@@ -366,6 +370,11 @@ pub fn render(
         "kprobes: kprobe jump-optimization is enabled. All kprobes are optimized if possible."
             .into(),
     );
+    // hugetlb_init: the one huge page size of QEMU's default CPU (no
+    // 1 GiB pages), nothing reserved on the command line; HugeTLB vmemmap
+    // optimisation could free 7 of a 2 MiB page's 8 memmap pages.
+    l.push("HugeTLB: registered 2.00 MiB page size, pre-allocated 0 pages".into());
+    l.push("HugeTLB: 28 KiB vmemmap can be freed for a 2.00 MiB page".into());
     if nr_node_ids > 1 {
         // The root bus has no _PXM, so it belongs to no node.
         l.push("pci_bus 0000:00: Unknown NUMA node; performance will be reduced".into());
@@ -419,7 +428,83 @@ pub fn render(
     for (what, kib) in FREED_AFTER_MEM_INIT {
         l.push(format!("{what}: {kib}K"));
     }
+    l.push("x86/mm: Checked W+X mappings: passed, no W+X pages found.".into());
     l
+}
+
+/// The first per-cpu chunk of the 6.1 image: static, reserved and dynamic
+/// sizes (bytes), and the allocation atom (a 2 MiB page).
+const PCPU_STATIC: u64 = 217_088;
+const PCPU_RESERVED: u64 = 8192;
+const PCPU_DYNAMIC: u64 = 28_672;
+const PCPU_ATOM: u64 = 2 << 20;
+
+/// `setup_per_cpu_areas` with the embedding allocator: the units' size and
+/// how CPUs share the 2 MiB allocations (`pcpu_build_alloc_info`: one
+/// group per node with CPUs; the most units per allocation that wastes at
+/// most a third of a CPU's count of units and needs no more allocations),
+/// then the map `pcpu_dump_alloc_info` prints.
+fn percpu_lines(spec: &MachineSpec) -> Vec<String> {
+    let groups: Vec<&[u32]> = spec
+        .nodes
+        .iter()
+        .filter(|n| !n.cpus.is_empty())
+        .map(|n| n.cpus.as_slice())
+        .collect();
+    let cpus: usize = groups.iter().map(|g| g.len()).sum();
+    if cpus == 0 {
+        return Vec::new();
+    }
+    let min_unit = (PCPU_STATIC + PCPU_RESERVED + PCPU_DYNAMIC).div_ceil(4096) * 4096;
+    let max_upa = (PCPU_ATOM / min_unit).max(1) as usize;
+    let fits = |upa: usize| PCPU_ATOM % upa as u64 == 0 && (PCPU_ATOM / upa as u64) % 4096 == 0;
+    let mut best = 1;
+    let mut last_allocs = usize::MAX;
+    for upa in (1..=max_upa).rev().filter(|&u| fits(u)) {
+        let allocs: usize = groups.iter().map(|g| g.len().div_ceil(upa)).sum();
+        let wasted: usize = groups
+            .iter()
+            .map(|g| g.len().div_ceil(upa) * upa - g.len())
+            .sum();
+        if wasted > cpus / 3 {
+            continue;
+        }
+        if allocs > last_allocs {
+            break;
+        }
+        last_allocs = allocs;
+        best = upa;
+    }
+    let unit = PCPU_ATOM / best as u64;
+    let sizes = format!("s{PCPU_STATIC} r{PCPU_RESERVED} d{PCPU_DYNAMIC} u{unit}");
+    let mut out = vec![
+        format!("percpu: Embedded {} pages/cpu {sizes}", min_unit / 4096),
+        format!("pcpu-alloc: {sizes} alloc=1*{PCPU_ATOM}"),
+    ];
+    let digits = |v: usize| v.to_string().len();
+    let (group_width, cpu_width) = (digits(groups.len()), digits(cpus));
+    let width = best * (cpu_width + 1) + group_width + 3;
+    let per_line = {
+        let n = (60 / width).max(1);
+        1usize << (usize::BITS - 1 - n.leading_zeros())
+    };
+    let mut allocs: Vec<String> = Vec::new();
+    for (g, members) in groups.iter().enumerate() {
+        for chunk in members.chunks(best) {
+            let mut a = format!("[{g:0group_width$}] ");
+            for slot in 0..best {
+                match chunk.get(slot) {
+                    Some(cpu) => a.push_str(&format!("{cpu:0cpu_width$} ")),
+                    None => a.push_str(&format!("{} ", "-".repeat(cpu_width))),
+                }
+            }
+            allocs.push(a);
+        }
+    }
+    for line in allocs.chunks(per_line) {
+        out.push(format!("pcpu-alloc: {}", line.concat()));
+    }
+    out
 }
 
 /// Where SeaBIOS puts the ACPI tables: the reserved area right after the
