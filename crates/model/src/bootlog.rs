@@ -457,7 +457,9 @@ fn percpu_lines(spec: &MachineSpec) -> Vec<String> {
     }
     let min_unit = (PCPU_STATIC + PCPU_RESERVED + PCPU_DYNAMIC).div_ceil(4096) * 4096;
     let max_upa = (PCPU_ATOM / min_unit).max(1) as usize;
-    let fits = |upa: usize| PCPU_ATOM % upa as u64 == 0 && (PCPU_ATOM / upa as u64) % 4096 == 0;
+    let fits = |upa: usize| {
+        PCPU_ATOM.is_multiple_of(upa as u64) && (PCPU_ATOM / upa as u64).is_multiple_of(4096)
+    };
     let mut best = 1;
     let mut last_allocs = usize::MAX;
     for upa in (1..=max_upa).rev().filter(|&u| fits(u)) {
