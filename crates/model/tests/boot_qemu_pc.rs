@@ -498,3 +498,41 @@ fn numa_distances_shape_the_slit_and_the_fallback_orders() {
         .to_string()
         .contains("asymmetrical"));
 }
+
+/// `percpu:`/`pcpu-alloc:` lines as recorded (`bootlog` of 1- and 4-CPU
+/// guests): 2 MiB per CPU alone, four 512 KiB units sharing one 2 MiB
+/// allocation with four CPUs; with three (whose `percpu:` line was
+/// recorded, its map not) the fourth unit is an empty slot, `-`.
+#[test]
+fn percpu_units_follow_the_cpu_count() {
+    let lines = |smp: u32| -> Vec<String> {
+        let mut q = QemuPc {
+            smp,
+            ..QemuPc::default()
+        };
+        q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+        let sys = System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+        sys.bootlog
+            .iter()
+            .filter(|l| l.starts_with("percpu:") || l.starts_with("pcpu-alloc:"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        lines(1),
+        [
+            "percpu: Embedded 62 pages/cpu s217088 r8192 d28672 u2097152",
+            "pcpu-alloc: s217088 r8192 d28672 u2097152 alloc=1*2097152",
+            "pcpu-alloc: [0] 0 ",
+        ]
+    );
+    assert_eq!(
+        lines(4),
+        [
+            "percpu: Embedded 62 pages/cpu s217088 r8192 d28672 u524288",
+            "pcpu-alloc: s217088 r8192 d28672 u524288 alloc=1*2097152",
+            "pcpu-alloc: [0] 0 1 2 3 ",
+        ]
+    );
+    assert_eq!(lines(3)[2], "pcpu-alloc: [0] 0 1 2 - ");
+}
