@@ -67,6 +67,10 @@ pub struct KernelCmdline {
     /// kernel: `bar' invalid for parameter `memory_hotplug.online_policy'").
     pub invalid_params: Vec<(String, String)>,
     pub acpi_no_memhotplug: bool,
+    /// `transparent_hugepage=never`: no khugepaged, so nothing raises
+    /// `min_free_kbytes` for THP.
+    #[serde(default)]
+    pub thp_never: bool,
 }
 
 fn parse_core(value: &str) -> Option<CoreSpec> {
@@ -165,6 +169,7 @@ impl KernelCmdline {
                 }
                 ("movable_node", None) => c.movable_node = true,
                 ("acpi_no_memhotplug", None) => c.acpi_no_memhotplug = true,
+                ("transparent_hugepage", Some(v)) => c.thp_never = v == "never",
                 ("mem", Some(v)) => {
                     if let Some((n, _)) = kstr::memparse(v) {
                         c.mem_limit = Some(n);

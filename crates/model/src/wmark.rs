@@ -33,7 +33,16 @@ pub struct Watermarks {
     /// otherwise, e.g. memory freed after boot or a balloon).
     #[serde(default)]
     pub lowmem: BTreeMap<u32, [[u64; MAX_NR_ZONES]; MAX_NR_ZONES]>,
+    /// khugepaged never started, so nothing raises `min_free_kbytes` for
+    /// THP: `hugepage_init` turns THP off on a system with less than
+    /// 512 MiB of RAM (`totalram` then, the init memory and the initrd
+    /// still held), and `transparent_hugepage=never` does too.
+    #[serde(default)]
+    pub khugepaged_off: bool,
 }
+
+/// `hugepage_init`'s smaller-system limit: 512 MiB of `totalram`, in pages.
+pub const THP_MIN_TOTALRAM_PAGES: u64 = 512 << (20 - 12);
 
 /// `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal, Movable,
 /// Device).
@@ -206,6 +215,10 @@ impl Watermarks {
             _ => self.min_free_kbytes = new.clamp(128, 262144),
         }
         self.setup_per_zone_wmarks(sys);
+        if self.khugepaged_off {
+            self.setup_per_zone_lowmem_reserve(sys);
+            return log;
+        }
         let nr_zones = sys
             .online_nodes()
             .flat_map(|n| ZoneType::KERNEL.map(|z| n.zone(z).populated()))
@@ -254,7 +267,10 @@ impl Watermarks {
 
     /// The state after boot.
     pub fn at_boot(sys: &System) -> Self {
-        let mut w = Watermarks::default();
+        let mut w = Watermarks {
+            khugepaged_off: sys.cmdline.thp_never || sys.totalram_pages() < THP_MIN_TOTALRAM_PAGES,
+            ..Watermarks::default()
+        };
         w.recompute(sys);
         w.update_policy_zone(sys);
         w

@@ -536,3 +536,45 @@ fn percpu_units_follow_the_cpu_count() {
     );
     assert_eq!(lines(3)[2], "pcpu-alloc: [0] 0 1 2 - ");
 }
+
+/// A 512 MiB guest has less than 512 MiB of `totalram`, so `hugepage_init`
+/// turns THP off and khugepaged never raises `min_free_kbytes`: after two
+/// blocks go offline the minimum is `sqrt(16 * lowmem KiB)` alone (1479,
+/// recorded), and the rebuild when ZONE_MOVABLE first gets a block counts
+/// the old zones' small high watermarks and the new zone's none
+/// ("Total pages: 67208", recorded).
+#[test]
+fn small_guest_without_thp_keeps_the_square_root_minimum() {
+    let mut sys = boot("512M,slots=4,maxmem=4G", "");
+    assert!(sys.wmark.khugepaged_off);
+    for id in [1, 2] {
+        assert_eq!(
+            sys.device_offline_nowait(id),
+            Ok(memhp_model::DeviceOutcome::Changed)
+        );
+    }
+    assert_eq!(sys.wmark.min_free_kbytes, 1479);
+    assert_eq!(sys.wmark.high_pages(0, ZoneType::Dma), 60);
+    assert_eq!(sys.wmark.high_pages(0, ZoneType::Dma32), 492);
+    sys.events.take_klog();
+    sys.blocks.get_mut(&1).unwrap().online_type = memhp_model::OnlineType::OnlineMovable;
+    assert_eq!(
+        sys.device_online(1),
+        Ok(memhp_model::DeviceOutcome::Changed)
+    );
+    let klog = sys.events.take_klog();
+    assert!(
+        klog.iter()
+            .any(|l| l == "Built 1 zonelists, mobility grouping on.  Total pages: 67208"),
+        "{klog:?}"
+    );
+    // 1 GiB is over the limit: khugepaged raises the minimum.
+    let big = boot("1G,slots=4,maxmem=4G", "");
+    assert!(!big.wmark.khugepaged_off);
+    assert_eq!(big.wmark.min_free_kbytes, 45056);
+    assert!(
+        boot("1G,slots=4,maxmem=4G", "transparent_hugepage=never")
+            .wmark
+            .khugepaged_off
+    );
+}
