@@ -135,6 +135,10 @@ fn fits(state: PageState) -> &'static [Fit] {
     }
 }
 
+/// Node-local kernel pages a memory node beyond the first holds after boot
+/// (a nominal count: what shows is that its first block cannot go offline).
+const NODE_LOCAL_KERNEL_PAGES: u64 = 16;
+
 impl System {
     /// Free pages of a zone (`NR_FREE_PAGES`): managed pages minus those
     /// in use; the free pages of an isolated block do not count.
@@ -453,10 +457,32 @@ impl System {
             _ => crate::boot::atomic_pool_pages(self.totalram_pages()),
         };
         self.alloc_for_task(PageState::Unmovable, ZoneType::Dma, pool);
+        // Every memory node but the first holds its own node-local kernel
+        // structures (per-node slab and allocator state, its kswapd and
+        // kcompactd), allocated at the start of its kernel memory: the part
+        // deferred struct-page init leaves for boot, the node's first
+        // section. Recorded: a second node's first block is EBUSY, with or
+        // without a CPU of its own.
+        let mut node_local = 0;
+        for &nid in self.memory_nodes().iter().skip(1) {
+            let req = AllocRequest {
+                state: PageState::Unmovable,
+                nids: vec![nid],
+                class: ZoneType::Normal,
+                watermark: false,
+                exclude: None,
+            };
+            node_local += self
+                .place_pages(&req, NODE_LOCAL_KERNEL_PAGES)
+                .iter()
+                .map(|t| t.2 - t.1)
+                .sum::<u64>();
+        }
         self.alloc_for_task(
             PageState::Unmovable,
             ZoneType::Normal,
-            usage.unmovable() - calibrated + 2 * pool.saturating_sub(calibrated),
+            (usage.unmovable() - calibrated + 2 * pool.saturating_sub(calibrated))
+                .saturating_sub(node_local),
         );
         self.alloc_for_task(PageState::Movable, ZoneType::Movable, usage.movable());
         self.runtime = usage;
