@@ -578,3 +578,22 @@ fn small_guest_without_thp_keeps_the_square_root_minimum() {
             .khugepaged_off
     );
 }
+
+/// A second memory node holds its node-local kernel structures at the start
+/// of its kernel memory (recorded `offline-busy-numa2`: memory8, node 1's
+/// first block, is EBUSY; memory9 goes).
+#[test]
+fn second_node_first_block_holds_node_local_kernel_pages() {
+    let mut q = QemuPc::default().with_node_per_cpu(&[1 << 30, 1 << 30]);
+    q.parse_mem_option("2G,slots=4,maxmem=8G").unwrap();
+    let mut sys = System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    assert_eq!(sys.blocks[&8].nid, Some(1));
+    assert!(matches!(
+        sys.device_offline_nowait(8),
+        Err(memhp_model::HotplugError::Busy(_))
+    ));
+    assert_eq!(
+        sys.device_offline_nowait(9),
+        Ok(memhp_model::DeviceOutcome::Changed)
+    );
+}
