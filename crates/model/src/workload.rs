@@ -463,20 +463,27 @@ impl System {
         // deferred struct-page init leaves for boot, the node's first
         // section. Recorded: a second node's first block is EBUSY, with or
         // without a CPU of its own.
+        // With ZONE_NORMAL and ZONE_DMA32 both on the node, each holds some
+        // (recorded: node 1 of a 4 GiB guest keeps the first block of both).
         let mut node_local = 0;
         for &nid in self.memory_nodes().iter().skip(1) {
-            let req = AllocRequest {
-                state: PageState::Unmovable,
-                nids: vec![nid],
-                class: ZoneType::Normal,
-                watermark: false,
-                exclude: None,
-            };
-            node_local += self
-                .place_pages(&req, NODE_LOCAL_KERNEL_PAGES)
-                .iter()
-                .map(|t| t.2 - t.1)
-                .sum::<u64>();
+            for zone in [ZoneType::Normal, ZoneType::Dma32] {
+                if !self.nodes[&nid].zone(zone).populated() {
+                    continue;
+                }
+                let req = AllocRequest {
+                    state: PageState::Unmovable,
+                    nids: vec![nid],
+                    class: zone,
+                    watermark: false,
+                    exclude: None,
+                };
+                node_local += self
+                    .place_pages(&req, NODE_LOCAL_KERNEL_PAGES)
+                    .iter()
+                    .map(|t| t.2 - t.1)
+                    .sum::<u64>();
+            }
         }
         self.alloc_for_task(
             PageState::Unmovable,
