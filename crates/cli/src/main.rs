@@ -227,6 +227,7 @@ fn fix_mmap_threshold() {
 fn main() {
     fix_mmap_threshold();
     quiet_broken_pipe();
+    init_logging();
     match run() {
         Ok(()) => {}
         Err(e)
@@ -237,6 +238,26 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The libraries' `tracing` events on stderr: warnings by default,
+/// `MEMHP_LOG` (an `EnvFilter` directive such as `debug` or
+/// `memhp_fuse=trace`) for more. A bad directive is reported and the
+/// default kept.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("MEMHP_LOG") {
+        Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("memhp: MEMHP_LOG={spec:?} ignored: {e}");
+            EnvFilter::new("warn")
+        }),
+        Err(_) => EnvFilter::new("warn"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn run() -> Result<()> {
