@@ -753,13 +753,20 @@ impl Tree for SysfsTree {
 fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
     match parts {
         // Fixed by the build and the boot (power/* and uevent by sysfs
-        // itself); they only go away with their directory.
+        // itself), or changed only by a write to the file itself (whose
+        // writer's cached page is dropped with it): the parameters, the
+        // buses' autoprobe switches, `auto_online_blocks`, the CPUs (never
+        // hot-plugged here), a node's distances and CPU masks. They only
+        // go away with their directory.
         [.., "power", _]
         | [.., "uevent"]
-        | ["sys", "devices", "system", "memory", "block_size_bytes"]
-        | ["sys", "devices", "system", "memory", _, "phys_index" | "phys_device" | "removable"] => {
-            Scope::Static
-        }
+        | ["sys", "devices", "system", "memory", "block_size_bytes" | "auto_online_blocks"]
+        | ["sys", "devices", "system", "memory", _, "phys_index" | "phys_device" | "removable"]
+        | ["sys", "module", "memory_hotplug", "parameters", _]
+        | ["sys", "bus", _, "drivers_autoprobe"]
+        | ["sys", "devices", "system", "cpu", ..]
+        | ["sys", "devices", "system", "node", _, "distance" | "cpulist" | "cpumap"]
+        | ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"] => Scope::Static,
         ["sys", "devices", "system", "memory", b, attr, ..] => match block_id(b) {
             Some(id) if *attr != "valid_zones" || online(id) => Scope::Block(id),
             _ => Scope::Global,
@@ -789,6 +796,27 @@ mod tests {
             Scope::Static
         );
         assert_eq!(scope(&format!("{m}/block_size_bytes"), true), Scope::Static);
+        // Changed only by writes to themselves.
+        for p in [
+            "sys/devices/system/memory/auto_online_blocks",
+            "sys/module/memory_hotplug/parameters/online_policy",
+            "sys/bus/memory/drivers_autoprobe",
+            "sys/devices/system/cpu/online",
+            "sys/devices/system/node/node1/distance",
+            "sys/devices/system/node/node0/cpulist",
+        ] {
+            assert_eq!(scope(p, true), Scope::Static, "{p}");
+        }
+        // What memory hotplug changes stays global.
+        for p in [
+            "sys/devices/system/node/has_memory",
+            "sys/devices/system/node/node0/meminfo",
+            "sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages",
+            "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages",
+            "proc/zoneinfo",
+        ] {
+            assert_eq!(scope(p, true), Scope::Global, "{p}");
+        }
         assert_eq!(
             scope("sys/devices/system/node/node0/uevent", true),
             Scope::Static
@@ -799,10 +827,6 @@ mod tests {
         );
         assert_eq!(
             scope(&format!("{m}/memory7/valid_zones"), false),
-            Scope::Global
-        );
-        assert_eq!(
-            scope(&format!("{m}/auto_online_blocks"), true),
             Scope::Global
         );
         assert_eq!(scope(&format!("{m}/memory07/state"), true), Scope::Global);
