@@ -23,6 +23,21 @@ fn wide_errno(path: &str) -> Option<i32> {
     r["return"].as_i64().map(|v| v as i32)
 }
 
+fn empty_write(path: &str) -> Option<Result<usize, i32>> {
+    let mut c = control()?;
+    let r = c
+        .execute("empty-write", serde_json::json!({"path": path}))
+        .ok()?;
+    match (
+        r["return"]["written"].as_u64(),
+        r["return"]["errno"].as_i64(),
+    ) {
+        (Some(n), _) => Some(Ok(n as usize)),
+        (_, Some(e)) => Some(Err(e as i32)),
+        _ => None,
+    }
+}
+
 /// Inodes and bytes in use on the tmpfs at `/tmp`, if it is one.
 fn tmpfs_usage() -> Option<(u64, u64)> {
     let path = c"/tmp";
@@ -81,6 +96,7 @@ pub fn main(args: &[String]) -> i32 {
     name_process();
     memhp_scenario::ohelper::set_alarm_hook(advance_clock);
     memhp_scenario::ohelper::set_wide_errno_resolver(wide_errno);
+    memhp_scenario::ohelper::set_empty_write_resolver(empty_write);
     // The resident helper reports before each command (it remembers what
     // it reported, so an unchanged tmpfs costs a statfs); a one-shot
     // helper (a pipeline's `hotblocks`, a background job's write) only

@@ -349,7 +349,17 @@ pub fn run(
             .into_iter()
             .map(|f| (root.join("proc").join(f), PathBuf::from("/proc").join(f))),
         )
+        // The guest's initramfs has no user database: `ls -l` shows owners
+        // as numbers there, not the host's names.
+        .chain(
+            ["/etc/passwd", "/etc/group"]
+                .into_iter()
+                .map(PathBuf::from)
+                .filter(|t| t.exists())
+                .map(|t| (dir.join("empty"), t)),
+        )
         .collect();
+    std::fs::write(dir.join("empty"), b"")?;
     // shmem's default size limit: half of the guest's RAM.
     let tmp_bytes = host.shared.read(|s| s.totalram_pages()) * 4096 / 2;
     let ns = namespace::Setup::new(&binds, tmp_bytes)?;

@@ -387,6 +387,20 @@ pub fn dispatch(
                 .shared
                 .modify(|s| s.events.wide_errnos.remove(&key))));
         }
+        // A write of no bytes, which FUSE never passes on (the scenario
+        // helper asks here): what the machine's file does with one.
+        "empty-write" => {
+            let path = str_arg(args, "path")?;
+            let tree = memhp_sysfs::SysfsTree::new(std::sync::Arc::clone(&host.shared));
+            let key = path.trim_start_matches('/');
+            let cancel = memhp_sysfs::vfs::Cancel::new();
+            return Ok(
+                match memhp_sysfs::vfs::Tree::write(&tree, key, b"", &cancel) {
+                    Ok(n) => json!({"written": n}),
+                    Err(e) => json!({"errno": e.0}),
+                },
+            );
+        }
         "event-stats" => {
             let (capacity, dropped) = bus.stats();
             let mut v = json!({"capacity": capacity, "dropped": dropped});

@@ -229,9 +229,11 @@ pub struct NotifierInjection {
 }
 
 impl NotifierInjection {
-    /// Clamp a written value to `[-MAX_ERRNO, 0]` as the injector does.
+    /// A written value as the injector's errno file keeps it: cast to an
+    /// `int` (its low 32 bits: 4294967284 is -12, -2^63 is 0), then clamped
+    /// to `[-MAX_ERRNO, 0]` (`debugfs_create_errno`; recorded).
     pub fn clamp(v: i64) -> i32 {
-        v.clamp(-4095, 0) as i32
+        (v as i32).clamp(-4095, 0)
     }
 }
 

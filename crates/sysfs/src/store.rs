@@ -199,7 +199,7 @@ pub fn store(
             Ok(data.len())
         }
         ["sys", "kernel", "debug", "notifier-error-inject", "memory", "actions", a, "error"] => {
-            let v = NotifierInjection::clamp(kstr::kstrtoll(data).map_err(|_| Errno::EINVAL)?);
+            let v = NotifierInjection::clamp(kstr::kstrtoll(data).map_err(kerr)?);
             let online = *a == "MEM_GOING_ONLINE";
             shared.modify(|sys| {
                 if online {

@@ -43,7 +43,7 @@ mod write;
 pub use errno::{errno_label, errno_name};
 pub use serve::{decode_request, encode_response, TranscriptMerger, MARKER};
 pub use text::{atoi, escaped, push_escaped, strverscmp, unescape};
-pub use write::{set_alarm_hook, set_wide_errno_resolver};
+pub use write::{set_alarm_hook, set_empty_write_resolver, set_wide_errno_resolver};
 
 use std::fs::File;
 use std::io::Write;

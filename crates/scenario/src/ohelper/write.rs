@@ -246,6 +246,19 @@ pub fn set_wide_errno_resolver(f: fn(&str) -> Option<i32>) {
     let _ = WIDE_ERRNO.set(f);
 }
 
+/// Resolves what a write of no bytes does to a file: FUSE never passes one
+/// on (the write returns 0 at once), but debugfs's attributes refuse it.
+/// `Some(Ok(n))` or `Some(Err(errno))`; `None` when nobody can tell.
+static EMPTY_WRITE: std::sync::OnceLock<EmptyWriteResolver> = std::sync::OnceLock::new();
+
+/// See [`set_empty_write_resolver`].
+pub type EmptyWriteResolver = fn(&str) -> Option<Result<usize, i32>>;
+
+/// Install the empty-write resolver (once per process).
+pub fn set_empty_write_resolver(f: EmptyWriteResolver) {
+    let _ = EMPTY_WRITE.set(f);
+}
+
 /// Called with the alarm's seconds just before a virtual alarm interrupts
 /// a blocked write: the machine moves its virtual clock that far, so what
 /// the kernel would have logged meanwhile is logged.
@@ -302,7 +315,14 @@ pub(crate) fn do_write(args: &[String], out: &mut dyn Write, err: &mut dyn Write
         let _ = out.flush();
         return 1;
     }
-    match outcome.result {
+    let result = match outcome.result {
+        Ok(0) if buf.is_empty() => EMPTY_WRITE
+            .get()
+            .and_then(|f| f(&String::from_utf8_lossy(path)))
+            .unwrap_or(Ok(0)),
+        r => r,
+    };
+    match result {
         Ok(n) => tail.push_str(&format!("OK (ret={n})")),
         Err(libc::EIO) => {
             let real = WIDE_ERRNO
@@ -326,7 +346,7 @@ pub(crate) fn do_write(args: &[String], out: &mut dyn Write, err: &mut dyn Write
     tail.push('\n');
     emit(out, tail.as_bytes());
     let _ = out.flush();
-    i32::from(outcome.result.is_err())
+    i32::from(result.is_err())
 }
 
 #[cfg(test)]
