@@ -335,6 +335,7 @@ pub fn run(
                 "iomem",
                 "meminfo",
                 "buddyinfo",
+                "pagetypeinfo",
                 "version",
                 "vmstat",
                 "cpuinfo",

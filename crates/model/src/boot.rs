@@ -655,6 +655,7 @@ impl System {
                 at = r.1.min(range.1);
             }
             pages.assign(at - range.0, pages_per_block, Some(PageState::Hole));
+            pages.mark_hole_started_pageblocks();
             blocks.insert(
                 id,
                 MemoryBlock {

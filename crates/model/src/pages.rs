@@ -239,6 +239,30 @@ impl PageMap {
         &self.unmovable_pageblocks
     }
 
+    /// Boot: pageblocks whose first pfn has no memory (`memmap_init` marks
+    /// a pageblock `MIGRATE_MOVABLE` at its first pfn only when that pfn
+    /// is memory of a zone) keep the migratetype 0, `MIGRATE_UNMOVABLE`:
+    /// ZONE_DMA's first pageblock, pfn 0 being firmware's.
+    pub fn mark_hole_started_pageblocks(&mut self) {
+        let nr = self.nr;
+        let starts_hole: Vec<u64> = self
+            .runs
+            .iter()
+            .filter(|r| r.state == PageState::Hole)
+            .flat_map(|r| {
+                // The pageblocks whose first pfn lies in this hole and that
+                // hold memory after it.
+                let first = r.start.div_ceil(PAGEBLOCK_PAGES);
+                let last = (r.end() - 1) / PAGEBLOCK_PAGES;
+                let end = r.end();
+                (first..=last).filter(move |&pb| end < ((pb + 1) * PAGEBLOCK_PAGES).min(nr))
+            })
+            .collect();
+        for pb in starts_hole {
+            self.mark_unmovable(pb);
+        }
+    }
+
     fn mark_unmovable(&mut self, pb: u64) {
         if let Err(at) = self.unmovable_pageblocks.binary_search(&pb) {
             self.unmovable_pageblocks.insert(at, pb);

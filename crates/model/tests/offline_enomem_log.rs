@@ -46,6 +46,24 @@ fn the_first_pass_reports_the_allocation_failure_and_ten_pages() {
         "CPU: 0 PID: 111 Comm: ohelper Not tainted 6.1.0-56-amd64 #1  Debian 6.1.192-2"
     );
     assert_eq!(count(&log, "migrating pfn"), 10);
+    // The call trace carries the unwinder's `?` entries every recorded
+    // report shows: the slow path's and the migration loop's leftovers,
+    // and the writer's earlier page faults.
+    let trace: Vec<&str> = log
+        .iter()
+        .skip_while(|l| *l != " <TASK>")
+        .skip(1)
+        .take_while(|l| *l != " </TASK>")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(trace.len(), 28, "{trace:#?}");
+    assert_eq!(trace[2], " ? unreserve_highatomic_pageblock+0x1e9/0x230");
+    assert_eq!(trace[8], " ? do_pages_stat+0x360/0x360");
+    assert_eq!(trace[9], " migrate_pages+0xb1e/0xc00");
+    assert_eq!(trace[10], " ? do_pages_stat+0x360/0x360");
+    assert_eq!(trace[19], " do_syscall_64+0x5d/0xb0");
+    assert_eq!(trace[26], " ? exit_to_user_mode_prepare+0x44/0x240");
+    assert_eq!(trace[27], " entry_SYSCALL_64_after_hwframe+0x6e/0xd8");
     let first = s.blocks[&6]
         .pages
         .first(|st| st == PageState::Movable)

@@ -5,7 +5,8 @@
 
 use crate::render::nr_cpu_ids;
 use memhp_model::hugetlb::HPAGE_PAGES;
-use memhp_model::pages::PageState;
+use memhp_model::pages::{MigrateType, PageState, PAGEBLOCK_PAGES};
+use memhp_model::retrylog::{BUDDY_TYPES, MAX_ORDER};
 use memhp_model::{System, ZoneType};
 
 /// The transparent-huge-page lines of `/proc/meminfo` and `nodeN/meminfo`,
@@ -420,6 +421,79 @@ pub fn buddyinfo(sys: &System) -> String {
             }
             out.push('\n');
         }
+    }
+    out
+}
+
+/// The migratetypes `/proc/pagetypeinfo` lists (6.1 x86-64 without CMA),
+/// in order, with the page model's type where it has one (reclaimable and
+/// high-atomic pageblocks it does not model: none).
+const PAGETYPE_NAMES: [(&str, Option<MigrateType>); 5] = [
+    ("Unmovable", Some(MigrateType::Unmovable)),
+    ("Movable", Some(MigrateType::Movable)),
+    ("Reclaimable", None),
+    ("HighAtomic", None),
+    ("Isolate", Some(MigrateType::Isolate)),
+];
+
+/// `/proc/pagetypeinfo`: the pageblock order, then per populated zone the
+/// free chunks of each order and migratetype (a list of 100000 or more
+/// prints as `>100000`), then how many pageblocks are of each type.
+pub fn pagetypeinfo(sys: &System) -> String {
+    let model_index =
+        |mt: Option<MigrateType>| mt.and_then(|mt| BUDDY_TYPES.iter().position(|t| t.0 == mt));
+    let zones: Vec<(u32, ZoneType)> = sys
+        .online_nodes()
+        .flat_map(|node| {
+            ZoneType::ALL
+                .into_iter()
+                .filter(|&z| node.zone(z).populated())
+                .map(|z| (node.id, z))
+        })
+        .collect();
+    let mut out = format!(
+        "Page block order: {}\nPages per block:  {}\n\n",
+        PAGEBLOCK_PAGES.trailing_zeros(),
+        PAGEBLOCK_PAGES
+    );
+    out.push_str(&format!(
+        "{:<43} ",
+        "Free pages count per migrate type at order"
+    ));
+    for order in 0..MAX_ORDER {
+        out.push_str(&format!("{order:>6} "));
+    }
+    out.push('\n');
+    for &(nid, z) in &zones {
+        let area = sys.free_area(nid, z);
+        for (name, mt) in PAGETYPE_NAMES {
+            out.push_str(&format!(
+                "Node {nid:>4}, zone {:>8}, type {name:>12} ",
+                z.name()
+            ));
+            for order in 0..MAX_ORDER {
+                let n = model_index(mt).map_or(0, |i| area.by_type[i][order]);
+                match n >= 100_000 {
+                    true => out.push_str(">100000 "),
+                    false => out.push_str(&format!("{n:>6} ")),
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("\n{:<23}", "Number of blocks type "));
+    for (name, _) in PAGETYPE_NAMES {
+        out.push_str(&format!("{name:>12} "));
+    }
+    out.push('\n');
+    for &(nid, z) in &zones {
+        let counts = sys.pageblock_types(nid, z);
+        out.push_str(&format!("Node {nid}, zone {:>8} ", z.name()));
+        for (_, mt) in PAGETYPE_NAMES {
+            let n = model_index(mt).map_or(0, |i| counts[i]);
+            out.push_str(&format!("{n:>12} "));
+        }
+        out.push('\n');
     }
     out
 }

@@ -167,6 +167,7 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("iomem", file(0o444));
             add("meminfo", file(0o444));
             add("modules", file(0o444));
+            add("pagetypeinfo", file(0o400));
             add("sys", DIR);
             add("version", file(0o444));
             add("vmstat", file(0o444));
@@ -527,6 +528,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["proc", "iomem"] => render::proc_iomem(sys),
         ["proc", "meminfo"] => stats::proc_meminfo(sys),
         ["proc", "buddyinfo"] => stats::buddyinfo(sys),
+        ["proc", "pagetypeinfo"] => stats::pagetypeinfo(sys),
         ["proc", "cmdline"] => format!("{}\n", sys.cmdline.raw),
         ["proc", "version"] => format!("{}\n", sys.version.linux_banner()),
         ["proc", "vmstat"] => stats::proc_vmstat(sys),
