@@ -5,7 +5,6 @@
 use crate::ctl::socket_for_root;
 use crate::machine_args::MachineArgs;
 use anyhow::{bail, Context, Result};
-use memhp_sysfs::SysfsTree;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -82,8 +81,7 @@ fn serve(
         let host = Arc::new(machine.host()?);
         host.shared
             .set_retry_timeout(offline_timeout.map(std::time::Duration::from_secs_f64));
-        let tree: Arc<dyn memhp_sysfs::vfs::Tree> =
-            Arc::new(SysfsTree::new(Arc::clone(&host.shared)));
+        let tree: Arc<dyn memhp_sysfs::vfs::Tree> = memhp_control::guest_tree(&host);
         let mount = memhp_fuse::spawn_mount(
             tree,
             root,

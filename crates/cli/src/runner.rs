@@ -17,7 +17,6 @@ use memhp_model::units::format_size;
 use memhp_model::KernelVersion;
 pub use memhp_scenario::Scenario;
 use memhp_scenario::{HostAction, QemuArg};
-use memhp_sysfs::SysfsTree;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -260,7 +259,7 @@ pub fn run(
     let dir = run_dir.0.clone();
     let root = dir.join("root");
     std::fs::create_dir_all(&root)?;
-    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = Arc::new(SysfsTree::new(Arc::clone(&host.shared)));
+    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = memhp_control::guest_tree(&host);
     let mount = memhp_fuse::spawn_mount(
         Arc::clone(&tree),
         &root,

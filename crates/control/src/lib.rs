@@ -170,6 +170,17 @@ pub struct ControlServer {
     pump: Option<JoinHandle<()>>,
 }
 
+/// The sysfs tree of `host`'s guest, with what its writes ask of the
+/// platform wired to `host`: a write of `1` to a DIMM slot device's `eject`
+/// file ejects the DIMM, and what QEMU reports goes out with its other
+/// spontaneous events.
+pub fn guest_tree(host: &Arc<Host>) -> Arc<memhp_sysfs::SysfsTree> {
+    let tree = Arc::new(memhp_sysfs::SysfsTree::new(Arc::clone(&host.shared)));
+    let platform = Arc::clone(host);
+    tree.set_eject_handler(Arc::new(move |slot| platform.guest_eject(slot)));
+    tree
+}
+
 /// The greeting line.
 pub fn greeting() -> Value {
     json!({"QMP": {"version": {"package": format!("memhp {}", env!("CARGO_PKG_VERSION"))}, "capabilities": []}})
@@ -232,8 +243,9 @@ impl EventBus {
         // Held throughout, so that a caller returns only after the onliners
         // reacted to the uevents it caused, whichever thread saw them first.
         let mut seen = self.uevents_seen.lock().unwrap_or_else(|e| e.into_inner());
-        // Size changes virtio-mem made on its own since the last pump.
-        let size_changes = host.vmem.take_async_events();
+        // What QEMU reported on its own since the last pump: the guest's
+        // DIMM ejects, virtio-mem's size changes.
+        let size_changes = host.take_async_events();
         if !size_changes.is_empty() {
             self.sync_view();
         }

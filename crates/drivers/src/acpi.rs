@@ -20,6 +20,8 @@ pub const OST_EJECT_IN_PROGRESS: u32 = 0x84;
 /// `_OST` source events.
 pub const OST_SOURCE_INSERT: u32 = 1;
 pub const OST_SOURCE_EJECT: u32 = 3;
+/// `ACPI_OST_EC_OSPM_EJECT`: an eject the guest itself started.
+pub const OST_SOURCE_OSPM_EJECT: u32 = 0x103;
 
 /// DIMM placement alignment (the RAM backend's THP-sized alignment).
 const DIMM_ALIGN: u64 = 2 << 20;
@@ -86,8 +88,17 @@ pub struct AcpiDimms {
     dimms: Mutex<BTreeMap<String, Dimm>>,
 }
 
+/// `acpi_scan_attach_handler`: the memory hotplug scan handler took the
+/// slot's device (its `attach` callback succeeded), so the device can be
+/// ejected.
+fn attach_handler(sys: &mut memhp_model::System, slot: u32) {
+    if let Some(devices) = sys.acpi_memory.as_mut() {
+        devices.attached.insert(slot);
+    }
+}
+
 fn firmware_node(slot: u32) -> String {
-    format!("../../../LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:{slot:02x}")
+    memhp_model::qemu_acpi::memory_device_link(slot)
 }
 
 impl AcpiDimms {
@@ -179,6 +190,14 @@ impl AcpiDimms {
             blocks: Vec::new(),
             enabled: false,
         };
+        // The slot's device now reports a DIMM (`_STA`), whatever the guest
+        // makes of it.
+        shared.modify(|sys| {
+            if let Some(devices) = sys.acpi_memory.as_mut() {
+                devices.plugged.insert(slot);
+            }
+            sys.touch();
+        });
         self.acpi_memory_device_add(shared, &mut dimm);
         dimms.insert(id.to_string(), dimm.clone());
         let events = vec![HostEvent::AcpiOst {
@@ -235,15 +254,20 @@ impl AcpiDimms {
                     sys.layout_touch();
                     dimm.enabled = true;
                     dimm.group = Some(group);
+                    attach_handler(sys, dimm.slot);
                 }
                 Err(HotplugError::Exists) => {
                     dimm.enabled = true;
                     let _ = sys.unregister_group(group);
+                    attach_handler(sys, dimm.slot);
                 }
                 Err(_) => {
                     // acpi_memory_enable_device() enabled no range, then
                     // acpi_memory_device_add() gives the device up.
-                    let dev = format!("acpi PNP0C80:{:02x}", dimm.slot);
+                    let dev = format!(
+                        "acpi {}",
+                        memhp_model::qemu_acpi::memory_device_name(dimm.slot)
+                    );
                     sys.events.log(format!("{dev}: add_memory failed"));
                     sys.events
                         .log(format!("{dev}: acpi_memory_enable_device() error"));
@@ -270,10 +294,39 @@ impl AcpiDimms {
             source: OST_SOURCE_EJECT,
             status: OST_EJECT_IN_PROGRESS,
         }];
+        let deleted = Self::hot_remove(shared, &dimm);
+        events.push(Self::eject_done(
+            shared,
+            &mut dimms,
+            &dimm,
+            deleted,
+            OST_SOURCE_EJECT,
+        ));
+        Ok(UnplugReport { deleted, events })
+    }
+
+    /// A write of `1` to the slot's `eject` file (`acpi_eject_store`, the
+    /// OSPM-initiated eject): the same hot removal as an eject request from
+    /// the platform, without the "in progress" `_OST`; on success `_EJ0`
+    /// makes QEMU delete the device. `None` if no DIMM is in the slot.
+    pub fn guest_eject(&self, shared: &Shared, slot: u32) -> Option<UnplugReport> {
+        let mut dimms = self.lock();
+        let dimm = dimms.values().find(|d| d.slot == slot).cloned()?;
+        let deleted = Self::hot_remove(shared, &dimm);
+        let event = Self::eject_done(shared, &mut dimms, &dimm, deleted, OST_SOURCE_OSPM_EJECT);
+        Some(UnplugReport {
+            deleted,
+            events: vec![event],
+        })
+    }
+
+    /// `acpi_scan_hot_remove` for a DIMM: offline its blocks
+    /// (`acpi_scan_try_to_offline`: `device_offline()` of each, its device
+    /// lock then mem_hotplug_lock, and a second pass for those that failed;
+    /// the eject cannot wait for a retrying offline). If one stays online,
+    /// put back what was offlined and fail; else remove the memory.
+    fn hot_remove(shared: &Shared, dimm: &Dimm) -> bool {
         let hp = shared.lock_hotplug();
-        // acpi_scan_try_to_offline: device_offline() of each block (its
-        // device lock, then mem_hotplug_lock), a second pass for those that
-        // failed; the eject cannot wait for a retrying offline.
         let offline = |b: u64| hp.device_offline(b, &|| true);
         let mut offlined = Vec::new();
         let mut failed = Vec::new();
@@ -284,64 +337,71 @@ impl AcpiDimms {
                 Err(_) => failed.push(b),
             }
         }
-        let mut still_failing = None;
         for &b in &failed {
             match offline(b) {
                 Ok(DeviceOutcome::Changed) => offlined.push(b),
                 Ok(DeviceOutcome::AlreadyInState) => {}
                 Err(_) => {
                     hp.with(|sys| sys.events.log(format!("memory memory{b}: Offline failed.")));
-                    still_failing = Some(b);
-                    break;
-                }
-            }
-        }
-        let ok = if still_failing.is_some() {
-            for b in offlined {
-                let _ = hp.device_online(b, None);
-            }
-            false
-        } else {
-            let removed = if dimm.enabled && !dimm.blocks.is_empty() {
-                hp.with(|sys| {
-                    for &b in &dimm.blocks {
-                        if let Some(blk) = sys.blocks.get_mut(&b) {
-                            blk.firmware_node = None;
-                        }
+                    for b in offlined {
+                        let _ = hp.device_online(b, None);
                     }
-                    sys.layout_touch();
-                });
-                hp.remove_memory(dimm.addr, dimm.size).is_ok()
-            } else {
-                true
-            };
-            if removed {
-                if let Some(g) = dimm.group {
-                    hp.with(|sys| {
-                        let _ = sys.unregister_group(g);
-                    });
+                    return false;
                 }
             }
-            removed
-        };
-        drop(hp);
-        if ok {
-            dimms.remove(id);
-            events.push(HostEvent::DeviceDeleted {
-                device: id.to_string(),
-            });
-        } else {
-            events.push(HostEvent::AcpiOst {
-                device: id.to_string(),
-                slot: dimm.slot,
-                source: OST_SOURCE_EJECT,
-                status: OST_DEVICE_BUSY,
-            });
         }
-        Ok(UnplugReport {
-            deleted: ok,
-            events,
-        })
+        let removed = if dimm.enabled && !dimm.blocks.is_empty() {
+            hp.with(|sys| {
+                for &b in &dimm.blocks {
+                    if let Some(blk) = sys.blocks.get_mut(&b) {
+                        blk.firmware_node = None;
+                    }
+                }
+                sys.layout_touch();
+            });
+            hp.remove_memory(dimm.addr, dimm.size).is_ok()
+        } else {
+            true
+        };
+        if removed {
+            if let Some(g) = dimm.group {
+                hp.with(|sys| {
+                    let _ = sys.unregister_group(g);
+                });
+            }
+        }
+        removed
+    }
+
+    /// The end of an eject: QEMU deletes a removed DIMM (its slot's device
+    /// then reports no DIMM and has no handler), or the guest reports the
+    /// failure (`_OST` 0x82 from `source`).
+    fn eject_done(
+        shared: &Shared,
+        dimms: &mut BTreeMap<String, Dimm>,
+        dimm: &Dimm,
+        deleted: bool,
+        source: u32,
+    ) -> HostEvent {
+        if !deleted {
+            return HostEvent::AcpiOst {
+                device: dimm.id.clone(),
+                slot: dimm.slot,
+                source,
+                status: OST_DEVICE_BUSY,
+            };
+        }
+        dimms.remove(&dimm.id);
+        shared.modify(|sys| {
+            if let Some(devices) = sys.acpi_memory.as_mut() {
+                devices.plugged.remove(&dimm.slot);
+                devices.attached.remove(&dimm.slot);
+            }
+            sys.touch();
+        });
+        HostEvent::DeviceDeleted {
+            device: dimm.id.clone(),
+        }
     }
 }
 

@@ -110,6 +110,8 @@ pub struct Host {
     modules: Mutex<BTreeSet<String>>,
     /// DIMMs given on QEMU's command line (present at boot).
     coldplugged: Mutex<BTreeSet<String>>,
+    /// Events QEMU sent without a command (the guest ejected a DIMM).
+    async_events: Mutex<Vec<HostEvent>>,
 }
 
 /// Modules the guest can load, with their dependencies in load order.
@@ -152,6 +154,7 @@ impl Host {
                 .sum(),
             modules: Mutex::new(BTreeSet::new()),
             coldplugged: Mutex::new(BTreeSet::new()),
+            async_events: Mutex::new(Vec::new()),
         })
     }
 
@@ -167,6 +170,7 @@ impl Host {
             ram_size: 0,
             modules: Mutex::new(BTreeSet::new()),
             coldplugged: Mutex::new(BTreeSet::new()),
+            async_events: Mutex::new(Vec::new()),
         }
     }
 
@@ -187,6 +191,37 @@ impl Host {
             s.bootlog.extend(lines);
         });
         Ok(())
+    }
+
+    /// The guest ejected the device of DIMM slot `slot` (a write of `1` to
+    /// its `eject` file): on success QEMU deletes the DIMM and its memory
+    /// backend is free again. What QEMU reports joins the events it sends
+    /// on its own ([`Host::take_async_events`]). Nothing happens if the
+    /// slot holds no DIMM.
+    pub fn guest_eject(&self, slot: u32) {
+        let Some(dimm) = self.dimms.list().into_iter().find(|d| d.slot == slot) else {
+            return;
+        };
+        let Some(r) = self.dimms.guest_eject(&self.shared, slot) else {
+            return;
+        };
+        if r.deleted {
+            self.backends.release(&dimm.id);
+            self.coldplugged().remove(&dimm.id);
+        }
+        self.async_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(r.events);
+    }
+
+    /// The events QEMU sent on its own since the last call, in order: what
+    /// the guest's ejects made it report, then virtio-mem's size changes.
+    pub fn take_async_events(&self) -> Vec<HostEvent> {
+        let mut events =
+            std::mem::take(&mut *self.async_events.lock().unwrap_or_else(|e| e.into_inner()));
+        events.extend(self.vmem.take_async_events());
+        events
     }
 
     fn coldplugged(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {

@@ -153,6 +153,9 @@ impl MemhpFs {
     /// attribute reply disagrees, which would make every `stat` cost a read.
     fn attr_for(&self, ino: u64, path: &str, reported: &Reported) -> fuser::FileAttr {
         let mut attr = attributes(ino, &reported.kind, reported.nlink, self.time);
+        if matches!(reported.kind, EntryKind::File { .. }) {
+            attr.size = self.tree.file_size(path);
+        }
         // The version of what the kernel may cache (a listing; a file's
         // content with `Opens::Cached`): 0 (the mount time) until it
         // changes.

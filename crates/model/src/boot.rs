@@ -724,6 +724,10 @@ impl System {
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
         sys.charge_runtime(spec.boot_alloc.runtime);
         sys.hardware_name = spec.hardware_name.clone();
+        sys.acpi_memory = spec
+            .acpi
+            .as_ref()
+            .and_then(|a| crate::qemu_acpi::MemoryHotplugDevices::for_slots(a.mem_slots));
         Ok(sys)
     }
 }

@@ -262,3 +262,61 @@ mod tests {
         assert_eq!((rsdt.addr, rsdt.len), (0x3ffe1ab2, 0x34));
     }
 }
+
+/// QEMU's ACPI memory hotplug devices as the guest enumerates them: the
+/// container `\_SB_.MHPC` (PNP0A06) and one PNP0C80 device per DIMM slot
+/// (`\_SB_.MHPC.MPxx`), whose `_STA` reports whether a DIMM is plugged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryHotplugDevices {
+    /// `-m ...,slots=N`: one device per slot, present or not.
+    pub slots: u32,
+    /// Slots holding a DIMM (`_STA` 0xF; 0 otherwise).
+    pub plugged: std::collections::BTreeSet<u32>,
+    /// Slots whose device the memory hotplug scan handler took (its memory
+    /// was added): the devices that can be ejected.
+    #[serde(default)]
+    pub attached: std::collections::BTreeSet<u32>,
+    /// The container's platform device was taken offline (its `online`
+    /// file).
+    #[serde(default)]
+    pub container_offline: bool,
+}
+
+impl MemoryHotplugDevices {
+    /// The devices of a machine with `slots` DIMM slots (none without).
+    pub fn for_slots(slots: u32) -> Option<Self> {
+        (slots > 0).then(|| MemoryHotplugDevices {
+            slots,
+            ..Default::default()
+        })
+    }
+
+    /// `_STA` of slot `slot`'s device: present, enabled, shown and
+    /// functioning with a DIMM in it, else 0.
+    pub fn status(&self, slot: u32) -> u32 {
+        if self.plugged.contains(&slot) {
+            0xf
+        } else {
+            0
+        }
+    }
+}
+
+/// The container's directory under `/sys/devices` (its instance number is
+/// the fifth PNP0A06 device of QEMU's pc DSDT).
+pub const MEMORY_CONTAINER_DIR: [&str; 3] = ["LNXSYSTM:00", "LNXSYBUS:00", "PNP0A06:04"];
+
+/// The ACPI device name of slot `slot` (`PNP0C80:%02x`, the instance
+/// number in enumeration order).
+pub fn memory_device_name(slot: u32) -> String {
+    format!("PNP0C80:{slot:02x}")
+}
+
+/// The `firmware_node` link of a block bound to slot `slot`'s device.
+pub fn memory_device_link(slot: u32) -> String {
+    format!(
+        "../../../{}/{}",
+        MEMORY_CONTAINER_DIR.join("/"),
+        memory_device_name(slot)
+    )
+}

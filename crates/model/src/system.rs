@@ -177,6 +177,9 @@ pub struct System {
     /// Devices whose `power/` settings were changed, by kobject path.
     #[serde(default)]
     pub power: BTreeMap<String, crate::device::DevicePower>,
+    /// QEMU's ACPI memory devices (DIMM slots), if the machine has any.
+    #[serde(default)]
+    pub acpi_memory: Option<crate::qemu_acpi::MemoryHotplugDevices>,
     /// Hardware-poisoned pages (`soft_offline_page`, `hard_offline_page`).
     #[serde(default)]
     pub hwpoison: crate::memory_failure::HwPoison,
@@ -249,6 +252,7 @@ impl System {
             runtime: Default::default(),
             tmpfs: Default::default(),
             hwpoison: Default::default(),
+            acpi_memory: None,
             power: BTreeMap::new(),
             modules: Vec::new(),
             distances: Vec::new(),

@@ -5,6 +5,7 @@
 //! resolves paths into them; [`vfs::Tree`] is the contract the transports
 //! (FUSE, the scenario runner) serve.
 
+pub mod acpi;
 pub mod render;
 pub mod stats;
 pub mod store;

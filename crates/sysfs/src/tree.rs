@@ -26,6 +26,19 @@ fn link(target: impl Into<String>) -> EntryKind {
     }
 }
 
+/// The size `stat` reports for the regular file at `path`: a sysfs
+/// attribute's is a page (4096); a binary attribute's is its buffer, as
+/// the node's CPU list (`CPULIST_FILE_MAX_BYTES` with the build's
+/// `NR_CPUS` of 8192) and CPU mask (`CPUMAP_FILE_MAX_BYTES`, a page).
+/// (procfs and debugfs files are size 0 on Linux; over FUSE a size-0 file
+/// reads as empty through `sendfile`, so they keep a page too.)
+pub fn file_size(path: &str) -> u64 {
+    match split(path).as_slice() {
+        ["sys", "devices", "system", "node", n, "cpulist"] if n.starts_with("node") => 28672,
+        _ => 4096,
+    }
+}
+
 /// `strverscmp`-like order: digit runs compare by value.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
@@ -59,7 +72,7 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
 }
 
 /// The generic runtime-PM directory of a device.
-const POWER_FILES: [(&str, u16); 9] = [
+pub(crate) const POWER_FILES: [(&str, u16); 9] = [
     ("async", 0o644),
     ("autosuspend_delay_ms", 0o644),
     ("control", 0o644),
@@ -153,6 +166,22 @@ fn cpu_id(name: &str) -> Option<u32> {
 
 /// Every entry of directory `path`, or `None` if `path` is not a directory.
 fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
+    let acpi = match path {
+        ["sys", "devices", rest @ ..] if rest.first() == Some(&crate::acpi::ROOT) => {
+            Some(crate::acpi::list(sys, rest))
+        }
+        ["sys", "devices", "system", class, rest @ ..]
+            if *class == crate::acpi::CONTAINER_CLASS =>
+        {
+            Some(crate::acpi::container_list(sys, rest))
+        }
+        _ => None,
+    };
+    if let Some(entries) = acpi {
+        let mut v = entries?;
+        v.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+        return Some(v);
+    }
     let mut v: Vec<(String, EntryKind)> = Vec::new();
     let mut add = |n: &str, k: EntryKind| v.push((n.to_string(), k));
     match path {
@@ -193,8 +222,16 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                 add(d, DIR);
             }
         }
-        ["sys", "devices"] => add("system", DIR),
+        ["sys", "devices"] => {
+            if sys.acpi_memory.is_some() {
+                add(crate::acpi::ROOT, DIR);
+            }
+            add("system", DIR);
+        }
         ["sys", "devices", "system"] => {
+            if sys.acpi_memory.is_some() {
+                add(crate::acpi::CONTAINER_CLASS, DIR);
+            }
             for d in ["cpu", "memory", "node"] {
                 add(d, DIR);
             }
@@ -310,11 +347,18 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             }
         }
         ["sys", "bus"] => {
+            if sys.acpi_memory.is_some() {
+                for b in crate::acpi::BUSES {
+                    add(b, DIR);
+                }
+            }
             add("memory", DIR);
             add("node", DIR);
         }
-        ["sys", "bus", bus @ ("memory" | "node")] => {
-            let _ = bus;
+        ["sys", "bus", bus]
+            if ["memory", "node"].contains(bus)
+                || (sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(bus)) =>
+        {
             add("devices", DIR);
             add("drivers", DIR);
             add("drivers_autoprobe", file(0o644));
@@ -322,6 +366,15 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("uevent", file(0o200));
         }
         ["sys", "bus", "memory" | "node", "drivers"] => {}
+        ["sys", "bus", bus, "drivers"]
+            if sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(bus) => {}
+        ["sys", "bus", bus, "devices"]
+            if sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(bus) =>
+        {
+            for (n, k) in crate::acpi::bus_devices(sys, bus) {
+                add(&n, k);
+            }
+        }
         ["sys", "bus", "memory", "devices"] => {
             for id in sys.blocks.keys() {
                 add(&format!("memory{id}"), memory_bus_link(*id));
@@ -548,6 +601,12 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
             _ => render::bitmap_list(0..render::nr_cpu_ids(sys)),
         },
         [dir @ .., "power", f] => return power_read(sys, &devpath_of(dir), f),
+        ["sys", "devices", rest @ .., f] if rest.first() == Some(&crate::acpi::ROOT) => {
+            crate::acpi::read(sys, rest, f).unwrap_or(Err(Errno::ENOENT))?
+        }
+        ["sys", "devices", "system", class, _, f] if *class == crate::acpi::CONTAINER_CLASS => {
+            crate::acpi::container_read(sys, f)?
+        }
         [.., "uevent"] => String::new(),
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
             render::auto_online_blocks(sys)
@@ -638,11 +697,23 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
 /// The sysfs/procfs tree of one shared system.
 pub struct SysfsTree {
     shared: Arc<Shared>,
+    eject: std::sync::OnceLock<crate::acpi::EjectHandler>,
 }
 
 impl SysfsTree {
     pub fn new(shared: Arc<Shared>) -> Self {
-        SysfsTree { shared }
+        SysfsTree {
+            shared,
+            eject: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What the platform does when the guest ejects a DIMM slot's device
+    /// (set once, by whoever owns the DIMMs; without it an eject is
+    /// accepted and nothing happens, as with a platform that ignores
+    /// `_EJ0`).
+    pub fn set_eject_handler(&self, handler: crate::acpi::EjectHandler) {
+        let _ = self.eject.set(handler);
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -661,6 +732,10 @@ fn read_path(sys: &System, path: &str) -> Result<Vec<u8>, Errno> {
 }
 
 impl Tree for SysfsTree {
+    fn file_size(&self, path: &str) -> u64 {
+        file_size(path)
+    }
+
     fn lookup(&self, path: &str) -> Option<EntryKind> {
         let parts = split(path);
         self.shared.read(|sys| lookup_in(sys, &parts))
@@ -716,7 +791,18 @@ impl Tree for SysfsTree {
         if data.is_empty() && !matches!(parts.as_slice(), ["sys", "kernel", "debug", ..]) {
             return Ok(0);
         }
-        let r = store::store(&self.shared, &parts, data, cancel);
+        let eject = match parts.as_slice() {
+            ["sys", "devices", rest @ ..] if rest.first() == Some(&crate::acpi::ROOT) => {
+                crate::acpi::eject_store(&self.shared, rest, data, self.eject.get())
+            }
+            ["sys", "devices", "system", class, _, "online"]
+                if *class == crate::acpi::CONTAINER_CLASS =>
+            {
+                Some(crate::acpi::container_online_store(&self.shared, data))
+            }
+            _ => None,
+        };
+        let r = eject.unwrap_or_else(|| store::store(&self.shared, &parts, data, cancel));
         if let Err(e) = r {
             if e.0 >= 512 {
                 let key = parts.join("/");

@@ -154,6 +154,12 @@ pub trait Tree: Send + Sync {
     /// write-only file, even for root.
     fn open(&self, path: &str, read: bool, write: bool) -> Result<(), Errno>;
 
+    /// The size `stat` reports for the regular file at `path` (sysfs: a
+    /// page, whatever the content's length).
+    fn file_size(&self, _path: &str) -> u64 {
+        4096
+    }
+
     /// The whole content of a regular file (seq_file semantics: the transport
     /// slices it by offset). Files whose show method fails return that errno
     /// (e.g. `power/autosuspend_delay_ms` → `EIO`).
