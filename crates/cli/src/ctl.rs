@@ -106,7 +106,7 @@ pub fn parse(words: &[String]) -> Result<(String, Value)> {
     };
     Ok(match verb.as_str() {
         "hotadd" => {
-            need(2, "hotadd ID SIZE [node=N] [addr=A]")?;
+            need(2, "hotadd ID SIZE [node=N] [addr=A] [driver=pc-dimm|virtio-mem-pci] [backend=memory-backend-ram|memory-backend-memfd]")?;
             let mut args = kv(&rest[2..])?;
             args.insert("id".into(), json!(rest[0]));
             args.insert("size".into(), json!(rest[1]));

@@ -230,7 +230,7 @@ impl MachineArgs {
             let (id, size, node, addr) = parse_dimm(d)?;
             let memdev = format!("mem-{id}");
             host.backends
-                .add("memory-backend-ram", &memdev, size, true)
+                .add("memory-backend-ram", &memdev, size, None, true)
                 .with_context(|| format!("--dimm {d}"))?;
             host.cold_plug_dimm(&id, &memdev, (node, addr))
                 .with_context(|| format!("--dimm {d}"))?;

@@ -103,8 +103,15 @@ pub fn machine(scn: &Scenario) -> Result<QemuPc> {
 fn cold_plug(host: &Host, scn: &Scenario) -> Result<()> {
     for a in &scn.qemu {
         if let QemuArg::MemoryBackend(b) = a {
+            let mem_path = b.extra.iter().find(|(k, _)| k == "mem-path");
             host.backends
-                .add(&b.qom_type, &b.id, b.size, false)
+                .add(
+                    &b.qom_type,
+                    &b.id,
+                    b.size,
+                    mem_path.map(|(_, v)| v.as_str()),
+                    false,
+                )
                 .with_context(|| format!("-object {}", b.id))?;
         }
     }
@@ -160,11 +167,13 @@ fn host_lines(host: &Host, bus: &memhp_control::EventBus, action: &HostAction) -
     match action {
         HostAction::Hotadd(h) => {
             let (id, size) = (&h.id, h.size);
-            let r = host.execute(&HostCommand::Hotadd {
+            let r = host.execute(&HostCommand::HotaddDevice {
                 id: id.clone(),
                 size,
                 node: h.node,
                 addr: h.addr,
+                driver: h.driver.clone(),
+                backend: h.backend.clone(),
             });
             out.push(format!(
                 "HOST hotadd {id} size={size} ({})",

@@ -30,7 +30,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("query-commands", "list the commands"),
     (
         "hotadd",
-        "plug a DIMM with a backend of its own (mem-ID): id, size, [node], [addr]",
+        "plug a memory device with a backend of its own (mem-ID): id, size, [node], [addr], [driver=pc-dimm|virtio-mem-pci], [backend=memory-backend-ram|-memfd]",
     ),
     (
         "object-add",
@@ -39,7 +39,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("object-del", "delete a memory backend no DIMM uses: id"),
     (
         "device_add",
-        "plug a DIMM: driver=pc-dimm, id, memdev, [node], [addr] (or size instead of memdev, as hotadd)",
+        "plug a memory device: driver=pc-dimm|virtio-mem-pci, id, memdev, [node], [addr] (or size instead of memdev, as hotadd)",
     ),
     ("unplug", "eject a DIMM: id"),
     ("device_del", "QEMU alias of unplug: id"),
@@ -343,16 +343,6 @@ fn hugetlb(host: &Host, args: &Map<String, Value>) -> Result<Value, CommandError
     }))
 }
 
-/// `device_add`'s `driver`: DIMMs only.
-fn pc_dimm_only(args: &Map<String, Value>) -> Result<(), CommandError> {
-    match str_arg(args, "driver")?.as_str() {
-        "pc-dimm" => Ok(()),
-        driver => Err(generic(format!(
-            "'{driver}' is not a valid device model name here (only pc-dimm)"
-        ))),
-    }
-}
-
 /// A DIMM's optional `node` and `addr`.
 fn dimm_place(args: &Map<String, Value>) -> Result<(Option<u32>, Option<u64>), CommandError> {
     let node = opt_u64(args, "node")?
@@ -424,31 +414,38 @@ pub fn dispatch(
         }
         "bootlog" => return Ok(json!(host.shared.read(|s| s.bootlog.clone()))),
         "device_add" if args.contains_key("memdev") => {
-            pc_dimm_only(args)?;
             let (node, addr) = dimm_place(args)?;
             HostCommand::DeviceAdd {
                 id: str_arg(args, "id")?,
                 memdev: str_arg(args, "memdev")?,
+                driver: str_arg(args, "driver")?,
                 node,
                 addr,
             }
         }
         "hotadd" | "device_add" => {
-            if name == "device_add" {
-                pc_dimm_only(args)?;
-            }
             let (node, addr) = dimm_place(args)?;
-            HostCommand::Hotadd {
+            let opt = |k: &str| args.get(k).map(|_| str_arg(args, k)).transpose();
+            HostCommand::HotaddDevice {
                 id: str_arg(args, "id")?,
                 size: u64_arg(args, "size")?,
                 node,
                 addr,
+                driver: match name {
+                    "device_add" => str_arg(args, "driver")?,
+                    _ => opt("driver")?.unwrap_or_else(|| "pc-dimm".into()),
+                },
+                backend: opt("backend")?.unwrap_or_else(|| "memory-backend-ram".into()),
             }
         }
         "object-add" => HostCommand::ObjectAdd {
             qom_type: str_arg(args, "qom-type")?,
             id: str_arg(args, "id")?,
             size: u64_arg(args, "size")?,
+            mem_path: args
+                .get("mem-path")
+                .map(|_| str_arg(args, "mem-path"))
+                .transpose()?,
         },
         "object-del" => HostCommand::ObjectDel {
             id: str_arg(args, "id")?,
@@ -632,7 +629,10 @@ pub fn dispatch(
     if !reply.insmods.is_empty() {
         value = json!({"insmod": reply.insmods.iter().map(|(m, rc)| json!({"module": m, "rc": rc})).collect::<Vec<_>>()});
     }
-    if let HostCommand::Hotadd { id, .. } | HostCommand::DeviceAdd { id, .. } = &host_cmd {
+    if let HostCommand::Hotadd { id, .. }
+    | HostCommand::HotaddDevice { id, .. }
+    | HostCommand::DeviceAdd { id, .. } = &host_cmd
+    {
         if let Some(d) = host.dimms.list().into_iter().find(|d| &d.id == id) {
             let blocks: Vec<Value> = host.shared.read(|s| {
                 d.blocks.iter().map(|b| json!({"id": b, "state": s.blocks.get(b).map_or("removed", |x| x.state.as_str())})).collect()

@@ -113,6 +113,12 @@ impl AcpiDimms {
         self.dimms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The device-memory region and its limits (`None`: the machine has
+    /// none, `-m` without `maxmem`).
+    pub fn region(&self) -> Option<DimmSpec> {
+        self.spec
+    }
+
     /// The plugged DIMMs, by id (QMP `query-memory-devices`).
     pub fn list(&self) -> Vec<Dimm> {
         self.lock().values().cloned().collect()

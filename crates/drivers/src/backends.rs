@@ -21,6 +21,8 @@ pub enum BackendError {
     BadType(String),
     #[error("can't create backend with size 0")]
     ZeroSize,
+    #[error("Parameter 'mem-path' is missing")]
+    NoMemPath,
     #[error("object '{0}' not found")]
     NotFound(String),
     #[error("object '{0}' is in use, can not be deleted")]
@@ -60,10 +62,15 @@ impl MemoryBackends {
         qom_type: &str,
         id: &str,
         size: u64,
+        mem_path: Option<&str>,
         implicit: bool,
     ) -> Result<(), BackendError> {
         if !BACKEND_TYPES.contains(&qom_type) {
             return Err(BackendError::BadType(qom_type.to_string()));
+        }
+        // A file backend maps a file: it needs one.
+        if qom_type == "memory-backend-file" && mem_path.is_none() {
+            return Err(BackendError::NoMemPath);
         }
         let mut objects = self.lock();
         if objects.contains_key(id) {
@@ -138,9 +145,10 @@ mod tests {
     #[test]
     fn a_busy_backend_cannot_be_deleted_or_shared() {
         let b = MemoryBackends::default();
-        b.add("memory-backend-ram", "m1", 1 << 28, false).unwrap();
+        b.add("memory-backend-ram", "m1", 1 << 28, None, false)
+            .unwrap();
         assert_eq!(
-            b.add("memory-backend-ram", "m1", 1 << 28, false),
+            b.add("memory-backend-ram", "m1", 1 << 28, None, false),
             Err(BackendError::Duplicate("m1".into()))
         );
         assert_eq!(b.bind("m1", "d1"), Ok(1 << 28));
@@ -154,7 +162,7 @@ mod tests {
     #[test]
     fn an_implicit_backend_goes_with_its_dimm() {
         let b = MemoryBackends::default();
-        b.add("memory-backend-ram", "mem-d1", 1 << 27, true)
+        b.add("memory-backend-ram", "mem-d1", 1 << 27, None, true)
             .unwrap();
         b.bind("mem-d1", "d1").unwrap();
         b.release("d1");

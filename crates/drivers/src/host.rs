@@ -9,7 +9,7 @@ use crate::backends::{BackendError, MemoryBackends};
 use crate::virtio_balloon::{BalloonError, VirtioBalloon};
 use crate::virtio_mem::{VirtioMemDevices, VirtioMemError};
 use crate::HostEvent;
-use memhp_model::machine::MachineSpec;
+use memhp_model::machine::{DimmSpec, MachineSpec};
 use memhp_model::shared::Shared;
 use memhp_model::{BootError, System};
 use serde_json::{json, Value};
@@ -27,18 +27,35 @@ pub enum HostCommand {
         node: Option<u32>,
         addr: Option<u64>,
     },
+    /// The same with another device or backend: `object-add BACKEND` of
+    /// `mem-ID`, then `device_add DRIVER` on it (`pc-dimm`, or a hot-plugged
+    /// `virtio-mem-pci` whose requested size starts at 0), as the oracle's
+    /// `@hotadd ID SIZE [driver=D] [backend=B]`. If `device_add` fails the
+    /// backend stays, as in QEMU.
+    HotaddDevice {
+        id: String,
+        size: u64,
+        node: Option<u32>,
+        addr: Option<u64>,
+        driver: String,
+        backend: String,
+    },
     /// `object-add` of a memory backend.
     ObjectAdd {
         qom_type: String,
         id: String,
         size: u64,
+        /// A file backend's file.
+        mem_path: Option<String>,
     },
     /// `object-del`.
     ObjectDel { id: String },
-    /// `device_add pc-dimm` on the backend `memdev`.
+    /// `device_add DRIVER` (`pc-dimm`, `virtio-mem-pci`) on the backend
+    /// `memdev`.
     DeviceAdd {
         id: String,
         memdev: String,
+        driver: String,
         node: Option<u32>,
         addr: Option<u64>,
     },
@@ -77,7 +94,18 @@ pub enum HostError {
     NoModule(String),
     #[error("module {0} is in use")]
     ModuleInUse(String),
+    #[error("nvdimm is not enabled: missing 'nvdimm' in '-M'")]
+    NvdimmDisabled,
+    #[error("'{0}' is not a valid device model name")]
+    BadDriver(String),
+    #[error("virtio based memory devices cannot be unplugged.")]
+    VirtioMemUnplug,
+    #[error("memory devices (e.g. for memory hotplug) are not supported by the machine")]
+    NoDeviceMemory,
 }
+
+/// A hot-plugged virtio-mem device's block size: a RAM backend's THP size.
+const VIRTIO_MEM_DEFAULT_BLOCK: u64 = 2 << 20;
 
 /// The outcome of a command: its QMP return value and the events it caused.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,6 +140,8 @@ pub struct Host {
     coldplugged: Mutex<BTreeSet<String>>,
     /// Events QEMU sent without a command (the guest ejected a DIMM).
     async_events: Mutex<Vec<HostEvent>>,
+    /// The PCI interrupt links (LNKA..LNKD) the guest has enabled.
+    links: Mutex<BTreeSet<usize>>,
 }
 
 /// Modules the guest can load, with their dependencies in load order.
@@ -155,6 +185,7 @@ impl Host {
             modules: Mutex::new(BTreeSet::new()),
             coldplugged: Mutex::new(BTreeSet::new()),
             async_events: Mutex::new(Vec::new()),
+            links: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -171,6 +202,7 @@ impl Host {
             modules: Mutex::new(BTreeSet::new()),
             coldplugged: Mutex::new(BTreeSet::new()),
             async_events: Mutex::new(Vec::new()),
+            links: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -245,15 +277,23 @@ impl Host {
                 size,
                 node,
                 addr,
+            } => self.hotadd(id, *size, (*node, *addr), "pc-dimm", "memory-backend-ram"),
+            HostCommand::HotaddDevice {
+                id,
+                size,
+                node,
+                addr,
+                driver,
+                backend,
+            } => self.hotadd(id, *size, (*node, *addr), driver, backend),
+            HostCommand::ObjectAdd {
+                qom_type,
+                id,
+                size,
+                mem_path,
             } => {
-                self.check_new_dimm(id)?;
-                let memdev = format!("mem-{id}");
                 self.backends
-                    .add("memory-backend-ram", &memdev, *size, true)?;
-                self.plug_dimm(id, &memdev, (*node, *addr))
-            }
-            HostCommand::ObjectAdd { qom_type, id, size } => {
-                self.backends.add(qom_type, id, *size, false)?;
+                    .add(qom_type, id, *size, mem_path.as_deref(), false)?;
                 Ok(HostReply::value(json!({})))
             }
             HostCommand::ObjectDel { id } => {
@@ -263,13 +303,14 @@ impl Host {
             HostCommand::DeviceAdd {
                 id,
                 memdev,
+                driver,
                 node,
                 addr,
-            } => {
-                self.check_new_dimm(id)?;
-                self.plug_dimm(id, memdev, (*node, *addr))
-            }
+            } => self.device_add(id, memdev, driver, (*node, *addr)),
             HostCommand::Unplug { id } => {
+                if self.vmem.list().iter().any(|v| &v.spec.id == id) {
+                    return Err(HostError::VirtioMemUnplug);
+                }
                 let r = self.dimms.unplug(&self.shared, id)?;
                 if r.deleted {
                     self.backends.release(id);
@@ -322,9 +363,46 @@ impl Host {
 
     /// A device id not taken yet (`device_add` checks it first).
     fn check_new_dimm(&self, id: &str) -> Result<(), HostError> {
-        match self.dimms.list().iter().any(|d| d.id == id) {
+        let taken = self.dimms.list().iter().any(|d| d.id == id)
+            || self.vmem.list().iter().any(|v| v.spec.id == id);
+        match taken {
             true => Err(DimmError::Duplicate(id.to_string()).into()),
             false => Ok(()),
+        }
+    }
+
+    /// `object-add BACKEND id=mem-ID size=SIZE` then `device_add DRIVER
+    /// id=ID memdev=mem-ID`.
+    fn hotadd(
+        &self,
+        id: &str,
+        size: u64,
+        at: (Option<u32>, Option<u64>),
+        driver: &str,
+        backend: &str,
+    ) -> Result<HostReply, HostError> {
+        self.check_new_dimm(id)?;
+        let memdev = format!("mem-{id}");
+        self.backends.add(backend, &memdev, size, None, true)?;
+        self.device_add(id, &memdev, driver, at)
+    }
+
+    /// `device_add`: a DIMM, or a virtio-mem device the guest sees appear
+    /// on its PCI bus. QEMU's pc machine has no NVDIMM support unless asked
+    /// for (`-M nvdimm=on`).
+    fn device_add(
+        &self,
+        id: &str,
+        memdev: &str,
+        driver: &str,
+        at: (Option<u32>, Option<u64>),
+    ) -> Result<HostReply, HostError> {
+        self.check_new_dimm(id)?;
+        match driver {
+            "pc-dimm" => self.plug_dimm(id, memdev, at),
+            "virtio-mem-pci" => self.plug_virtio_mem(id, memdev, at.0),
+            "nvdimm" => Err(HostError::NvdimmDisabled),
+            other => Err(HostError::BadDriver(other.to_string())),
         }
     }
 
@@ -366,28 +444,139 @@ impl Host {
 
     /// `insmod virtio_pci`: each virtio PCI device's interrupt link is
     /// enabled (slot 2 and up in QEMU's argument order; SeaBIOS routes
-    /// LNKA–LNKD to IRQs 10, 10, 11, 11), then virtio-mem claims its BARs.
+    /// LNKA–LNKD to IRQs 10, 10, 11, 11); hot-plugged devices, which the
+    /// firmware never saw, are enabled first. Then the transport binds the
+    /// virtio-mem devices.
     fn load_virtio_pci(&self) {
-        let devices = self.vmem.list().len() + usize::from(self.balloon.spec().is_some());
-        let mut links: Vec<usize> = Vec::new();
-        for k in 0..devices {
-            let link = (1 + k) & 3;
-            if !links.contains(&link) {
-                links.push(link);
-            }
+        let vmem = self.vmem.list();
+        let boot = vmem.iter().filter(|v| !v.hotplugged).count()
+            + usize::from(self.balloon.spec().is_some());
+        let mut lines = Vec::new();
+        for k in 0..boot {
+            self.enable_link(1 + k as u32, &mut lines);
         }
-        if !links.is_empty() {
-            self.shared.modify(|sys| {
-                for l in links {
-                    sys.events.log(format!(
-                        "ACPI: \\_SB_.LNK{}: Enabled at IRQ {}",
-                        ["A", "B", "C", "D"][l],
-                        [10, 10, 11, 11][l]
-                    ));
-                }
+        for v in vmem.iter().filter(|v| v.hotplugged && !v.bound) {
+            self.enable_hotplugged(v, &mut lines);
+        }
+        self.shared.modify(|sys| {
+            for l in lines {
+                sys.events.log(l);
+            }
+        });
+        self.vmem.load_transport(&self.shared);
+    }
+
+    /// `pci_enable_device` of a device the kernel assigned, then its link.
+    fn enable_hotplugged(&self, v: &crate::virtio_mem::VirtioMem, lines: &mut Vec<String>) {
+        lines.push(format!(
+            "virtio-pci {}: enabling device (0000 -> 0002)",
+            v.pci_name()
+        ));
+        self.enable_link(v.pci_slot - 1, lines);
+    }
+
+    /// The interrupt link of a slot (`(slot - 1) & 3`: LNKA..LNKD) is
+    /// enabled once.
+    fn enable_link(&self, k: u32, lines: &mut Vec<String>) {
+        let link = (k & 3) as usize;
+        if self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(link)
+        {
+            lines.push(format!(
+                "ACPI: \\_SB_.LNK{}: Enabled at IRQ {}",
+                ["A", "B", "C", "D"][link],
+                [10, 10, 11, 11][link]
+            ));
+        }
+    }
+
+    /// `device_add virtio-mem-pci` (requested size 0, 2 MiB blocks): the
+    /// device's region goes first-fit into device memory (aligned to its
+    /// block size, around the DIMMs and the other devices), the device into
+    /// the lowest free PCI slot; with the transport loaded it is bound at
+    /// once, and probed if the driver is loaded.
+    fn plug_virtio_mem(
+        &self,
+        id: &str,
+        memdev: &str,
+        node: Option<u32>,
+    ) -> Result<HostReply, HostError> {
+        let region = self.dimms.region().ok_or(HostError::NoDeviceMemory)?;
+        let node = node.unwrap_or(0);
+        let nodes = self.shared.read(|s| s.nodes.len() as u32);
+        if node >= nodes {
+            return Err(DimmError::BadNode(node, nodes).into());
+        }
+        let size = self.backends.bind(memdev, id)?;
+        let placed = self.place_virtio_mem(&region, size);
+        let addr = match placed {
+            Ok(a) => a,
+            Err(e) => {
+                self.backends.release(id);
+                return Err(e.into());
+            }
+        };
+        let vmem = self.vmem.list();
+        let balloon_slot = self.balloon.spec().map(|b| 2 + b.pci_index);
+        let slot = (2..)
+            .find(|s| !vmem.iter().any(|v| v.pci_slot == *s) && balloon_slot != Some(*s))
+            .unwrap_or(2);
+        let spec = memhp_model::machine::VirtioMemSpec {
+            id: id.to_string(),
+            node,
+            region_size: size,
+            block_size: VIRTIO_MEM_DEFAULT_BLOCK,
+            requested_size: 0,
+        };
+        self.vmem.hotplug(&self.shared, spec, addr, slot);
+        if self.vmem.transport_loaded() {
+            if let Some(v) = self.vmem.list().into_iter().find(|v| v.spec.id == id) {
+                let mut lines = Vec::new();
+                self.enable_hotplugged(&v, &mut lines);
+                self.shared.modify(|sys| {
+                    for l in lines {
+                        sys.events.log(l);
+                    }
+                });
+            }
+            self.vmem.bind_and_probe(&self.shared);
+        }
+        Ok(HostReply::value(json!({})))
+    }
+
+    /// QEMU's memory-device placement for a virtio-mem region of `size`:
+    /// capacity (every device's size counts), then the first address in the
+    /// region aligned to the block size that overlaps no DIMM or device.
+    fn place_virtio_mem(&self, region: &DimmSpec, size: u64) -> Result<u64, DimmError> {
+        let mut used: Vec<(u64, u64)> = self
+            .dimms
+            .list()
+            .iter()
+            .map(|d| (d.addr, d.addr + d.size))
+            .chain(
+                self.vmem
+                    .list()
+                    .iter()
+                    .map(|v| (v.addr, v.addr + v.spec.region_size)),
+            )
+            .collect();
+        let in_use: u64 = used.iter().map(|&(s, e)| e - s).sum();
+        if let Some(total) = region.capacity.filter(|&t| in_use + size > t) {
+            return Err(DimmError::NoRoom {
+                used: in_use,
+                total,
             });
         }
-        self.vmem.load_transport(&self.shared);
+        used.sort_unstable();
+        let align = VIRTIO_MEM_DEFAULT_BLOCK;
+        let end = region.base + region.size;
+        std::iter::once(region.base)
+            .chain(used.iter().map(|&(_, e)| e.div_ceil(align) * align))
+            .find(|&a| a + size <= end && used.iter().all(|&(s, e)| a + size <= s || a >= e))
+            .ok_or(DimmError::NoSpace)
     }
 
     fn load_module(&self, name: &str) -> Result<HostReply, HostError> {

@@ -58,6 +58,43 @@ pub struct VirtioMem {
     pub blocks: BTreeMap<u64, u64>,
     /// BBM: the added (plugged) big blocks, by big block id.
     pub big_blocks: BTreeSet<u64>,
+    /// Its PCI slot on bus 0 (`0000:00:SS.0`).
+    pub pci_slot: u32,
+    /// The virtio transport (`virtio_pci`) took it: it is `virtioN`.
+    pub bound: bool,
+    /// Hot-plugged (`device_add`) rather than on QEMU's command line: the
+    /// kernel, not the firmware, assigned and enables it.
+    pub hotplugged: bool,
+}
+
+impl VirtioMem {
+    /// A device not yet bound by the transport, nothing plugged.
+    fn new(spec: VirtioMemSpec, index: u32, addr: u64, pci_slot: u32, hotplugged: bool) -> Self {
+        VirtioMem {
+            spec,
+            index,
+            addr,
+            plugged: 0,
+            driver: false,
+            group: None,
+            mode: None,
+            blocks: BTreeMap::new(),
+            big_blocks: BTreeSet::new(),
+            pci_slot,
+            bound: false,
+            hotplugged,
+        }
+    }
+
+    /// Its region in pfns (half-open).
+    fn pfn_range(&self) -> (u64, u64) {
+        (self.addr >> 12, (self.addr + self.spec.region_size) >> 12)
+    }
+
+    /// Its PCI name (`0000:00:02.0`).
+    pub fn pci_name(&self) -> String {
+        format!("0000:00:{:02x}.0", self.pci_slot)
+    }
 }
 
 impl VirtioMem {
@@ -202,6 +239,27 @@ pub struct VirtioMemDevices {
     async_events: Arc<Mutex<Vec<HostEvent>>>,
     /// Whether the driver's memory notifier and workqueue are set up.
     worker: Mutex<bool>,
+    /// The devices' regions, for the notifier (hot-plugged devices join).
+    ranges: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// `virtio_pci` is loaded: devices are bound as they appear.
+    transport: Mutex<bool>,
+    /// `virtio_mem` is loaded: bound devices are probed as they appear.
+    driver_loaded: Mutex<bool>,
+}
+
+/// A lock that survives a panicked holder.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The 16 KiB BAR of a device at `start`.
+fn bar(start: u64, name: String) -> Resource {
+    Resource {
+        start,
+        end: start + BAR_SIZE - 1,
+        name,
+        children: Vec::new(),
+    }
 }
 
 const PCI_WINDOW_END: u64 = 0xfebf_ffff;
@@ -216,17 +274,13 @@ impl VirtioMemDevices {
         for (i, spec) in specs.iter().enumerate() {
             // QEMU aligns a virtio-mem region to its device block size.
             addr = addr.div_ceil(spec.block_size) * spec.block_size;
-            devs.push(VirtioMem {
-                spec: spec.clone(),
-                index: i as u32,
+            devs.push(VirtioMem::new(
+                spec.clone(),
+                i as u32,
                 addr,
-                plugged: 0,
-                driver: false,
-                group: None,
-                mode: None,
-                blocks: BTreeMap::new(),
-                big_blocks: BTreeSet::new(),
-            });
+                2 + i as u32,
+                false,
+            ));
             addr += spec.region_size;
         }
         if !devs.is_empty() {
@@ -245,14 +299,14 @@ impl VirtioMemDevices {
                 name: "PCI Bus 0000:00".into(),
                 children: Vec::new(),
             };
-            for (i, _) in devs.iter().enumerate() {
+            for (i, d) in devs.iter().enumerate() {
                 let end = PCI_WINDOW_END - BAR_SIZE * i as u64;
                 window.children.insert(
                     0,
                     Resource {
                         start: end + 1 - BAR_SIZE,
                         end,
-                        name: format!("0000:00:{:02x}.0", 3 + i),
+                        name: d.pci_name(),
                         children: Vec::new(),
                     },
                 );
@@ -275,12 +329,55 @@ impl VirtioMemDevices {
     }
 
     fn with(devs: Vec<VirtioMem>) -> Self {
+        let ranges = devs.iter().map(VirtioMem::pfn_range).collect();
         VirtioMemDevices {
             devs: Arc::new(Mutex::new(devs)),
             params: Arc::new(Mutex::new(DriverParams::default())),
             async_events: Arc::new(Mutex::new(Vec::new())),
             worker: Mutex::new(false),
+            ranges: Arc::new(Mutex::new(ranges)),
+            transport: Mutex::new(false),
+            driver_loaded: Mutex::new(false),
         }
+    }
+
+    /// Whether `virtio_pci` is loaded.
+    pub fn transport_loaded(&self) -> bool {
+        *locked(&self.transport)
+    }
+
+    /// QEMU `device_add virtio-mem-pci` (requested size 0): the device
+    /// appears in PCI slot `slot`, the guest's PCI hotplug enumerates it and
+    /// assigns its 64-bit BAR in the host bridge's 64-bit window. It is
+    /// bound when the transport is loaded ([`Self::bind_and_probe`]).
+    pub fn hotplug(&self, shared: &Shared, spec: VirtioMemSpec, addr: u64, slot: u32) {
+        let mut devs = self.lock();
+        let d = VirtioMem::new(spec, 0, addr, slot, true);
+        let name = d.pci_name();
+        shared.modify(|sys| {
+            sys.events
+                .log(format!("pci {name}: [1af4:1058] type 00 class 0x00ff00"));
+            sys.events.log(format!(
+                "pci {name}: BAR 4 [mem 0x00000000-{:#010x} 64bit pref]",
+                BAR_SIZE - 1
+            ));
+            let window = sys
+                .iomem
+                .top
+                .iter_mut()
+                .find(|r| r.name == "PCI Bus 0000:00" && r.start >= 1 << 32);
+            if let Some(w) = window {
+                let start = w.children.last().map_or(w.start, |c| c.end + 1);
+                sys.events.log(format!(
+                    "pci {name}: BAR 4 [mem {start:#x}-{:#x} 64bit pref]: assigned",
+                    start + BAR_SIZE - 1
+                ));
+                w.children.push(bar(start, name.clone()));
+            }
+            sys.touch();
+        });
+        locked(&self.ranges).push(d.pfn_range());
+        devs.push(d);
     }
 
     /// A machine without virtio-mem devices.
@@ -306,15 +403,13 @@ impl VirtioMemDevices {
             return;
         }
         *started = true;
-        let ranges: Vec<(u64, u64)> = devs
-            .iter()
-            .map(|d| (d.addr >> 12, (d.addr + d.spec.region_size) >> 12))
-            .collect();
+        let _ = devs;
+        let ranges = Arc::clone(&self.ranges);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let tx = Mutex::new(tx);
         let cb: memhp_model::notifier::MemoryCallback = Arc::new(move |action, arg| {
             use memhp_model::events::MemAction;
-            let ours = ranges
+            let ours = locked(&ranges)
                 .iter()
                 .any(|&(s, e)| arg.start_pfn < e && s < arg.start_pfn + arg.nr_pages);
             if ours && matches!(action, MemAction::Online | MemAction::Offline) {
@@ -368,37 +463,56 @@ impl VirtioMemDevices {
         self.lock().clone()
     }
 
-    /// `insmod virtio_pci`: the transport binds (BAR claimed; the host
-    /// logs the interrupt links).
-    pub fn load_transport(&self, shared: &Shared) {
-        let devs = self.lock();
-        if devs.is_empty() {
-            return;
-        }
-        shared.modify(|sys| {
-            if let Some(w) = sys.iomem.top.iter_mut().find(|r| {
-                r.name == "PCI Bus 0000:00" && r.start <= PCI_WINDOW_END && PCI_WINDOW_END <= r.end
-            }) {
-                for c in w.children.iter_mut().filter(|c| c.children.is_empty()) {
-                    c.children.push(Resource {
-                        start: c.start,
-                        end: c.end,
-                        name: "virtio-pci-modern".into(),
-                        children: Vec::new(),
-                    });
-                }
-            }
-        });
+    /// `insmod virtio_pci`: the transport binds every device (claims its
+    /// BAR: `virtio-pci-modern`), and the driver, if loaded, probes them.
+    pub fn load_transport(&self, shared: &Arc<Shared>) {
+        *locked(&self.transport) = true;
+        self.bind_and_probe(shared);
     }
 
-    /// `insmod virtio_mem`: the driver probes every device, then plugs what
-    /// the device requests.
+    /// Bind the devices the transport has not bound yet (a hot-plugged one
+    /// becomes the next `virtioN`), then probe them if the driver is
+    /// loaded.
+    pub fn bind_and_probe(&self, shared: &Arc<Shared>) {
+        {
+            let mut devs = self.lock();
+            let mut next = devs.iter().filter(|d| d.bound).count() as u32;
+            shared.modify(|sys| {
+                for d in devs.iter_mut().filter(|d| !d.bound) {
+                    d.bound = true;
+                    if d.hotplugged {
+                        d.index = next;
+                    }
+                    next += 1;
+                    let name = d.pci_name();
+                    if let Some(r) = sys
+                        .iomem
+                        .find_mut(|r| r.name == name && r.children.is_empty())
+                    {
+                        r.children.push(bar(r.start, "virtio-pci-modern".into()));
+                    }
+                }
+            });
+        }
+        if *locked(&self.driver_loaded) {
+            self.probe(shared);
+        }
+    }
+
+    /// `insmod virtio_mem`: the driver probes every bound device.
     pub fn load_driver(&self, shared: &Arc<Shared>) {
+        *locked(&self.driver_loaded) = true;
+        self.probe(shared);
+    }
+
+    /// `virtio_mem_probe` of each bound device not probed yet, then it
+    /// plugs what the device requests.
+    fn probe(&self, shared: &Arc<Shared>) {
         let mut devs = self.lock();
-        if devs.iter().any(|d| !d.driver) {
+        if devs.iter().any(|d| d.bound && !d.driver) {
             self.start_worker(shared, &devs);
         }
-        for d in devs.iter_mut().filter(|d| !d.driver) {
+        for d in devs.iter_mut().filter(|d| d.bound && !d.driver) {
             d.driver = true;
             let hp = shared.lock_hotplug();
             let params = hp.with(|sys| {
