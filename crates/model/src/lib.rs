@@ -33,6 +33,7 @@ mod policy;
 pub mod qemu_acpi;
 pub mod retrylog;
 pub mod shared;
+pub mod sysctl;
 pub mod system;
 pub mod units;
 pub mod wmark;

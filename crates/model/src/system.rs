@@ -177,6 +177,9 @@ pub struct System {
     /// Devices whose `power/` settings were changed, by kobject path.
     #[serde(default)]
     pub power: BTreeMap<String, crate::device::DevicePower>,
+    /// `/proc/sys/vm` values as written.
+    #[serde(default)]
+    pub vm: crate::sysctl::VmSysctls,
     /// QEMU's ACPI memory devices (DIMM slots), if the machine has any.
     #[serde(default)]
     pub acpi_memory: Option<crate::qemu_acpi::MemoryHotplugDevices>,
@@ -253,6 +256,7 @@ impl System {
             tmpfs: Default::default(),
             hwpoison: Default::default(),
             acpi_memory: None,
+            vm: Default::default(),
             power: BTreeMap::new(),
             modules: Vec::new(),
             distances: Vec::new(),

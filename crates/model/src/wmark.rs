@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 /// `pageblock_nr_pages * MIGRATE_PCPTYPES^2 + 2 pageblocks` per zone (THP's
 /// recommended reserve).
 const THP_PAGES_PER_ZONE: u64 = 512 * 2 + 512 * 3 * 3;
-const WATERMARK_SCALE_FACTOR: u64 = 10;
 
 /// The watermark state the page allocator keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,10 +42,6 @@ pub struct Watermarks {
 
 /// `hugepage_init`'s smaller-system limit: 512 MiB of `totalram`, in pages.
 pub const THP_MIN_TOTALRAM_PAGES: u64 = 512 << (20 - 12);
-
-/// `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal, Movable,
-/// Device).
-const LOWMEM_RESERVE_RATIO: [u64; MAX_NR_ZONES] = [256, 256, 32, 0, 0];
 
 fn isqrt(n: u64) -> u64 {
     if n < 2 {
@@ -137,6 +132,7 @@ impl Watermarks {
     /// mainline excludes it and caps its minimum like highmem.
     fn setup_per_zone_wmarks(&mut self, sys: &System) {
         let pages_min = self.min_free_kbytes >> 2;
+        let scale_factor = sys.vm.int("watermark_scale_factor").max(1) as u64;
         let ml = sys.version == KernelVersion::Mainline;
         let capped = |z: ZoneType| ml && z == ZoneType::Movable;
         let lowmem: u64 = sys
@@ -160,7 +156,7 @@ impl Watermarks {
                 } else {
                     tmp
                 };
-                let step = (tmp >> 2).max(managed * WATERMARK_SCALE_FACTOR / 10000);
+                let step = (tmp >> 2).max(managed * scale_factor / 10000);
                 highs[z.idx()] = min + 2 * step;
                 mins[z.idx()] = min;
             }
@@ -173,10 +169,13 @@ impl Watermarks {
     /// allocations that could have used a higher zone, the higher zones'
     /// managed pages over its ratio (none for a zone without managed pages).
     fn setup_per_zone_lowmem_reserve(&mut self, sys: &System) {
+        // `sysctl_lowmem_reserve_ratio` per zone (DMA, DMA32, Normal,
+        // Movable, Device; 256 256 32 0 0 by default).
+        let ratios = sys.vm.ints("lowmem_reserve_ratio");
         for node in sys.nodes.values() {
             let mut table = [[0u64; MAX_NR_ZONES]; MAX_NR_ZONES];
             for zone in ZoneType::ALL {
-                let ratio = LOWMEM_RESERVE_RATIO[zone.idx()];
+                let ratio = ratios.get(zone.idx()).copied().unwrap_or(0).max(0) as u64;
                 if ratio == 0 || node.zone(zone).managed == 0 {
                     continue;
                 }
@@ -327,6 +326,36 @@ impl System {
     pub fn set_min_free_kbytes(&mut self, kbytes: u64) {
         let mut w = std::mem::take(&mut self.wmark);
         w.set_min_free_kbytes(self, kbytes);
+        self.wmark = w;
+        self.touch_global();
+    }
+
+    /// A write to a `/proc/sys/vm` sysctl the store parsed and checked,
+    /// with what its handler does after: `watermark_scale_factor` sets the
+    /// watermarks up again (`setup_per_zone_wmarks`), `lowmem_reserve_ratio`
+    /// zeroes ratios below 1 and sets the protection up again,
+    /// `overcommit_ratio` and `overcommit_kbytes` clear each other.
+    pub fn set_vm_sysctl(&mut self, name: &str, values: Vec<i64>) {
+        let mut values = values;
+        match name {
+            "lowmem_reserve_ratio" => {
+                let mut all = self.vm.ints(name);
+                for (slot, v) in all.iter_mut().zip(&values) {
+                    *slot = if *v < 1 { 0 } else { *v };
+                }
+                values = all;
+            }
+            "overcommit_ratio" => self.vm.set("overcommit_kbytes", vec![0]),
+            "overcommit_kbytes" => self.vm.set("overcommit_ratio", vec![0]),
+            _ => {}
+        }
+        self.vm.set(name, values);
+        let mut w = std::mem::take(&mut self.wmark);
+        match name {
+            "watermark_scale_factor" => w.setup_per_zone_wmarks(self),
+            "lowmem_reserve_ratio" => w.setup_per_zone_lowmem_reserve(self),
+            _ => {}
+        }
         self.wmark = w;
         self.touch_global();
     }

@@ -418,7 +418,7 @@ impl System {
 
     /// The nodes with memory, ascending: where the boot CPU's allocations
     /// go (its node first when it has memory).
-    fn memory_nodes(&self) -> Vec<u32> {
+    pub(crate) fn memory_nodes(&self) -> Vec<u32> {
         self.nodes
             .values()
             .filter(|n| n.has_memory)

@@ -200,8 +200,12 @@ pub fn proc_meminfo(sys: &System) -> String {
         ("NFS_Unstable:", 0),
         ("Bounce:", 0),
         ("WritebackTmp:", 0),
-        // overcommit_ratio 50 of the memory outside the hugetlb pool, no swap.
-        ("CommitLimit:", kib(total.saturating_sub(hugetlb) / 2)),
+        // vm_commit_limit: overcommit_kbytes, or overcommit_ratio % of the
+        // memory outside the hugetlb pool; no swap.
+        (
+            "CommitLimit:",
+            commit_limit_kib(sys, total.saturating_sub(hugetlb)),
+        ),
         ("Committed_AS:", kib(r.committed)),
         ("VmallocTotal:", 34_359_738_367),
         ("VmallocUsed:", kib(r.vmalloc)),
@@ -283,6 +287,13 @@ pub fn zoneinfo(sys: &System) -> String {
                 out.push_str(&format!("\n      {name:<12} {v}"));
             }
             out.push_str("\n  pagesets");
+            let pcp = PerCpuPages::of(sys, node.id, z);
+            for cpu in 0..nr_cpu_ids(sys) {
+                out.push_str(&format!(
+                    "\n    cpu: {cpu}\n              count: 0\n              high:  {}\n              batch: {}\n  vm stats threshold: {}",
+                    pcp.high, pcp.batch, pcp.threshold
+                ));
+            }
             out.push_str(&format!(
                 "\n  node_unreclaimable:  0\n  start_pfn:           {}\n",
                 zone.start_pfn
@@ -290,6 +301,55 @@ pub fn zoneinfo(sys: &System) -> String {
         }
     }
     out
+}
+
+/// A zone's per-CPU page lists as `zone_pcp_update` sizes them after each
+/// watermark setup, and its vmstat threshold (`refresh_zone_stat_thresholds`
+/// at every online and offline). How many pages each list holds is left at
+/// 0: it depends on the guest's latest frees.
+struct PerCpuPages {
+    high: u64,
+    batch: u64,
+    threshold: u64,
+}
+
+impl PerCpuPages {
+    fn of(sys: &System, nid: u32, z: ZoneType) -> Self {
+        let managed = sys.nodes.get(&nid).map_or(0, |n| n.zone(z).managed);
+        // zone_batchsize: a quarter of a 1024th of the zone (at most 1 MiB),
+        // rounded to 2^n - 1; at least 1.
+        let quarter = ((managed >> 10).min(256) / 4).max(1);
+        let batch = (prev_power_of_two(quarter + quarter / 2) - 1).max(1);
+        // zone_highsize: the low watermark, or managed / fraction, split
+        // across the node's CPUs (all online CPUs for a CPU-less node).
+        let fraction = sys.vm.int("percpu_pagelist_high_fraction").max(0) as u64;
+        let total = match fraction {
+            0 => sys.wmark.low_pages(nid, z),
+            f => managed / f,
+        };
+        let cpus = nr_cpu_ids(sys) as u64;
+        let split = match sys.nodes.get(&nid).map_or(0, |n| n.cpus.len() as u64) {
+            0 => cpus,
+            n => n,
+        };
+        let high = (total / split.max(1)).max(batch << 2);
+        // calculate_normal_threshold: 2 * fls(cpus) * (1 + fls(128 MiB units)).
+        let fls = |v: u64| u64::from(u64::BITS - v.leading_zeros());
+        let threshold = (2 * fls(cpus) * (1 + fls(managed >> 15))).min(125);
+        PerCpuPages {
+            high,
+            batch,
+            threshold,
+        }
+    }
+}
+
+/// `rounddown_pow_of_two` (1 for 0).
+fn prev_power_of_two(v: u64) -> u64 {
+    match v {
+        0 => 1,
+        v => 1 << (63 - v.leading_zeros()),
+    }
 }
 
 /// A zone's vmstat items and NUMA events (6.1 order): the anonymous LRU
@@ -404,6 +464,18 @@ fn vmstat_lines(items: Vec<(&str, u64)>) -> String {
         .into_iter()
         .map(|(name, v)| format!("{name} {v}\n"))
         .collect()
+}
+
+/// `vm_commit_limit()` in KiB, from the pages outside the hugetlb pool.
+fn commit_limit_kib(sys: &System, pages: u64) -> u64 {
+    match sys.vm.int("overcommit_kbytes") {
+        0 => {
+            let ratio = sys.vm.int("overcommit_ratio");
+            let allowed = (i128::from(pages) * i128::from(ratio) / 100).max(0);
+            u64::try_from(allowed).unwrap_or(u64::MAX) * 4
+        }
+        kbytes => kbytes.max(0) as u64,
+    }
 }
 
 /// `/proc/buddyinfo`: per populated zone of each online node, the free

@@ -45,6 +45,99 @@ fn state_store(shared: &Shared, id: u64, data: &[u8], cancel: &Cancel) -> Result
     }
 }
 
+/// A write to `/proc/sys/vm/NAME`, parsed by the sysctl's handler (one
+/// value, auto base, checked against its bounds; `lowmem_reserve_ratio`
+/// takes up to one value per zone) and applied through the model.
+fn vm_sysctl_store(
+    shared: &Shared,
+    name: &str,
+    data: &[u8],
+    cancel: &Cancel,
+) -> Result<usize, Errno> {
+    use memhp_model::sysctl::{sysctl, Kind, MIN_PERCPU_PAGELIST_HIGH_FRACTION};
+    let table = sysctl(name).ok_or(Errno::ENOENT)?;
+    if table.kind == Kind::Text {
+        // numa_zonelist_order: only Node/default are known; nothing changes.
+        return match data.first() {
+            Some(b'd' | b'D' | b'n' | b'N') => Ok(data.len()),
+            _ => {
+                let text = String::from_utf8_lossy(data);
+                shared.modify(|sys| {
+                    sys.events.log(format!(
+                        "Ignoring unsupported numa_zonelist_order value:  {}",
+                        text.trim_end_matches('\n')
+                    ))
+                });
+                Err(Errno::EINVAL)
+            }
+        };
+    }
+    if let Kind::IntVec(n) = table.kind {
+        // proc_dointvec over the array: values until the first bad one;
+        // the handler ignores the parser's verdict.
+        let mut values = Vec::new();
+        let mut at = 0;
+        while values.len() < n && at < data.len() {
+            match kstr::proc_long(&data[at..]) {
+                Ok((Some(v), used)) if i32::try_from(v).is_ok() => {
+                    values.push(v);
+                    at += used;
+                }
+                _ => break,
+            }
+        }
+        let consumed = if values.is_empty() { data.len() } else { at };
+        shared.modify(|sys| sys.set_vm_sysctl(name, values));
+        return Ok(consumed);
+    }
+    let (value, consumed) = kstr::proc_long(data).map_err(kerr)?;
+    let Some(v) = value else {
+        return Ok(consumed);
+    };
+    match table.kind {
+        Kind::Model => {
+            let v = u64::try_from(v).map_err(|_| Errno::EINVAL)?;
+            if name == "min_free_kbytes" {
+                // proc_dointvec_minmax: an int, at least 0.
+                i32::try_from(v).map_err(|_| Errno::EINVAL)?;
+                shared.modify(|sys| sys.set_min_free_kbytes(v));
+            } else {
+                hstate_store(shared, name, v)?;
+            }
+        }
+        Kind::ULong if v < 0 => return Err(Errno::EINVAL),
+        Kind::Int { min, max } if v < min || v > max => return Err(Errno::EINVAL),
+        _ => {
+            match name {
+                "percpu_pagelist_high_fraction"
+                    if v != 0 && v < MIN_PERCPU_PAGELIST_HIGH_FRACTION =>
+                {
+                    return Err(Errno::EINVAL)
+                }
+                // drop_caches reports who asked (until 4 is written).
+                "drop_caches" => shared.modify(|sys| {
+                    if sys.vm.int("drop_caches") & 4 == 0 {
+                        let task = cancel
+                            .current_task()
+                            .and_then(|t| t.resolve())
+                            .unwrap_or_default();
+                        sys.events
+                            .log(format!("{} ({}): drop_caches: {v}", task.comm, task.pid));
+                    }
+                }),
+                _ => {}
+            }
+            let v = match name {
+                // Remembered: the quiet bit sticks.
+                "drop_caches" => shared.read(|sys| sys.vm.int(name) & 4) | v,
+                _ => v,
+            };
+            shared.modify(|sys| sys.set_vm_sysctl(name, vec![v]));
+        }
+    }
+    Ok(consumed)
+}
+
 /// The hstate's writable counts, in sysfs and as sysctls.
 fn hstate_store(shared: &Shared, file: &str, count: u64) -> Result<(), Errno> {
     match file {
@@ -229,20 +322,7 @@ pub fn store(
             shared.modify(|sys| sys.set_hostname(data));
             Ok(data.len())
         }
-        ["proc", "sys", "vm", f] => {
-            let (value, consumed) = kstr::proc_long(data).map_err(kerr)?;
-            if let Some(v) = value {
-                let v = u64::try_from(v).map_err(|_| Errno::EINVAL)?;
-                if *f == "min_free_kbytes" {
-                    // proc_dointvec_minmax: an int, at least 0.
-                    i32::try_from(v).map_err(|_| Errno::EINVAL)?;
-                    shared.modify(|sys| sys.set_min_free_kbytes(v));
-                } else {
-                    hstate_store(shared, f, v)?;
-                }
-            }
-            Ok(consumed)
-        }
+        ["proc", "sys", "vm", f] => vm_sysctl_store(shared, f, data, cancel),
         ["sys", "bus", _, "drivers_autoprobe"] => {
             kstr::kstrtobool(data).map_err(kerr)?;
             Ok(data.len())

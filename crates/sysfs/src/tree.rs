@@ -123,14 +123,6 @@ const HSTATE_FILES: [(&str, u16); 6] = [
     ("resv_hugepages", 0o444),
     ("surplus_hugepages", 0o444),
 ];
-/// The `/proc/sys/vm` sysctls memhp models (the others are absent rather
-/// than the host's).
-const VM_SYSCTLS: [&str; 4] = [
-    "min_free_kbytes",
-    "nr_hugepages",
-    "nr_hugepages_mempolicy",
-    "nr_overcommit_hugepages",
-];
 const HUGEPAGE_FILES: [&str; 3] = ["free_hugepages", "nr_hugepages", "surplus_hugepages"];
 const INJECT_ACTIONS: [&str; 2] = ["MEM_GOING_OFFLINE", "MEM_GOING_ONLINE"];
 const PARAMS: [(&str, u16); 4] = [
@@ -213,8 +205,8 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             }
         }
         ["proc", "sys", "vm"] => {
-            for f in VM_SYSCTLS {
-                add(f, file(0o644));
+            for s in &memhp_model::sysctl::VM_SYSCTLS {
+                add(s.name, file(s.mode));
             }
         }
         ["sys"] => {
@@ -638,13 +630,16 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["sys", "kernel", "mm", "hugepages", _, f] => {
             format!("{}\n", hstate_value(sys, f).unwrap_or(0))
         }
-        ["proc", "sys", "vm", f] => {
-            let v = match *f {
-                "min_free_kbytes" => sys.wmark.min_free_kbytes,
-                _ => hstate_value(sys, f).ok_or(Errno::ENOENT)?,
-            };
-            format!("{v}\n")
-        }
+        ["proc", "sys", "vm", f] => match *f {
+            "min_free_kbytes" => format!("{}\n", sys.wmark.min_free_kbytes),
+            _ => match hstate_value(sys, f) {
+                Some(v) => format!("{v}\n"),
+                None => {
+                    memhp_model::sysctl::sysctl(f).ok_or(Errno::ENOENT)?;
+                    sys.vm.render(f)
+                }
+            },
+        },
         ["sys", "devices", "system", "node", n, attr] if node_id(n).is_some() => {
             let nid = node_id(n).ok_or(Errno::ENOENT)?;
             let node = sys.node(nid).ok_or(Errno::ENOENT)?;
