@@ -119,13 +119,14 @@ fn migration_made_to_fail_over_a_pfn_range_retries_until_cleared() {
     );
 }
 
-/// The scenario's /proc/sys/vm is memhp's: hugetlb and min_free_kbytes
-/// writes go to the model (never to the host's kernel), the pool's pages
-/// show in the node and global files and in /proc/meminfo, and sysctls
-/// memhp does not model are absent.
+/// The scenario's /proc/sys/vm is memhp's: hugetlb, min_free_kbytes and
+/// other writes go to the model (never to the host's kernel), the pool's
+/// pages show in the node and global files and in /proc/meminfo, and the
+/// other sysctls read the guest's values.
 #[test]
 fn the_guests_vm_sysctls_are_the_models_not_the_hosts() {
     let host_before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    let host_swappiness = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
     let t = run(
         "sysctl",
         "w /proc/sys/vm/nr_hugepages 12\n\
@@ -133,6 +134,8 @@ fn the_guests_vm_sysctls_are_the_models_not_the_hosts() {
          r /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages\n\
          grep HugePages_Total /proc/meminfo\n\
          r /proc/sys/vm/min_free_kbytes /proc/sys/vm/swappiness\n\
+         w /proc/sys/vm/swappiness 7\n\
+         r /proc/sys/vm/swappiness\n\
          w /proc/sys/vm/nr_hugepages 0\n",
     );
     for line in [
@@ -142,12 +145,17 @@ fn the_guests_vm_sysctls_are_the_models_not_the_hosts() {
         "read /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages = \"12\\n\"\n",
         "HugePages_Total:      12\n",
         "read /proc/sys/vm/min_free_kbytes = \"45056\\n\"\n",
-        "read /proc/sys/vm/swappiness = <open:ENOENT(2)>\n",
+        "read /proc/sys/vm/swappiness = \"60\\n\"\n",
+        "read /proc/sys/vm/swappiness = \"7\\n\"\n",
     ] {
         assert!(t.contains(line), "{line} in {t}");
     }
     assert_eq!(
         std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(),
         host_before
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(),
+        host_swappiness
     );
 }
