@@ -71,6 +71,9 @@ pub struct KernelCmdline {
     /// `min_free_kbytes` for THP.
     #[serde(default)]
     pub thp_never: bool,
+    /// `transparent_hugepage=always|madvise|never`: THP's `enabled` choice.
+    #[serde(default)]
+    pub thp_enabled: Option<usize>,
 }
 
 fn parse_core(value: &str) -> Option<CoreSpec> {
@@ -169,7 +172,12 @@ impl KernelCmdline {
                 }
                 ("movable_node", None) => c.movable_node = true,
                 ("acpi_no_memhotplug", None) => c.acpi_no_memhotplug = true,
-                ("transparent_hugepage", Some(v)) => c.thp_never = v == "never",
+                ("transparent_hugepage", Some(v)) => {
+                    c.thp_never = v == "never";
+                    if let Some(i) = crate::thp::ENABLED.iter().position(|e| *e == v) {
+                        c.thp_enabled = Some(i);
+                    }
+                }
                 ("mem", Some(v)) => {
                     if let Some((n, _)) = kstr::memparse(v) {
                         c.mem_limit = Some(n);

@@ -35,6 +35,7 @@ pub mod retrylog;
 pub mod shared;
 pub mod sysctl;
 pub mod system;
+pub mod thp;
 pub mod units;
 pub mod wmark;
 pub mod workload;

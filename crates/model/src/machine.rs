@@ -270,7 +270,7 @@ pub enum MachineError {
     DuplicateCpu(u32),
     #[error("node {node}: range [{start:#x}-{end:#x}) is empty or reversed")]
     BadNodeRange { node: u32, start: u64, end: u64 },
-    #[error("DIMM region [{base:#x}+{size:#x}) is not 128 MiB aligned")]
+    #[error("DIMM region [{base:#x}+{size:#x}) must start 128 MiB aligned and be whole pages")]
     DimmUnaligned { base: u64, size: u64 },
     #[error("virtio-mem device {id}: {why}")]
     VirtioMem { id: String, why: String },
@@ -334,8 +334,11 @@ impl MachineSpec {
                 }
             }
         }
+        // The region's size is QEMU's `maxmem` - `-m` plus a GiB per slot:
+        // any multiple of a page (`-m 448M`); what is added in it must be
+        // aligned, not the region's end.
         if let Some(d) = self.dimm {
-            if d.base % SECTION_SIZE != 0 || d.size % SECTION_SIZE != 0 {
+            if d.base % SECTION_SIZE != 0 || d.size % 4096 != 0 {
                 return Err(MachineError::DimmUnaligned {
                     base: d.base,
                     size: d.size,

@@ -177,6 +177,9 @@ pub struct System {
     /// Devices whose `power/` settings were changed, by kobject path.
     #[serde(default)]
     pub power: BTreeMap<String, crate::device::DevicePower>,
+    /// Transparent huge pages' sysfs settings.
+    #[serde(default)]
+    pub thp: crate::thp::Thp,
     /// `/proc/sys/vm` values as written.
     #[serde(default)]
     pub vm: crate::sysctl::VmSysctls,
@@ -257,6 +260,7 @@ impl System {
             hwpoison: Default::default(),
             acpi_memory: None,
             vm: Default::default(),
+            thp: Default::default(),
             power: BTreeMap::new(),
             modules: Vec::new(),
             distances: Vec::new(),
@@ -275,6 +279,8 @@ impl System {
         (sys.memory_chain, sys.node_chain) =
             crate::notifier::boot_chains(sys.version, &Default::default());
         sys.wmark = sys.boot_watermarks(&a.freed_after_boot_watermarks);
+        let small = sys.wmark.khugepaged_off && !sys.cmdline.thp_never;
+        sys.thp = crate::thp::Thp::at_boot(sys.cmdline.thp_enabled, small);
         sys
     }
 

@@ -204,20 +204,38 @@ impl Watermarks {
     /// Returns the kernel-log lines it prints when a value written to
     /// `/proc/sys/vm/min_free_kbytes` stands in the way.
     pub fn recompute(&mut self, sys: &System) -> Vec<String> {
-        let mut log = Vec::new();
-        let lowmem_kbytes = self.nr_free_zone_pages(sys, ZoneType::Normal) * 4;
-        let new = isqrt(lowmem_kbytes * 16);
-        match self.user_min_free_kbytes {
-            Some(user) if new <= user => log.push(format!(
-                "min_free_kbytes is not updated to {new} because user defined value {user} is preferred"
-            )),
-            _ => self.min_free_kbytes = new.clamp(128, 262144),
-        }
+        let mut log: Vec<String> = self.calculate_min_free_kbytes(sys).into_iter().collect();
         self.setup_per_zone_wmarks(sys);
         if self.khugepaged_off {
             self.setup_per_zone_lowmem_reserve(sys);
             return log;
         }
+        log.extend(self.raise_for_thp(sys));
+        self.setup_per_zone_wmarks(sys);
+        self.setup_per_zone_lowmem_reserve(sys);
+        log
+    }
+
+    /// `calculate_min_free_kbytes()`: the square root rule over the
+    /// kernel zones' free pages, unless a larger value was written.
+    fn calculate_min_free_kbytes(&mut self, sys: &System) -> Option<String> {
+        let lowmem_kbytes = self.nr_free_zone_pages(sys, ZoneType::Normal) * 4;
+        let new = isqrt(lowmem_kbytes * 16);
+        match self.user_min_free_kbytes {
+            Some(user) if new <= user => Some(format!(
+                "min_free_kbytes is not updated to {new} because user defined value {user} is preferred"
+            )),
+            _ => {
+                self.min_free_kbytes = new.clamp(128, 262144);
+                None
+            }
+        }
+    }
+
+    /// khugepaged's `set_recommended_min_free_kbytes()` while THP is on:
+    /// enough for two pageblocks of each migratetype per populated kernel
+    /// zone (at most 5 % of them), never lowered.
+    fn raise_for_thp(&mut self, sys: &System) -> Option<String> {
         let nr_zones = sys
             .online_nodes()
             .flat_map(|n| ZoneType::KERNEL.map(|z| n.zone(z).populated()))
@@ -226,18 +244,30 @@ impl Watermarks {
         let recommended = (THP_PAGES_PER_ZONE * nr_zones)
             .min(self.nr_free_zone_pages(sys, ZoneType::Normal) / 20)
             << 2;
-        if recommended > self.min_free_kbytes {
-            if self.user_min_free_kbytes.is_some() {
-                log.push(format!(
-                    "raising min_free_kbytes from {} to {} to help transparent hugepage allocations",
-                    self.min_free_kbytes, recommended
-                ));
-            }
-            self.min_free_kbytes = recommended;
+        if recommended <= self.min_free_kbytes {
+            return None;
         }
-        self.setup_per_zone_wmarks(sys);
-        self.setup_per_zone_lowmem_reserve(sys);
+        let log = self.user_min_free_kbytes.map(|_| {
+            format!(
+                "khugepaged: raising min_free_kbytes from {} to {} to help transparent hugepage allocations",
+                self.min_free_kbytes, recommended
+            )
+        });
+        self.min_free_kbytes = recommended;
         log
+    }
+
+    /// A write to THP's `enabled` (`start_stop_khugepaged`): khugepaged
+    /// runs unless it is `never`; then `set_recommended_min_free_kbytes`
+    /// raises `min_free_kbytes` for THP, or with THP off computes it anew.
+    pub fn khugepaged_start_stop(&mut self, sys: &System, running: bool) -> Vec<String> {
+        self.khugepaged_off = !running;
+        let log = match running {
+            true => self.raise_for_thp(sys),
+            false => self.calculate_min_free_kbytes(sys),
+        };
+        self.setup_per_zone_wmarks(sys);
+        log.into_iter().collect()
     }
 
     /// A write to `/proc/sys/vm/min_free_kbytes`: the value is used at
@@ -327,6 +357,19 @@ impl System {
         let mut w = std::mem::take(&mut self.wmark);
         w.set_min_free_kbytes(self, kbytes);
         self.wmark = w;
+        self.touch_global();
+    }
+
+    /// A write of choice `enabled` to THP's `enabled`: khugepaged starts or
+    /// stops, and `min_free_kbytes` follows.
+    pub fn set_thp_enabled(&mut self, enabled: usize) {
+        self.thp.enabled = enabled;
+        let mut w = std::mem::take(&mut self.wmark);
+        let log = w.khugepaged_start_stop(self, self.thp.khugepaged_running());
+        self.wmark = w;
+        for l in log {
+            self.events.log(l);
+        }
         self.touch_global();
     }
 

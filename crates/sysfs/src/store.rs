@@ -138,6 +138,81 @@ fn vm_sysctl_store(
     Ok(consumed)
 }
 
+/// THP's files: a choice (`sysfs_streq`; `shmem_enabled` compares with one
+/// trailing newline dropped, from at most 15 bytes), the zero-page flag
+/// (decimal, 0 or 1), khugepaged's tunables (decimal, EINVAL for
+/// anything out of range).
+fn thp_store(shared: &Shared, rest: &[&str], data: &[u8]) -> Result<usize, Errno> {
+    use memhp_model::thp::{DEFRAG, ENABLED, KHUGEPAGED, SHMEM_ENABLED};
+    let choice = |choices: &[&str]| {
+        choices
+            .iter()
+            .position(|c| kstr::sysfs_streq(data, c.as_bytes()))
+            .ok_or(Errno::EINVAL)
+    };
+    match rest {
+        ["enabled"] => {
+            let i = choice(&ENABLED)?;
+            shared.modify(|sys| sys.set_thp_enabled(i));
+        }
+        ["defrag"] => {
+            let i = choice(&DEFRAG)?;
+            shared.modify(|sys| {
+                sys.thp.defrag = i;
+                sys.touch();
+            });
+        }
+        ["shmem_enabled"] => {
+            if data.len() + 1 > 16 {
+                return Err(Errno::EINVAL);
+            }
+            let word = data.strip_suffix(b"\n").unwrap_or(data);
+            let i = SHMEM_ENABLED
+                .iter()
+                .position(|c| c.as_bytes() == word)
+                .ok_or(Errno::EINVAL)?;
+            shared.modify(|sys| {
+                sys.thp.shmem_enabled = i;
+                sys.touch();
+            });
+        }
+        ["use_zero_page"] => {
+            let v = kstr::kstrtoul_dec(data).map_err(kerr)?;
+            if v > 1 {
+                return Err(Errno::EINVAL);
+            }
+            shared.modify(|sys| {
+                sys.thp.use_zero_page = v == 1;
+                sys.touch();
+            });
+        }
+        ["khugepaged", f] => {
+            let (_, writable, _, min, max) = KHUGEPAGED
+                .iter()
+                .find(|k| k.0 == *f)
+                .copied()
+                .ok_or(Errno::ENOENT)?;
+            if !writable {
+                return Err(Errno::EACCES);
+            }
+            // `defrag` passes kstrtoul's own error on; the others EINVAL.
+            let v = match *f {
+                "defrag" => kstr::kstrtoul_dec(data).map_err(kerr)?,
+                _ => kstr::kstrtoul_dec(data).map_err(|_| Errno::EINVAL)?,
+            };
+            if v < min || v > max {
+                return Err(Errno::EINVAL);
+            }
+            shared.modify(|sys| {
+                sys.thp.khugepaged.insert(f.to_string(), v);
+                sys.touch();
+            });
+        }
+        _ => return Err(Errno::EACCES),
+    }
+    Ok(data.len())
+}
+
 /// The hstate's writable counts, in sysfs and as sysctls.
 fn hstate_store(shared: &Shared, file: &str, count: u64) -> Result<(), Errno> {
     match file {
@@ -323,6 +398,7 @@ pub fn store(
             Ok(data.len())
         }
         ["proc", "sys", "vm", f] => vm_sysctl_store(shared, f, data, cancel),
+        ["sys", "kernel", "mm", "transparent_hugepage", rest @ ..] => thp_store(shared, rest, data),
         ["sys", "bus", _, "drivers_autoprobe"] => {
             kstr::kstrtobool(data).map_err(kerr)?;
             Ok(data.len())

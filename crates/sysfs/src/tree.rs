@@ -391,7 +391,22 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("debug", DIR);
             add("mm", DIR);
         }
-        ["sys", "kernel", "mm"] => add("hugepages", DIR),
+        ["sys", "kernel", "mm"] => {
+            add("hugepages", DIR);
+            add("transparent_hugepage", DIR);
+        }
+        ["sys", "kernel", "mm", "transparent_hugepage"] => {
+            for f in ["defrag", "enabled", "shmem_enabled", "use_zero_page"] {
+                add(f, file(0o644));
+            }
+            add("hpage_pmd_size", file(0o444));
+            add("khugepaged", DIR);
+        }
+        ["sys", "kernel", "mm", "transparent_hugepage", "khugepaged"] => {
+            for (f, writable, ..) in memhp_model::thp::KHUGEPAGED {
+                add(f, file(if writable { 0o644 } else { 0o444 }));
+            }
+        }
         ["sys", "kernel", "mm", "hugepages"] => {
             for h in HUGEPAGE_SIZES {
                 add(h, DIR);
@@ -627,6 +642,20 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
             }
         }
         ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"] => "0\n".to_string(),
+        ["sys", "kernel", "mm", "transparent_hugepage", f] => {
+            use memhp_model::thp::{render_choices, DEFRAG, ENABLED, SHMEM_ENABLED};
+            match *f {
+                "enabled" => render_choices(&ENABLED, sys.thp.enabled),
+                "defrag" => render_choices(&DEFRAG, sys.thp.defrag),
+                "shmem_enabled" => render_choices(&SHMEM_ENABLED, sys.thp.shmem_enabled),
+                "use_zero_page" => format!("{}\n", u8::from(sys.thp.use_zero_page)),
+                "hpage_pmd_size" => "2097152\n".to_string(),
+                _ => return Err(Errno::ENOENT),
+            }
+        }
+        ["sys", "kernel", "mm", "transparent_hugepage", "khugepaged", f] => {
+            format!("{}\n", sys.thp.khugepaged_value(f).ok_or(Errno::ENOENT)?)
+        }
         ["sys", "kernel", "mm", "hugepages", _, f] => {
             format!("{}\n", hstate_value(sys, f).unwrap_or(0))
         }
