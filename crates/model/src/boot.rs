@@ -360,11 +360,40 @@ pub(crate) fn atomic_pool_pages(totalram_pages: u64) -> u64 {
 }
 
 /// Bytes of a large system hash sized by the kernel's pages
-/// (`alloc_large_system_hash`: one 8-byte bucket per 2^`scale_shift`
-/// pages, a power of two): the dentry cache's is shift 1, the inode
-/// cache's shift 2.
+/// (`alloc_large_system_hash`: `nr_kernel_pages` rounded up to a MiB, one
+/// 8-byte bucket per 2^`scale_shift` pages, a power of two): the dentry
+/// cache's is shift 1, the inode cache's shift 2.
 pub(crate) fn hash_table_bytes(kernel_pages: u64, scale_shift: u32) -> u64 {
-    (kernel_pages >> scale_shift).next_power_of_two() * 8
+    (kernel_pages.next_multiple_of(256) >> scale_shift).next_power_of_two() * 8
+}
+
+/// Pages of `struct page` a zone's memmap takes at boot (`calc_memmap_size`).
+pub(crate) fn calc_memmap_size(spanned: u64, present: u64) -> u64 {
+    let pages = if spanned > present + (present >> 4) {
+        present
+    } else {
+        spanned
+    };
+    (pages * 64).div_ceil(4096)
+}
+
+/// `nr_kernel_pages` as `free_area_init_core` counts it: every zone's
+/// present pages less its memmap (x86-64 has no highmem, so ZONE_MOVABLE
+/// counts too), less the DMA reserve (the first MiB's memblock memory).
+pub(crate) fn nr_kernel_pages<'a>(
+    nodes: impl Iterator<Item = &'a Node>,
+    memblock: &[Range],
+) -> u64 {
+    let dma_reserve: u64 = memblock
+        .iter()
+        .map(|&(s, e)| e.min(LOW_RESERVED_PFN).saturating_sub(s))
+        .sum();
+    nodes
+        .flat_map(|n| n.zones.iter())
+        .filter(|z| z.populated())
+        .map(|z| z.present - calc_memmap_size(z.spanned, z.present))
+        .sum::<u64>()
+        .saturating_sub(dma_reserve)
 }
 
 /// Where the initrd is while the kernel boots, as pfns: where QEMU loads
@@ -595,7 +624,7 @@ impl System {
         }
 
         // Reservations → managed pages per zone and reserved pages per block.
-        let kernel_pages: u64 = nodes.values().map(Node::kernel_present_pages).sum();
+        let kernel_pages = nr_kernel_pages(nodes.values(), &memblock);
         let reserved =
             boot_reservations(spec, &memblock, &nodes_mem, kernel_pages, cmd.movable_node);
         for node in nodes.values_mut() {

@@ -17,16 +17,6 @@ fn short_mem(start: u64, end_inclusive: u64) -> String {
     format!("[mem {start:#010x}-{end_inclusive:#010x}]")
 }
 
-/// Pages of `struct page` a zone's memmap takes at boot (`calc_memmap_size`).
-fn calc_memmap_size(spanned: u64, present: u64) -> u64 {
-    let pages = if spanned > present + (present >> 4) {
-        present
-    } else {
-        spanned
-    };
-    (pages * 64).div_ceil(4096)
-}
-
 /// Render the boot log for a machine just booted.
 pub fn render(
     spec: &MachineSpec,
@@ -276,18 +266,7 @@ pub fn render(
     let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
     l.extend(crate::wmark::fallback_order_lines(sys));
     // At this point managed = present − memmap − DMA reserve, watermarks 0.
-    let dma_reserve: u64 = memblock
-        .iter()
-        .map(|&(s, e)| e.min(256).saturating_sub(s))
-        .sum();
-    let total: u64 = sys
-        .nodes
-        .values()
-        .flat_map(|n| n.zones.iter())
-        .filter(|z| z.populated())
-        .map(|z| z.present - calc_memmap_size(z.spanned, z.present))
-        .sum::<u64>()
-        - dma_reserve;
+    let total = crate::boot::nr_kernel_pages(sys.nodes.values(), memblock);
     l.push(format!(
         "Built {} zonelists, mobility grouping on.  Total pages: {total}",
         online.len()
@@ -304,7 +283,7 @@ pub fn render(
     }
     // The dentry and inode hashes: from memblock at boot, or with two or
     // more memory nodes (`hashdist`) from vmalloc once the allocators run.
-    let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
+    let kernel_pages = total;
     let hashdist = sys.nodes.values().filter(|n| n.has_memory).count() > 1;
     let hashes: Vec<String> = [("Dentry cache", 1), ("Inode-cache", 2)]
         .into_iter()
@@ -727,7 +706,7 @@ fn early_layout(
     // The dentry and inode hashes, unless two or more memory nodes have
     // them vmalloc'ed later (`hashdist`).
     if sys.nodes.values().filter(|n| n.has_memory).count() < 2 {
-        let kernel_pages: u64 = sys.nodes.values().map(|n| n.kernel_present_pages()).sum();
+        let kernel_pages = crate::boot::nr_kernel_pages(sys.nodes.values(), memblock_pfns);
         let inode_pages = crate::boot::hash_table_bytes(kernel_pages, 2).div_ceil(4096);
         m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
         m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;

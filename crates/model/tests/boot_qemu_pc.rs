@@ -597,3 +597,28 @@ fn second_node_first_block_holds_node_local_kernel_pages() {
         Ok(memhp_model::DeviceOutcome::Changed)
     );
 }
+
+/// `alloc_large_system_hash` sizes the dentry and inode hashes from
+/// `nr_kernel_pages`, the present pages less each zone's memmap: 4097 MiB
+/// of RAM is just over 2^20 pages, but less than that without the memmap,
+/// so the inode hash stays at 2^18 entries (recorded:
+/// conformance/behaviour `odd-4097M`).
+#[test]
+fn hash_tables_are_sized_without_the_memmap() {
+    let sys = boot("4097M,slots=2,maxmem=8G", "");
+    let line = |prefix: &str| {
+        sys.bootlog
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        line("Inode-cache hash table entries"),
+        "Inode-cache hash table entries: 262144 (order: 9, 2097152 bytes, linear)"
+    );
+    assert_eq!(
+        line("Dentry cache hash table entries"),
+        "Dentry cache hash table entries: 524288 (order: 10, 4194304 bytes, linear)"
+    );
+}
