@@ -316,15 +316,29 @@ fn reserve_fixed(free: &mut Vec<Range>, s: u64, e: u64) -> Vec<Range> {
     got
 }
 
-/// Pages of the memmap (`struct page`s, 64 bytes each) of the sections
-/// that the pfn `ranges` touch.
-pub(crate) fn memmap_pages(ranges: &[Range]) -> u64 {
-    let mut sections: Vec<u64> = ranges
-        .iter()
-        .flat_map(|&(s, e)| (s / PAGES_PER_SECTION)..e.div_ceil(PAGES_PER_SECTION))
+/// Pages of the memmap (`struct page`s, 64 bytes each) each node holds:
+/// one section's worth per section whose memory starts on it
+/// (`memory_present` marks a section for the first node that has memory
+/// in it, and `sparse_init_nid` allocates its memmap there; a section two
+/// nodes share is the lower one's).
+pub(crate) fn memmap_pages_by_node<'a>(
+    nodes: impl Iterator<Item = (u32, &'a [Range])>,
+) -> BTreeMap<u32, u64> {
+    let mut ranges: Vec<(Range, u32)> = nodes
+        .flat_map(|(nid, rs)| rs.iter().map(move |&r| (r, nid)))
         .collect();
-    sections.dedup();
-    sections.len() as u64 * (PAGES_PER_SECTION * 64 / 4096)
+    ranges.sort_unstable();
+    let mut owner: BTreeMap<u64, u32> = BTreeMap::new();
+    for ((s, e), nid) in ranges {
+        for section in (s / PAGES_PER_SECTION)..e.div_ceil(PAGES_PER_SECTION) {
+            owner.entry(section).or_insert(nid);
+        }
+    }
+    let mut pages = BTreeMap::new();
+    for nid in owner.into_values() {
+        *pages.entry(nid).or_insert(0) += PAGES_PER_SECTION * 64 / 4096;
+    }
+    pages
 }
 
 /// `pci_swiotlb_detect`: without an IOMMU the software IO TLB is set up
@@ -521,8 +535,9 @@ fn boot_reservations(
         })
         .collect();
     let global = total.saturating_sub(local.iter().sum());
-    for (i, (_, ranges)) in mem_nodes.iter().enumerate() {
-        let memmap = memmap_pages(ranges);
+    let memmaps = memmap_pages_by_node(mem_nodes.iter().map(|(n, r)| (*n, r.as_slice())));
+    for (i, (nid, ranges)) in mem_nodes.iter().enumerate() {
+        let memmap = memmaps.get(nid).copied().unwrap_or(0);
         let node_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
         let last = i + 1 == mem_nodes.len();
         let n = memmap + local[i] + if last { global } else { 0 };

@@ -659,8 +659,10 @@ fn early_layout(
         let start = m.alloc(crate::boot::NODE_DATA_PAGES, 1, 0, u64::MAX, ranges)?;
         layout.node_data.push((nid, start));
     }
-    for ranges in by_node.values() {
-        let pages = crate::boot::memmap_pages(ranges);
+    let memmaps =
+        crate::boot::memmap_pages_by_node(by_node.iter().map(|(n, r)| (*n, r.as_slice())));
+    for (nid, ranges) in &by_node {
+        let pages = memmaps.get(nid).copied().unwrap_or(0);
         m.alloc(pages, PERCPU_ATOM_PAGES, 4096, u64::MAX, ranges)?;
     }
     // pcpu_build_alloc_info: units per atom, the largest count that wastes

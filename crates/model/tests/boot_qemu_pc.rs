@@ -622,3 +622,19 @@ fn hash_tables_are_sized_without_the_memmap() {
         "Dentry cache hash table entries: 524288 (order: 10, 4194304 bytes, linear)"
     );
 }
+
+/// A section two nodes share has its memmap on the node whose memory comes
+/// first in it (`memory_present`): with 700 + 324 MiB, section 5 (640-768
+/// MiB) is node 0's, so node 1 holds the memmap of two sections, not three
+/// (recorded: conformance/behaviour `odd-numa-700M`).
+#[test]
+fn a_section_shared_by_two_nodes_has_its_memmap_on_the_first() {
+    let mut q = QemuPc::default().with_node_per_cpu(&[700 << 20, 324 << 20]);
+    q.parse_mem_option("1G,slots=2,maxmem=4G").unwrap();
+    let sys = System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    assert_eq!(
+        zone_line(&sys, 1, ZoneType::Dma32),
+        (179200, 82912, 82912, 65193)
+    );
+    assert_eq!(sys.totalram_pages() * 4, 918552);
+}
