@@ -319,6 +319,10 @@ pub fn render(
     if hashdist {
         l.extend(hashes);
     }
+    let hash = |name: &str, h: LargeHash| h.line(name, kernel_pages, hashdist);
+    for name in ["Mount-cache", "Mountpoint-cache"] {
+        l.push(hash(name, LargeHash::scaled(8, 19, 0, 0)));
+    }
     l.extend(smp_boot_lines(spec));
     let nodes_up = online.len();
     l.push(format!(
@@ -339,6 +343,9 @@ pub fn render(
         "x86/mm: Memory block size: {}MB",
         sys.block_size >> 20
     ));
+    // futex_init: 256 buckets per possible CPU.
+    let futex = (256 * cpus as u64).next_power_of_two();
+    l.push(hash("futex", LargeHash::fixed(64, futex)));
     let pool_kib = crate::boot::atomic_pool_pages(sys.totalram_pages()) * 4;
     for gfp in ["GFP_KERNEL", "GFP_KERNEL|GFP_DMA", "GFP_KERNEL|GFP_DMA32"] {
         l.push(format!(
@@ -366,6 +373,7 @@ pub fn render(
         ));
     }
     l.push("iommu: DMA domain TLB invalidation policy: lazy mode ".into());
+    l.push("NetLabel:  domain hash size = 128".into());
     for &(_, e) in &ram {
         let align: u64 = if e <= 1 << 20 {
             64 << 10
@@ -378,6 +386,30 @@ pub fn render(
         if up > e {
             l.push(format!("e820: reserve RAM buffer {}", short(e, up - 1)));
         }
+    }
+    l.push("VFS: Dquot-cache hash table entries: 512 (order 0, 4096 bytes)".into());
+    l.push(hash(
+        "IP idents",
+        LargeHash::scaled(8, 16, 2048, 256 * 1024),
+    ));
+    l.push(hash(
+        "tcp_listen_portaddr_hash",
+        LargeHash::scaled(16, 21, 0, 64 * 1024),
+    ));
+    l.push(hash("Table-perturb", LargeHash::fixed(4, 1 << 16)));
+    let established = LargeHash::scaled(8, 17, 0, 512 * 1024);
+    let ehash = established.entries(kernel_pages);
+    l.push(hash("TCP established", established));
+    l.push(hash(
+        "TCP bind",
+        LargeHash {
+            high: 64 * 1024,
+            ..LargeHash::fixed(32, ehash)
+        },
+    ));
+    l.push(hash("MPTCP token", LargeHash::scaled(24, 20, 0, 64 * 1024)));
+    for name in ["UDP", "UDP-Lite"] {
+        l.push(hash(name, LargeHash::scaled(32, 21, 256, 64 * 1024)));
     }
     for (i, &(s, e)) in windows.iter().enumerate() {
         l.push(format!(
@@ -404,6 +436,8 @@ pub fn render(
             a.initrd_bytes.div_ceil(4096) * 4
         ));
     }
+    l.push("AppArmor: AppArmor sha1 policy hashing enabled".into());
+    l.push("ima: Allocated hash algorithm: sha256".into());
     for (what, kib) in FREED_AFTER_MEM_INIT {
         l.push(format!("{what}: {kib}K"));
     }
@@ -883,6 +917,77 @@ fn pci_gap(spec: &MachineSpec) -> Option<(u64, u64)> {
         }
     }
     best
+}
+
+/// A table `alloc_large_system_hash` sizes after boot: buckets of `bucket`
+/// bytes, one per 2^`scale` bytes of the kernel's memory (or a `fixed`
+/// count), a power of two within `[low, high]` (`high` 0: a sixteenth of
+/// memory), at least a page.
+struct LargeHash {
+    bucket: u64,
+    scale: u32,
+    fixed: Option<u64>,
+    low: u64,
+    high: u64,
+}
+
+impl LargeHash {
+    const fn scaled(bucket: u64, scale: u32, low: u64, high: u64) -> Self {
+        LargeHash {
+            bucket,
+            scale,
+            fixed: None,
+            low,
+            high,
+        }
+    }
+
+    const fn fixed(bucket: u64, entries: u64) -> Self {
+        LargeHash {
+            bucket,
+            scale: 0,
+            fixed: Some(entries),
+            low: entries,
+            high: entries,
+        }
+    }
+
+    /// The bucket count for `kernel_pages` (`nr_kernel_pages`, which is
+    /// `nr_all_pages` too on x86-64).
+    fn entries(&self, kernel_pages: u64) -> u64 {
+        let mut n = self.fixed.unwrap_or_else(|| {
+            let k = kernel_pages.next_multiple_of(256);
+            match self.scale {
+                s if s > 12 => k >> (s - 12),
+                s => k << (12 - s),
+            }
+        });
+        if n * self.bucket < 4096 {
+            n = 4096 / self.bucket;
+        }
+        n = n.next_power_of_two();
+        let max = match self.high {
+            0 => ((kernel_pages << 12) >> 4) / self.bucket,
+            h => h,
+        }
+        .min(0x8000_0000);
+        n = n.max(self.low).min(max);
+        1 << n.ilog2()
+    }
+
+    /// The boot-log line: vmalloc'ed with `hashdist` or beyond the buddy
+    /// allocator's largest order.
+    fn line(&self, name: &str, kernel_pages: u64, hashdist: bool) -> String {
+        let entries = self.entries(kernel_pages);
+        let size = self.bucket * entries;
+        let order = size.div_ceil(4096).next_power_of_two().ilog2();
+        let how = if hashdist || order > 10 {
+            "vmalloc"
+        } else {
+            "linear"
+        };
+        format!("{name} hash table entries: {entries} (order: {order}, {size} bytes, {how})")
+    }
 }
 
 /// The image's resources (`Kernel code` ... `Kernel bss`), as the 6.1.0-56

@@ -638,3 +638,47 @@ fn a_section_shared_by_two_nodes_has_its_memmap_on_the_first() {
     );
     assert_eq!(sys.totalram_pages() * 4, 918552);
 }
+
+/// The hash tables the kernel sizes after boot from its memory (mount
+/// cache, IP idents, TCP, MPTCP, UDP) or CPUs (futex), as recorded on a
+/// 1 GiB guest with one CPU and an 8193 MiB one (vmalloc'ed with two
+/// memory nodes: `hashdist`).
+#[test]
+fn boot_log_hash_tables_follow_memory_and_cpus() {
+    let has = |sys: &System, line: &str| {
+        assert!(
+            sys.bootlog.iter().any(|l| l == line),
+            "{line} not in {:#?}",
+            sys.bootlog
+        )
+    };
+    let small = boot("1G,slots=4,maxmem=4G", "");
+    for line in [
+        "Mount-cache hash table entries: 2048 (order: 2, 16384 bytes, linear)",
+        "futex hash table entries: 256 (order: 2, 16384 bytes, linear)",
+        "IP idents hash table entries: 16384 (order: 5, 131072 bytes, linear)",
+        "tcp_listen_portaddr_hash hash table entries: 512 (order: 1, 8192 bytes, linear)",
+        "TCP established hash table entries: 8192 (order: 4, 65536 bytes, linear)",
+        "TCP bind hash table entries: 8192 (order: 6, 262144 bytes, linear)",
+        "MPTCP token hash table entries: 1024 (order: 3, 24576 bytes, linear)",
+        "UDP-Lite hash table entries: 512 (order: 2, 16384 bytes, linear)",
+    ] {
+        has(&small, line);
+    }
+    let big = boot("8193M,slots=2,maxmem=16G", "");
+    has(
+        &big,
+        "TCP bind hash table entries: 65536 (order: 9, 2097152 bytes, linear)",
+    );
+    has(
+        &big,
+        "MPTCP token hash table entries: 8192 (order: 6, 196608 bytes, linear)",
+    );
+    let mut q = QemuPc::default().with_node_per_cpu(&[700 << 20, 324 << 20]);
+    q.parse_mem_option("1G,slots=2,maxmem=4G").unwrap();
+    let numa = System::boot(&q.machine("", KernelVersion::V6_1).unwrap()).unwrap();
+    has(
+        &numa,
+        "futex hash table entries: 512 (order: 3, 32768 bytes, vmalloc)",
+    );
+}
