@@ -765,6 +765,12 @@ impl System {
             freed_after_boot_watermarks: crate::bootlog::freed_after_boot_watermarks(spec),
         });
         sys.distances = spec.distances.clone();
+        // hugetlb_init (a subsys initcall, before user space and the
+        // initramfs): the pool `hugepages=` asks for, from the buddy
+        // allocator, lowest free pageblocks first.
+        if let Some(n) = sys.cmdline.hugepages {
+            sys.set_max_huge_pages(None, n);
+        }
         sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
         sys.charge_runtime(spec.boot_alloc.runtime);
         sys.hardware_name = spec.hardware_name.clone();

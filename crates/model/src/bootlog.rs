@@ -359,7 +359,10 @@ pub fn render(
     // hugetlb_init: the one huge page size of QEMU's default CPU (no
     // 1 GiB pages), nothing reserved on the command line; HugeTLB vmemmap
     // optimisation could free 7 of a 2 MiB page's 8 memmap pages.
-    l.push("HugeTLB: registered 2.00 MiB page size, pre-allocated 0 pages".into());
+    l.push(format!(
+        "HugeTLB: registered 2.00 MiB page size, pre-allocated {} pages",
+        sys.hugetlb.nr_huge_pages
+    ));
     l.push("HugeTLB: 28 KiB vmemmap can be freed for a 2.00 MiB page".into());
     if nr_node_ids > 1 {
         // The root bus has no _PXM, so it belongs to no node.

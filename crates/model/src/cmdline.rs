@@ -71,6 +71,10 @@ pub struct KernelCmdline {
     /// `min_free_kbytes` for THP.
     #[serde(default)]
     pub thp_never: bool,
+    /// `hugepages=N`: huge pages of the default size (2 MiB) the kernel
+    /// allocates while it boots (`hugetlb_init`).
+    #[serde(default)]
+    pub hugepages: Option<u64>,
     /// `transparent_hugepage=always|madvise|never`: THP's `enabled` choice.
     #[serde(default)]
     pub thp_enabled: Option<usize>,
@@ -172,6 +176,11 @@ impl KernelCmdline {
                 }
                 ("movable_node", None) => c.movable_node = true,
                 ("acpi_no_memhotplug", None) => c.acpi_no_memhotplug = true,
+                ("hugepages", Some(v)) => {
+                    if let Ok(n) = v.parse::<u64>() {
+                        c.hugepages = Some(n);
+                    }
+                }
                 ("transparent_hugepage", Some(v)) => {
                     c.thp_never = v == "never";
                     if let Some(i) = crate::thp::ENABLED.iter().position(|e| *e == v) {

@@ -184,3 +184,32 @@ fn nr_hugepages_writes_grow_as_far_as_memory_allows_and_shrink_to_what_is_in_use
     sys.set_max_huge_pages(None, 0);
     assert_eq!(pool(&sys), (4, 0, 0), "pages in use stay");
 }
+
+/// `hugepages=64` on the command line: `hugetlb_init` takes the pool from
+/// the buddy allocator while the kernel boots, lowest free pageblocks
+/// first, so it sits in memory0 and memory1 (whose kernel pages keep it
+/// from going offline): offlining memory2-6 dissolves none of it
+/// (recorded: conformance/behaviour `boot-hugepages`).
+#[test]
+fn a_pool_asked_for_on_the_command_line_is_allocated_at_boot_in_low_memory() {
+    let mut q = memhp_model::machine::QemuPc::default();
+    q.parse_mem_option("1G,slots=2,maxmem=4G").unwrap();
+    let mut sys = memhp_model::System::boot(
+        &q.machine("hugepages=64", memhp_model::KernelVersion::V6_1)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sys.hugetlb.nr_huge_pages, 64);
+    assert!(sys
+        .bootlog
+        .contains(&"HugeTLB: registered 2.00 MiB page size, pre-allocated 64 pages".to_string()));
+    for b in 2..=6 {
+        assert_eq!(
+            sys.device_offline_nowait(b),
+            Ok(memhp_model::DeviceOutcome::Changed),
+            "memory{b}"
+        );
+    }
+    assert_eq!(sys.hugetlb.nr_huge_pages, 64);
+    assert_eq!(sys.hugetlb.free_huge_pages, 64);
+}
