@@ -281,6 +281,7 @@ pub fn render(
             "Booting kernel: `{value}' invalid for parameter `{name}'"
         ));
     }
+    l.extend(sys.cmdline.hugetlb_messages.iter().cloned());
     // The dentry and inode hashes: from memblock at boot, or with two or
     // more memory nodes (`hashdist`) from vmalloc once the allocators run.
     let kernel_pages = total;

@@ -75,6 +75,11 @@ pub struct KernelCmdline {
     /// allocates while it boots (`hugetlb_init`).
     #[serde(default)]
     pub hugepages: Option<u64>,
+    /// What parsing `hugepagesz=`, `default_hugepagesz=` and `hugepages=`
+    /// printed (only 2 MiB pages exist: QEMU's default CPU has no 1 GiB
+    /// pages).
+    #[serde(default)]
+    pub hugetlb_messages: Vec<String>,
     /// `transparent_hugepage=always|madvise|never`: THP's `enabled` choice.
     #[serde(default)]
     pub thp_enabled: Option<usize>,
@@ -105,6 +110,101 @@ fn parse_percent(value: &str) -> Option<(u64, &str)> {
     Some((value[..end].parse().ok()?, &value[end..]))
 }
 
+/// The state of hugetlb's command-line parsing (`parsed_valid_hugepagesz`
+/// and friends).
+struct HugetlbSetup {
+    parsed_valid: bool,
+    /// The 2 MiB hstate was added by a size parameter.
+    hstate: bool,
+    parsed_default: bool,
+    /// Which count the last `hugepages=` set: the default hstate's
+    /// (`false`) or the parsed hstate's (`true`).
+    last: Option<bool>,
+}
+
+impl Default for HugetlbSetup {
+    fn default() -> Self {
+        HugetlbSetup {
+            parsed_valid: true,
+            hstate: false,
+            parsed_default: false,
+            last: None,
+        }
+    }
+}
+
+/// The one huge page size x86 offers here.
+const HPAGE_BYTES: u64 = 2 << 20;
+
+impl HugetlbSetup {
+    fn valid(v: &str) -> bool {
+        kstr::memparse(v).is_some_and(|(n, _)| n == HPAGE_BYTES)
+    }
+
+    /// `hugepagesz_setup`.
+    fn hugepagesz(&mut self, v: &str, c: &mut KernelCmdline) {
+        self.parsed_valid = false;
+        if !Self::valid(v) {
+            c.hugetlb_messages
+                .push(format!("HugeTLB: unsupported hugepagesz={v}"));
+            return;
+        }
+        if self.hstate && (!self.parsed_default || c.hugepages.is_some()) {
+            c.hugetlb_messages
+                .push(format!("HugeTLB: hugepagesz={v} specified twice, ignoring"));
+            return;
+        }
+        self.hstate = true;
+        self.parsed_valid = true;
+    }
+
+    /// `default_hugepagesz_setup`.
+    fn default_hugepagesz(&mut self, v: &str, c: &mut KernelCmdline) {
+        self.parsed_valid = false;
+        if self.parsed_default {
+            c.hugetlb_messages.push(format!(
+                "HugeTLB: default_hugepagesz previously specified, ignoring {v}"
+            ));
+            return;
+        }
+        if !Self::valid(v) {
+            c.hugetlb_messages
+                .push(format!("HugeTLB: unsupported default_hugepagesz={v}"));
+            return;
+        }
+        self.hstate = true;
+        self.parsed_valid = true;
+        self.parsed_default = true;
+    }
+
+    /// `hugepages_setup` (a plain count; node lists are not modelled).
+    fn hugepages(&mut self, v: &str, c: &mut KernelCmdline) {
+        if !self.parsed_valid {
+            c.hugetlb_messages.push(format!(
+                "HugeTLB: hugepages={v} does not follow a valid hugepagesz, ignoring"
+            ));
+            self.parsed_valid = true;
+            return;
+        }
+        let which = self.hstate;
+        if self.last == Some(which) {
+            c.hugetlb_messages.push(format!(
+                "HugeTLB: hugepages= specified twice without interleaving hugepagesz=, ignoring hugepages={v}"
+            ));
+            return;
+        }
+        match v.parse::<u64>() {
+            Ok(n) => c.hugepages = Some(n),
+            Err(_) => {
+                c.hugetlb_messages
+                    .push(format!("HugeTLB: Invalid hugepages parameter {v}"));
+                c.hugepages = None;
+            }
+        }
+        self.last = Some(which);
+    }
+}
+
 impl KernelCmdline {
     /// Parse a command line the way the early parameter handlers would: the
     /// last occurrence of a parameter wins, invalid values are ignored.
@@ -118,6 +218,7 @@ impl KernelCmdline {
             raw: raw.split_whitespace().collect::<Vec<_>>().join(" "),
             ..Default::default()
         };
+        let mut huge = HugetlbSetup::default();
         for word in raw.split_whitespace() {
             let (key, value) = match word.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -176,11 +277,9 @@ impl KernelCmdline {
                 }
                 ("movable_node", None) => c.movable_node = true,
                 ("acpi_no_memhotplug", None) => c.acpi_no_memhotplug = true,
-                ("hugepages", Some(v)) => {
-                    if let Ok(n) = v.parse::<u64>() {
-                        c.hugepages = Some(n);
-                    }
-                }
+                ("hugepagesz", Some(v)) => huge.hugepagesz(v, &mut c),
+                ("default_hugepagesz", Some(v)) => huge.default_hugepagesz(v, &mut c),
+                ("hugepages", Some(v)) => huge.hugepages(v, &mut c),
                 ("transparent_hugepage", Some(v)) => {
                     c.thp_never = v == "never";
                     if let Some(i) = crate::thp::ENABLED.iter().position(|e| *e == v) {

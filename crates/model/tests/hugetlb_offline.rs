@@ -213,3 +213,33 @@ fn a_pool_asked_for_on_the_command_line_is_allocated_at_boot_in_low_memory() {
     assert_eq!(sys.hugetlb.nr_huge_pages, 64);
     assert_eq!(sys.hugetlb.free_huge_pages, 64);
 }
+
+/// hugetlb's command-line parsing: sizes other than 2 MiB are refused, and
+/// the next `hugepages=` after a refused size is ignored (recorded:
+/// conformance/behaviour `hugepages-bad`).
+#[test]
+fn hugepage_sizes_the_guest_lacks_are_refused_with_the_kernels_messages() {
+    let c = memhp_model::cmdline::KernelCmdline::parse(
+        "hugepagesz=1G hugepages=2 default_hugepagesz=1G hugepages=abc",
+        memhp_model::KernelVersion::V6_1,
+    );
+    assert_eq!(c.hugepages, None);
+    assert_eq!(
+        c.hugetlb_messages,
+        [
+            "HugeTLB: unsupported hugepagesz=1G",
+            "HugeTLB: hugepages=2 does not follow a valid hugepagesz, ignoring",
+            "HugeTLB: unsupported default_hugepagesz=1G",
+            "HugeTLB: hugepages=abc does not follow a valid hugepagesz, ignoring",
+        ]
+    );
+    let ok = memhp_model::cmdline::KernelCmdline::parse(
+        "hugepagesz=2M hugepages=8 hugepages=9",
+        memhp_model::KernelVersion::V6_1,
+    );
+    assert_eq!(ok.hugepages, Some(8));
+    assert_eq!(
+        ok.hugetlb_messages,
+        ["HugeTLB: hugepages= specified twice without interleaving hugepagesz=, ignoring hugepages=9"]
+    );
+}
