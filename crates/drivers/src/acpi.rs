@@ -97,6 +97,46 @@ fn attach_handler(sys: &mut memhp_model::System, slot: u32) {
     }
 }
 
+/// QEMU's placement of a memory device of `size` bytes in the device-memory
+/// region, around the devices in it (`used`): every device's size counts
+/// against the capacity (`memory_device_check_addable`); then the address
+/// asked for, if aligned to `align` and free, or else the lowest free one
+/// aligned to `align` at the region's base or after a device
+/// (`memory_device_get_free_addr`).
+pub(crate) fn place_memory_device(
+    region: &DimmSpec,
+    used: &[(u64, u64)],
+    size: u64,
+    align: u64,
+    at: Option<u64>,
+) -> Result<u64, DimmError> {
+    let in_use: u64 = used.iter().map(|&(s, e)| e - s).sum();
+    if let Some(total) = region.capacity.filter(|&t| in_use + size > t) {
+        return Err(DimmError::NoRoom {
+            used: in_use,
+            total,
+        });
+    }
+    let fits = |a: u64| {
+        a >= region.base
+            && a + size <= region.base + region.size
+            && used.iter().all(|&(s, e)| a + size <= s || a >= e)
+    };
+    match at {
+        Some(a) if a % align == 0 && fits(a) => Ok(a),
+        Some(a) => Err(DimmError::BadAddr(a)),
+        None => {
+            let mut candidates: Vec<u64> = vec![region.base];
+            candidates.extend(used.iter().map(|&(_, e)| e.div_ceil(align) * align));
+            candidates.sort_unstable();
+            candidates
+                .into_iter()
+                .find(|&a| fits(a))
+                .ok_or(DimmError::NoSpace)
+        }
+    }
+}
+
 fn firmware_node(slot: u32) -> String {
     memhp_model::qemu_acpi::memory_device_link(slot)
 }
@@ -154,38 +194,12 @@ impl AcpiDimms {
         let slot = (0..spec.slots)
             .find(|s| !dimms.values().any(|d| d.slot == *s))
             .ok_or(DimmError::NoSlot)?;
-        // memory_device_check_addable: every memory device's size counts.
-        let used: u64 = dimms.values().map(|d| d.size).sum::<u64>()
-            + others.iter().map(|&(s, e)| e - s).sum::<u64>();
-        if let Some(total) = spec.capacity.filter(|&t| used + size > t) {
-            return Err(DimmError::NoRoom { used, total });
-        }
         let used: Vec<(u64, u64)> = dimms
             .values()
             .map(|d| (d.addr, d.addr + d.size))
             .chain(others.iter().copied())
             .collect();
-        let fits = |a: u64| {
-            a >= spec.base
-                && a + size <= spec.base + spec.size
-                && used.iter().all(|&(s, e)| a + size <= s || a >= e)
-        };
-        let addr = match addr {
-            Some(a) if a % DIMM_ALIGN == 0 && fits(a) => a,
-            Some(a) => return Err(DimmError::BadAddr(a)),
-            None => {
-                let mut candidates: Vec<u64> = vec![spec.base];
-                candidates.extend(
-                    used.iter()
-                        .map(|&(_, e)| e.div_ceil(DIMM_ALIGN) * DIMM_ALIGN),
-                );
-                candidates.sort_unstable();
-                candidates
-                    .into_iter()
-                    .find(|&a| fits(a))
-                    .ok_or(DimmError::NoSpace)?
-            }
-        };
+        let addr = place_memory_device(&spec, &used, size, DIMM_ALIGN, addr)?;
         let mut dimm = Dimm {
             id: id.to_string(),
             slot,

@@ -458,12 +458,17 @@ impl Host {
         for v in vmem.iter().filter(|v| v.hotplugged && !v.bound) {
             self.enable_hotplugged(v, &mut lines);
         }
+        self.log(lines);
+        self.vmem.load_transport(&self.shared);
+    }
+
+    /// Kernel-log lines of the guest.
+    fn log(&self, lines: Vec<String>) {
         self.shared.modify(|sys| {
             for l in lines {
                 sys.events.log(l);
             }
         });
-        self.vmem.load_transport(&self.shared);
     }
 
     /// `pci_enable_device` of a device the kernel assigned, then its link.
@@ -536,22 +541,18 @@ impl Host {
             if let Some(v) = self.vmem.list().into_iter().find(|v| v.spec.id == id) {
                 let mut lines = Vec::new();
                 self.enable_hotplugged(&v, &mut lines);
-                self.shared.modify(|sys| {
-                    for l in lines {
-                        sys.events.log(l);
-                    }
-                });
+                self.log(lines);
             }
             self.vmem.bind_and_probe(&self.shared);
         }
         Ok(HostReply::value(json!({})))
     }
 
-    /// QEMU's memory-device placement for a virtio-mem region of `size`:
-    /// capacity (every device's size counts), then the first address in the
-    /// region aligned to the block size that overlaps no DIMM or device.
+    /// Where QEMU puts a virtio-mem region of `size`: first fit in device
+    /// memory, aligned to the block size, around the DIMMs and the other
+    /// devices.
     fn place_virtio_mem(&self, region: &DimmSpec, size: u64) -> Result<u64, DimmError> {
-        let mut used: Vec<(u64, u64)> = self
+        let used: Vec<(u64, u64)> = self
             .dimms
             .list()
             .iter()
@@ -563,20 +564,7 @@ impl Host {
                     .map(|v| (v.addr, v.addr + v.spec.region_size)),
             )
             .collect();
-        let in_use: u64 = used.iter().map(|&(s, e)| e - s).sum();
-        if let Some(total) = region.capacity.filter(|&t| in_use + size > t) {
-            return Err(DimmError::NoRoom {
-                used: in_use,
-                total,
-            });
-        }
-        used.sort_unstable();
-        let align = VIRTIO_MEM_DEFAULT_BLOCK;
-        let end = region.base + region.size;
-        std::iter::once(region.base)
-            .chain(used.iter().map(|&(_, e)| e.div_ceil(align) * align))
-            .find(|&a| a + size <= end && used.iter().all(|&(s, e)| a + size <= s || a >= e))
-            .ok_or(DimmError::NoSpace)
+        crate::acpi::place_memory_device(region, &used, size, VIRTIO_MEM_DEFAULT_BLOCK, None)
     }
 
     fn load_module(&self, name: &str) -> Result<HostReply, HostError> {

@@ -301,15 +301,9 @@ impl VirtioMemDevices {
             };
             for (i, d) in devs.iter().enumerate() {
                 let end = PCI_WINDOW_END - BAR_SIZE * i as u64;
-                window.children.insert(
-                    0,
-                    Resource {
-                        start: end + 1 - BAR_SIZE,
-                        end,
-                        name: d.pci_name(),
-                        children: Vec::new(),
-                    },
-                );
+                window
+                    .children
+                    .insert(0, bar(end + 1 - BAR_SIZE, d.pci_name()));
             }
             // The firmware's 32-bit window, when the machine has one.
             match sys
@@ -397,13 +391,12 @@ impl VirtioMemDevices {
     /// memory was onlined; unplug may succeed once it is offline). The
     /// callback only wakes the worker, which takes the hotplug lock itself
     /// after the operation that notified has finished.
-    fn start_worker(&self, shared: &Arc<Shared>, devs: &[VirtioMem]) {
+    fn start_worker(&self, shared: &Arc<Shared>) {
         let mut started = self.worker.lock().unwrap_or_else(|e| e.into_inner());
         if *started {
             return;
         }
         *started = true;
-        let _ = devs;
         let ranges = Arc::clone(&self.ranges);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let tx = Mutex::new(tx);
@@ -510,7 +503,7 @@ impl VirtioMemDevices {
     fn probe(&self, shared: &Arc<Shared>) {
         let mut devs = self.lock();
         if devs.iter().any(|d| d.bound && !d.driver) {
-            self.start_worker(shared, &devs);
+            self.start_worker(shared);
         }
         for d in devs.iter_mut().filter(|d| d.bound && !d.driver) {
             d.driver = true;

@@ -373,13 +373,104 @@ pub(crate) fn atomic_pool_pages(totalram_pages: u64) -> u64 {
     (totalram_pages / 8192).next_power_of_two().clamp(32, 1024)
 }
 
-/// Bytes of a large system hash sized by the kernel's pages
-/// (`alloc_large_system_hash`: `nr_kernel_pages` rounded up to a MiB, one
-/// 8-byte bucket per 2^`scale_shift` pages, a power of two): the dentry
-/// cache's is shift 1, the inode cache's shift 2.
-pub(crate) fn hash_table_bytes(kernel_pages: u64, scale_shift: u32) -> u64 {
-    (kernel_pages.next_multiple_of(256) >> scale_shift).next_power_of_two() * 8
+/// A table `alloc_large_system_hash` sizes: buckets of `bucket` bytes, one
+/// per 2^`scale` bytes of the kernel's memory (`nr_kernel_pages` rounded up
+/// to a MiB) or a `fixed` count, a power of two within `[low, high]`
+/// (`high` 0: a sixteenth of memory), at least a page. An `early` one
+/// (`HASH_EARLY`) comes from memblock while the kernel boots.
+pub(crate) struct LargeHash {
+    bucket: u64,
+    scale: u32,
+    fixed: Option<u64>,
+    low: u64,
+    high: u64,
+    early: bool,
 }
+
+impl LargeHash {
+    pub(crate) const fn scaled(bucket: u64, scale: u32, low: u64, high: u64) -> Self {
+        LargeHash {
+            bucket,
+            scale,
+            fixed: None,
+            low,
+            high,
+            early: false,
+        }
+    }
+
+    pub(crate) const fn fixed(bucket: u64, entries: u64) -> Self {
+        LargeHash {
+            bucket,
+            scale: 0,
+            fixed: Some(entries),
+            low: entries,
+            high: entries,
+            early: false,
+        }
+    }
+
+    /// The same, at most `high` buckets.
+    pub(crate) const fn at_most(self, high: u64) -> Self {
+        LargeHash { high, ..self }
+    }
+
+    /// The same, from memblock at boot (`HASH_EARLY`).
+    const fn early(self) -> Self {
+        LargeHash {
+            early: true,
+            ..self
+        }
+    }
+
+    /// Bytes of the table for `kernel_pages`.
+    pub(crate) fn bytes(&self, kernel_pages: u64) -> u64 {
+        self.entries(kernel_pages) * self.bucket
+    }
+
+    /// The bucket count for `kernel_pages` (`nr_kernel_pages`, which is
+    /// `nr_all_pages` too on x86-64).
+    pub(crate) fn entries(&self, kernel_pages: u64) -> u64 {
+        let mut n = self.fixed.unwrap_or_else(|| {
+            let k = kernel_pages.next_multiple_of(256);
+            match self.scale {
+                s if s > 12 => k >> (s - 12),
+                s => k << (12 - s),
+            }
+        });
+        if n * self.bucket < 4096 {
+            n = 4096 / self.bucket;
+        }
+        n = n.next_power_of_two();
+        let max = match self.high {
+            0 => ((kernel_pages << 12) >> 4) / self.bucket,
+            h => h,
+        }
+        .min(0x8000_0000);
+        n = n.max(self.low).min(max);
+        1 << n.ilog2()
+    }
+
+    /// The boot-log line: vmalloc'ed with `hashdist` (where an early table
+    /// is allocated late too) or, unless early, beyond the buddy
+    /// allocator's largest order.
+    pub(crate) fn line(&self, name: &str, kernel_pages: u64, hashdist: bool) -> String {
+        let entries = self.entries(kernel_pages);
+        let size = self.bucket * entries;
+        let order = size.div_ceil(4096).next_power_of_two().ilog2();
+        let how = if hashdist || (!self.early && order > 10) {
+            "vmalloc"
+        } else {
+            "linear"
+        };
+        format!("{name} hash table entries: {entries} (order: {order}, {size} bytes, {how})")
+    }
+}
+
+/// The dentry and inode caches' hashes (`dcache_init_early`,
+/// `inode_init_early`: one bucket per 8 and 16 KiB).
+pub(crate) const DENTRY_HASH: LargeHash = LargeHash::scaled(8, 13, 0, 0).early();
+pub(crate) const INODE_HASH: LargeHash = LargeHash::scaled(8, 14, 0, 0).early();
 
 /// Pages of `struct page` a zone's memmap takes at boot (`calc_memmap_size`).
 pub(crate) fn calc_memmap_size(spanned: u64, present: u64) -> u64 {
@@ -474,7 +565,7 @@ fn boot_reservations(
     let hashes = if mem_nodes.len() > 1 {
         0
     } else {
-        hash_table_bytes(kernel_pages, 1) / 4096 + hash_table_bytes(kernel_pages, 2) / 4096
+        DENTRY_HASH.bytes(kernel_pages) / 4096 + INODE_HASH.bytes(kernel_pages) / 4096
     };
     // Beyond the first node and CPU: each CPU's per-cpu unit (a 1 GiB guest
     // with 4 CPUs reserves 3 × 62 pages more than with one), each node's

@@ -286,18 +286,13 @@ pub fn render(
     // more memory nodes (`hashdist`) from vmalloc once the allocators run.
     let kernel_pages = total;
     let hashdist = sys.nodes.values().filter(|n| n.has_memory).count() > 1;
-    let hashes: Vec<String> = [("Dentry cache", 1), ("Inode-cache", 2)]
-        .into_iter()
-        .map(|(name, shift)| {
-            let bytes = crate::boot::hash_table_bytes(kernel_pages, shift);
-            let entries = bytes / 8;
-            format!(
-                "{name} hash table entries: {entries} (order: {}, {bytes} bytes, {})",
-                (bytes / 4096).trailing_zeros(),
-                if hashdist { "vmalloc" } else { "linear" }
-            )
-        })
-        .collect();
+    let hashes: Vec<String> = [
+        ("Dentry cache", crate::boot::DENTRY_HASH),
+        ("Inode-cache", crate::boot::INODE_HASH),
+    ]
+    .into_iter()
+    .map(|(name, h)| h.line(name, kernel_pages, hashdist))
+    .collect();
     if !hashdist {
         l.extend(hashes.iter().cloned());
     }
@@ -320,6 +315,7 @@ pub fn render(
     if hashdist {
         l.extend(hashes);
     }
+    use crate::boot::LargeHash;
     let hash = |name: &str, h: LargeHash| h.line(name, kernel_pages, hashdist);
     for name in ["Mount-cache", "Mountpoint-cache"] {
         l.push(hash(name, LargeHash::scaled(8, 19, 0, 0)));
@@ -406,10 +402,7 @@ pub fn render(
     l.push(hash("TCP established", established));
     l.push(hash(
         "TCP bind",
-        LargeHash {
-            high: 64 * 1024,
-            ..LargeHash::fixed(32, ehash)
-        },
+        LargeHash::fixed(32, ehash).at_most(64 * 1024),
     ));
     l.push(hash("MPTCP token", LargeHash::scaled(24, 20, 0, 64 * 1024)));
     for name in ["UDP", "UDP-Lite"] {
@@ -747,7 +740,7 @@ fn early_layout(
     // them vmalloc'ed later (`hashdist`).
     if sys.nodes.values().filter(|n| n.has_memory).count() < 2 {
         let kernel_pages = crate::boot::nr_kernel_pages(sys.nodes.values(), memblock_pfns);
-        let inode_pages = crate::boot::hash_table_bytes(kernel_pages, 2).div_ceil(4096);
+        let inode_pages = crate::boot::INODE_HASH.bytes(kernel_pages).div_ceil(4096);
         m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
         m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
     }
@@ -921,77 +914,6 @@ fn pci_gap(spec: &MachineSpec) -> Option<(u64, u64)> {
         }
     }
     best
-}
-
-/// A table `alloc_large_system_hash` sizes after boot: buckets of `bucket`
-/// bytes, one per 2^`scale` bytes of the kernel's memory (or a `fixed`
-/// count), a power of two within `[low, high]` (`high` 0: a sixteenth of
-/// memory), at least a page.
-struct LargeHash {
-    bucket: u64,
-    scale: u32,
-    fixed: Option<u64>,
-    low: u64,
-    high: u64,
-}
-
-impl LargeHash {
-    const fn scaled(bucket: u64, scale: u32, low: u64, high: u64) -> Self {
-        LargeHash {
-            bucket,
-            scale,
-            fixed: None,
-            low,
-            high,
-        }
-    }
-
-    const fn fixed(bucket: u64, entries: u64) -> Self {
-        LargeHash {
-            bucket,
-            scale: 0,
-            fixed: Some(entries),
-            low: entries,
-            high: entries,
-        }
-    }
-
-    /// The bucket count for `kernel_pages` (`nr_kernel_pages`, which is
-    /// `nr_all_pages` too on x86-64).
-    fn entries(&self, kernel_pages: u64) -> u64 {
-        let mut n = self.fixed.unwrap_or_else(|| {
-            let k = kernel_pages.next_multiple_of(256);
-            match self.scale {
-                s if s > 12 => k >> (s - 12),
-                s => k << (12 - s),
-            }
-        });
-        if n * self.bucket < 4096 {
-            n = 4096 / self.bucket;
-        }
-        n = n.next_power_of_two();
-        let max = match self.high {
-            0 => ((kernel_pages << 12) >> 4) / self.bucket,
-            h => h,
-        }
-        .min(0x8000_0000);
-        n = n.max(self.low).min(max);
-        1 << n.ilog2()
-    }
-
-    /// The boot-log line: vmalloc'ed with `hashdist` or beyond the buddy
-    /// allocator's largest order.
-    fn line(&self, name: &str, kernel_pages: u64, hashdist: bool) -> String {
-        let entries = self.entries(kernel_pages);
-        let size = self.bucket * entries;
-        let order = size.div_ceil(4096).next_power_of_two().ilog2();
-        let how = if hashdist || order > 10 {
-            "vmalloc"
-        } else {
-            "linear"
-        };
-        format!("{name} hash table entries: {entries} (order: {order}, {size} bytes, {how})")
-    }
 }
 
 /// The image's resources (`Kernel code` ... `Kernel bss`), as the 6.1.0-56

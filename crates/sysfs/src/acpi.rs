@@ -59,12 +59,7 @@ pub(crate) fn list(sys: &System, rest: &[&str]) -> Option<Vec<(String, EntryKind
     if rest.last() == Some(&POWER_DIR) {
         return match resolve(devices, &rest[..rest.len() - 1])? {
             Node::Ancestor(_) => None,
-            Node::Container | Node::Device(_) => Some(
-                crate::tree::POWER_FILES
-                    .iter()
-                    .map(|&(n, m)| (n.to_string(), file(m)))
-                    .collect(),
-            ),
+            Node::Container | Node::Device(_) => Some(power_entries()),
         };
     }
     let mut v: Vec<(String, EntryKind)> = Vec::new();
@@ -72,22 +67,24 @@ pub(crate) fn list(sys: &System, rest: &[&str]) -> Option<Vec<(String, EntryKind
     // Depth of the directory below /sys/devices, for relative links.
     let depth = rest.len();
     match resolve(devices, rest)? {
-        Node::Ancestor(child) => v.push((child.to_string(), EntryKind::Dir)),
+        Node::Ancestor(child) => return Some(vec![(child.to_string(), EntryKind::Dir)]),
         Node::Container => {
             for slot in 0..devices.slots {
                 v.push((memory_device_name(slot), EntryKind::Dir));
             }
+            let container = MEMORY_CONTAINER_DIR[MEMORY_CONTAINER_DIR.len() - 1];
             v.push((
                 "physical_node".into(),
-                link(format!("{}system/container/PNP0A06:04", up(depth))),
+                link(format!("{}system/{CONTAINER_CLASS}/{container}", up(depth))),
             ));
         }
         Node::Device(slot) => {
             v.push(("eject".into(), file(0o200)));
-            let bound = sys.blocks.values().filter(|b| {
-                b.firmware_node.as_deref()
-                    == Some(memhp_model::qemu_acpi::memory_device_link(slot).as_str())
-            });
+            let firmware_node = memhp_model::qemu_acpi::memory_device_link(slot);
+            let bound = sys
+                .blocks
+                .values()
+                .filter(|b| b.firmware_node.as_deref() == Some(firmware_node.as_str()));
             for (i, b) in bound.enumerate() {
                 let name = match i {
                     0 => "physical_node".to_string(),
@@ -100,18 +97,24 @@ pub(crate) fn list(sys: &System, rest: &[&str]) -> Option<Vec<(String, EntryKind
             }
         }
     }
-    if !matches!(resolve(devices, rest)?, Node::Ancestor(_)) {
-        for f in ["hid", "modalias", "path", "status", "uid"] {
-            v.push((f.into(), file(0o444)));
-        }
-        v.push(("uevent".into(), file(0o644)));
-        v.push((POWER_DIR.into(), EntryKind::Dir));
-        v.push((
-            "subsystem".into(),
-            link(format!("{}../bus/acpi", up(depth))),
-        ));
+    for f in ["hid", "modalias", "path", "status", "uid"] {
+        v.push((f.into(), file(0o444)));
     }
+    v.push(("uevent".into(), file(0o644)));
+    v.push((POWER_DIR.into(), EntryKind::Dir));
+    v.push((
+        "subsystem".into(),
+        link(format!("{}../bus/acpi", up(depth))),
+    ));
     Some(v)
+}
+
+/// A device's `power/` directory.
+fn power_entries() -> Vec<(String, EntryKind)> {
+    crate::tree::POWER_FILES
+        .iter()
+        .map(|&(n, m)| (n.to_string(), file(m)))
+        .collect()
 }
 
 /// The content of file `name` of the directory `dir` (below
@@ -260,12 +263,9 @@ pub(crate) fn container_list(sys: &System, rest: &[&str]) -> Option<Vec<(String,
             ("waiting_for_supplier".into(), file(0o444)),
         ]),
         // The class directory's `power/` and the device's.
-        [p] | [_, p] if *p == POWER_DIR && (rest.len() == 1 || rest[0] == container) => Some(
-            crate::tree::POWER_FILES
-                .iter()
-                .map(|&(n, m)| (n.to_string(), file(m)))
-                .collect(),
-        ),
+        [p] | [_, p] if *p == POWER_DIR && (rest.len() == 1 || rest[0] == container) => {
+            Some(power_entries())
+        }
         _ => None,
     }
 }

@@ -107,33 +107,26 @@ fn vm_sysctl_store(
         }
         Kind::ULong if v < 0 => return Err(Errno::EINVAL),
         Kind::Int { min, max } if v < min || v > max => return Err(Errno::EINVAL),
-        _ => {
-            match name {
-                "percpu_pagelist_high_fraction"
-                    if v != 0 && v < MIN_PERCPU_PAGELIST_HIGH_FRACTION =>
-                {
-                    return Err(Errno::EINVAL)
-                }
-                // drop_caches reports who asked (until 4 is written).
-                "drop_caches" => shared.modify(|sys| {
-                    if sys.vm.int("drop_caches") & 4 == 0 {
-                        let task = cancel
-                            .current_task()
-                            .and_then(|t| t.resolve())
-                            .unwrap_or_default();
-                        sys.events
-                            .log(format!("{} ({}): drop_caches: {v}", task.comm, task.pid));
-                    }
-                }),
-                _ => {}
+        _ => match name {
+            "percpu_pagelist_high_fraction" if v != 0 && v < MIN_PERCPU_PAGELIST_HIGH_FRACTION => {
+                return Err(Errno::EINVAL)
             }
-            let v = match name {
-                // Remembered: the quiet bit sticks.
-                "drop_caches" => shared.read(|sys| sys.vm.int(name) & 4) | v,
-                _ => v,
-            };
-            shared.modify(|sys| sys.set_vm_sysctl(name, vec![v]));
-        }
+            // drop_caches reports who asked, until 4 (quiet) was written
+            // once: that bit sticks.
+            "drop_caches" => shared.modify(|sys| {
+                let quiet = sys.vm.int(name) & 4;
+                if quiet == 0 {
+                    let task = cancel
+                        .current_task()
+                        .and_then(|t| t.resolve())
+                        .unwrap_or_default();
+                    sys.events
+                        .log(format!("{} ({}): drop_caches: {v}", task.comm, task.pid));
+                }
+                sys.set_vm_sysctl(name, vec![quiet | v]);
+            }),
+            _ => shared.modify(|sys| sys.set_vm_sysctl(name, vec![v])),
+        },
     }
     Ok(consumed)
 }

@@ -174,6 +174,10 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         v.sort_by(|a, b| natural_cmp(&a.0, &b.0));
         return Some(v);
     }
+    // The buses served: memory and node, and those of the ACPI memory
+    // devices when the machine has DIMM slots.
+    let acpi_bus = |b: &str| sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(&b);
+    let bus_served = |b: &str| ["memory", "node"].contains(&b) || acpi_bus(b);
     let mut v: Vec<(String, EntryKind)> = Vec::new();
     let mut add = |n: &str, k: EntryKind| v.push((n.to_string(), k));
     match path {
@@ -347,22 +351,15 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             add("memory", DIR);
             add("node", DIR);
         }
-        ["sys", "bus", bus]
-            if ["memory", "node"].contains(bus)
-                || (sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(bus)) =>
-        {
+        ["sys", "bus", bus] if bus_served(bus) => {
             add("devices", DIR);
             add("drivers", DIR);
             add("drivers_autoprobe", file(0o644));
             add("drivers_probe", file(0o200));
             add("uevent", file(0o200));
         }
-        ["sys", "bus", "memory" | "node", "drivers"] => {}
-        ["sys", "bus", bus, "drivers"]
-            if sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(bus) => {}
-        ["sys", "bus", bus, "devices"]
-            if sys.acpi_memory.is_some() && crate::acpi::BUSES.contains(bus) =>
-        {
+        ["sys", "bus", bus, "drivers"] if bus_served(bus) => {}
+        ["sys", "bus", bus, "devices"] if acpi_bus(bus) => {
             for (n, k) in crate::acpi::bus_devices(sys, bus) {
                 add(&n, k);
             }
