@@ -21,24 +21,6 @@ const MAX_ORDER_NR_PAGES: u64 = 1024;
 pub(crate) const KERNEL_LOAD_PFN: u64 = (16 << 20) >> PAGE_SHIFT;
 /// x86 reserves the first 1 MiB for the BIOS and real mode.
 const LOW_RESERVED_PFN: u64 = 256;
-/// `pg_data_t` of 6.1 x86-64 (NODE_DATA(0) allocated [mem 0x3fe4e000-0x3fe78fff]).
-pub(crate) const NODE_DATA_PAGES: u64 = 43;
-/// What each CPU's per-cpu unit keeps on its node ("percpu: Embedded 62
-/// pages/cpu").
-const PERCPU_EMBEDDED_PAGES: u64 = 62;
-/// The first memory node's share of the sparse setup: the section root
-/// page, its usemap and two vmemmap page-table pages (`memblock=debug`).
-const FIRST_NODE_SPARSE_PAGES: u64 = 4;
-/// Reserved for the last memory node when there are several, besides its
-/// pgdat and memmap (its usemap page and one more; a 2-node recording:
-/// 2 × 512 MiB).
-const EXTRA_MEMORY_NODE_PAGES: u64 = 2;
-/// A memory node between the first and the last holds a usemap page of its
-/// own (`sparse_init_nid` allocates it on the node, below its pgdat), while
-/// the last node's usemap shares a page with the small allocations made for
-/// no node (`memblock=debug` with three memory nodes).
-const MIDDLE_MEMORY_NODE_PAGES: u64 = 1;
-
 /// Why a boot failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BootError {
@@ -135,7 +117,7 @@ pub(crate) fn node_ranges(spec: &MachineSpec, memblock: &[Range]) -> BTreeMap<u3
 /// RAM, less every node that holds memory the kernel reserved before NUMA
 /// set-up (x86 `numa_clear_kernel_node_hotplug`: the low 1 MiB and the
 /// kernel image, so the node they are in is never hot-removable).
-fn hotpluggable_memblock(
+pub(crate) fn hotpluggable_memblock(
     spec: &MachineSpec,
     nodes: &BTreeMap<u32, Vec<Range>>,
 ) -> Vec<(u32, Range)> {
@@ -314,31 +296,6 @@ fn reserve_fixed(free: &mut Vec<Range>, s: u64, e: u64) -> Vec<Range> {
     }
     *free = out;
     got
-}
-
-/// Pages of the memmap (`struct page`s, 64 bytes each) each node holds:
-/// one section's worth per section whose memory starts on it
-/// (`memory_present` marks a section for the first node that has memory
-/// in it, and `sparse_init_nid` allocates its memmap there; a section two
-/// nodes share is the lower one's).
-pub(crate) fn memmap_pages_by_node<'a>(
-    nodes: impl Iterator<Item = (u32, &'a [Range])>,
-) -> BTreeMap<u32, u64> {
-    let mut ranges: Vec<(Range, u32)> = nodes
-        .flat_map(|(nid, rs)| rs.iter().map(move |&r| (r, nid)))
-        .collect();
-    ranges.sort_unstable();
-    let mut owner: BTreeMap<u64, u32> = BTreeMap::new();
-    for ((s, e), nid) in ranges {
-        for section in (s / PAGES_PER_SECTION)..e.div_ceil(PAGES_PER_SECTION) {
-            owner.entry(section).or_insert(nid);
-        }
-    }
-    let mut pages = BTreeMap::new();
-    for nid in owner.into_values() {
-        *pages.entry(nid).or_insert(0) += PAGES_PER_SECTION * 64 / 4096;
-    }
-    pages
 }
 
 /// `pci_swiotlb_detect`: without an IOMMU the software IO TLB is set up
@@ -522,24 +479,17 @@ pub(crate) fn initrd_pfns(spec: &MachineSpec) -> Option<Range> {
 }
 
 /// Boot-time reservations that stay for good (spec: what makes `managed`
-/// lower than `present` at boot), as pfn ranges.
+/// lower than `present` at boot), as pfn ranges: the first MiB, what the
+/// image keeps, and the pages the boot's memblock allocations touch
+/// ([`crate::early_alloc`]), which are returned too.
 fn boot_reservations(
     spec: &MachineSpec,
     memblock: &[Range],
     nodes: &BTreeMap<u32, Vec<Range>>,
     kernel_pages: u64,
-    movable_node: bool,
-) -> Vec<Range> {
+) -> (Vec<Range>, crate::early_alloc::EarlyAllocs) {
     let a = spec.boot_alloc;
     let mut free: Vec<Range> = memblock.to_vec();
-    if movable_node {
-        // memblock allocations skip hotpluggable memory under movable_node
-        // (`memblock_find_in_range_node` with MEMBLOCK_HOTPLUG regions):
-        // a hotpluggable node's memmap lands on the next memory below it.
-        for (_, (s, e)) in hotpluggable_memblock(spec, nodes) {
-            reserve_fixed(&mut free, s, e);
-        }
-    }
     let mut reserved = Vec::new();
     reserved.extend(reserve_fixed(&mut free, 0, LOW_RESERVED_PFN));
     reserved.extend(reserve_fixed(
@@ -547,104 +497,42 @@ fn boot_reservations(
         KERNEL_LOAD_PFN,
         KERNEL_LOAD_PFN + a.kernel_image_pages,
     ));
-
-    // One page-table page is in the calibrated constant; the direct map
-    // may take more from memblock.
-    let page_tables = 1 + crate::direct_map::memblock_page_tables(
+    let page_tables = crate::direct_map::memblock_page_tables(
         memblock,
         (KERNEL_LOAD_PFN, KERNEL_LOAD_PFN + a.kernel_image_pages),
         &initrd_pfns(spec).into_iter().collect::<Vec<_>>(),
     );
-    let mem_nodes: Vec<(u32, &Vec<Range>)> = nodes
-        .iter()
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(&nid, r)| (nid, r))
-        .collect();
-    // `hashdist`: with two or more memory nodes the large system hashes
-    // (dentry, inode) are vmalloc'ed after boot and reserve nothing here.
-    let hashes = if mem_nodes.len() > 1 {
-        0
-    } else {
-        DENTRY_HASH.bytes(kernel_pages) / 4096 + INODE_HASH.bytes(kernel_pages) / 4096
-    };
-    // Beyond the first node and CPU: each CPU's per-cpu unit (a 1 GiB guest
-    // with 4 CPUs reserves 3 × 62 pages more than with one), each node's
-    // pgdat (NODE_DATA) less one page, whether the node is online at boot
-    // or not (oracle `numa-memoryless`: 2 nodes, 2 CPUs reserve 104 pages
-    // more than 1 node, 1 CPU; a node with neither CPU nor memory 42), the
-    // last of several memory nodes two pages, the ones between the first
-    // and the last their usemap page. The small
-    // per-node boot arrays (a 1 KiB cpumask per node with NR_CPUS=8192,
-    // ...) fill one page more from the third node on (recorded guests with
-    // three nodes: one page more on the last memory node).
-    let extra_node_pages: u64 = spec.nodes.len().saturating_sub(1) as u64 * (NODE_DATA_PAGES - 1)
-        + u64::from(spec.nodes.len() >= 3);
-    let extra_cpus = spec
-        .nodes
-        .iter()
-        .map(|n| n.cpus.len())
-        .sum::<usize>()
-        .saturating_sub(1) as u64;
-    let middle_mem_nodes = mem_nodes.len().saturating_sub(2) as u64;
-    let last_mem_node_pages = if mem_nodes.len() > 1 {
-        EXTRA_MEMORY_NODE_PAGES
-    } else {
-        0
-    };
-    let total = a.fixed_topdown_pages
-        + page_tables
-        + hashes
-        + extra_node_pages
-        + extra_cpus * PERCPU_EMBEDDED_PAGES
-        + last_mem_node_pages
-        + middle_mem_nodes * MIDDLE_MEMORY_NODE_PAGES;
-
-    // Node-local allocations land on their node, top-down from its end
-    // (oracle `memblock=debug`): the memmap, NODE_DATA and the per-cpu
-    // units of the node's CPUs; the first memory node also holds the
-    // sparse section root, its usemap and the vmemmap page tables. The
-    // rest is allocated for no node: top-down from the end of memory, so
-    // on the last memory node. A memoryless node's pgdat and CPUs count
-    // there too.
-    let local: Vec<u64> = mem_nodes
-        .iter()
-        .enumerate()
-        .map(|(i, (nid, _))| {
-            let cpus = spec
-                .nodes
-                .iter()
-                .find(|n| n.id == *nid)
-                .map_or(0, |n| n.cpus.len() as u64);
-            NODE_DATA_PAGES
-                + cpus * PERCPU_EMBEDDED_PAGES
-                + if i == 0 { FIRST_NODE_SPARSE_PAGES } else { 0 }
-                + if i > 0 && i + 1 < mem_nodes.len() {
-                    MIDDLE_MEMORY_NODE_PAGES
-                } else {
-                    0
-                }
-        })
-        .collect();
-    let global = total.saturating_sub(local.iter().sum());
-    let memmaps = memmap_pages_by_node(mem_nodes.iter().map(|(n, r)| (*n, r.as_slice())));
-    for (i, (nid, ranges)) in mem_nodes.iter().enumerate() {
-        let memmap = memmaps.get(nid).copied().unwrap_or(0);
-        let node_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-        let last = i + 1 == mem_nodes.len();
-        let n = memmap + local[i] + if last { global } else { 0 };
-        reserved.extend(alloc_top_down(&mut free, n, node_end));
+    let early = crate::early_alloc::x86_boot(
+        spec,
+        memblock,
+        nodes,
+        kernel_pages,
+        page_tables,
+        swiotlb_enabled(spec, memblock),
+    );
+    for &(s, e) in &early.reserved {
+        reserved.extend(reserve_fixed(&mut free, s, e));
     }
-    if swiotlb_enabled(spec, memblock) {
-        reserved.extend(alloc_top_down(&mut free, a.swiotlb_pages, MAX_DMA32_PFN));
+    // A machine file's further top-down reservations, on the last memory
+    // node.
+    if let Some(end) = nodes.values().flat_map(|r| r.iter().map(|r| r.1)).max() {
+        reserved.extend(alloc_top_down(&mut free, a.fixed_topdown_pages, end));
     }
     reserved.sort_unstable();
-    reserved
+    (reserved, early)
 }
 
 impl System {
     /// Boot a machine: everything Linux has set up by the time user space
     /// runs.
     pub fn boot(spec: &MachineSpec) -> Result<System, BootError> {
+        Self::boot_traced(spec).map(|(sys, _)| sys)
+    }
+
+    /// [`System::boot`], with the boot's memblock operations.
+    fn boot_traced(
+        spec: &MachineSpec,
+    ) -> Result<(System, Vec<crate::memblock::MemblockOp>), BootError> {
         spec.validate()?;
         let version = spec.version;
         let cmd = KernelCmdline::parse(&spec.cmdline, version);
@@ -731,8 +619,7 @@ impl System {
 
         // Reservations → managed pages per zone and reserved pages per block.
         let kernel_pages = nr_kernel_pages(nodes.values(), &memblock);
-        let reserved =
-            boot_reservations(spec, &memblock, &nodes_mem, kernel_pages, cmd.movable_node);
+        let (reserved, early) = boot_reservations(spec, &memblock, &nodes_mem, kernel_pages);
         for node in nodes.values_mut() {
             for i in 0..MAX_NR_ZONES {
                 let span = node.boot_zone_ranges[i];
@@ -862,7 +749,7 @@ impl System {
         if let Some(n) = sys.cmdline.hugepages {
             sys.set_max_huge_pages(None, n);
         }
-        sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved);
+        sys.bootlog = crate::bootlog::render(spec, &sys, &memblock, &zmp, &arch, &reserved, &early);
         sys.charge_runtime(spec.boot_alloc.runtime);
         sys.hardware_name = spec.hardware_name.clone();
         // init_user_reserve / init_admin_reserve (subsys_initcall): 1/32 of
@@ -891,8 +778,15 @@ impl System {
             .acpi
             .as_ref()
             .and_then(|a| crate::qemu_acpi::MemoryHotplugDevices::for_slots(a.mem_slots));
-        Ok(sys)
+        Ok((sys, early.trace))
     }
+}
+
+/// The memblock operations a machine's boot makes, in order (what the
+/// guest reports with `memblock=debug`, for the allocations after
+/// `init_mem_mapping`).
+pub fn memblock_trace(spec: &MachineSpec) -> Result<Vec<crate::memblock::MemblockOp>, BootError> {
+    System::boot_traced(spec).map(|(_, trace)| trace)
 }
 
 /// Exposed for tests and tools: the kernel's memblock view of a machine.
@@ -921,5 +815,90 @@ mod tests {
         assert_eq!(memory_block_size(256 * G, false), 0x80000000);
         assert_eq!(memory_block_size(32 * G, false), 0x8000000);
         assert_eq!(memory_block_size(514 * G + G / 2, true), 0x20000000);
+    }
+
+    /// Where the recorded `memblock=debug` boot of a 1 GiB, 1-CPU QEMU pc
+    /// guest (2540 KiB initramfs) put each allocation after
+    /// `init_mem_mapping`, as `(caller, first byte, size)`, and what it
+    /// freed.
+    #[test]
+    fn memblock_replay_matches_the_recorded_1g_boot() {
+        use crate::machine::QemuPc;
+        use crate::memblock::MemblockOp;
+        let mut q = QemuPc {
+            smp: 1,
+            initrd_bytes: 2_600_170,
+            ..QemuPc::default()
+        };
+        q.parse_mem_option("1G,slots=4,maxmem=4G").unwrap();
+        let cmdline =
+            "console=ttyS0 printk.time=0 loglevel=3 panic=-1 nokaslr rdinit=/init memblock=debug";
+        let spec = q.machine(cmdline, KernelVersion::V6_1).unwrap();
+        let got: Vec<(&str, u64, u64)> = memblock_trace(&spec)
+            .unwrap()
+            .into_iter()
+            .map(|op| match op {
+                MemblockOp::Alloc {
+                    caller, at, size, ..
+                } => (caller, at.unwrap(), size),
+                MemblockOp::Free { start, end, .. } => ("free", start, end - start),
+            })
+            .collect();
+        let want: &[(&str, u64, u64)] = &[
+            ("alloc_node_data", 0x3fd3a000, 0x2b000),
+            ("sparse_init", 0x3fd32000, 32768),
+            ("sparse_index_alloc", 0x3fd31000, 4096),
+            ("sparse_init_nid", 0x3fd30e40, 448),
+            ("sparse_init_nid", 0x3ec00000, 16 << 20),
+            ("vmemmap_alloc_block_zero", 0x3fd2f000, 4096),
+            ("vmemmap_alloc_block_zero", 0x3fd2e000, 4096),
+            ("acpi_parse_hpet", 0x3fd30dc0, 73),
+            ("io_apic_init_mappings", 0x3fd30d40, 75),
+            ("e820__reserve_resources", 0x3fd30b40, 512),
+            ("firmware_map_add_early", 0x3fd30ac0, 104),
+            ("firmware_map_add_early", 0x3fd30a40, 104),
+            ("firmware_map_add_early", 0x3fd309c0, 104),
+            ("firmware_map_add_early", 0x3fd30940, 104),
+            ("firmware_map_add_early", 0x3fd308c0, 104),
+            ("firmware_map_add_early", 0x3fd30840, 104),
+            ("firmware_map_add_early", 0x3fd307c0, 104),
+            ("register_nosave_region", 0x3fd30780, 32),
+            ("register_nosave_region", 0x3fd30740, 32),
+            ("start_kernel", 0x3fd306c0, 84),
+            ("start_kernel", 0x3fd30640, 84),
+            ("pcpu_build_alloc_info", 0x3fd2d000, 4096),
+            ("pcpu_embed_first_chunk", 0x3fd2c000, 4096),
+            ("pcpu_fc_alloc", 0x3ea00000, 2 << 20),
+            ("free", 0x3ea3e000, 0x1c2000),
+            ("pcpu_setup_first_chunk", 0x3fd30600, 8),
+            ("pcpu_setup_first_chunk", 0x3fd305c0, 8),
+            ("pcpu_setup_first_chunk", 0x3fd30580, 4),
+            ("pcpu_setup_first_chunk", 0x3fd30540, 8),
+            ("pcpu_setup_first_chunk", 0x3fd303c0, 368),
+            ("pcpu_alloc_first_chunk", 0x3fd30300, 144),
+            ("pcpu_alloc_first_chunk", 0x3fd30200, 256),
+            ("pcpu_alloc_first_chunk", 0x3fd300c0, 264),
+            ("pcpu_alloc_first_chunk", 0x3fd30080, 64),
+            ("pcpu_alloc_first_chunk", 0x3fd2bf40, 144),
+            ("pcpu_alloc_first_chunk", 0x3fd2bbc0, 896),
+            ("pcpu_alloc_first_chunk", 0x3fd2b800, 904),
+            ("pcpu_alloc_first_chunk", 0x3fd2b700, 224),
+            ("free", 0x3fd2d000, 4096),
+            ("free", 0x3fd2c000, 4096),
+            ("alloc_bootmem_cpumask_var", 0x3fd30040, 8),
+            ("alloc_bootmem_cpumask_var", 0x3fd30000, 8),
+            ("alloc_bootmem_cpumask_var", 0x3fd2dfc0, 8),
+            ("alloc_bootmem_cpumask_var", 0x3fd2df80, 8),
+            ("alloc_bootmem_cpumask_var", 0x3fd2df40, 8),
+            ("alloc_large_system_hash", 0x3fc2b700, 1 << 20),
+            ("alloc_large_system_hash", 0x3eb80000, 512 << 10),
+            ("spp_getpage", 0x3fd2c000, 4096),
+            ("spp_getpage", 0x3fc2a000, 4096),
+            ("spp_getpage", 0x3fc29000, 4096),
+            ("swiotlb_init_remap", 0x3aa00000, 64 << 20),
+            ("swiotlb_init_remap", 0x3eac0000, 786432),
+            ("swiotlb_init_remap", 0x3fd2df00, 16),
+        ];
+        assert_eq!(got, want);
     }
 }

@@ -25,6 +25,7 @@ pub fn render(
     zone_movable_pfn: &BTreeMap<u32, u64>,
     arch: &[(u64, u64); 3],
     reserved: &[(u64, u64)],
+    early: &crate::early_alloc::EarlyAllocs,
 ) -> Vec<String> {
     let mut l = Vec::new();
     l.push(sys.version.linux_banner());
@@ -129,9 +130,13 @@ pub fn render(
             mem(0, (sys.max_pfn << 12) - 1)
         ));
     }
-    let layout = early_layout(spec, sys, memblock).unwrap_or_default();
-    for &(nid, start) in &layout.node_data {
-        let size = crate::boot::NODE_DATA_PAGES;
+    let node_data = if spec.acpi.is_some() {
+        early.node_data.as_slice()
+    } else {
+        &[]
+    };
+    for &(nid, start) in node_data {
+        let size = crate::early_alloc::PGDAT_BYTES.div_ceil(4096);
         l.push(format!(
             "NODE_DATA({nid}) allocated {}",
             short_mem(start << 12, ((start + size) << 12) - 1)
@@ -417,7 +422,7 @@ pub fn render(
     }
     if crate::boot::swiotlb_enabled(spec, memblock) {
         l.push("PCI-DMA: Using software bounce buffering for IO (SWIOTLB)".into());
-        if let Some((start, end)) = layout.swiotlb {
+        if let Some((start, end)) = early.swiotlb.filter(|_| spec.acpi.is_some()) {
             l.push(format!(
                 "software IO TLB: mapped [mem {:#018x}-{:#018x}] ({}MB)",
                 start << 12,
@@ -529,91 +534,6 @@ pub(crate) fn acpi_base(spec: &MachineSpec) -> Option<u64> {
         .max()
 }
 
-/// Pages of one CPU's first per-cpu chunk in use (static, reserved and
-/// dynamic parts: "Embedded 61 pages/cpu"); the rest of its unit is freed.
-const PERCPU_UNIT_USED_PAGES: u64 = 61;
-/// `pcpu_embed_first_chunk`'s atom: 2 MiB.
-const PERCPU_ATOM_PAGES: u64 = 512;
-
-/// memblock's top-down allocator over free pfn ranges.
-struct TopDown {
-    free: Vec<(u64, u64)>,
-}
-
-impl TopDown {
-    fn reserve(&mut self, s: u64, e: u64) {
-        self.free = self
-            .free
-            .iter()
-            .flat_map(|&(a, b)| [(a, b.min(s)), (a.max(e), b)])
-            .filter(|(a, b)| a < b)
-            .collect();
-    }
-
-    /// Give `[s, e)` back (merged with free neighbours).
-    fn release(&mut self, s: u64, e: u64) {
-        self.free.push((s, e));
-        self.free.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for &(a, b) in &self.free {
-            match merged.last_mut() {
-                Some(last) if last.1 >= a => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        self.free = merged;
-    }
-
-    /// The highest `pages` pages aligned to `align` inside `[lo, hi)` and
-    /// inside one of `within` (all memory when empty).
-    fn alloc(
-        &mut self,
-        pages: u64,
-        align: u64,
-        lo: u64,
-        hi: u64,
-        within: &[(u64, u64)],
-    ) -> Option<u64> {
-        let mut ranges = self.free.clone();
-        ranges.sort_unstable_by(|a, b| b.cmp(a));
-        for (a, b) in ranges {
-            let (mut a, mut b) = (a.max(lo), b.min(hi));
-            if !within.is_empty() {
-                // Clip to the part of the range inside the node.
-                let Some(&(wa, wb)) = within.iter().find(|&&(wa, wb)| a < wb && wa < b) else {
-                    continue;
-                };
-                (a, b) = (a.max(wa), b.min(wb));
-            }
-            if b < a + pages {
-                continue;
-            }
-            let start = (b - pages) / align * align;
-            if start >= a {
-                self.reserve(start, start + pages);
-                return Some(start);
-            }
-        }
-        None
-    }
-}
-
-/// Where the early top-down memblock allocations of a QEMU pc guest land:
-/// each node's `pg_data_t` (NODE_DATA) and the 64 MiB of `swiotlb_init`
-/// (a `memblock_alloc_low`, top-down below 4 GiB), after what comes
-/// before them: the early page tables of memory above 4 GiB, the nodes'
-/// memmaps (2 MiB aligned), the per-cpu first chunk of each node's CPUs
-/// (2 MiB aligned, the unused part of each unit freed again), and the
-/// dentry and inode hash tables. The rule reproduces every recorded
-/// machine (1-4 GiB, 1-4 CPUs, one to three nodes).
-#[derive(Default)]
-struct EarlyLayout {
-    /// `(node, first pfn)` of each node with memory.
-    node_data: Vec<(u32, u64)>,
-    /// `[start, end)` pfns of the SWIOTLB, when it is set up.
-    swiotlb: Option<(u64, u64)>,
-}
-
 /// KiB of the image the kernel frees after the initcalls (the "Freeing
 /// unused ..." parts and the SMP alternatives).
 fn image_kib_freed_later() -> u64 {
@@ -649,106 +569,6 @@ fn held_until_after_mem_init(spec: &MachineSpec) -> Vec<(u64, u64)> {
         spec,
         image_kib_freed_later() / 4 + IMAGE_PAGES_HELD_AT_MEM_INIT,
     )
-}
-
-fn early_layout(
-    spec: &MachineSpec,
-    sys: &System,
-    memblock_pfns: &[(u64, u64)],
-) -> Option<EarlyLayout> {
-    spec.acpi.as_ref()?;
-    let mut m = TopDown {
-        free: memblock_pfns.to_vec(),
-    };
-    m.reserve(0, 256);
-    m.reserve(
-        crate::boot::KERNEL_LOAD_PFN,
-        crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages,
-    );
-    for (s, e) in held_until_after_mem_init(spec) {
-        m.reserve(s, e);
-    }
-    let top = memblock_pfns.iter().map(|r| r.1).max()?;
-    const PFN_4G: u64 = 1 << 20;
-    if top > PFN_4G {
-        m.alloc(3, 1, 0, u64::MAX, &[])?;
-    }
-    // Each node's memory: memblock cut at the SRAT ranges.
-    let mut by_node: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
-    for n in &spec.nodes {
-        for &(ns, ne) in &n.mem {
-            for &(s, e) in memblock_pfns {
-                let (a, b) = (s.max(ns >> 12), e.min(ne >> 12));
-                if a < b {
-                    by_node.entry(n.id).or_default().push((a, b));
-                }
-            }
-        }
-    }
-    let mut layout = EarlyLayout::default();
-    for (&nid, ranges) in &by_node {
-        let start = m.alloc(crate::boot::NODE_DATA_PAGES, 1, 0, u64::MAX, ranges)?;
-        layout.node_data.push((nid, start));
-    }
-    let memmaps =
-        crate::boot::memmap_pages_by_node(by_node.iter().map(|(n, r)| (*n, r.as_slice())));
-    for (nid, ranges) in &by_node {
-        let pages = memmaps.get(nid).copied().unwrap_or(0);
-        m.alloc(pages, PERCPU_ATOM_PAGES, 4096, u64::MAX, ranges)?;
-    }
-    // pcpu_build_alloc_info: units per atom, the largest count that wastes
-    // no more than a third of a unit per CPU, then the fewest allocations.
-    let groups: Vec<(u32, u64)> = spec
-        .nodes
-        .iter()
-        .filter(|n| !n.cpus.is_empty())
-        .map(|n| (n.id, n.cpus.len() as u64))
-        .collect();
-    let cpus: u64 = groups.iter().map(|g| g.1).sum();
-    let mut max_upa = PERCPU_ATOM_PAGES / PERCPU_UNIT_USED_PAGES;
-    while !PERCPU_ATOM_PAGES.is_multiple_of(max_upa) {
-        max_upa -= 1;
-    }
-    let mut best = 1;
-    let mut last_allocs = u64::MAX;
-    for upa in (1..=max_upa).rev().filter(|u| max_upa.is_multiple_of(*u)) {
-        let allocs: u64 = groups.iter().map(|g| g.1.div_ceil(upa)).sum();
-        let wasted: u64 = groups.iter().map(|g| g.1.div_ceil(upa) * upa - g.1).sum();
-        if wasted > cpus / 3 {
-            continue;
-        }
-        if allocs > last_allocs {
-            break;
-        }
-        (last_allocs, best) = (allocs, upa);
-    }
-    let unit = PERCPU_ATOM_PAGES / best;
-    for &(nid, n) in &groups {
-        let units = n.div_ceil(best) * best;
-        let within = by_node.get(&nid).cloned().unwrap_or_default();
-        let start = m
-            .alloc(units * unit, PERCPU_ATOM_PAGES, 0, u64::MAX, &within)
-            .or_else(|| m.alloc(units * unit, PERCPU_ATOM_PAGES, 0, u64::MAX, &[]))?;
-        // The unused part of each unit goes back.
-        for u in 0..units {
-            let us = start + u * unit;
-            let keep = if u < n { PERCPU_UNIT_USED_PAGES } else { 0 };
-            m.release(us + keep, us + unit);
-        }
-    }
-    // The dentry and inode hashes, unless two or more memory nodes have
-    // them vmalloc'ed later (`hashdist`).
-    if sys.nodes.values().filter(|n| n.has_memory).count() < 2 {
-        let kernel_pages = crate::boot::nr_kernel_pages(sys.nodes.values(), memblock_pfns);
-        let inode_pages = crate::boot::INODE_HASH.bytes(kernel_pages).div_ceil(4096);
-        m.alloc(2 * inode_pages, 1, 0, u64::MAX, &[])?;
-        m.alloc(inode_pages, 1, 0, u64::MAX, &[])?;
-    }
-    if crate::boot::swiotlb_enabled(spec, memblock_pfns) {
-        let pages = spec.boot_alloc.swiotlb_pages;
-        layout.swiotlb = m.alloc(pages, 1, 0, PFN_4G, &[]).map(|s| (s, s + pages));
-    }
-    Some(layout)
 }
 
 /// `defer_init()` at boot: in the zone that ends a node, struct pages are

@@ -86,7 +86,9 @@ pub struct VirtioBalloonSpec {
 pub struct BootAllocSpec {
     /// Kernel image and other fixed-size allocations placed from 16 MiB up.
     pub kernel_image_pages: u64,
-    /// Fixed-size top-down allocations (NODE_DATA, per-cpu areas, ...).
+    /// Top-down boot reservations beyond the simulated memblock sequence
+    /// (`crate::early_alloc`), on the last memory node (0 for the Debian
+    /// 6.1 guest).
     pub fixed_topdown_pages: u64,
     /// Software IO TLB below 4 GiB (0 for none).
     pub swiotlb_pages: u64,
@@ -164,7 +166,7 @@ impl Default for BootAllocSpec {
     fn default() -> Self {
         BootAllocSpec {
             kernel_image_pages: 11318,
-            fixed_topdown_pages: 313,
+            fixed_topdown_pages: 0,
             swiotlb_pages: 16384,
             // The oracle guest's show_mem in `offline-busy-slab` (taken in
             // its offline, when only the helper runs), minus what that
