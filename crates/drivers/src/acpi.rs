@@ -187,7 +187,8 @@ impl AcpiDimms {
         }
         let node = node.unwrap_or(0);
         let nodes = shared.read(|s| s.nodes.len() as u32);
-        if !shared.read(|s| s.nodes.contains_key(&node)) {
+        // QEMU's own node numbers (proximity domains).
+        if !shared.read(|s| s.nodes.contains_key(&s.node_of_pxm(node))) {
             return Err(DimmError::BadNode(node, nodes));
         }
         // pc_dimm_pre_plug: a free slot, then room for the device.
@@ -240,19 +241,21 @@ impl AcpiDimms {
             return;
         }
         let hp = shared.lock_hotplug();
-        let Ok((group, memmap)) = hp.with(|sys| {
-            let group = sys.register_static_group(dimm.node, dimm.size.div_ceil(4096))?;
+        let Ok((group, memmap, nid)) = hp.with(|sys| {
+            // The DIMM's _PXM is QEMU's node; the kernel's node may differ.
+            let nid = sys.node_of_pxm(dimm.node);
+            let group = sys.register_static_group(nid, dimm.size.div_ceil(4096))?;
             // 6.1 only passes MHP_MEMMAP_ON_MEMORY when the range qualifies.
             let memmap = match sys.version {
                 KernelVersion::V6_1 => sys.mhp_supports_memmap_on_memory(dimm.size),
                 KernelVersion::Mainline => true,
             };
-            Ok::<_, HotplugError>((group, memmap))
+            Ok::<_, HotplugError>((group, memmap, nid))
         }) else {
             return;
         };
         let req = AddRequest {
-            nid: dimm.node,
+            nid,
             start: dimm.addr,
             size: dimm.size,
             resource_name: "System RAM".into(),

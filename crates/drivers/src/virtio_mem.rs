@@ -65,11 +65,15 @@ pub struct VirtioMem {
     /// Hot-plugged (`device_add`) rather than on QEMU's command line: the
     /// kernel, not the firmware, assigned and enables it.
     pub hotplugged: bool,
+    /// The kernel's node for the device's `node` (a proximity domain:
+    /// VIRTIO_MEM_F_ACPI_PXM), set when the driver probes it.
+    pub nid: u32,
 }
 
 impl VirtioMem {
     /// A device not yet bound by the transport, nothing plugged.
     fn new(spec: VirtioMemSpec, index: u32, addr: u64, pci_slot: u32, hotplugged: bool) -> Self {
+        let spec_node = spec.node;
         VirtioMem {
             spec,
             index,
@@ -83,6 +87,7 @@ impl VirtioMem {
             pci_slot,
             bound: false,
             hotplugged,
+            nid: spec_node,
         }
     }
 
@@ -104,7 +109,7 @@ impl VirtioMem {
     /// unplugged sub-blocks stay `PageOffline`.
     fn add_request(&self, start: u64, size: u64, driver_offline_pages: u64) -> AddRequest {
         AddRequest {
-            nid: self.spec.node,
+            nid: self.nid,
             start,
             size,
             resource_name: "System RAM (virtio_mem)".into(),
@@ -528,7 +533,8 @@ impl VirtioMemDevices {
                     "device block size",
                     format!("{:#x}", d.spec.block_size),
                 );
-                log(sys, "nid", d.spec.node.to_string());
+                d.nid = sys.node_of_pxm(d.spec.node);
+                log(sys, "nid", d.nid.to_string());
                 log(sys, "memory block size", format!("{:#x}", sys.block_size));
                 let (mode, unit) = match mode {
                     Mode::Sbm { sb_size } => {
@@ -541,7 +547,7 @@ impl VirtioMemDevices {
                     }
                 };
                 d.mode = Some(mode);
-                d.group = sys.register_dynamic_group(d.spec.node, unit >> 12).ok();
+                d.group = sys.register_dynamic_group(d.nid, unit >> 12).ok();
                 let _ = sys
                     .iomem
                     .request(d.addr, d.addr + d.spec.region_size - 1, &name, None);

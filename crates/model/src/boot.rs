@@ -507,7 +507,7 @@ fn boot_reservations(
         memblock,
         nodes,
         kernel_pages,
-        page_tables,
+        &page_tables,
         swiotlb_enabled(spec, memblock),
     );
     for &(s, e) in &early.reserved {
@@ -743,6 +743,11 @@ impl System {
             freed_after_boot_watermarks: crate::bootlog::freed_after_boot_watermarks(spec),
         });
         sys.distances = spec.distances.clone();
+        sys.pxm_nodes = spec
+            .nodes
+            .iter()
+            .filter_map(|n| n.pxm.map(|p| (p, n.id)))
+            .collect();
         // hugetlb_init (a subsys initcall, before user space and the
         // initramfs): the pool `hugepages=` asks for, from the buddy
         // allocator, lowest free pageblocks first.
@@ -778,7 +783,7 @@ impl System {
             .acpi
             .as_ref()
             .and_then(|a| crate::qemu_acpi::MemoryHotplugDevices::for_slots(a.mem_slots));
-        Ok((sys, early.trace))
+        Ok((sys, early.trace.into_iter().map(|(_, op)| op).collect()))
     }
 }
 
@@ -834,15 +839,19 @@ mod tests {
         let cmdline =
             "console=ttyS0 printk.time=0 loglevel=3 panic=-1 nokaslr rdinit=/init memblock=debug";
         let spec = q.machine(cmdline, KernelVersion::V6_1).unwrap();
+        let name = |caller: &'static str| caller.split('+').next().unwrap_or(caller);
         let got: Vec<(&str, u64, u64)> = memblock_trace(&spec)
             .unwrap()
             .into_iter()
-            .map(|op| match op {
+            .filter_map(|op| match op {
                 MemblockOp::Alloc {
                     caller, at, size, ..
-                } => (caller, at.unwrap(), size),
-                MemblockOp::Free { start, end, .. } => ("free", start, end - start),
+                } => Some((name(caller), at.unwrap(), size)),
+                MemblockOp::Free { start, end, .. } => Some(("free", start, end - start)),
+                _ => None,
             })
+            // setup_arch's own probes before NUMA.
+            .skip_while(|op| op.0 != "alloc_node_data")
             .collect();
         let want: &[(&str, u64, u64)] = &[
             ("alloc_node_data", 0x3fd3a000, 0x2b000),
@@ -850,8 +859,8 @@ mod tests {
             ("sparse_index_alloc", 0x3fd31000, 4096),
             ("sparse_init_nid", 0x3fd30e40, 448),
             ("sparse_init_nid", 0x3ec00000, 16 << 20),
-            ("vmemmap_alloc_block_zero", 0x3fd2f000, 4096),
-            ("vmemmap_alloc_block_zero", 0x3fd2e000, 4096),
+            ("vmemmap_alloc_block_zero.constprop.0", 0x3fd2f000, 4096),
+            ("vmemmap_alloc_block_zero.constprop.0", 0x3fd2e000, 4096),
             ("acpi_parse_hpet", 0x3fd30dc0, 73),
             ("io_apic_init_mappings", 0x3fd30d40, 75),
             ("e820__reserve_resources", 0x3fd30b40, 512),

@@ -82,23 +82,31 @@ pub fn render(
             .any(|n| !n.mem.is_empty() || !n.hotplug.is_empty()),
     };
     if srat {
-        for n in &spec.nodes {
-            if !n.cpus.is_empty() {
-                for &c in &n.cpus {
-                    l.push(format!(
-                        "SRAT: PXM {} -> APIC {c:#04x} -> Node {}",
-                        n.id, n.id
-                    ));
-                }
-            }
+        // The SRAT's entries in table order: CPUs by APIC id, then each
+        // proximity domain's memory, the hotplug range last.
+        let pxm = |n: &crate::machine::NodeSpec| n.pxm.unwrap_or(n.id);
+        let mut cpus: Vec<(u32, &crate::machine::NodeSpec)> = spec
+            .nodes
+            .iter()
+            .flat_map(|n| n.cpus.iter().map(move |&c| (c, n)))
+            .collect();
+        cpus.sort_by_key(|c| c.0);
+        for (c, n) in cpus {
+            l.push(format!(
+                "SRAT: PXM {} -> APIC {c:#04x} -> Node {}",
+                pxm(n),
+                n.id
+            ));
         }
-        for n in &spec.nodes {
+        let mut domains: Vec<&crate::machine::NodeSpec> = spec.nodes.iter().collect();
+        domains.sort_by_key(|n| pxm(n));
+        for n in domains {
             for &(s, e) in &n.mem {
                 for (a, b) in srat_pieces(s, e) {
                     l.push(format!(
                         "ACPI: SRAT: Node {} PXM {} {}",
                         n.id,
-                        n.id,
+                        pxm(n),
                         short_mem(a, b - 1)
                     ));
                 }
@@ -107,7 +115,7 @@ pub fn render(
                 l.push(format!(
                     "ACPI: SRAT: Node {} PXM {} {} hotplug",
                     n.id,
-                    n.id,
+                    pxm(n),
                     short_mem(s, e - 1)
                 ));
             }
@@ -444,7 +452,83 @@ pub fn render(
         l.push(format!("{what}: {kib}K"));
     }
     l.push("x86/mm: Checked W+X mappings: passed, no W+X pages found.".into());
+    if sys.cmdline.memblock_debug {
+        insert_memblock_lines(&mut l, &early.trace);
+    }
     l
+}
+
+/// `memblock=debug`: each memblock operation's lines, at its place among
+/// the boot log's other lines (after the line its anchor names, or before
+/// it); an anchor whose line is missing puts its lines where the previous
+/// one's ended.
+fn insert_memblock_lines(
+    l: &mut Vec<String>,
+    trace: &[(crate::early_alloc::Anchor, crate::memblock::MemblockOp)],
+) {
+    use crate::early_alloc::Anchor;
+    let mut cursor = l
+        .iter()
+        .position(|x| x.starts_with("Command line:"))
+        .map_or(0, |i| i + 1);
+    let mut i = 0;
+    while i < trace.len() {
+        let anchor = trace[i].0;
+        let mut lines = Vec::new();
+        while i < trace.len() && trace[i].0 == anchor {
+            lines.extend(trace[i].1.debug_lines());
+            i += 1;
+        }
+        let find = |l: &[String], prefix: &str, nth: usize| {
+            l.iter()
+                .enumerate()
+                .skip(cursor)
+                .filter(|(_, x)| x.starts_with(prefix))
+                .nth(nth)
+                .map(|(j, _)| j)
+        };
+        let last = |l: &[String], prefix: &str| {
+            l.iter()
+                .enumerate()
+                .skip(cursor)
+                .rfind(|(_, x)| x.starts_with(prefix))
+                .map(|(j, _)| j + 1)
+        };
+        let at = match anchor {
+            Anchor::Setup => find(l, "found SMP MP-table", 0).map(|j| j + 1),
+            Anchor::AcpiTable(_) => find(l, "ACPI: Reserving ", 0).map(|j| j + 1),
+            Anchor::Slit => find(l, "NUMA: Initialized distance table", 0),
+            Anchor::NodeData(n) => find(l, &format!("NODE_DATA({n}) allocated"), 0),
+            Anchor::NumaDone => last(l, "NODE_DATA("),
+            Anchor::Sparse => find(l, "Zone ranges:", 0),
+            Anchor::Memoryless(n) => {
+                find(l, &format!("Initializing node {n} as memoryless"), 0).map(|j| j + 1)
+            }
+            Anchor::Hpet => find(l, "ACPI: HPET id:", 0).map(|j| j + 1),
+            Anchor::Smpboot => find(l, "smpboot: Allowing", 0).map(|j| j + 1),
+            Anchor::Nosave(_) => find(l, "PM: hibernation: Registered nosave memory", 0),
+            Anchor::CommandLine => find(l, "setup_percpu:", 0),
+            Anchor::PercpuEmbed => find(l, "setup_percpu:", 0).map(|j| j + 1),
+            Anchor::PercpuSetup => find(l, "percpu: Embedded", 0).map(|j| j + 1),
+            Anchor::PercpuChunks => last(l, "pcpu-alloc:"),
+            Anchor::Hash(0) => find(l, "Dentry cache hash table entries", 0),
+            Anchor::Hash(_) => find(l, "Inode-cache hash table entries", 0),
+            Anchor::Fixmap => find(l, "mem auto-init:", 0),
+            Anchor::Swiotlb => find(l, "Memory:", 0),
+        }
+        .unwrap_or(cursor);
+        let n = lines.len();
+        l.splice(at..at, lines);
+        // A "before" anchor's own line is passed over too: the next
+        // search starts after it (the next nosave region's line, say).
+        cursor = at + n;
+        if matches!(
+            anchor,
+            Anchor::Nosave(_) | Anchor::NodeData(_) | Anchor::Hash(_)
+        ) {
+            cursor += 1;
+        }
+    }
 }
 
 /// The first per-cpu chunk of the 6.1 image: static, reserved and dynamic

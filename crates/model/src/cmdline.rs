@@ -60,6 +60,9 @@ pub struct KernelCmdline {
     pub kernelcore: Option<CoreSpec>,
     pub movablecore: Option<CoreSpec>,
     pub movable_node: bool,
+    /// `memblock=debug`: memblock reports every operation.
+    #[serde(default)]
+    pub memblock_debug: bool,
     /// `mem=` limit in bytes.
     pub mem_limit: Option<u64>,
     /// Module parameters whose value their setter refused, as (value,
@@ -276,6 +279,7 @@ impl KernelCmdline {
                     }
                 }
                 ("movable_node", None) => c.movable_node = true,
+                ("memblock", Some(v)) => c.memblock_debug |= v.contains("debug"),
                 ("acpi_no_memhotplug", None) => c.acpi_no_memhotplug = true,
                 ("hugepagesz", Some(v)) => huge.hugepagesz(v, &mut c),
                 ("default_hugepagesz", Some(v)) => huge.default_hugepagesz(v, &mut c),

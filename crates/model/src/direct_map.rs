@@ -37,7 +37,12 @@ struct Mapper<'a> {
     pmd: BTreeSet<u64>,
     pte: BTreeSet<u64>,
     brk_left: u64,
-    from_memblock: u64,
+    /// `min_pfn_mapped` and `max_pfn_mapped`: where `alloc_low_pages`
+    /// looks for a page in memblock.
+    min_mapped: u64,
+    max_mapped: u64,
+    /// The `[from, max)` byte bounds of each page taken from memblock.
+    from_memblock: Vec<(u64, u64)>,
 }
 
 impl Mapper<'_> {
@@ -45,7 +50,8 @@ impl Mapper<'_> {
         if can_use_brk && self.brk_left > 0 {
             self.brk_left -= 1;
         } else {
-            self.from_memblock += 1;
+            self.from_memblock
+                .push((self.min_mapped << 12, self.max_mapped << 12));
         }
     }
 
@@ -62,6 +68,7 @@ impl Mapper<'_> {
         for (s, e) in regions {
             let can_use_brk = e <= self.image.0 || s >= self.image.1;
             self.map(s, e, can_use_brk);
+            self.max_mapped = self.max_mapped.max(e);
             mapped += e - s;
         }
         mapped
@@ -94,10 +101,15 @@ impl Mapper<'_> {
 
 /// The direct map's page-table pages taken from memblock at boot, for RAM
 /// `ram` (pfn ranges), the kernel image `image` and the other regions
-/// reserved by then (`reserved`: the first MiB, the initrd).
-pub(crate) fn memblock_page_tables(ram: &[Range], image: Range, reserved: &[Range]) -> u64 {
+/// reserved by then (`reserved`: the first MiB, the initrd): for each, the
+/// byte range `alloc_low_pages` asked memblock for it in.
+pub(crate) fn memblock_page_tables(
+    ram: &[Range],
+    image: Range,
+    reserved: &[Range],
+) -> Vec<(u64, u64)> {
     let Some(map_end) = ram.iter().map(|r| r.1).max() else {
-        return 0;
+        return Vec::new();
     };
     let mut m = Mapper {
         ram,
@@ -105,11 +117,14 @@ pub(crate) fn memblock_page_tables(ram: &[Range], image: Range, reserved: &[Rang
         pmd: BTreeSet::new(),
         pte: BTreeSet::new(),
         brk_left: BRK_PAGES,
-        from_memblock: 0,
+        min_mapped: 0,
+        max_mapped: 0,
+        from_memblock: Vec::new(),
     };
     // The ISA range: the PUD page, the first PMD and PTE pages.
     m.brk_left -= 1;
     m.map(0, ISA_END_PFN, true);
+    m.max_mapped = ISA_END_PFN;
     // The highest free 2 MiB-aligned block below the end of RAM.
     let busy = |b: u64| {
         let (s, e) = (b * PMD_PAGES, (b + 1) * PMD_PAGES);
@@ -127,6 +142,8 @@ pub(crate) fn memblock_page_tables(ram: &[Range], image: Range, reserved: &[Rang
         return m.from_memblock;
     };
     let real_end = (top_block + 1) * PMD_PAGES;
+    // memory_map_top_down starts over: nothing mapped above real_end yet.
+    (m.min_mapped, m.max_mapped) = (real_end, 0);
     let mut step = PMD_PAGES;
     let mut last_start = real_end;
     let mut mapped = 0;
@@ -138,6 +155,7 @@ pub(crate) fn memblock_page_tables(ram: &[Range], image: Range, reserved: &[Rang
         };
         mapped += m.map_range(start, last_start);
         last_start = start;
+        m.min_mapped = start;
         if mapped >= step {
             step *= STEP_GROWTH;
         }

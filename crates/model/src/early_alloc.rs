@@ -39,6 +39,12 @@ const SECTION_ROOTS_BYTES: u64 = 32768;
 const SECTIONS_PER_ROOT: u64 = 256;
 /// Each section's memmap, a PMD-mapped 2 MiB block (`section_map_size`).
 const SECTION_MAP_BYTES: u64 = PAGES_PER_SECTION * STRUCT_PAGE_SIZE;
+/// The brk area at the image's end (`reserve_brk`).
+const BRK_BYTES: u64 = 0x11000;
+/// The real-mode trampoline below 1 MiB.
+const REAL_MODE_BYTES: u64 = 28672;
+/// `init_mem_mapping` probes for the highest free 2 MiB.
+const PMD_BYTES: u64 = 2 << 20;
 /// `__pa(MAX_DMA_ADDRESS)`: the lower bound of the memmap and per-cpu
 /// allocations.
 const MAX_DMA_ADDRESS: u64 = 16 << 20;
@@ -58,13 +64,62 @@ const PCPU_ATOM_BYTES: u64 = 2 << 20;
 pub(crate) const PCPU_UNIT_USED_BYTES: u64 = 0x3e000;
 /// `pcpu_alloc_first_chunk` for the reserved and the dynamic chunk: the
 /// chunk, its alloc map, bound map and block metadata.
-const PCPU_FIRST_CHUNKS: [u64; 8] = [144, 256, 264, 64, 144, 896, 904, 224];
+const PCPU_FIRST_CHUNKS: [(u64, &str); 8] = [
+    (144, "pcpu_alloc_first_chunk+0x80/0x251"),
+    (256, "pcpu_alloc_first_chunk+0xf2/0x251"),
+    (264, "pcpu_alloc_first_chunk+0x11b/0x251"),
+    (64, "pcpu_alloc_first_chunk+0x141/0x251"),
+    (144, "pcpu_alloc_first_chunk+0x80/0x251"),
+    (896, "pcpu_alloc_first_chunk+0xf2/0x251"),
+    (904, "pcpu_alloc_first_chunk+0x11b/0x251"),
+    (224, "pcpu_alloc_first_chunk+0x141/0x251"),
+];
 /// Fixmap page tables (`spp_getpage`).
 const SPP_PAGES: u64 = 3;
 /// SWIOTLB bookkeeping: one slot per 2 KiB slab, one area per CPU
 /// rounded up to a power of two.
 const SWIOTLB_SLOT_BYTES: u64 = 24;
 const SWIOTLB_AREA_BYTES: u64 = 16;
+
+/// Where a memblock operation's `memblock=debug` lines stand in the boot
+/// log, relative to the lines the boot log already has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anchor {
+    /// After "found SMP MP-table" (setup_arch up to the initrd).
+    Setup,
+    /// After the `n`th "ACPI: Reserving ... table memory" line.
+    AcpiTable(usize),
+    /// Before "NUMA: Initialized distance table".
+    Slit,
+    /// Before "NODE_DATA(n) allocated".
+    NodeData(u32),
+    /// After the last NODE_DATA line.
+    NumaDone,
+    /// Before "Zone ranges:".
+    Sparse,
+    /// After "Initializing node n as memoryless".
+    Memoryless(u32),
+    /// After "ACPI: HPET id:".
+    Hpet,
+    /// After "smpboot: Allowing".
+    Smpboot,
+    /// Before the `n`th "PM: hibernation: Registered nosave memory".
+    Nosave(usize),
+    /// Before "setup_percpu:".
+    CommandLine,
+    /// After "setup_percpu:".
+    PercpuEmbed,
+    /// After "percpu: Embedded".
+    PercpuSetup,
+    /// After the last "pcpu-alloc:" line.
+    PercpuChunks,
+    /// Before the dentry (0) or inode (1) hash line.
+    Hash(usize),
+    /// Before "mem auto-init:".
+    Fixmap,
+    /// Before "Memory:".
+    Swiotlb,
+}
 
 /// The early allocations of one boot.
 #[derive(Clone, Debug, Default)]
@@ -75,7 +130,13 @@ pub(crate) struct EarlyAllocs {
     pub node_data: Vec<(u32, u64)>,
     /// `[start, end)` pfns of the SWIOTLB, when there is one.
     pub swiotlb: Option<Range>,
-    pub trace: Vec<MemblockOp>,
+    /// Every memblock operation from `memblock=debug`'s start, placed.
+    pub trace: Vec<(Anchor, MemblockOp)>,
+}
+
+/// Collects the operations made since the last call under `anchor`.
+fn mark(m: &mut Memblock, trace: &mut Vec<(Anchor, MemblockOp)>, anchor: Anchor) {
+    trace.extend(m.take_trace().into_iter().map(|op| (anchor, op)));
 }
 
 /// The kernel's e820 table after its edits: the first page reserved,
@@ -166,69 +227,152 @@ fn pcpu_slot_bytes(unit: u64) -> u64 {
     (fls.saturating_sub(5) + 2).max(1) * 16 + 4 * 16
 }
 
-/// Replays the boot's memblock allocations.
+/// The NUMA blocks `numa_register_memblks` gives nodes (SRAT ranges cut
+/// at the end of RAM, each node's merged into one), or one block over all
+/// RAM without an SRAT (`dummy_numa_init`).
+fn numa_blocks(
+    spec: &MachineSpec,
+    nodes: &BTreeMap<u32, Vec<Range>>,
+    ram_end: u64,
+) -> Vec<(u64, u64, u32)> {
+    let mut out = Vec::new();
+    for n in &spec.nodes {
+        let pieces: Vec<Range> = n
+            .mem
+            .iter()
+            .flat_map(|&(s, e)| crate::qemu_acpi::srat_pieces(s, e))
+            .map(|(a, b)| (a, b.min(ram_end)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        if let (Some(first), Some(last)) = (pieces.first(), pieces.last()) {
+            out.push((first.0, last.1, n.id));
+        }
+    }
+    if out.is_empty() {
+        // No firmware ranges: the nodes' memory as memblock has it.
+        for (&nid, rs) in nodes {
+            if let (Some(first), Some(last)) = (rs.first(), rs.last()) {
+                out.push((first.0 << PAGE_SHIFT, last.1 << PAGE_SHIFT, nid));
+            }
+        }
+    }
+    out
+}
+
+/// Replays the boot's memblock operations.
 ///
 /// `memblock`: memblock.memory as pfn ranges; `nodes`: those ranges per
 /// node; `kernel_pages`: `nr_kernel_pages` (sizes the hashes);
-/// `page_tables`: direct-map page-table pages taken from memblock.
+/// `page_tables`: the `[from, max)` of each direct-map page-table page
+/// taken from memblock.
 pub(crate) fn x86_boot(
     spec: &MachineSpec,
     memblock: &[Range],
     nodes: &BTreeMap<u32, Vec<Range>>,
     kernel_pages: u64,
-    page_tables: u64,
+    page_tables: &[(u64, u64)],
     swiotlb: bool,
 ) -> EarlyAllocs {
     let cmd = KernelCmdline::parse(&spec.cmdline, spec.version);
-    let mut regions: Vec<(u64, u64, u32)> = nodes
-        .iter()
-        .flat_map(|(&nid, rs)| {
-            rs.iter()
-                .map(move |&(s, e)| (s << PAGE_SHIFT, e << PAGE_SHIFT, nid))
-        })
-        .collect();
-    regions.sort_unstable();
-    let hotplug: Vec<Range> = hotpluggable_memblock(spec, nodes)
-        .into_iter()
-        .map(|(_, (s, e))| (s << PAGE_SHIFT, e << PAGE_SHIFT))
-        .collect();
-    let mut m = Memblock::new(&regions, &hotplug, cmd.movable_node);
+    let mut m = Memblock::new(cmd.movable_node);
+    let mut trace = Vec::new();
 
-    // Reserved before the first allocation: the first MiB, the image and
-    // the initrd.
-    m.reserve(0, 1 << 20);
+    // Reserved before `memblock=debug` is parsed: the first 64 KiB, the
+    // BIOS area from the EBDA up, the image, the initrd.
+    m.reserve_early(0, 0x10000);
+    m.reserve_early(0x9f000, 1 << 20);
     let kernel_start = KERNEL_LOAD_PFN << PAGE_SHIFT;
-    let kernel_bytes = KERNEL_RESERVED_BYTES.max(spec.boot_alloc.kernel_image_pages << PAGE_SHIFT);
-    m.reserve(kernel_start, kernel_start + kernel_bytes);
+    let kernel_end =
+        kernel_start + KERNEL_RESERVED_BYTES.max(spec.boot_alloc.kernel_image_pages << PAGE_SHIFT);
+    m.reserve_early(kernel_start, kernel_end - BRK_BYTES);
     let initrd = initrd_pfns(spec);
     if let Some((s, e)) = initrd {
-        m.reserve(s << PAGE_SHIFT, e << PAGE_SHIFT);
+        m.reserve_early(s << PAGE_SHIFT, e << PAGE_SHIFT);
     }
+    if spec.acpi.is_some() {
+        // smp_scan_config: SeaBIOS's MP floating pointer and table.
+        m.reserve(0xf5ba0, 0xf5bb0, "smp_scan_config+0xa7/0xff");
+        m.reserve(0xf5bb0, 0xf5c78, "smp_scan_config+0xbe/0xff");
+    }
+    m.reserve(kernel_end - BRK_BYTES, kernel_end, "setup_arch+0x797/0xd4f");
+    let table = kernel_e820(spec, cmd.mem_limit);
+    for &(s, e, ram) in &table {
+        if ram {
+            m.add(s, e);
+        }
+    }
+    m.trim_memory();
+    m.dump();
 
-    // init_mem_mapping: page tables the brk area cannot hold; with
-    // `movable_node` memory is mapped bottom-up from the image.
+    // reserve_real_mode, the first MiB, init_mem_mapping (bottom-up from
+    // the image under `movable_node`, else after probing the top 2 MiB).
+    let ram_end = memblock.iter().map(|r| r.1).max().unwrap_or(0) << PAGE_SHIFT;
     m.set_bottom_up(cmd.movable_node);
-    for _ in 0..page_tables {
-        let r = Request::any(PAGE_SIZE, PAGE_SIZE, "alloc_low_pages").via(AllocApi::PhysRange);
-        m.alloc(if cmd.movable_node {
-            r.within(kernel_start + kernel_bytes, 0)
-        } else {
-            r
-        });
+    m.alloc(
+        Request::any(REAL_MODE_BYTES, PAGE_SIZE, "reserve_real_mode+0x50/0x89")
+            .within(0, 1 << 20)
+            .via(AllocApi::PhysRange),
+    );
+    m.reserve(0, 1 << 20, "setup_arch+0x7e0/0xd4f");
+    if !cmd.movable_node {
+        let probe = Request::any(PMD_BYTES, PMD_BYTES, "init_mem_mapping+0x1ee/0x31f")
+            .within(1 << 20, ram_end)
+            .via(AllocApi::PhysRange);
+        if let Some(at) = m.alloc(probe) {
+            m.free(at, at + PMD_BYTES, "init_mem_mapping+0x22e/0x31f");
+        }
+    }
+    for &(from, max) in page_tables {
+        m.alloc(
+            Request::any(PAGE_SIZE, PAGE_SIZE, "alloc_low_pages+0x137/0x160")
+                .within(from, max)
+                .via(AllocApi::PhysRange),
+        );
     }
     m.set_bottom_up(false);
+    mark(&mut m, &mut trace, Anchor::Setup);
+
+    // acpi_reserve_initial_tables, in the boot log's order.
+    if let (Some(acpi), Some(base)) = (&spec.acpi, crate::bootlog::acpi_base(spec)) {
+        let tables = acpi.tables(base);
+        let order = [
+            "FACP", "DSDT", "FACS", "APIC", "HPET", "SRAT", "SLIT", "WAET",
+        ];
+        let listed = order
+            .iter()
+            .filter_map(|sig| tables.iter().find(|t| t.sig == *sig));
+        for (i, t) in listed.enumerate() {
+            m.reserve(
+                t.addr,
+                t.addr + t.len,
+                "acpi_reserve_initial_tables+0x51/0x61",
+            );
+            mark(&mut m, &mut trace, Anchor::AcpiTable(i));
+        }
+    }
 
     // The SLIT's distance table (numa_alloc_distance): a byte per pair.
     let nr_node_ids = spec.nodes.iter().map(|n| n.id + 1).max().unwrap_or(1);
     if spec.acpi.as_ref().is_some_and(|a| a.slit_nodes > 0) {
         let n = u64::from(nr_node_ids);
-        m.alloc(Request::any(n * n, PAGE_SIZE, "numa_alloc_distance").via(AllocApi::PhysRange));
+        m.alloc(
+            Request::any(n * n, PAGE_SIZE, "numa_alloc_distance+0x9f/0x13b")
+                .within(0, ram_end)
+                .via(AllocApi::PhysRange),
+        );
+        mark(&mut m, &mut trace, Anchor::Slit);
     }
 
-    // NODE_DATA of each node with memory.
+    // numa_register_memblks: memory and what is reserved by now get their
+    // nodes; the SRAT's hotplug flags stay where `movable_node` needs them.
+    for (s, e, nid) in numa_blocks(spec, nodes, ram_end) {
+        m.set_node(s, e, nid);
+    }
+    for (_, (s, e)) in hotpluggable_memblock(spec, nodes) {
+        m.mark_hotplug(s << PAGE_SHIFT, e << PAGE_SHIFT);
+    }
     let mut node_data = Vec::new();
-    for (&nid, rs) in nodes.iter().filter(|(_, rs)| !rs.is_empty()) {
-        let _ = rs;
+    for (&nid, _) in nodes.iter().filter(|(_, rs)| !rs.is_empty()) {
         let size = PGDAT_BYTES.next_multiple_of(PAGE_SIZE);
         let r = Request::any(size, SMP_CACHE_BYTES, "alloc_node_data")
             .on(Some(nid))
@@ -236,14 +380,34 @@ pub(crate) fn x86_boot(
         if let Some(at) = m.alloc(r) {
             node_data.push((nid, at >> PAGE_SHIFT));
         }
+        mark(&mut m, &mut trace, Anchor::NodeData(nid));
     }
+    m.dump();
+    mark(&mut m, &mut trace, Anchor::NumaDone);
 
+    let regions: Vec<(u64, u64, u32)> = {
+        let mut r: Vec<(u64, u64, u32)> = nodes
+            .iter()
+            .flat_map(|(&nid, rs)| {
+                rs.iter()
+                    .map(move |&(s, e)| (s << PAGE_SHIFT, e << PAGE_SHIFT, nid))
+            })
+            .collect();
+        r.sort_unstable();
+        r
+    };
     sparse_init(&mut m, &regions, &node_data);
+    mark(&mut m, &mut trace, Anchor::Sparse);
 
     // free_area_init: a pg_data_t for every node without memory.
     for n in &spec.nodes {
         if nodes.get(&n.id).is_none_or(|rs| rs.is_empty()) {
-            m.alloc(Request::any(PGDAT_BYTES, SMP_CACHE_BYTES, "free_area_init"));
+            m.alloc(Request::any(
+                PGDAT_BYTES,
+                SMP_CACHE_BYTES,
+                "free_area_init+0x942/0xbdf",
+            ));
+            mark(&mut m, &mut trace, Anchor::Memoryless(n.id));
         }
     }
 
@@ -252,46 +416,49 @@ pub(crate) fn x86_boot(
         m.alloc(Request::any(
             HPET_RESOURCE_BYTES,
             SMP_CACHE_BYTES,
-            "acpi_parse_hpet",
+            "acpi_parse_hpet+0xc3/0x132",
         ));
+        mark(&mut m, &mut trace, Anchor::Hpet);
     }
     m.alloc(Request::any(
         IOAPIC_RESOURCE_BYTES,
         SMP_CACHE_BYTES,
-        "io_apic_init_mappings",
+        "io_apic_init_mappings+0x37/0x1d9",
     ));
-    let table = kernel_e820(spec, cmd.mem_limit);
     m.alloc(Request::any(
         RESOURCE_BYTES * table.len() as u64,
         SMP_CACHE_BYTES,
-        "e820__reserve_resources",
+        "e820__reserve_resources+0x2a/0x1b0",
     ));
     for _ in &spec.e820 {
         m.alloc(Request::any(
             FIRMWARE_MAP_ENTRY_BYTES,
             SMP_CACHE_BYTES,
-            "firmware_map_add_early",
+            "firmware_map_add_early+0x29/0x53",
         ));
     }
-    let max_pfn = memblock.iter().map(|r| r.1).max().unwrap_or(0);
-    for _ in 0..nosave_regions(&table, max_pfn) {
+    mark(&mut m, &mut trace, Anchor::Smpboot);
+    let max_pfn = ram_end >> PAGE_SHIFT;
+    for i in 0..nosave_regions(&table, max_pfn) {
         m.alloc(Request::any(
             NOSAVE_REGION_BYTES,
             SMP_CACHE_BYTES,
-            "register_nosave_region",
+            "register_nosave_region+0x53/0xd5",
         ));
+        mark(&mut m, &mut trace, Anchor::Nosave(i as usize));
     }
 
     // setup_command_line: saved_command_line and static_command_line.
-    for _ in 0..2 {
+    for caller in ["start_kernel+0x14f/0x70f", "start_kernel+0x17c/0x70f"] {
         m.alloc(Request::any(
             spec.cmdline.len() as u64 + 1,
             SMP_CACHE_BYTES,
-            "start_kernel",
+            caller,
         ));
     }
+    mark(&mut m, &mut trace, Anchor::CommandLine);
 
-    let nr_cpu_ids = percpu_first_chunk(&mut m, spec);
+    let nr_cpu_ids = percpu_first_chunk(&mut m, &mut trace, spec);
 
     // setup_node_to_cpumask_map and setup_cpu_local_masks.
     let cpumask = nr_cpu_ids.div_ceil(64).max(1) * 8;
@@ -299,54 +466,57 @@ pub(crate) fn x86_boot(
         m.alloc(Request::any(
             cpumask,
             SMP_CACHE_BYTES,
-            "alloc_bootmem_cpumask_var",
+            "alloc_bootmem_cpumask_var+0x28/0x5b",
         ));
     }
+    mark(&mut m, &mut trace, Anchor::PercpuChunks);
 
     // vfs_caches_init_early: unless `hashdist` (two memory nodes or more)
     // has them vmalloc'ed later.
     if nodes.values().filter(|rs| !rs.is_empty()).count() < 2 {
-        for hash in [DENTRY_HASH, INODE_HASH] {
+        for (i, hash) in [DENTRY_HASH, INODE_HASH].into_iter().enumerate() {
             m.alloc(Request::any(
                 hash.bytes(kernel_pages),
                 SMP_CACHE_BYTES,
-                "alloc_large_system_hash",
+                "alloc_large_system_hash+0x15a/0x27c",
             ));
+            mark(&mut m, &mut trace, Anchor::Hash(i));
         }
     }
     for _ in 0..SPP_PAGES {
-        m.alloc(Request::any(PAGE_SIZE, PAGE_SIZE, "spp_getpage"));
+        m.alloc(Request::any(PAGE_SIZE, PAGE_SIZE, "spp_getpage+0x4e/0x97"));
     }
+    mark(&mut m, &mut trace, Anchor::Fixmap);
 
     // swiotlb_init: the buffer below 4 GiB, its slots, its areas.
     let mut swiotlb_range = None;
     if swiotlb {
         let bytes = spec.boot_alloc.swiotlb_pages << PAGE_SHIFT;
-        let r = Request::any(bytes, PAGE_SIZE, "swiotlb_init_remap").within(0, 0xffff_ffff);
+        let r =
+            Request::any(bytes, PAGE_SIZE, "swiotlb_init_remap+0x8a/0x22d").within(0, 0xffff_ffff);
         if let Some(at) = m.alloc(r) {
             swiotlb_range = Some((at >> PAGE_SHIFT, (at + bytes) >> PAGE_SHIFT));
             m.alloc(Request::any(
                 (bytes >> 11) * SWIOTLB_SLOT_BYTES,
                 PAGE_SIZE,
-                "swiotlb_init_remap",
+                "swiotlb_init_remap+0x152/0x22d",
             ));
             m.alloc(Request::any(
                 nr_cpu_ids.next_power_of_two() * SWIOTLB_AREA_BYTES,
                 SMP_CACHE_BYTES,
-                "swiotlb_init_remap",
+                "swiotlb_init_remap+0x1a8/0x22d",
             ));
         }
+        mark(&mut m, &mut trace, Anchor::Swiotlb);
     }
 
-    // What stays: every page the allocations touch (not the first MiB,
-    // the image or the initrd, which boot.rs accounts for itself).
+    // What stays: every page the allocations touch inside memory (not the
+    // first MiB, the image or the initrd, which boot.rs accounts for
+    // itself).
     let mut reserved = Vec::new();
     let skip: Vec<Range> = [
         Some((0, 256)),
-        Some((
-            KERNEL_LOAD_PFN,
-            KERNEL_LOAD_PFN + kernel_bytes.div_ceil(PAGE_SIZE),
-        )),
+        Some((KERNEL_LOAD_PFN, kernel_end.div_ceil(PAGE_SIZE))),
         initrd,
     ]
     .into_iter()
@@ -367,7 +537,7 @@ pub(crate) fn x86_boot(
         reserved,
         node_data,
         swiotlb: swiotlb_range,
-        trace: m.into_trace(),
+        trace,
     }
 }
 
@@ -381,7 +551,7 @@ fn sparse_init(m: &mut Memblock, regions: &[(u64, u64, u32)], node_data: &[(u32,
     m.alloc(Request::any(
         SECTION_ROOTS_BYTES,
         SMP_CACHE_BYTES,
-        "sparse_init",
+        "sparse_init+0x9f/0x23c",
     ));
     let mut section_nid: BTreeMap<u64, u32> = BTreeMap::new();
     let mut roots = BTreeSet::new();
@@ -389,7 +559,8 @@ fn sparse_init(m: &mut Memblock, regions: &[(u64, u64, u32)], node_data: &[(u32,
         for section in s / SECTION_SIZE..e.div_ceil(SECTION_SIZE) {
             if roots.insert(section / SECTIONS_PER_ROOT) {
                 m.alloc(
-                    Request::any(PAGE_SIZE, SMP_CACHE_BYTES, "sparse_index_alloc").on(Some(nid)),
+                    Request::any(PAGE_SIZE, SMP_CACHE_BYTES, "sparse_index_alloc+0x40/0x65")
+                        .on(Some(nid)),
                 );
             }
             section_nid.entry(section).or_insert(nid);
@@ -409,8 +580,12 @@ fn sparse_init(m: &mut Memblock, regions: &[(u64, u64, u32)], node_data: &[(u32,
             .iter()
             .find(|d| d.0 == nid)
             .map_or(0, |d| (d.1 << PAGE_SHIFT) / SECTION_SIZE * SECTION_SIZE);
-        let usemap =
-            Request::any(USEMAP_BYTES * count, SMP_CACHE_BYTES, "sparse_init_nid").on(Some(nid));
+        let usemap = Request::any(
+            USEMAP_BYTES * count,
+            SMP_CACHE_BYTES,
+            "sparse_init_nid+0x8d/0x34d",
+        )
+        .on(Some(nid));
         if m.alloc(usemap.within(goal, goal + SECTION_SIZE)).is_none() {
             m.alloc(usemap.within(goal, 0));
         }
@@ -418,7 +593,7 @@ fn sparse_init(m: &mut Memblock, regions: &[(u64, u64, u32)], node_data: &[(u32,
             Request::any(
                 SECTION_MAP_BYTES * count,
                 SECTION_MAP_BYTES,
-                "sparse_init_nid",
+                "sparse_init_nid+0x11f/0x34d",
             )
             .on(Some(nid))
             .within(MAX_DMA_ADDRESS, 0)
@@ -430,10 +605,14 @@ fn sparse_init(m: &mut Memblock, regions: &[(u64, u64, u32)], node_data: &[(u32,
             for key in [(0, vaddr >> 39), (1, vaddr >> 30)] {
                 if page_tables.insert(key) {
                     m.alloc(
-                        Request::any(PAGE_SIZE, PAGE_SIZE, "vmemmap_alloc_block_zero")
-                            .on(Some(nid))
-                            .within(MAX_DMA_ADDRESS, 0)
-                            .via(AllocApi::TryNidRaw),
+                        Request::any(
+                            PAGE_SIZE,
+                            PAGE_SIZE,
+                            "vmemmap_alloc_block_zero.constprop.0+0xc/0x28",
+                        )
+                        .on(Some(nid))
+                        .within(MAX_DMA_ADDRESS, 0)
+                        .via(AllocApi::TryNidRaw),
                     );
                 }
             }
@@ -453,7 +632,11 @@ fn sparse_init(m: &mut Memblock, regions: &[(u64, u64, u32)], node_data: &[(u32,
 /// CPUs (in CPU order), each group's units in one allocation on its node,
 /// the unused part of every unit freed; then the chunk's bookkeeping.
 /// Returns `nr_cpu_ids`.
-fn percpu_first_chunk(m: &mut Memblock, spec: &MachineSpec) -> u64 {
+fn percpu_first_chunk(
+    m: &mut Memblock,
+    trace: &mut Vec<(Anchor, MemblockOp)>,
+    spec: &MachineSpec,
+) -> u64 {
     let mut groups: Vec<(u32, u64, u32)> = spec
         .nodes
         .iter()
@@ -477,18 +660,22 @@ fn percpu_first_chunk(m: &mut Memblock, spec: &MachineSpec) -> u64 {
     let nr_units: u64 = groups.iter().map(|g| g.1.div_ceil(upa) * upa).sum();
 
     let ai_bytes = (64 + 24 * nr_groups + 4 * nr_units).next_multiple_of(PAGE_SIZE);
-    let ai = m.alloc(Request::any(ai_bytes, PAGE_SIZE, "pcpu_build_alloc_info"));
+    let ai = m.alloc(Request::any(
+        ai_bytes,
+        PAGE_SIZE,
+        "pcpu_build_alloc_info+0x346/0x488",
+    ));
     let areas_bytes = (8 * nr_groups).next_multiple_of(PAGE_SIZE);
     let areas = m.alloc(Request::any(
         areas_bytes,
         SMP_CACHE_BYTES,
-        "pcpu_embed_first_chunk",
+        "pcpu_embed_first_chunk+0x69/0x70f",
     ));
     let mut bases = Vec::new();
     for &(nid, cpus, _) in &groups {
         let units = cpus.div_ceil(upa) * upa;
         let base = m.alloc(
-            Request::any(units * unit, PCPU_ATOM_BYTES, "pcpu_fc_alloc")
+            Request::any(units * unit, PCPU_ATOM_BYTES, "pcpu_fc_alloc+0xf2/0x148")
                 .on(Some(nid))
                 .within(MAX_DMA_ADDRESS, 0),
         );
@@ -498,35 +685,43 @@ fn percpu_first_chunk(m: &mut Memblock, spec: &MachineSpec) -> u64 {
         let Some(base) = base else { continue };
         for u in 0..units {
             let start = base + u * unit;
-            let keep = if u < cpus { PCPU_UNIT_USED_BYTES } else { 0 };
-            m.free(start + keep, start + unit, "pcpu_embed_first_chunk");
+            // A unit no CPU uses goes back whole (another call site).
+            let (keep, caller) = if u < cpus {
+                (PCPU_UNIT_USED_BYTES, "pcpu_embed_first_chunk+0x216/0x70f")
+            } else {
+                (0, "pcpu_embed_first_chunk+0x1e6/0x70f")
+            };
+            m.free(start + keep, start + unit, caller);
         }
     }
-    for size in [
-        8 * nr_groups,
-        8 * nr_groups,
-        4 * nr_cpu_ids,
-        8 * nr_cpu_ids,
-        pcpu_slot_bytes(unit),
-    ] {
-        m.alloc(Request::any(
-            size,
-            SMP_CACHE_BYTES,
-            "pcpu_setup_first_chunk",
-        ));
+    mark(m, trace, Anchor::PercpuEmbed);
+    let setup = [
+        (8 * nr_groups, "pcpu_setup_first_chunk+0x2ff/0x7af"),
+        (8 * nr_groups, "pcpu_setup_first_chunk+0x324/0x7af"),
+        (4 * nr_cpu_ids, "pcpu_setup_first_chunk+0x34d/0x7af"),
+        (8 * nr_cpu_ids, "pcpu_setup_first_chunk+0x38c/0x7af"),
+    ];
+    for (size, caller) in setup {
+        m.alloc(Request::any(size, SMP_CACHE_BYTES, caller));
     }
-    for size in PCPU_FIRST_CHUNKS {
-        m.alloc(Request::any(
-            size,
-            SMP_CACHE_BYTES,
-            "pcpu_alloc_first_chunk",
-        ));
+    mark(m, trace, Anchor::PercpuSetup);
+    m.alloc(Request::any(
+        pcpu_slot_bytes(unit),
+        SMP_CACHE_BYTES,
+        "pcpu_setup_first_chunk+0x696/0x7af",
+    ));
+    for (size, caller) in PCPU_FIRST_CHUNKS {
+        m.alloc(Request::any(size, SMP_CACHE_BYTES, caller));
     }
     if let Some(ai) = ai {
-        m.free(ai, ai + ai_bytes, "pcpu_embed_first_chunk");
+        m.free(ai, ai + ai_bytes, "pcpu_embed_first_chunk+0x285/0x70f");
     }
     if let Some(areas) = areas {
-        m.free(areas, areas + areas_bytes, "pcpu_embed_first_chunk");
+        m.free(
+            areas,
+            areas + areas_bytes,
+            "pcpu_embed_first_chunk+0x2cf/0x70f",
+        );
     }
     nr_cpu_ids
 }

@@ -41,6 +41,11 @@ pub struct NodeSpec {
     /// A generic initiator node (N_GENERIC_INITIATOR).
     #[serde(default)]
     pub generic_initiator: bool,
+    /// The firmware's proximity domain when the kernel numbered the node
+    /// differently (`acpi_map_pxm_to_node` hands out node numbers in the
+    /// order the SRAT names domains: the CPUs' first); absent: `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pxm: Option<u32>,
 }
 
 /// QEMU pc-dimm slots.
@@ -352,7 +357,8 @@ impl MachineSpec {
                 id: v.id.clone(),
                 why: why.into(),
             };
-            if !ids.contains(&v.node) {
+            // A device names a proximity domain.
+            if !self.nodes.iter().any(|n| n.pxm.unwrap_or(n.id) == v.node) {
                 return Err(bad("node does not exist"));
             }
             if !v.block_size.is_power_of_two() || v.block_size < 4096 {
@@ -613,7 +619,10 @@ impl QemuPc {
                 generic_initiator: false,
             }]
         } else {
-            self.numa.clone()
+            // QEMU lays guest RAM out by node id, whatever the option order.
+            let mut numa = self.numa.clone();
+            numa.sort_by_key(|n| n.nodeid);
+            numa
         };
         let total: u64 = numa.iter().map(|n| n.mem).sum();
         if total != self.ram {
@@ -646,6 +655,7 @@ impl QemuPc {
                 mem: ranges,
                 hotplug: Vec::new(),
                 generic_initiator: n.generic_initiator,
+                pxm: None,
             });
         }
         let dimm = if self.maxmem > self.ram {
@@ -665,20 +675,60 @@ impl QemuPc {
         } else {
             None
         };
-        let distances = self.slit()?;
+        let slit = self.slit()?;
+        let cpu_pxms: Vec<u32> = (0..self.smp.max(1))
+            .map(|c| {
+                nodes
+                    .iter()
+                    .find(|n| n.cpus.contains(&c))
+                    .map_or(0, |n| n.id)
+            })
+            .collect();
+        // acpi_numa_init numbers the SRAT's proximity domains as it meets
+        // them: the CPUs' (by APIC id), generic initiators', then memory's
+        // (QEMU's node order) and the hotplug range's (the last node).
+        let mut order: Vec<u32> = Vec::new();
+        let srat = cpu_pxms
+            .iter()
+            .copied()
+            .chain(nodes.iter().filter(|n| n.generic_initiator).map(|n| n.id))
+            .chain(nodes.iter().filter(|n| !n.mem.is_empty()).map(|n| n.id))
+            .chain(dimm.and(nodes.last()).map(|n| n.id))
+            .chain(nodes.iter().map(|n| n.id));
+        for pxm in srat {
+            if !order.contains(&pxm) {
+                order.push(pxm);
+            }
+        }
+        let node_of = |pxm: u32| order.iter().position(|&p| p == pxm).unwrap_or(0) as u32;
+        for n in &mut nodes {
+            let id = node_of(n.id);
+            if id != n.id {
+                n.pxm = Some(n.id);
+                n.id = id;
+            }
+        }
+        nodes.sort_by_key(|n| n.id);
+        // The SLIT is by proximity domain.
+        let pxm_of = |nid: usize| {
+            nodes
+                .iter()
+                .find(|n| n.id as usize == nid)
+                .map_or(nid, |n| n.pxm.unwrap_or(n.id) as usize)
+        };
+        let distances: Vec<Vec<u32>> = (0..slit.len())
+            .map(|a| {
+                (0..slit.len())
+                    .map(|b| slit[pxm_of(a)][pxm_of(b)])
+                    .collect()
+            })
+            .collect();
         let acpi = crate::qemu_acpi::QemuAcpi {
             cpus: self.smp.max(1),
             mem_slots: dimm.map_or(0, |d| d.slots),
             // QEMU turns NUMA on by itself for memory hotplug.
             numa: !self.numa.is_empty() || dimm.is_some(),
-            cpu_nodes: (0..self.smp.max(1))
-                .map(|c| {
-                    nodes
-                        .iter()
-                        .find(|n| n.cpus.contains(&c))
-                        .map_or(0, |n| n.id)
-                })
-                .collect(),
+            cpu_nodes: cpu_pxms,
             device_memory: dimm.is_some(),
             ram_entries: nodes
                 .iter()
@@ -833,6 +883,7 @@ pub fn firecracker(
             mem: Vec::new(),
             hotplug: Vec::new(),
             generic_initiator: false,
+            pxm: None,
         }],
         cmdline: cmdline.to_string(),
         build: BuildConfig::default(),
@@ -908,6 +959,7 @@ pub fn baremetal(
             mem: vec![(0, low), (4 * GIB, half)],
             hotplug: Vec::new(),
             generic_initiator: false,
+            pxm: None,
         },
         NodeSpec {
             id: 1,
@@ -915,6 +967,7 @@ pub fn baremetal(
             mem: vec![(half, high_end)],
             hotplug: Vec::new(),
             generic_initiator: false,
+            pxm: None,
         },
     ];
     let m = MachineSpec {
@@ -1037,8 +1090,36 @@ mod tests {
             mem: vec![],
             hotplug: vec![],
             generic_initiator: false,
+            pxm: None,
         });
         assert_eq!(m.validate(), Err(MachineError::DuplicateCpu(0)));
+    }
+
+    /// `-numa node,nodeid=0,memdev=m0 -numa node,nodeid=1,cpus=0-1,...`:
+    /// the SRAT names the CPUs' domain (1) first, so the kernel calls it
+    /// node 0 and the memory-only domain 0 node 1 (recorded:
+    /// `conformance/behaviour/numa-pxm-order`); the SLIT and a device's
+    /// node follow the domain.
+    #[test]
+    fn the_cpus_domain_is_numbered_first() {
+        let mut q = QemuPc::default();
+        q.parse_mem_option("2G,slots=2,maxmem=4G").unwrap();
+        let mut q = q.with_nodes(&[(&[], 512 << 20), (&[0, 1], 1536 << 20)]);
+        q.numa_dist.push((0, 1, 17));
+        let m = q.machine("", KernelVersion::V6_1).unwrap();
+        let ids: Vec<(u32, Option<u32>, Vec<u32>)> = m
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.pxm, n.cpus.clone()))
+            .collect();
+        assert_eq!(ids, vec![(0, Some(1), vec![0, 1]), (1, Some(0), vec![])]);
+        // Domain 0 still holds the first 512 MiB; the hotplug range is on
+        // the last domain (1), node 0.
+        assert_eq!(m.nodes[1].mem[0].0, 0);
+        assert!(!m.nodes[0].hotplug.is_empty());
+        assert_eq!(m.distances, vec![vec![10, 17], vec![17, 10]]);
+        let sys = crate::System::boot(&m).unwrap();
+        assert_eq!((sys.node_of_pxm(0), sys.node_of_pxm(1)), (1, 0));
     }
 
     #[test]

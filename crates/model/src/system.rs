@@ -171,6 +171,10 @@ pub struct System {
     /// node's own, 20 for any other.
     #[serde(default)]
     pub distances: Vec<Vec<u32>>,
+    /// Proximity domains the kernel numbered differently (SRAT order:
+    /// CPUs, then memory): firmware `_PXM` → node. Absent: the same number.
+    #[serde(default)]
+    pub pxm_nodes: std::collections::BTreeMap<u32, u32>,
     /// Loaded modules, in load order (kernel names).
     #[serde(default)]
     pub modules: Vec<String>,
@@ -264,6 +268,7 @@ impl System {
             power: BTreeMap::new(),
             modules: Vec::new(),
             distances: Vec::new(),
+            pxm_nodes: BTreeMap::new(),
             hostname: default_hostname(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
@@ -349,6 +354,13 @@ impl System {
             None if a == b => 10,
             None => 20,
         }
+    }
+
+    /// The node the kernel made of firmware proximity domain `pxm`
+    /// (`pxm_to_node`): what a DIMM's or a virtio-mem device's `node`
+    /// property names.
+    pub fn node_of_pxm(&self, pxm: u32) -> u32 {
+        self.pxm_nodes.get(&pxm).copied().unwrap_or(pxm)
     }
 
     pub fn node(&self, nid: u32) -> Option<&Node> {

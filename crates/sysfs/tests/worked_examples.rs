@@ -29,6 +29,7 @@ fn spec(ranges: &[(u64, u64)], cmdline: &str, hypervisor: bool) -> MachineSpec {
             mem: vec![],
             hotplug: vec![],
             generic_initiator: false,
+            pxm: None,
         }],
         cmdline: cmdline.into(),
         build: BuildConfig {
