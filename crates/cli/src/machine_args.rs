@@ -17,9 +17,10 @@ pub struct MachineArgs {
     /// size for the other profiles.
     #[arg(long, default_value = "1G,slots=4,maxmem=4G")]
     pub mem: String,
-    /// Number of CPUs.
-    #[arg(long, default_value_t = 1)]
-    pub smp: u32,
+    /// CPUs, QEMU style: `N[,maxcpus=M]` (also `sockets=`, `cores=`, ...);
+    /// CPUs beyond N are possible but not present (CPU hotplug).
+    #[arg(long, default_value = "1", value_parser = parse_smp_arg)]
+    pub smp: (u32, u32),
     /// A NUMA node, QEMU style: `nodeid=N[,cpus=A[-B]][,mem=SIZE][,generic-initiator=on]`,
     /// or a distance: `dist,src=A,dst=B,val=V`
     /// (repeatable; node memory must add up to the RAM size;
@@ -76,6 +77,13 @@ pub fn parse_cpus(s: &str) -> Result<Vec<u32>> {
         }
     }
     Ok(out)
+}
+
+/// Parse `--smp` as QEMU's `-smp`: (present, possible) CPUs.
+fn parse_smp_arg(s: &str) -> Result<(u32, u32), String> {
+    memhp_scenario::scenario::parse_smp(s).ok_or_else(|| {
+        format!("bad CPU count {s:?} (expected N[,sockets=S][,cores=C][,threads=T][,maxcpus=M] with M at least N)")
+    })
 }
 
 /// Parse the `src=A,dst=B,val=V` of a `--numa dist,...` value.
@@ -257,7 +265,8 @@ impl MachineArgs {
         match self.machine.as_str() {
             "qemu-pc" => {
                 let mut q = QemuPc {
-                    smp: self.smp,
+                    smp: self.smp.0,
+                    maxcpus: self.smp.1,
                     ..QemuPc::default()
                 };
                 q.parse_mem_option(&self.mem)?;
@@ -289,7 +298,7 @@ impl MachineArgs {
             }
             "firecracker" => {
                 let ram = parse_size(self.mem.split(',').next().unwrap_or(""))?;
-                Ok(machine::firecracker(ram, self.smp, &cmdline, version)?)
+                Ok(machine::firecracker(ram, self.smp.0, &cmdline, version)?)
             }
             "baremetal" => {
                 let ram = if self.mem == "1G,slots=4,maxmem=4G" {

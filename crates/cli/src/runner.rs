@@ -28,6 +28,7 @@ use std::time::Instant;
 pub fn machine(scn: &Scenario) -> Result<QemuPc> {
     let mut q = QemuPc {
         smp: scn.smp,
+        maxcpus: scn.maxcpus,
         ..QemuPc::default()
     };
     q.parse_mem_option(&scn.mem.raw)?;

@@ -743,6 +743,13 @@ impl System {
             freed_after_boot_watermarks: crate::bootlog::freed_after_boot_watermarks(spec),
         });
         sys.distances = spec.distances.clone();
+        sys.possible_cpus = spec
+            .nodes
+            .iter()
+            .flat_map(|n| n.possible_cpus())
+            .map(|c| c + 1)
+            .max()
+            .unwrap_or(1);
         sys.pxm_nodes = spec
             .nodes
             .iter()

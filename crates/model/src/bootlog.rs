@@ -88,7 +88,7 @@ pub fn render(
         let mut cpus: Vec<(u32, &crate::machine::NodeSpec)> = spec
             .nodes
             .iter()
-            .flat_map(|n| n.cpus.iter().map(move |&c| (c, n)))
+            .flat_map(|n| n.possible_cpus().into_iter().map(move |c| (c, n)))
             .collect();
         cpus.sort_by_key(|c| c.0);
         for (c, n) in cpus {
@@ -256,8 +256,12 @@ pub fn render(
     if spec.acpi.is_some() {
         l.push("ACPI: HPET id: 0x8086a201 base: 0xfed00000".into());
     }
-    let cpus: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
-    l.push(format!("smpboot: Allowing {cpus} CPUs, 0 hotplug CPUs"));
+    let present: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
+    let cpus: usize = spec.nodes.iter().map(|n| n.possible_cpus().len()).sum();
+    l.push(format!(
+        "smpboot: Allowing {cpus} CPUs, {} hotplug CPUs",
+        cpus - present
+    ));
     let ram = usable_after_edits(spec, sys.cmdline.mem_limit);
     let mut pfn = 0u64;
     for &(s, e) in &ram {
@@ -289,6 +293,9 @@ pub fn render(
         sys.wmark.policy_zone.unwrap_or(ZoneType::Dma).name()
     ));
     l.push(format!("Kernel command line: {}", sys.cmdline.raw));
+    if let Some(len) = crate::early_alloc::log_buf_len(cpus as u64) {
+        l.push(format!("log_buf_len: {len} bytes"));
+    }
     for (value, name) in &sys.cmdline.invalid_params {
         l.push(format!(
             "Booting kernel: `{value}' invalid for parameter `{name}'"
@@ -310,6 +317,13 @@ pub fn render(
         l.extend(hashes.iter().cloned());
     }
     l.push("mem auto-init: stack:all(zero), heap alloc:on, heap free:off".into());
+    if early.swiotlb.is_some() && spec.acpi.is_some() {
+        // swiotlb_adjust_nareas: one area per possible CPU, a power of two.
+        l.push(format!(
+            "software IO TLB: area num {}.",
+            cpus.max(1).next_power_of_two()
+        ));
+    }
     l.push(memory_summary(spec, sys, memblock, reserved));
     l.push(format!(
         "SLUB: HWalign=64, Order=0-3, MinObjects=0, CPUs={cpus}, Nodes={nr_node_ids}"
@@ -336,9 +350,9 @@ pub fn render(
     l.extend(smp_boot_lines(spec));
     let nodes_up = online.len();
     l.push(format!(
-        "smp: Brought up {nodes_up} node{}, {cpus} CPU{}",
+        "smp: Brought up {nodes_up} node{}, {present} CPU{}",
         if nodes_up == 1 { "" } else { "s" },
-        if cpus == 1 { "" } else { "s" }
+        if present == 1 { "" } else { "s" }
     ));
     for d in deferred_init(sys, memblock) {
         // The time is the guest's, not modelled: a nominal rate of the
@@ -511,6 +525,7 @@ fn insert_memblock_lines(
             Anchor::PercpuEmbed => find(l, "setup_percpu:", 0).map(|j| j + 1),
             Anchor::PercpuSetup => find(l, "percpu: Embedded", 0).map(|j| j + 1),
             Anchor::PercpuChunks => last(l, "pcpu-alloc:"),
+            Anchor::LogBuf => find(l, "Kernel command line:", 0).map(|j| j + 1),
             Anchor::Hash(0) => find(l, "Dentry cache hash table entries", 0),
             Anchor::Hash(_) => find(l, "Inode-cache hash table entries", 0),
             Anchor::Fixmap => find(l, "mem auto-init:", 0),
@@ -544,38 +559,23 @@ const PCPU_ATOM: u64 = 2 << 20;
 /// most a third of a CPU's count of units and needs no more allocations),
 /// then the map `pcpu_dump_alloc_info` prints.
 fn percpu_lines(spec: &MachineSpec) -> Vec<String> {
-    let groups: Vec<&[u32]> = spec
+    // A group per node with possible CPUs, in the order of their first.
+    let mut possible: Vec<Vec<u32>> = spec
         .nodes
         .iter()
-        .filter(|n| !n.cpus.is_empty())
-        .map(|n| n.cpus.as_slice())
+        .map(|n| n.possible_cpus())
+        .filter(|c| !c.is_empty())
         .collect();
+    possible.sort_by_key(|c| c[0]);
+    let groups: Vec<&[u32]> = possible.iter().map(|g| g.as_slice()).collect();
     let cpus: usize = groups.iter().map(|g| g.len()).sum();
     if cpus == 0 {
         return Vec::new();
     }
     let min_unit = (PCPU_STATIC + PCPU_RESERVED + PCPU_DYNAMIC).div_ceil(4096) * 4096;
-    let max_upa = (PCPU_ATOM / min_unit).max(1) as usize;
-    let fits = |upa: usize| {
-        PCPU_ATOM.is_multiple_of(upa as u64) && (PCPU_ATOM / upa as u64).is_multiple_of(4096)
-    };
-    let mut best = 1;
-    let mut last_allocs = usize::MAX;
-    for upa in (1..=max_upa).rev().filter(|&u| fits(u)) {
-        let allocs: usize = groups.iter().map(|g| g.len().div_ceil(upa)).sum();
-        let wasted: usize = groups
-            .iter()
-            .map(|g| g.len().div_ceil(upa) * upa - g.len())
-            .sum();
-        if wasted > cpus / 3 {
-            continue;
-        }
-        if allocs > last_allocs {
-            break;
-        }
-        last_allocs = allocs;
-        best = upa;
-    }
+    let best = crate::early_alloc::percpu_units_per_alloc(
+        &groups.iter().map(|g| g.len() as u64).collect::<Vec<_>>(),
+    ) as usize;
     let unit = PCPU_ATOM / best as u64;
     let sizes = format!("s{PCPU_STATIC} r{PCPU_RESERVED} d{PCPU_DYNAMIC} u{unit}");
     let mut out = vec![

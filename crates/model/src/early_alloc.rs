@@ -74,8 +74,20 @@ const PCPU_FIRST_CHUNKS: [(u64, &str); 8] = [
     (904, "pcpu_alloc_first_chunk+0x11b/0x251"),
     (224, "pcpu_alloc_first_chunk+0x141/0x251"),
 ];
-/// Fixmap page tables (`spp_getpage`).
-const SPP_PAGES: u64 = 3;
+/// `setup_cpu_entry_areas` maps each possible CPU's entry area through
+/// the fixmap's page tables (`spp_getpage`): a PUD and a PMD page, and a
+/// PTE page per 2 MiB the mapped pages reach. The read-only IDT page
+/// comes first; each CPU's area is 59 pages (GDT, entry stack, TSS with
+/// its I/O bitmaps, the exception stacks with their guard pages, the debug
+/// store and its buffers), of which the first 26 are mapped (QEMU's CPU
+/// has no DTES64: no debug store). Recorded: 3 pages for 1-8 CPUs, 4 for
+/// 16, 11 for 72.
+fn cpu_entry_area_page_tables(nr_cpu_ids: u64) -> u64 {
+    const AREA_PAGES: u64 = 59;
+    const MAPPED_PAGES: u64 = 26;
+    let last_mapped = 1 + (nr_cpu_ids.max(1) - 1) * AREA_PAGES + MAPPED_PAGES - 1;
+    2 + last_mapped / 512 + 1
+}
 /// SWIOTLB bookkeeping: one slot per 2 KiB slab, one area per CPU
 /// rounded up to a power of two.
 const SWIOTLB_SLOT_BYTES: u64 = 24;
@@ -113,6 +125,8 @@ pub enum Anchor {
     PercpuSetup,
     /// After the last "pcpu-alloc:" line.
     PercpuChunks,
+    /// After "Kernel command line:".
+    LogBuf,
     /// Before the dentry (0) or inode (1) hash line.
     Hash(usize),
     /// Before "mem auto-init:".
@@ -197,7 +211,7 @@ fn nosave_regions(table: &[(u64, u64, bool)], max_pfn: u64) -> u64 {
 /// `pcpu_build_alloc_info`: units per atom, the largest count that wastes
 /// no more than a third of the CPUs' units, then the fewest allocations.
 /// `groups`: CPUs per group.
-fn percpu_units_per_alloc(groups: &[u64]) -> u64 {
+pub(crate) fn percpu_units_per_alloc(groups: &[u64]) -> u64 {
     let cpus: u64 = groups.iter().sum();
     let max_upa = (PCPU_ATOM_BYTES / PCPU_UNIT_USED_BYTES).max(1);
     let mut best = 1;
@@ -219,6 +233,15 @@ fn percpu_units_per_alloc(groups: &[u64]) -> u64 {
         (last_allocs, best) = (allocs, upa);
     }
     best
+}
+
+/// `log_buf_add_cpu`: the printk buffer's new length (`CONFIG_LOG_BUF_SHIFT`
+/// 17, `CONFIG_LOG_CPU_MAX_BUF_SHIFT` 12) when the possible CPUs need more
+/// than the built-in one holds.
+pub(crate) fn log_buf_len(nr_cpu_ids: u64) -> Option<u64> {
+    const LOG_BUF: u64 = 1 << 17;
+    let extra = nr_cpu_ids.saturating_sub(1) * (1 << 12);
+    (extra > LOG_BUF / 2).then(|| (LOG_BUF + extra).next_power_of_two())
 }
 
 /// `__pcpu_size_to_slot(unit) + 4` list heads of 16 bytes.
@@ -323,6 +346,13 @@ pub(crate) fn x86_boot(
         }
     }
     for &(from, max) in page_tables {
+        // memory_map_bottom_up maps up from the image's end, and its page
+        // tables come from just above it, never from hotpluggable memory.
+        let (from, max) = if cmd.movable_node {
+            (kernel_end, ram_end)
+        } else {
+            (from, max)
+        };
         m.alloc(
             Request::any(PAGE_SIZE, PAGE_SIZE, "alloc_low_pages+0x137/0x160")
                 .within(from, max)
@@ -471,6 +501,21 @@ pub(crate) fn x86_boot(
     }
     mark(&mut m, &mut trace, Anchor::PercpuChunks);
 
+    // setup_log_buf: the printk ring grows by 4 KiB per possible CPU
+    // beyond the first once that is over half its 128 KiB: text, then
+    // descriptors and infos (one per 32 bytes of text).
+    if let Some(len) = log_buf_len(nr_cpu_ids) {
+        let descs = len >> 5;
+        for (size, caller) in [
+            (len, "setup_log_buf+0x112/0x337"),
+            (descs * 24, "setup_log_buf+0x152/0x337"),
+            (descs * 88, "setup_log_buf+0x18c/0x337"),
+        ] {
+            m.alloc(Request::any(size, 8, caller));
+        }
+        mark(&mut m, &mut trace, Anchor::LogBuf);
+    }
+
     // vfs_caches_init_early: unless `hashdist` (two memory nodes or more)
     // has them vmalloc'ed later.
     if nodes.values().filter(|rs| !rs.is_empty()).count() < 2 {
@@ -483,7 +528,7 @@ pub(crate) fn x86_boot(
             mark(&mut m, &mut trace, Anchor::Hash(i));
         }
     }
-    for _ in 0..SPP_PAGES {
+    for _ in 0..cpu_entry_area_page_tables(nr_cpu_ids) {
         m.alloc(Request::any(PAGE_SIZE, PAGE_SIZE, "spp_getpage+0x4e/0x97"));
     }
     mark(&mut m, &mut trace, Anchor::Fixmap);
@@ -640,14 +685,9 @@ fn percpu_first_chunk(
     let mut groups: Vec<(u32, u64, u32)> = spec
         .nodes
         .iter()
-        .filter(|n| !n.cpus.is_empty())
-        .map(|n| {
-            (
-                n.id,
-                n.cpus.len() as u64,
-                n.cpus.iter().copied().min().unwrap_or(0),
-            )
-        })
+        .map(|n| (n.id, n.possible_cpus()))
+        .filter(|(_, c)| !c.is_empty())
+        .map(|(id, c)| (id, c.len() as u64, c[0]))
         .collect();
     groups.sort_by_key(|g| g.2);
     if groups.is_empty() {
@@ -737,6 +777,14 @@ mod tests {
         assert_eq!(percpu_units_per_alloc(&[3]), 4);
         assert_eq!(percpu_units_per_alloc(&[4]), 4);
         assert_eq!(percpu_units_per_alloc(&[1, 1]), 1);
+    }
+
+    #[test]
+    fn cpu_entry_areas_take_a_pte_page_per_2_mib() {
+        assert_eq!(cpu_entry_area_page_tables(1), 3);
+        assert_eq!(cpu_entry_area_page_tables(8), 3);
+        assert_eq!(cpu_entry_area_page_tables(16), 4);
+        assert_eq!(cpu_entry_area_page_tables(72), 11);
     }
 
     #[test]

@@ -41,11 +41,30 @@ pub struct NodeSpec {
     /// A generic initiator node (N_GENERIC_INITIATOR).
     #[serde(default)]
     pub generic_initiator: bool,
+    /// CPUs of this node that are possible but not present at boot (QEMU's
+    /// `-smp N,maxcpus=M`): they get per-cpu areas and count in
+    /// `nr_cpu_ids`, but are not online.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hotplug_cpus: Vec<u32>,
     /// The firmware's proximity domain when the kernel numbered the node
     /// differently (`acpi_map_pxm_to_node` hands out node numbers in the
     /// order the SRAT names domains: the CPUs' first); absent: `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pxm: Option<u32>,
+}
+
+impl NodeSpec {
+    /// Present and hotpluggable CPUs, in order.
+    pub fn possible_cpus(&self) -> Vec<u32> {
+        let mut all: Vec<u32> = self
+            .cpus
+            .iter()
+            .chain(&self.hotplug_cpus)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all
+    }
 }
 
 /// QEMU pc-dimm slots.
@@ -326,7 +345,7 @@ impl MachineSpec {
             if !ids.insert(n.id) {
                 return Err(MachineError::DuplicateNode(n.id));
             }
-            for &c in &n.cpus {
+            for &c in n.cpus.iter().chain(&n.hotplug_cpus) {
                 if !cpus.insert(c) {
                     return Err(MachineError::DuplicateCpu(c));
                 }
@@ -432,6 +451,8 @@ pub struct QemuPc {
     pub maxmem: u64,
     /// `-smp N`.
     pub smp: u32,
+    /// `-smp N,maxcpus=M` (0: N): CPUs that may be hot-added later.
+    pub maxcpus: u32,
     pub numa: Vec<QemuNuma>,
     /// `-numa dist,src=A,dst=B,val=V`, as (A, B, V).
     pub numa_dist: Vec<(u32, u32, u32)>,
@@ -517,6 +538,11 @@ impl QemuPc {
             ));
         }
         Ok(())
+    }
+
+    /// `nr_cpu_ids`: the present CPUs and those that may come.
+    pub fn possible_cpus(&self) -> u32 {
+        self.maxcpus.max(self.smp).max(1)
     }
 
     /// Low memory below the PCI hole (i440fx with gigabyte alignment).
@@ -614,7 +640,7 @@ impl QemuPc {
         let numa: Vec<QemuNuma> = if self.numa.is_empty() {
             vec![QemuNuma {
                 nodeid: 0,
-                cpus: (0..self.smp.max(1)).collect(),
+                cpus: (0..self.possible_cpus()).collect(),
                 mem: self.ram,
                 generic_initiator: false,
             }]
@@ -649,13 +675,28 @@ impl QemuPc {
                 }
             }
             guest_off = e;
+            // CPUs beyond `-smp N` are possible, not present; those no
+            // node names go to the first (as QEMU does, with a warning).
+            let mine = |c: &u32| {
+                n.cpus.contains(c)
+                    || (n.nodeid == numa[0].nodeid && !numa.iter().any(|x| x.cpus.contains(c)))
+            };
+            let possible: Vec<u32> = (0..self.possible_cpus()).filter(mine).collect();
             nodes.push(NodeSpec {
                 id: n.nodeid,
-                cpus: n.cpus.clone(),
+                cpus: possible
+                    .iter()
+                    .copied()
+                    .filter(|&c| c < self.smp.max(1))
+                    .collect(),
                 mem: ranges,
                 hotplug: Vec::new(),
                 generic_initiator: n.generic_initiator,
                 pxm: None,
+                hotplug_cpus: possible
+                    .into_iter()
+                    .filter(|&c| c >= self.smp.max(1))
+                    .collect(),
             });
         }
         let dimm = if self.maxmem > self.ram {
@@ -676,11 +717,11 @@ impl QemuPc {
             None
         };
         let slit = self.slit()?;
-        let cpu_pxms: Vec<u32> = (0..self.smp.max(1))
+        let cpu_pxms: Vec<u32> = (0..self.possible_cpus())
             .map(|c| {
                 nodes
                     .iter()
-                    .find(|n| n.cpus.contains(&c))
+                    .find(|n| n.cpus.contains(&c) || n.hotplug_cpus.contains(&c))
                     .map_or(0, |n| n.id)
             })
             .collect();
@@ -724,7 +765,7 @@ impl QemuPc {
             })
             .collect();
         let acpi = crate::qemu_acpi::QemuAcpi {
-            cpus: self.smp.max(1),
+            cpus: self.possible_cpus(),
             mem_slots: dimm.map_or(0, |d| d.slots),
             // QEMU turns NUMA on by itself for memory hotplug.
             numa: !self.numa.is_empty() || dimm.is_some(),
@@ -825,6 +866,7 @@ impl Default for QemuPc {
             slots: 4,
             maxmem: 4 * GIB,
             smp: 1,
+            maxcpus: 0,
             numa: Vec::new(),
             numa_dist: Vec::new(),
             virtio_mem: Vec::new(),
@@ -884,6 +926,7 @@ pub fn firecracker(
             hotplug: Vec::new(),
             generic_initiator: false,
             pxm: None,
+            hotplug_cpus: Vec::new(),
         }],
         cmdline: cmdline.to_string(),
         build: BuildConfig::default(),
@@ -960,6 +1003,7 @@ pub fn baremetal(
             hotplug: Vec::new(),
             generic_initiator: false,
             pxm: None,
+            hotplug_cpus: Vec::new(),
         },
         NodeSpec {
             id: 1,
@@ -968,6 +1012,7 @@ pub fn baremetal(
             hotplug: Vec::new(),
             generic_initiator: false,
             pxm: None,
+            hotplug_cpus: Vec::new(),
         },
     ];
     let m = MachineSpec {
@@ -1091,6 +1136,7 @@ mod tests {
             hotplug: vec![],
             generic_initiator: false,
             pxm: None,
+            hotplug_cpus: Vec::new(),
         });
         assert_eq!(m.validate(), Err(MachineError::DuplicateCpu(0)));
     }

@@ -87,7 +87,9 @@ impl QemuAcpi {
         }
         if self.mem_slots > 0 {
             let s = u64::from(self.mem_slots);
-            len += 1107 + 123 * (s - 1) + u64::from(s >= 5);
+            // The notify method's package length takes a second byte
+            // from 5 slots, the slot container's a third from 27.
+            len += 1107 + 123 * (s - 1) + u64::from(s >= 5) + u64::from(s >= 27);
         }
         len
     }

@@ -175,6 +175,10 @@ pub struct System {
     /// CPUs, then memory): firmware `_PXM` → node. Absent: the same number.
     #[serde(default)]
     pub pxm_nodes: std::collections::BTreeMap<u32, u32>,
+    /// `nr_cpu_ids` when CPUs beyond the present ones are possible
+    /// (QEMU's `maxcpus`); 0: only the present ones.
+    #[serde(default)]
+    pub possible_cpus: u32,
     /// Loaded modules, in load order (kernel names).
     #[serde(default)]
     pub modules: Vec<String>,
@@ -269,6 +273,7 @@ impl System {
             modules: Vec::new(),
             distances: Vec::new(),
             pxm_nodes: BTreeMap::new(),
+            possible_cpus: 0,
             hostname: default_hostname(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
@@ -354,6 +359,27 @@ impl System {
             None if a == b => 10,
             None => 20,
         }
+    }
+
+    /// `nr_cpu_ids`: one past the highest possible CPU.
+    pub fn nr_cpu_ids(&self) -> u32 {
+        self.nodes
+            .values()
+            .flat_map(|n| n.cpus.iter().map(|&c| c + 1))
+            .max()
+            .unwrap_or(1)
+            .max(self.possible_cpus)
+    }
+
+    /// The CPUs online (present at boot), in order.
+    pub fn online_cpus(&self) -> Vec<u32> {
+        let mut cpus: Vec<u32> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.cpus.iter().copied())
+            .collect();
+        cpus.sort_unstable();
+        cpus
     }
 
     /// The node the kernel made of firmware proximity domain `pxm`

@@ -357,6 +357,7 @@ fn boot_log_lines_of_4g_and_two_node_guests_match_recordings() {
             "DMA: preallocated 512 KiB GFP_KERNEL pool for atomic allocations",
             "DMA: preallocated 512 KiB GFP_KERNEL|GFP_DMA pool for atomic allocations",
             "DMA: preallocated 512 KiB GFP_KERNEL|GFP_DMA32 pool for atomic allocations",
+            "software IO TLB: area num 2.",
             "software IO TLB: mapped [mem 0x00000000bbd65000-0x00000000bfd65000] (64MB)",
         ]
     );
@@ -373,6 +374,7 @@ fn boot_log_lines_of_4g_and_two_node_guests_match_recordings() {
             "DMA: preallocated 256 KiB GFP_KERNEL pool for atomic allocations",
             "DMA: preallocated 256 KiB GFP_KERNEL|GFP_DMA pool for atomic allocations",
             "DMA: preallocated 256 KiB GFP_KERNEL|GFP_DMA32 pool for atomic allocations",
+            "software IO TLB: area num 2.",
             "software IO TLB: mapped [mem 0x000000007aa00000-0x000000007ea00000] (64MB)",
         ]
     );

@@ -43,6 +43,9 @@ pub struct Scenario {
     pub mem: MemSpec,
     /// QEMU `-smp` (number of CPUs).
     pub smp: u32,
+    /// QEMU `-smp ...,maxcpus=M`: possible CPUs (as many as `smp` unless
+    /// more are given).
+    pub maxcpus: u32,
     /// QEMU `-M`.
     pub machine: String,
     /// All `qemu:` lines, split and typed, in order.
@@ -171,7 +174,7 @@ pub enum ScenarioErrorKind {
     #[error("mem: {0}")]
     Mem(#[from] MemSpecError),
     /// `smp:` is not QEMU's `-smp` with a positive CPU count.
-    #[error("smp: bad CPU count `{0}` (expected N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=N]; CPU hotplug is not modelled)")]
+    #[error("smp: bad CPU count `{0}` (expected N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M] with M at least N)")]
     Smp(String),
     /// `timeout:` is not a number of seconds.
     #[error("timeout: bad number of seconds `{0}`")]
@@ -294,6 +297,7 @@ impl Scenario {
             name: name.to_string(),
             mem: MemSpec::default(),
             smp: 1,
+            maxcpus: 1,
             machine: "pc".to_string(),
             qemu: Vec::new(),
             cmdline: Vec::new(),
@@ -349,7 +353,7 @@ impl Scenario {
                 }
                 "mem" => scn.mem = MemSpec::parse(value).map_err(|e| err(lineno, e))?,
                 "smp" => {
-                    scn.smp = parse_smp(value)
+                    (scn.smp, scn.maxcpus) = parse_smp(value)
                         .ok_or_else(|| err(lineno, ScenarioErrorKind::Smp(value.into())))?;
                 }
                 "machine" => scn.machine = value.to_string(),
@@ -617,10 +621,9 @@ fn parse_host_action(body: &str) -> Result<HostAction, ScenarioErrorKind> {
 }
 
 /// QEMU's `-smp [cpus=]N[,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M]`:
-/// the CPU count (the topology's product when N is left out). More possible
-/// than present CPUs (`maxcpus` above N) would be CPU hotplug, which is not
-/// modelled.
-fn parse_smp(value: &str) -> Option<u32> {
+/// the present CPU count (the topology's product when N is left out) and
+/// the possible one (`maxcpus`, at least N).
+pub fn parse_smp(value: &str) -> Option<(u32, u32)> {
     let mut cpus = None;
     let mut product = 1u32;
     let mut maxcpus = None;
@@ -641,7 +644,8 @@ fn parse_smp(value: &str) -> Option<u32> {
         }
     }
     let n = cpus.unwrap_or(product);
-    (maxcpus.unwrap_or(n) == n).then_some(n)
+    let max = maxcpus.unwrap_or(n);
+    (max >= n).then_some((n, max))
 }
 
 #[cfg(test)]
@@ -649,13 +653,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn smp_takes_qemus_topology_forms_but_not_cpu_hotplug() {
-        assert_eq!(parse_smp("2"), Some(2));
-        assert_eq!(parse_smp("cpus=3"), Some(3));
-        assert_eq!(parse_smp("4,sockets=2,cores=2"), Some(4));
-        assert_eq!(parse_smp("sockets=2,cores=2,threads=2"), Some(8));
-        assert_eq!(parse_smp("2,maxcpus=2"), Some(2));
-        assert_eq!(parse_smp("1,maxcpus=2"), None);
+    fn smp_takes_qemus_topology_forms_and_maxcpus() {
+        assert_eq!(parse_smp("2"), Some((2, 2)));
+        assert_eq!(parse_smp("cpus=3"), Some((3, 3)));
+        assert_eq!(parse_smp("4,sockets=2,cores=2"), Some((4, 4)));
+        assert_eq!(parse_smp("sockets=2,cores=2,threads=2"), Some((8, 8)));
+        assert_eq!(parse_smp("2,maxcpus=2"), Some((2, 2)));
+        assert_eq!(parse_smp("1,maxcpus=8"), Some((1, 8)));
+        // QEMU: "maxcpus must be equal to or greater than smp".
+        assert_eq!(parse_smp("4,maxcpus=2"), None);
         assert_eq!(parse_smp("0"), None);
         assert_eq!(parse_smp("2,bogus=1"), None);
         assert_eq!(parse_smp("two"), None);

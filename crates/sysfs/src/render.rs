@@ -150,11 +150,7 @@ pub fn node_state(sys: &System, name: &str) -> Option<String> {
 
 /// Number of possible CPUs (bits in a cpumask).
 pub fn nr_cpu_ids(sys: &System) -> u32 {
-    sys.nodes
-        .values()
-        .flat_map(|n| n.cpus.iter().copied())
-        .max()
-        .map_or(1, |m| m + 1)
+    sys.nr_cpu_ids()
 }
 
 /// Adjacent driver-managed `System RAM (<driver>)` siblings are one
@@ -229,7 +225,7 @@ pub fn proc_modules(sys: &System) -> String {
 pub fn cpuinfo(sys: &System) -> String {
     let n = nr_cpu_ids(sys);
     let mut out = String::new();
-    for cpu in 0..n {
+    for cpu in sys.online_cpus() {
         out.push_str(&format!(
             "processor\t: {cpu}\n\
              vendor_id\t: AuthenticAMD\n\

@@ -288,7 +288,7 @@ pub fn zoneinfo(sys: &System) -> String {
             }
             out.push_str("\n  pagesets");
             let pcp = PerCpuPages::of(sys, node.id, z);
-            for cpu in 0..nr_cpu_ids(sys) {
+            for cpu in sys.online_cpus() {
                 out.push_str(&format!(
                     "\n    cpu: {cpu}\n              count: 0\n              high:  {}\n              batch: {}\n  vm stats threshold: {}",
                     pcp.high, pcp.batch, pcp.threshold
@@ -327,7 +327,7 @@ impl PerCpuPages {
             0 => sys.wmark.low_pages(nid, z),
             f => managed / f,
         };
-        let cpus = nr_cpu_ids(sys) as u64;
+        let cpus = sys.online_cpus().len() as u64;
         let split = match sys.nodes.get(&nid).map_or(0, |n| n.cpus.len() as u64) {
             0 => cpus,
             n => n,

@@ -601,8 +601,12 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["sys", "devices", "system", "cpu", f] if CPU_MASK_FILES.contains(f) => match *f {
             // NR_CPUS - 1 (Debian: 8192).
             "kernel_max" => "8191\n".to_string(),
-            "offline" => "\n".to_string(),
-            _ => render::bitmap_list(0..render::nr_cpu_ids(sys)),
+            "offline" => {
+                let online = sys.online_cpus();
+                render::bitmap_list((0..render::nr_cpu_ids(sys)).filter(|c| !online.contains(c)))
+            }
+            "possible" => render::bitmap_list(0..render::nr_cpu_ids(sys)),
+            _ => render::bitmap_list(sys.online_cpus()),
         },
         [dir @ .., "power", f] => return power_read(sys, &devpath_of(dir), f),
         ["sys", "devices", rest @ .., f] if rest.first() == Some(&crate::acpi::ROOT) => {

@@ -30,6 +30,7 @@ fn spec(ranges: &[(u64, u64)], cmdline: &str, hypervisor: bool) -> MachineSpec {
             hotplug: vec![],
             generic_initiator: false,
             pxm: None,
+            hotplug_cpus: Vec::new(),
         }],
         cmdline: cmdline.into(),
         build: BuildConfig {
