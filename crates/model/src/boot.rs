@@ -30,6 +30,28 @@ pub enum BootError {
     NoMemory,
 }
 
+/// Pages of the SMP alternatives (`__smp_locks`), 36 KiB.
+pub(crate) const SMP_ALTERNATIVES_PAGES: u64 = 9;
+
+/// `alternative_instructions`: the SMP alternatives are freed unless the
+/// kernel patched itself for one CPU on a machine where more may come (one
+/// CPU present, more possible: it keeps them to patch back).
+pub(crate) fn frees_smp_alternatives(spec: &MachineSpec) -> bool {
+    let present: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
+    let possible: usize = spec.nodes.iter().map(|n| n.possible_cpus().len()).sum();
+    present != 1 || possible == 1
+}
+
+/// Pages of the image that stay reserved for good.
+pub(crate) fn kernel_image_pages(spec: &MachineSpec) -> u64 {
+    spec.boot_alloc.kernel_image_pages
+        + if frees_smp_alternatives(spec) {
+            0
+        } else {
+            SMP_ALTERNATIVES_PAGES
+        }
+}
+
 /// A half-open pfn range.
 type Range = (u64, u64);
 
@@ -495,11 +517,11 @@ fn boot_reservations(
     reserved.extend(reserve_fixed(
         &mut free,
         KERNEL_LOAD_PFN,
-        KERNEL_LOAD_PFN + a.kernel_image_pages,
+        KERNEL_LOAD_PFN + kernel_image_pages(spec),
     ));
     let page_tables = crate::direct_map::memblock_page_tables(
         memblock,
-        (KERNEL_LOAD_PFN, KERNEL_LOAD_PFN + a.kernel_image_pages),
+        (KERNEL_LOAD_PFN, KERNEL_LOAD_PFN + kernel_image_pages(spec)),
         &initrd_pfns(spec).into_iter().collect::<Vec<_>>(),
     );
     let early = crate::early_alloc::x86_boot(

@@ -334,11 +334,11 @@ pub fn render(
     if spec.nodes.len() > 1 {
         l.push("mempolicy: Enabling automatic NUMA balancing. Configure with numa_balancing= or the kernel.numa_balancing sysctl".into());
     }
-    // alternative_instructions: freed unless patched for one CPU on a
-    // machine that could have more (QEMU's CPUs are all present).
-    l.push(format!(
-        "Freeing SMP alternatives memory: {SMP_ALTERNATIVES_KIB}K"
-    ));
+    if crate::boot::frees_smp_alternatives(spec) {
+        l.push(format!(
+            "Freeing SMP alternatives memory: {SMP_ALTERNATIVES_KIB}K"
+        ));
+    }
     if hashdist {
         l.extend(hashes);
     }
@@ -620,13 +620,18 @@ pub(crate) fn acpi_base(spec: &MachineSpec) -> Option<u64> {
 
 /// KiB of the image the kernel frees after the initcalls (the "Freeing
 /// unused ..." parts and the SMP alternatives).
-fn image_kib_freed_later() -> u64 {
-    FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + SMP_ALTERNATIVES_KIB
+fn image_kib_freed_later(spec: &MachineSpec) -> u64 {
+    let alternatives = if crate::boot::frees_smp_alternatives(spec) {
+        SMP_ALTERNATIVES_KIB
+    } else {
+        0
+    };
+    FREED_AFTER_MEM_INIT.iter().map(|f| f.1).sum::<u64>() + alternatives
 }
 
 /// `pages` after the image's end, and the initrd.
 fn image_tail_and_initrd(spec: &MachineSpec, pages: u64) -> Vec<(u64, u64)> {
-    let image_end = crate::boot::KERNEL_LOAD_PFN + spec.boot_alloc.kernel_image_pages;
+    let image_end = crate::boot::KERNEL_LOAD_PFN + crate::boot::kernel_image_pages(spec);
     let mut held = vec![(image_end, image_end + pages)];
     held.extend(crate::boot::initrd_pfns(spec));
     held
@@ -651,7 +656,7 @@ pub(crate) fn freed_after_boot_watermarks(spec: &MachineSpec) -> Vec<(u64, u64)>
 fn held_until_after_mem_init(spec: &MachineSpec) -> Vec<(u64, u64)> {
     image_tail_and_initrd(
         spec,
-        image_kib_freed_later() / 4 + IMAGE_PAGES_HELD_AT_MEM_INIT,
+        image_kib_freed_later(spec) / 4 + IMAGE_PAGES_HELD_AT_MEM_INIT,
     )
 }
 
@@ -726,7 +731,7 @@ const FREED_AFTER_MEM_INIT: [(&str, u64); 4] = [
     ("Freeing unused kernel image (text/rodata gap) memory", 2040),
     ("Freeing unused kernel image (rodata/data gap) memory", 1108),
 ];
-const SMP_ALTERNATIVES_KIB: u64 = 36;
+const SMP_ALTERNATIVES_KIB: u64 = crate::boot::SMP_ALTERNATIVES_PAGES * 4;
 /// Pages of the image region still reserved at `mem_init` beyond the parts
 /// freed after the initcalls (measured: the same on every recorded
 /// machine, 1 GiB to 4 GiB, one or two nodes).
@@ -769,7 +774,7 @@ fn memory_summary(
         }
     }
     let physpages: u64 = sys.nodes.values().map(|n| n.present_pages()).sum();
-    let freed_kib = image_kib_freed_later();
+    let freed_kib = image_kib_freed_later(spec);
     let totalram = sys.totalram_pages() - freed_kib / 4 - initrd_pages;
     format!(
         "Memory: {}K/{}K available ({KERNEL_SECTIONS}, {}K reserved, 0K cma-reserved)",
