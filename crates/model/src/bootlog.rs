@@ -294,7 +294,20 @@ pub fn render(
     ));
     l.push(format!("Kernel command line: {}", sys.cmdline.raw));
     if let Some(len) = crate::early_alloc::log_buf_len(cpus as u64) {
-        l.push(format!("log_buf_len: {len} bytes"));
+        // log_buf_add_cpu, then setup_log_buf's report of the new ring.
+        let extra = (cpus as u64 - 1) * crate::early_alloc::LOG_CPU_MAX_BUF;
+        l.push(format!(
+            "printk: log_buf_len individual max cpu contribution: {} bytes",
+            crate::early_alloc::LOG_CPU_MAX_BUF
+        ));
+        l.push(format!(
+            "printk: log_buf_len total cpu_extra contributions: {extra} bytes"
+        ));
+        l.push(format!(
+            "printk: log_buf_len min size: {} bytes",
+            crate::early_alloc::LOG_BUF
+        ));
+        l.push(format!("printk: log_buf_len: {len} bytes"));
     }
     for (value, name) in &sys.cmdline.invalid_params {
         l.push(format!(
@@ -525,7 +538,7 @@ fn insert_memblock_lines(
             Anchor::PercpuEmbed => find(l, "setup_percpu:", 0).map(|j| j + 1),
             Anchor::PercpuSetup => find(l, "percpu: Embedded", 0).map(|j| j + 1),
             Anchor::PercpuChunks => last(l, "pcpu-alloc:"),
-            Anchor::LogBuf => find(l, "Kernel command line:", 0).map(|j| j + 1),
+            Anchor::LogBuf => find(l, "printk: log_buf_len: ", 0),
             Anchor::Hash(0) => find(l, "Dentry cache hash table entries", 0),
             Anchor::Hash(_) => find(l, "Inode-cache hash table entries", 0),
             Anchor::Fixmap => find(l, "mem auto-init:", 0),

@@ -239,10 +239,13 @@ pub(crate) fn percpu_units_per_alloc(groups: &[u64]) -> u64 {
 /// 17, `CONFIG_LOG_CPU_MAX_BUF_SHIFT` 12) when the possible CPUs need more
 /// than the built-in one holds.
 pub(crate) fn log_buf_len(nr_cpu_ids: u64) -> Option<u64> {
-    const LOG_BUF: u64 = 1 << 17;
-    let extra = nr_cpu_ids.saturating_sub(1) * (1 << 12);
+    let extra = nr_cpu_ids.saturating_sub(1) * LOG_CPU_MAX_BUF;
     (extra > LOG_BUF / 2).then(|| (LOG_BUF + extra).next_power_of_two())
 }
+
+/// The built-in printk ring and what each CPU beyond the first may add.
+pub(crate) const LOG_BUF: u64 = 1 << 17;
+pub(crate) const LOG_CPU_MAX_BUF: u64 = 1 << 12;
 
 /// `__pcpu_size_to_slot(unit) + 4` list heads of 16 bytes.
 fn pcpu_slot_bytes(unit: u64) -> u64 {

@@ -74,17 +74,23 @@ fn pxm_bytes(node: u32) -> u64 {
 impl QemuAcpi {
     /// The DSDT's length (measured rule, see the module doc).
     pub fn dsdt_len(&self) -> u64 {
-        let mut len = 0x1926; // 1 CPU, no memory hotplug, no NUMA
+        let mut cpus = 0; // what the CPUs add to the 1-CPU table
         for i in 1..u64::from(self.cpus.max(1)) {
-            len += match i {
+            cpus += match i {
                 1 => 83,
                 4 => 87,
                 _ => 86,
             };
         }
         if self.numa {
-            len += self.cpu_nodes.iter().map(|&n| pxm_bytes(n)).sum::<u64>();
+            cpus += self.cpu_nodes.iter().map(|&n| pxm_bytes(n)).sum::<u64>();
         }
+        // The CPU container and the scope around it each take a third
+        // package-length byte past 4 KiB: recorded at 35 and 37 CPUs with
+        // NUMA, 37 and 40 without (the exact points lie in 3041-3094 and
+        // 3267-3316 bytes of CPUs).
+        cpus += u64::from(cpus >= 3068) + u64::from(cpus >= 3292);
+        let mut len = 0x1926 + cpus; // 1 CPU, no memory hotplug, no NUMA
         if self.mem_slots > 0 {
             let s = u64::from(self.mem_slots);
             // The notify method's package length takes a second byte
@@ -225,6 +231,34 @@ mod tests {
             (7, 4, None, 0x2116),
             (8, 4, None, 0x2172),
             (2, 16, None, 0x250e),
+            // Behaviour recordings: slot and CPU counts around the package
+            // length thresholds (one-CPU runs with N slots; N CPUs with 4
+            // slots; N CPUs without memory hotplug and NUMA).
+            (1, 12, None, 0x22c9),
+            (1, 16, None, 0x24b5),
+            (1, 26, None, 0x2983),
+            (1, 27, None, 0x29ff),
+            (1, 28, None, 0x2a7a),
+            (1, 30, None, 0x2b70),
+            (1, 32, None, 0x2c66),
+            (2, 200, None, 0x7d77),
+            (20, 4, None, 0x25c2),
+            (32, 4, None, 0x2a12),
+            (33, 4, None, 0x2a6e),
+            (34, 4, None, 0x2aca),
+            (35, 4, None, 0x2b27),
+            (36, 4, None, 0x2b83),
+            (37, 4, None, 0x2be0),
+            (38, 4, None, 0x2c3c),
+            (40, 4, None, 0x2cf4),
+            (48, 4, None, 0x2fd4),
+            (64, 4, None, 0x3594),
+            (72, 4, None, 0x3874),
+            (36, 0, None, 0x24e6),
+            (37, 0, None, 0x253d),
+            (38, 0, None, 0x2593),
+            (39, 0, None, 0x25e9),
+            (40, 0, None, 0x2640),
         ] {
             let a = acpi(cpus, slots, nodes.clone());
             assert_eq!(a.dsdt_len(), len, "{cpus} CPUs, {slots} slots, {nodes:?}");
