@@ -78,6 +78,8 @@ pub struct HotaddReport {
 /// What an unplug did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnplugReport {
+    /// The DIMM's id.
+    pub id: String,
     pub deleted: bool,
     pub events: Vec<HostEvent>,
 }
@@ -325,7 +327,11 @@ impl AcpiDimms {
             deleted,
             OST_SOURCE_EJECT,
         ));
-        Ok(UnplugReport { deleted, events })
+        Ok(UnplugReport {
+            id: dimm.id,
+            deleted,
+            events,
+        })
     }
 
     /// A write of `1` to the slot's `eject` file (`acpi_eject_store`, the
@@ -338,6 +344,7 @@ impl AcpiDimms {
         let deleted = Self::hot_remove(shared, &dimm);
         let event = Self::eject_done(shared, &mut dimms, &dimm, deleted, OST_SOURCE_OSPM_EJECT);
         Some(UnplugReport {
+            id: dimm.id,
             deleted,
             events: vec![event],
         })

@@ -231,15 +231,12 @@ impl Host {
     /// on its own ([`Host::take_async_events`]). Nothing happens if the
     /// slot holds no DIMM.
     pub fn guest_eject(&self, slot: u32) {
-        let Some(dimm) = self.dimms.list().into_iter().find(|d| d.slot == slot) else {
-            return;
-        };
         let Some(r) = self.dimms.guest_eject(&self.shared, slot) else {
             return;
         };
         if r.deleted {
-            self.backends.release(&dimm.id);
-            self.coldplugged().remove(&dimm.id);
+            self.backends.release(&r.id);
+            self.coldplugged().remove(&r.id);
         }
         self.async_events
             .lock()

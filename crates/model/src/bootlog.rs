@@ -598,10 +598,7 @@ fn percpu_lines(spec: &MachineSpec) -> Vec<String> {
     let digits = |v: usize| v.to_string().len();
     let (group_width, cpu_width) = (digits(groups.len()), digits(cpus));
     let width = best * (cpu_width + 1) + group_width + 3;
-    let per_line = {
-        let n = (60 / width).max(1);
-        1usize << (usize::BITS - 1 - n.leading_zeros())
-    };
+    let per_line = crate::units::rounddown_pow_of_two((60 / width).max(1) as u64) as usize;
     let mut allocs: Vec<String> = Vec::new();
     for (g, members) in groups.iter().enumerate() {
         for chunk in members.chunks(best) {

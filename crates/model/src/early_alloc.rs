@@ -249,7 +249,7 @@ pub(crate) const LOG_CPU_MAX_BUF: u64 = 1 << 12;
 
 /// `__pcpu_size_to_slot(unit) + 4` list heads of 16 bytes.
 fn pcpu_slot_bytes(unit: u64) -> u64 {
-    let fls = 64 - u64::from(unit.leading_zeros());
+    let fls = u64::from(crate::units::fls(unit));
     (fls.saturating_sub(5) + 2).max(1) * 16 + 4 * 16
 }
 

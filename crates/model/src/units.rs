@@ -93,6 +93,20 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// The kernel's `fls`: one-based index of the highest set bit (0 for 0).
+pub const fn fls(v: u64) -> u32 {
+    u64::BITS - v.leading_zeros()
+}
+
+/// The kernel's `rounddown_pow_of_two` (1 for 0, as the callers need it).
+pub const fn rounddown_pow_of_two(v: u64) -> u64 {
+    if v == 0 {
+        1
+    } else {
+        1 << (fls(v) - 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +131,14 @@ mod tests {
             parse_size("99999999999E"),
             Err(SizeError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn bit_helpers_are_the_kernels() {
+        assert_eq!((fls(0), fls(1), fls(2 << 20)), (0, 1, 22));
+        assert_eq!(rounddown_pow_of_two(0), 1);
+        assert_eq!(rounddown_pow_of_two(3), 2);
+        assert_eq!(rounddown_pow_of_two(4096), 4096);
     }
 
     #[test]

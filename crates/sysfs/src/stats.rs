@@ -319,7 +319,7 @@ impl PerCpuPages {
         // zone_batchsize: a quarter of a 1024th of the zone (at most 1 MiB),
         // rounded to 2^n - 1; at least 1.
         let quarter = ((managed >> 10).min(256) / 4).max(1);
-        let batch = (prev_power_of_two(quarter + quarter / 2) - 1).max(1);
+        let batch = (memhp_model::units::rounddown_pow_of_two(quarter + quarter / 2) - 1).max(1);
         // zone_highsize: the low watermark, or managed / fraction, split
         // across the node's CPUs (all online CPUs for a CPU-less node).
         let fraction = sys.vm.int("percpu_pagelist_high_fraction").max(0) as u64;
@@ -334,21 +334,13 @@ impl PerCpuPages {
         };
         let high = (total / split.max(1)).max(batch << 2);
         // calculate_normal_threshold: 2 * fls(cpus) * (1 + fls(128 MiB units)).
-        let fls = |v: u64| u64::from(u64::BITS - v.leading_zeros());
+        let fls = |v: u64| u64::from(memhp_model::units::fls(v));
         let threshold = (2 * fls(cpus) * (1 + fls(managed >> 15))).min(125);
         PerCpuPages {
             high,
             batch,
             threshold,
         }
-    }
-}
-
-/// `rounddown_pow_of_two` (1 for 0).
-fn prev_power_of_two(v: u64) -> u64 {
-    match v {
-        0 => 1,
-        v => 1 << (63 - v.leading_zeros()),
     }
 }
 
