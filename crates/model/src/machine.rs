@@ -560,6 +560,14 @@ impl QemuPc {
         cmdline: &str,
         version: KernelVersion,
     ) -> Result<MachineSpec, MachineError> {
+        // QEMU: "Invalid SMP CPUs N. The max CPUs supported by machine
+        // 'pc-i440fx-7.2' is 255" (without an IOMMU's interrupt remapping).
+        if self.possible_cpus() > 255 {
+            return Err(MachineError::Option(
+                format!("-smp {}", self.possible_cpus()),
+                "the max CPUs supported by machine 'pc-i440fx-7.2' is 255".into(),
+            ));
+        }
         if self.ram < 16 * MIB {
             return Err(MachineError::Option(
                 format!("{}", self.ram),
