@@ -179,6 +179,9 @@ pub struct System {
     /// (QEMU's `maxcpus`); 0: only the present ones.
     #[serde(default)]
     pub possible_cpus: u32,
+    /// `cpuidle`'s current governor (`None`: the default, `menu`).
+    #[serde(default)]
+    pub cpuidle_governor: Option<String>,
     /// Loaded modules, in load order (kernel names).
     #[serde(default)]
     pub modules: Vec<String>,
@@ -274,6 +277,7 @@ impl System {
             distances: Vec::new(),
             pxm_nodes: BTreeMap::new(),
             possible_cpus: 0,
+            cpuidle_governor: None,
             hostname: default_hostname(),
             memory_chain: Default::default(),
             node_chain: Default::default(),
@@ -369,6 +373,16 @@ impl System {
             .max()
             .unwrap_or(1)
             .max(self.possible_cpus)
+    }
+
+    /// `cpuidle`'s current governor.
+    pub fn cpuidle_governor(&self) -> &str {
+        self.cpuidle_governor.as_deref().unwrap_or("menu")
+    }
+
+    /// Switch `cpuidle`'s governor (the name is the caller's to check).
+    pub fn set_cpuidle_governor(&mut self, name: &str) {
+        self.cpuidle_governor = Some(name.to_string());
     }
 
     /// The CPUs online (present at boot), in order.

@@ -6,6 +6,7 @@
 //! (FUSE, the scenario runner) serve.
 
 pub mod acpi;
+pub mod cpu;
 pub mod render;
 pub mod stats;
 pub mod store;

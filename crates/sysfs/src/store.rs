@@ -321,6 +321,13 @@ pub fn store(
     cancel: &Cancel,
 ) -> Result<usize, Errno> {
     match parts {
+        ["sys", "devices", "system", "cpu", rest @ ..]
+            if !matches!(rest.last(), Some(&"uevent")) && !rest.contains(&"power") =>
+        {
+            shared
+                .modify(|sys| crate::cpu::store(sys, rest, data))
+                .unwrap_or(Err(Errno::EACCES))
+        }
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
             let t = OnlineType::from_sysfs(data).ok_or(Errno::EINVAL)?;
             shared.modify(|sys| sys.params.default_online_type = t);

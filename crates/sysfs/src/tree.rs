@@ -241,14 +241,26 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             for f in CPU_MASK_FILES {
                 add(f, file(0o444));
             }
+            for (name, kind) in crate::cpu::top_entries() {
+                add(name, kind);
+            }
+            add("power", DIR);
         }
-        ["sys", "devices", "system", "cpu", c] => {
+        ["sys", "devices", "system", "cpu", c] if cpu_id(c).is_some() => {
             let cpu = cpu_id(c)?;
             let n = sys.nodes.values().find(|n| n.cpus.contains(&cpu))?;
             add(
                 &format!("node{}", n.id),
                 link(format!("../../node/node{}", n.id)),
             );
+            for (name, kind) in crate::cpu::cpu_entries(cpu) {
+                add(name, kind);
+            }
+        }
+        ["sys", "devices", "system", "cpu", rest @ ..] if rest.last() != Some(&"power") => {
+            for (name, kind) in crate::cpu::list(sys, rest)? {
+                add(&name, kind);
+            }
         }
         ["sys", "devices", "system", "memory"] => {
             for (n, k) in memory_dir_entries(sys) {
@@ -259,7 +271,18 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
             }
         }
         ["sys", "devices", "system", "memory", "power"]
-        | ["sys", "devices", "system", "node", "power"] => {
+        | ["sys", "devices", "system", "node", "power"]
+        | ["sys", "devices", "system", "cpu", "power"] => {
+            for (n, m) in POWER_FILES {
+                add(n, file(m));
+            }
+        }
+        ["sys", "devices", "system", "cpu", c, "power"]
+            if cpu_id(c).is_some_and(|c| sys.online_cpus().contains(&c)) =>
+        {
+            // A CPU exposes its resume-latency limit (no constraint: it
+            // reads 0, as power_read answers).
+            add("pm_qos_resume_latency_us", file(0o644));
             for (n, m) in POWER_FILES {
                 add(n, file(m));
             }
@@ -615,7 +638,15 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         ["sys", "devices", "system", class, _, f] if *class == crate::acpi::CONTAINER_CLASS => {
             crate::acpi::container_read(sys, f)?
         }
+        ["sys", "devices", "system", "cpu", c, "uevent"]
+            if cpu_id(c).is_some_and(|c| sys.online_cpus().contains(&c)) =>
+        {
+            crate::cpu::uevent()
+        }
         [.., "uevent"] => String::new(),
+        ["sys", "devices", "system", "cpu", rest @ ..] => {
+            crate::cpu::read(sys, rest).unwrap_or(Err(Errno::ENOENT))?
+        }
         ["sys", "devices", "system", "memory", "auto_online_blocks"] => {
             render::auto_online_blocks(sys)
         }
@@ -867,6 +898,8 @@ impl Tree for SysfsTree {
 /// (`online(id)`: whether block `id` is online now).
 fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
     match parts {
+        // Both of cpuidle's governor files follow a write to one of them.
+        ["sys", "devices", "system", "cpu", "cpuidle", _] => Scope::Global,
         // Fixed by the build and the boot (power/* and uevent by sysfs
         // itself), or changed only by a write to the file itself (whose
         // writer's cached page is dropped with it): the parameters, the
