@@ -28,6 +28,7 @@ pub mod lockproto;
 pub mod machine;
 pub mod memblock;
 pub mod memory_failure;
+pub mod mm_knobs;
 pub mod modules;
 pub mod notifier;
 pub mod pages;

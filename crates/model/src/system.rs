@@ -179,6 +179,9 @@ pub struct System {
     /// (QEMU's `maxcpus`); 0: only the present ones.
     #[serde(default)]
     pub possible_cpus: u32,
+    /// `/sys/kernel/mm`'s KSM, multi-gen LRU, demotion and swap knobs.
+    #[serde(default)]
+    pub mm_knobs: crate::mm_knobs::MmKnobs,
     /// `cpuidle`'s current governor (`None`: the default, `menu`).
     #[serde(default)]
     pub cpuidle_governor: Option<String>,
@@ -278,6 +281,7 @@ impl System {
             pxm_nodes: BTreeMap::new(),
             possible_cpus: 0,
             cpuidle_governor: None,
+            mm_knobs: Default::default(),
             hostname: default_hostname(),
             memory_chain: Default::default(),
             node_chain: Default::default(),

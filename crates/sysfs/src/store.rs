@@ -399,6 +399,10 @@ pub fn store(
         }
         ["proc", "sys", "vm", f] => vm_sysctl_store(shared, f, data, cancel),
         ["sys", "kernel", "mm", "transparent_hugepage", rest @ ..] => thp_store(shared, rest, data),
+        ["sys", "kernel", "mm", d, f] => shared
+            .modify(|sys| sys.mm_knobs.store(d, f, data))
+            .ok_or(Errno::EACCES)?
+            .map_err(|e| Errno(e.errno())),
         ["sys", "bus", _, "drivers_autoprobe"] => {
             kstr::kstrtobool(data).map_err(kerr)?;
             Ok(data.len())

@@ -414,6 +414,15 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         ["sys", "kernel", "mm"] => {
             add("hugepages", DIR);
             add("transparent_hugepage", DIR);
+            for (d, _) in memhp_model::mm_knobs::DIRS {
+                add(d, DIR);
+            }
+        }
+        ["sys", "kernel", "mm", d] if memhp_model::mm_knobs::DIRS.iter().any(|x| x.0 == *d) => {
+            let (_, files) = memhp_model::mm_knobs::DIRS.iter().find(|x| x.0 == *d)?;
+            for (f, writable) in files.iter() {
+                add(f, file(if *writable { 0o644 } else { 0o444 }));
+            }
         }
         ["sys", "kernel", "mm", "transparent_hugepage"] => {
             for f in ["defrag", "enabled", "shmem_enabled", "use_zero_page"] {
@@ -687,6 +696,9 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
         }
         ["sys", "kernel", "mm", "transparent_hugepage", "khugepaged", f] => {
             format!("{}\n", sys.thp.khugepaged_value(f).ok_or(Errno::ENOENT)?)
+        }
+        ["sys", "kernel", "mm", d, f] if memhp_model::mm_knobs::DIRS.iter().any(|x| x.0 == *d) => {
+            sys.mm_knobs.read(d, f).ok_or(Errno::ENOENT)?
         }
         ["sys", "kernel", "mm", "hugepages", _, f] => {
             format!("{}\n", hstate_value(sys, f).unwrap_or(0))
