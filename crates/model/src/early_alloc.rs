@@ -5,15 +5,20 @@
 //! they touch are the pages the guest keeps reserved.
 //!
 //! The sequence (`setup_arch`, then `start_kernel` up to `mm_init`):
-//! the direct map's page tables beyond the image's brk area, the SLIT's
-//! distance table, each memory node's `pg_data_t`, the sparse section
-//! roots, usemaps, memmaps and vmemmap page tables, the `pg_data_t` of
-//! nodes without memory, the HPET and IOAPIC resources, the e820
-//! resources and firmware-map entries, the hibernation nosave regions, the
-//! saved command lines, the first per-cpu chunk (with its bookkeeping,
-//! the unused part of each unit freed again), the boot CPU masks, the
-//! dentry and inode hashes, the fixmap page tables and the software IO
-//! TLB.
+//! the MP table and brk reservations, the e820 RAM added (and the first
+//! `MEMBLOCK configuration` dump), the real-mode trampoline, the first
+//! MiB, `init_mem_mapping`'s probe of the top 2 MiB and the direct map's
+//! page tables beyond the image's brk area, the ACPI tables, the SLIT's
+//! distance table, each memory node's `pg_data_t` (and the second dump),
+//! the sparse section roots, usemaps, memmaps and vmemmap page tables, the
+//! `pg_data_t` of nodes without memory, the HPET and IOAPIC resources, the
+//! e820 resources and firmware-map entries, the hibernation nosave
+//! regions, the saved command lines, the first per-cpu chunk (with its
+//! bookkeeping, the unused part of each unit freed again), the boot CPU
+//! masks, a larger printk ring for many CPUs, the dentry and inode hashes,
+//! the CPU entry areas' page tables and the software IO TLB. Each
+//! operation carries an [`Anchor`]: where its `memblock=debug` lines go
+//! among the boot log's other lines.
 
 use crate::boot::{hotpluggable_memblock, initrd_pfns, DENTRY_HASH, INODE_HASH, KERNEL_LOAD_PFN};
 use crate::cmdline::KernelCmdline;
