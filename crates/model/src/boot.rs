@@ -37,9 +37,7 @@ pub(crate) const SMP_ALTERNATIVES_PAGES: u64 = 9;
 /// kernel patched itself for one CPU on a machine where more may come (one
 /// CPU present, more possible: it keeps them to patch back).
 pub(crate) fn frees_smp_alternatives(spec: &MachineSpec) -> bool {
-    let present: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
-    let possible: usize = spec.nodes.iter().map(|n| n.possible_cpus().len()).sum();
-    present != 1 || possible == 1
+    spec.present_cpu_count() != 1 || spec.possible_cpu_count() == 1
 }
 
 /// Pages of the image that stay reserved for good.

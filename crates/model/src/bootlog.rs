@@ -256,28 +256,22 @@ pub fn render(
     if spec.acpi.is_some() {
         l.push("ACPI: HPET id: 0x8086a201 base: 0xfed00000".into());
     }
-    let present: usize = spec.nodes.iter().map(|n| n.cpus.len()).sum();
-    let cpus: usize = spec.nodes.iter().map(|n| n.possible_cpus().len()).sum();
+    let present = spec.present_cpu_count();
+    let cpus = spec.possible_cpu_count();
     l.push(format!(
         "smpboot: Allowing {cpus} CPUs, {} hotplug CPUs",
         cpus - present
     ));
-    let ram = usable_after_edits(spec, sys.cmdline.mem_limit);
-    let mut pfn = 0u64;
-    for &(s, e) in &ram {
-        let start = s.div_ceil(4096);
-        if start > pfn {
-            l.push(format!(
-                "PM: hibernation: Registered nosave memory: {}",
-                short(pfn << 12, (start << 12) - 1)
-            ));
-        }
-        pfn = e / 4096;
+    for (s, e) in crate::early_alloc::nosave_regions(spec, sys.cmdline.mem_limit) {
+        l.push(format!(
+            "PM: hibernation: Registered nosave memory: {}",
+            short(s << 12, (e << 12) - 1)
+        ));
     }
     if let Some((gs, ge)) = pci_gap(spec) {
         l.push(format!("{} available for PCI devices", short(gs, ge - 1)));
     }
-    let nr_node_ids = spec.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    let nr_node_ids = spec.nr_node_ids();
     l.push(format!("setup_percpu: NR_CPUS:8192 nr_cpumask_bits:{cpus} nr_cpu_ids:{cpus} nr_node_ids:{nr_node_ids}"));
     l.extend(percpu_lines(spec));
     let online: Vec<u32> = sys.online_nodes().map(|n| n.id).collect();
@@ -295,7 +289,7 @@ pub fn render(
     l.push(format!("Kernel command line: {}", sys.cmdline.raw));
     if let Some(len) = crate::early_alloc::log_buf_len(cpus as u64) {
         // log_buf_add_cpu, then setup_log_buf's report of the new ring.
-        let extra = (cpus as u64 - 1) * crate::early_alloc::LOG_CPU_MAX_BUF;
+        let extra = crate::early_alloc::log_buf_cpu_extra(cpus as u64);
         l.push(format!(
             "printk: log_buf_len individual max cpu contribution: {} bytes",
             crate::early_alloc::LOG_CPU_MAX_BUF
@@ -414,7 +408,8 @@ pub fn render(
     }
     l.push("iommu: DMA domain TLB invalidation policy: lazy mode ".into());
     l.push("NetLabel:  domain hash size = 128".into());
-    for &(_, e) in &ram {
+    let ram = crate::early_alloc::kernel_e820(spec, sys.cmdline.mem_limit);
+    for (_, e, _) in ram.into_iter().filter(|r| r.2) {
         let align: u64 = if e <= 1 << 20 {
             64 << 10
         } else if e <= 16 << 20 {
@@ -559,41 +554,32 @@ fn insert_memblock_lines(
     }
 }
 
-/// The first per-cpu chunk of the 6.1 image: static, reserved and dynamic
-/// sizes (bytes), and the allocation atom (a 2 MiB page).
-const PCPU_STATIC: u64 = 217_088;
-const PCPU_RESERVED: u64 = 8192;
-const PCPU_DYNAMIC: u64 = 28_672;
-const PCPU_ATOM: u64 = 2 << 20;
-
 /// `setup_per_cpu_areas` with the embedding allocator: the units' size and
 /// how CPUs share the 2 MiB allocations (`pcpu_build_alloc_info`: one
 /// group per node with CPUs; the most units per allocation that wastes at
 /// most a third of a CPU's count of units and needs no more allocations),
 /// then the map `pcpu_dump_alloc_info` prints.
 fn percpu_lines(spec: &MachineSpec) -> Vec<String> {
-    // A group per node with possible CPUs, in the order of their first.
-    let mut possible: Vec<Vec<u32>> = spec
-        .nodes
-        .iter()
-        .map(|n| n.possible_cpus())
-        .filter(|c| !c.is_empty())
-        .collect();
-    possible.sort_by_key(|c| c[0]);
-    let groups: Vec<&[u32]> = possible.iter().map(|g| g.as_slice()).collect();
+    use crate::early_alloc::{
+        PCPU_ATOM_BYTES, PCPU_DYNAMIC, PCPU_RESERVED, PCPU_STATIC, PCPU_UNIT_USED_BYTES,
+    };
+    let possible = crate::early_alloc::percpu_groups(spec);
+    let groups: Vec<&[u32]> = possible.iter().map(|g| g.1.as_slice()).collect();
     let cpus: usize = groups.iter().map(|g| g.len()).sum();
     if cpus == 0 {
         return Vec::new();
     }
-    let min_unit = (PCPU_STATIC + PCPU_RESERVED + PCPU_DYNAMIC).div_ceil(4096) * 4096;
     let best = crate::early_alloc::percpu_units_per_alloc(
         &groups.iter().map(|g| g.len() as u64).collect::<Vec<_>>(),
     ) as usize;
-    let unit = PCPU_ATOM / best as u64;
+    let unit = PCPU_ATOM_BYTES / best as u64;
     let sizes = format!("s{PCPU_STATIC} r{PCPU_RESERVED} d{PCPU_DYNAMIC} u{unit}");
     let mut out = vec![
-        format!("percpu: Embedded {} pages/cpu {sizes}", min_unit / 4096),
-        format!("pcpu-alloc: {sizes} alloc=1*{PCPU_ATOM}"),
+        format!(
+            "percpu: Embedded {} pages/cpu {sizes}",
+            PCPU_UNIT_USED_BYTES / 4096
+        ),
+        format!("pcpu-alloc: {sizes} alloc=1*{PCPU_ATOM_BYTES}"),
     ];
     let digits = |v: usize| v.to_string().len();
     let (group_width, cpu_width) = (digits(groups.len()), digits(cpus));
@@ -799,23 +785,6 @@ fn short(start: u64, end_inclusive: u64) -> String {
     short_mem(start, end_inclusive)
 }
 
-/// Usable e820 RAM after the kernel's edits (first page, 640K-1M, `mem=`),
-/// bytes.
-fn usable_after_edits(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for e in spec.e820.iter().filter(|e| e.kind == E820Kind::Usable) {
-        let s = e.start.max(0x1000);
-        let mut end = e.end.min(mem_limit.unwrap_or(u64::MAX));
-        if s < 0x100000 && end > 0xa0000 {
-            end = end.min(0xa0000);
-        }
-        if s < end {
-            out.push((s, end));
-        }
-    }
-    out
-}
-
 /// `e820_search_gap`: the largest gap between e820 entries below 4 GiB.
 fn pci_gap(spec: &MachineSpec) -> Option<(u64, u64)> {
     let mut best: Option<(u64, u64)> = None;
@@ -944,16 +913,7 @@ fn smp_boot_lines(spec: &MachineSpec) -> Vec<String> {
 /// merged when nothing lies between them.
 fn numa_merge_lines(spec: &MachineSpec, ram_end: u64) -> Vec<String> {
     let mut out = Vec::new();
-    for n in &spec.nodes {
-        let mut blocks: Vec<(u64, u64)> = Vec::new();
-        for &(s, e) in &n.mem {
-            for (a, b) in srat_pieces(s, e) {
-                let b = b.min(ram_end);
-                if a < b {
-                    blocks.push((a, b));
-                }
-            }
-        }
+    for (nid, blocks) in crate::early_alloc::srat_memory(spec, ram_end) {
         let mut merged: Option<(u64, u64)> = None;
         for (a, b) in blocks {
             merged = Some(match merged {
@@ -961,7 +921,7 @@ fn numa_merge_lines(spec: &MachineSpec, ram_end: u64) -> Vec<String> {
                 Some((ms, me)) => {
                     out.push(format!(
                         "NUMA: Node {} {} + {} -> {}",
-                        n.id,
+                        nid,
                         short(ms, me - 1),
                         short(a, b - 1),
                         short(ms, b - 1)

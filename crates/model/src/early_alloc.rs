@@ -62,11 +62,15 @@ const RESOURCE_BYTES: u64 = 64;
 const FIRMWARE_MAP_ENTRY_BYTES: u64 = 104;
 /// `struct nosave_region`.
 const NOSAVE_REGION_BYTES: u64 = 32;
-/// The per-cpu first chunk: the atom each group's units come in and what
-/// each CPU's unit keeps (static 217088 + reserved 8192 + dynamic 28672:
-/// "Embedded 62 pages/cpu").
-const PCPU_ATOM_BYTES: u64 = 2 << 20;
-pub(crate) const PCPU_UNIT_USED_BYTES: u64 = 0x3e000;
+/// The first per-cpu chunk of the 6.1 image: static, reserved and dynamic
+/// sizes, the atom each group's units come in (a 2 MiB page), and what
+/// each CPU's unit keeps ("Embedded 62 pages/cpu").
+pub(crate) const PCPU_STATIC: u64 = 217_088;
+pub(crate) const PCPU_RESERVED: u64 = 8192;
+pub(crate) const PCPU_DYNAMIC: u64 = 28_672;
+pub(crate) const PCPU_ATOM_BYTES: u64 = 2 << 20;
+pub(crate) const PCPU_UNIT_USED_BYTES: u64 =
+    (PCPU_STATIC + PCPU_RESERVED + PCPU_DYNAMIC).next_multiple_of(PAGE_SIZE);
 /// `pcpu_alloc_first_chunk` for the reserved and the dynamic chunk: the
 /// chunk, its alloc map, bound map and block metadata.
 const PCPU_FIRST_CHUNKS: [(u64, &str); 8] = [
@@ -160,7 +164,7 @@ fn mark(m: &mut Memblock, trace: &mut Vec<(Anchor, MemblockOp)>, anchor: Anchor)
 
 /// The kernel's e820 table after its edits: the first page reserved,
 /// RAM cut at `mem=`. `(start, end, is_ram)`.
-fn kernel_e820(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<(u64, u64, bool)> {
+pub(crate) fn kernel_e820(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<(u64, u64, bool)> {
     let mut sorted: Vec<_> = spec.e820.iter().collect();
     sorted.sort_by_key(|e| e.start);
     let mut t = Vec::new();
@@ -179,38 +183,33 @@ fn kernel_e820(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<(u64, u64, boo
             e.1 = e.1.min(l);
         }
     }
+    // e820: remove [mem 0x000a0000-0x000fffff] usable.
+    for e in t
+        .iter_mut()
+        .filter(|e| e.2 && e.0 < 0x10_0000 && e.1 > 0xa_0000)
+    {
+        e.1 = e.1.min(0xa_0000);
+    }
     t
 }
 
-/// `e820__register_nosave_regions(max_pfn)`: how many regions it
-/// allocates (a region extending the previous one allocates nothing).
-fn nosave_regions(table: &[(u64, u64, bool)], max_pfn: u64) -> u64 {
-    let mut count = 0;
-    let mut last_end: Option<u64> = None;
-    let mut register = |s: u64, e: u64| {
-        if s >= e {
-            return;
-        }
-        if last_end != Some(s) {
-            count += 1;
-        }
-        last_end = Some(e);
-    };
+/// `e820__register_nosave_regions`: the gaps between the RAM entries of
+/// the kernel's e820 table, as pfn ranges, each a region of its own (a
+/// memblock allocation and a "Registered nosave memory" line).
+pub(crate) fn nosave_regions(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<Range> {
+    let mut out = Vec::new();
     let mut pfn = 0;
-    for &(s, e, ram) in table {
+    for (s, e, ram) in kernel_e820(spec, mem_limit) {
+        if !ram {
+            continue;
+        }
         let up = s.div_ceil(PAGE_SIZE);
         if pfn < up {
-            register(pfn, up);
+            out.push((pfn, up));
         }
         pfn = e / PAGE_SIZE;
-        if !ram {
-            register(up, pfn);
-        }
-        if pfn >= max_pfn {
-            break;
-        }
     }
-    count
+    out
 }
 
 /// `pcpu_build_alloc_info`: units per atom, the largest count that wastes
@@ -244,18 +243,54 @@ pub(crate) fn percpu_units_per_alloc(groups: &[u64]) -> u64 {
 /// 17, `CONFIG_LOG_CPU_MAX_BUF_SHIFT` 12) when the possible CPUs need more
 /// than the built-in one holds.
 pub(crate) fn log_buf_len(nr_cpu_ids: u64) -> Option<u64> {
-    let extra = nr_cpu_ids.saturating_sub(1) * LOG_CPU_MAX_BUF;
+    let extra = log_buf_cpu_extra(nr_cpu_ids);
     (extra > LOG_BUF / 2).then(|| (LOG_BUF + extra).next_power_of_two())
+}
+
+/// What the CPUs beyond the first may add to the printk ring.
+pub(crate) fn log_buf_cpu_extra(nr_cpu_ids: u64) -> u64 {
+    nr_cpu_ids.saturating_sub(1) * LOG_CPU_MAX_BUF
 }
 
 /// The built-in printk ring and what each CPU beyond the first may add.
 pub(crate) const LOG_BUF: u64 = 1 << 17;
 pub(crate) const LOG_CPU_MAX_BUF: u64 = 1 << 12;
 
+/// `pcpu_build_alloc_info`'s groups: a node's possible CPUs each, in the
+/// order of their first CPU.
+pub(crate) fn percpu_groups(spec: &MachineSpec) -> Vec<(u32, Vec<u32>)> {
+    let mut groups: Vec<(u32, Vec<u32>)> = spec
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.possible_cpus()))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    groups.sort_by_key(|g| g.1[0]);
+    groups
+}
+
 /// `__pcpu_size_to_slot(unit) + 4` list heads of 16 bytes.
 fn pcpu_slot_bytes(unit: u64) -> u64 {
     let fls = u64::from(crate::units::fls(unit));
     (fls.saturating_sub(5) + 2).max(1) * 16 + 4 * 16
+}
+
+/// Each node's SRAT memory entries (in bytes) cut at the end of RAM, as
+/// `numa_cleanup_meminfo` sees them before it merges a node's blocks.
+pub(crate) fn srat_memory(spec: &MachineSpec, ram_end: u64) -> Vec<(u32, Vec<Range>)> {
+    spec.nodes
+        .iter()
+        .map(|n| {
+            let pieces = n
+                .mem
+                .iter()
+                .flat_map(|&(s, e)| crate::qemu_acpi::srat_pieces(s, e))
+                .map(|(a, b)| (a, b.min(ram_end)))
+                .filter(|(a, b)| a < b)
+                .collect();
+            (n.id, pieces)
+        })
+        .collect()
 }
 
 /// The NUMA blocks `numa_register_memblks` gives nodes (SRAT ranges cut
@@ -266,19 +301,10 @@ fn numa_blocks(
     nodes: &BTreeMap<u32, Vec<Range>>,
     ram_end: u64,
 ) -> Vec<(u64, u64, u32)> {
-    let mut out = Vec::new();
-    for n in &spec.nodes {
-        let pieces: Vec<Range> = n
-            .mem
-            .iter()
-            .flat_map(|&(s, e)| crate::qemu_acpi::srat_pieces(s, e))
-            .map(|(a, b)| (a, b.min(ram_end)))
-            .filter(|(a, b)| a < b)
-            .collect();
-        if let (Some(first), Some(last)) = (pieces.first(), pieces.last()) {
-            out.push((first.0, last.1, n.id));
-        }
-    }
+    let mut out: Vec<(u64, u64, u32)> = srat_memory(spec, ram_end)
+        .into_iter()
+        .filter_map(|(nid, pieces)| Some((pieces.first()?.0, pieces.last()?.1, nid)))
+        .collect();
     if out.is_empty() {
         // No firmware ranges: the nodes' memory as memblock has it.
         for (&nid, rs) in nodes {
@@ -390,7 +416,7 @@ pub(crate) fn x86_boot(
     }
 
     // The SLIT's distance table (numa_alloc_distance): a byte per pair.
-    let nr_node_ids = spec.nodes.iter().map(|n| n.id + 1).max().unwrap_or(1);
+    let nr_node_ids = spec.nr_node_ids();
     if spec.acpi.as_ref().is_some_and(|a| a.slit_nodes > 0) {
         let n = u64::from(nr_node_ids);
         m.alloc(
@@ -476,14 +502,13 @@ pub(crate) fn x86_boot(
         ));
     }
     mark(&mut m, &mut trace, Anchor::Smpboot);
-    let max_pfn = ram_end >> PAGE_SHIFT;
-    for i in 0..nosave_regions(&table, max_pfn) {
+    for i in 0..nosave_regions(spec, cmd.mem_limit).len() {
         m.alloc(Request::any(
             NOSAVE_REGION_BYTES,
             SMP_CACHE_BYTES,
             "register_nosave_region+0x53/0xd5",
         ));
-        mark(&mut m, &mut trace, Anchor::Nosave(i as usize));
+        mark(&mut m, &mut trace, Anchor::Nosave(i));
     }
 
     // setup_command_line: saved_command_line and static_command_line.
@@ -690,16 +715,12 @@ fn percpu_first_chunk(
     trace: &mut Vec<(Anchor, MemblockOp)>,
     spec: &MachineSpec,
 ) -> u64 {
-    let mut groups: Vec<(u32, u64, u32)> = spec
-        .nodes
-        .iter()
-        .map(|n| (n.id, n.possible_cpus()))
-        .filter(|(_, c)| !c.is_empty())
-        .map(|(id, c)| (id, c.len() as u64, c[0]))
+    let mut groups: Vec<(u32, u64)> = percpu_groups(spec)
+        .into_iter()
+        .map(|(id, c)| (id, c.len() as u64))
         .collect();
-    groups.sort_by_key(|g| g.2);
     if groups.is_empty() {
-        groups.push((0, 1, 0));
+        groups.push((0, 1));
     }
     let nr_cpu_ids: u64 = groups.iter().map(|g| g.1).sum();
     let nr_groups = groups.len() as u64;
@@ -720,7 +741,7 @@ fn percpu_first_chunk(
         "pcpu_embed_first_chunk+0x69/0x70f",
     ));
     let mut bases = Vec::new();
-    for &(nid, cpus, _) in &groups {
+    for &(nid, cpus) in &groups {
         let units = cpus.div_ceil(upa) * upa;
         let base = m.alloc(
             Request::any(units * unit, PCPU_ATOM_BYTES, "pcpu_fc_alloc+0xf2/0x148")

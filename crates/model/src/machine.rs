@@ -404,6 +404,21 @@ impl MachineSpec {
     }
 
     /// Highest end of usable e820 RAM.
+    /// CPUs present at boot.
+    pub fn present_cpu_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.cpus.len()).sum()
+    }
+
+    /// CPUs present or hot-pluggable later (`num_possible_cpus`).
+    pub fn possible_cpu_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.possible_cpus().len()).sum()
+    }
+
+    /// `nr_node_ids`: one past the highest node.
+    pub fn nr_node_ids(&self) -> u32 {
+        self.nodes.iter().map(|n| n.id + 1).max().unwrap_or(1)
+    }
+
     pub fn boot_mem_end(&self) -> u64 {
         self.e820
             .iter()

@@ -345,8 +345,14 @@ impl Memblock {
     /// `memblock_add_range` on the reserved list: the parts of `[s, e)`
     /// not yet reserved become regions of no node.
     fn reserve_range(&mut self, s: u64, e: u64) {
+        let new = self.unreserved(s, e);
+        insert(&mut self.reserved, new);
+    }
+
+    /// The parts of `[s, e)` no reservation covers, in order.
+    fn unreserved(&self, s: u64, e: u64) -> Vec<ByteRange> {
         let mut at = s;
-        let mut new = Vec::new();
+        let mut out = Vec::new();
         for r in &self.reserved {
             if r.end <= at {
                 continue;
@@ -355,14 +361,14 @@ impl Memblock {
                 break;
             }
             if r.start > at {
-                new.push((at, r.start));
+                out.push((at, r.start));
             }
             at = at.max(r.end);
         }
         if at < e {
-            new.push((at, e));
+            out.push((at, e));
         }
-        insert(&mut self.reserved, new);
+        out
     }
 
     /// `memblock_reserve` before `memblock=debug` takes effect (untraced).
@@ -402,29 +408,11 @@ impl Memblock {
     /// The free parts of memory on `nid` (any node when `None`), in
     /// address order.
     fn free_ranges(&self, nid: Option<u32>) -> Vec<ByteRange> {
-        let mut out = Vec::new();
-        for r in &self.memory {
-            if nid.is_some_and(|n| Some(n) != r.nid) || (self.skip_hotplug && r.hotplug) {
-                continue;
-            }
-            let mut at = r.start;
-            for res in &self.reserved {
-                if res.end <= at {
-                    continue;
-                }
-                if res.start >= r.end {
-                    break;
-                }
-                if res.start > at {
-                    out.push((at, res.start));
-                }
-                at = at.max(res.end);
-            }
-            if at < r.end {
-                out.push((at, r.end));
-            }
-        }
-        out
+        self.memory
+            .iter()
+            .filter(|r| nid.is_none_or(|n| Some(n) == r.nid) && !(self.skip_hotplug && r.hotplug))
+            .flat_map(|r| self.unreserved(r.start, r.end))
+            .collect()
     }
 
     /// `memblock_find_in_range_node`.

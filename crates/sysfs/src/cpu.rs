@@ -9,7 +9,9 @@
 //! served either).
 
 use crate::render::{bitmap_list, bitmap_mask};
+use crate::tree::cpu_id;
 use crate::vfs::{EntryKind, Errno};
+use memhp_model::kstr::kstrtobool;
 use memhp_model::System;
 
 /// `modalias` of QEMU's default CPU model (`qemu64`) under TCG.
@@ -130,16 +132,8 @@ pub(crate) fn cpu_entries(cpu: u32) -> Vec<(&'static str, EntryKind)> {
     v
 }
 
-fn cpu_of(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix("cpu")?;
-    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 fn online(sys: &System, name: &str) -> bool {
-    cpu_of(name).is_some_and(|c| sys.online_cpus().contains(&c))
+    cpu_id(name).is_some_and(|c| sys.online_cpus().contains(&c))
 }
 
 /// A file below `/sys/devices/system/cpu`; `None` for the ones this
@@ -162,9 +156,9 @@ pub(crate) fn read(sys: &System, rest: &[&str]) -> Option<Result<String, Errno>>
         ["cpuidle", "current_governor" | "current_governor_ro"] => {
             format!("{}\n", sys.cpuidle_governor())
         }
-        [c, "online"] if online(sys, c) && cpu_of(c) != Some(0) => "1\n".to_string(),
+        [c, "online"] if online(sys, c) && cpu_id(c) != Some(0) => "1\n".to_string(),
         [c, "topology", f] if online(sys, c) => {
-            let cpu = cpu_of(c)?;
+            let cpu = cpu_id(c)?;
             match *f {
                 "cluster_cpus" | "core_cpus" | "thread_siblings" => bitmap_mask(&[cpu], nr),
                 "cluster_cpus_list" | "core_cpus_list" | "thread_siblings_list" => {
@@ -205,29 +199,13 @@ pub(crate) fn store(sys: &mut System, rest: &[&str], data: &[u8]) -> Option<Resu
         },
         // CPU hotplug is not modelled: the CPU stays online; asking for
         // that is a no-op, anything else is refused.
-        [c, "online"] if online(sys, c) => match kstrtobool(word) {
-            Some(true) => Ok(data.len()),
-            Some(false) => Err(Errno::EBUSY),
-            None => Err(Errno::EINVAL),
+        [c, "online"] if online(sys, c) => match kstrtobool(data) {
+            Ok(true) => Ok(data.len()),
+            Ok(false) => Err(Errno::EBUSY),
+            Err(_) => Err(Errno::EINVAL),
         },
         _ => return None,
     })
-}
-
-/// `kstrtobool`: the first character decides (1/y/Y/t/T, 0/n/N/f/F),
-/// `on`/`off` need the second.
-fn kstrtobool(s: &str) -> Option<bool> {
-    let b = s.as_bytes();
-    match b.first()? {
-        b'1' | b'y' | b'Y' | b't' | b'T' => Some(true),
-        b'0' | b'n' | b'N' | b'f' | b'F' => Some(false),
-        b'o' | b'O' => match b.get(1)? {
-            b'n' | b'N' => Some(true),
-            b'f' | b'F' => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -247,7 +225,7 @@ mod tests {
             ("o", None),
             ("", None),
         ] {
-            assert_eq!(kstrtobool(s), want, "{s:?}");
+            assert_eq!(kstrtobool(s.as_bytes()).ok(), want, "{s:?}");
         }
     }
 

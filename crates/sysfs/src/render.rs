@@ -148,11 +148,6 @@ pub fn node_state(sys: &System, name: &str) -> Option<String> {
     Some(bitmap_list(ids))
 }
 
-/// Number of possible CPUs (bits in a cpumask).
-pub fn nr_cpu_ids(sys: &System) -> u32 {
-    sys.nr_cpu_ids()
-}
-
 /// Adjacent driver-managed `System RAM (<driver>)` siblings are one
 /// resource in the kernel (MHP_MERGE_RESOURCE).
 fn merge_driver_ram(list: &[Resource]) -> Vec<Resource> {
@@ -223,7 +218,7 @@ pub fn proc_modules(sys: &System) -> String {
 /// 6.1 guest shows it (one socket, a core per CPU; the clock, microcode and
 /// BogoMIPS are the recording host's).
 pub fn cpuinfo(sys: &System) -> String {
-    let n = nr_cpu_ids(sys);
+    let n = sys.nr_cpu_ids();
     let mut out = String::new();
     for cpu in sys.online_cpus() {
         out.push_str(&format!(

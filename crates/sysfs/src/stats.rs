@@ -3,7 +3,6 @@
 //! `nodeN/meminfo` and `nodeN/vmstat`, as pure functions of a [`System`]
 //! (6.1's lines, order and widths).
 
-use crate::render::nr_cpu_ids;
 use memhp_model::hugetlb::HPAGE_PAGES;
 use memhp_model::pages::{MigrateType, PageState, PAGEBLOCK_PAGES};
 use memhp_model::retrylog::{BUDDY_TYPES, MAX_ORDER};
@@ -212,7 +211,7 @@ pub fn proc_meminfo(sys: &System) -> String {
         ("VmallocChunk:", 0),
         (
             "Percpu:",
-            kib(PERCPU_PAGES_PER_CPU * u64::from(nr_cpu_ids(sys))),
+            kib(PERCPU_PAGES_PER_CPU * u64::from(sys.nr_cpu_ids())),
         ),
         ("HardwareCorrupted:", kib(sys.hwpoison.count)),
     ];

@@ -148,7 +148,7 @@ fn node_id(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn cpu_id(name: &str) -> Option<u32> {
+pub(crate) fn cpu_id(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("cpu")?;
     if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
         return None;
@@ -635,9 +635,9 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
             "kernel_max" => "8191\n".to_string(),
             "offline" => {
                 let online = sys.online_cpus();
-                render::bitmap_list((0..render::nr_cpu_ids(sys)).filter(|c| !online.contains(c)))
+                render::bitmap_list((0..sys.nr_cpu_ids()).filter(|c| !online.contains(c)))
             }
-            "possible" => render::bitmap_list(0..render::nr_cpu_ids(sys)),
+            "possible" => render::bitmap_list(0..sys.nr_cpu_ids()),
             _ => render::bitmap_list(sys.online_cpus()),
         },
         [dir @ .., "power", f] => return power_read(sys, &devpath_of(dir), f),
@@ -718,7 +718,7 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
             let node = sys.node(nid).ok_or(Errno::ENOENT)?;
             match *attr {
                 "cpulist" => render::bitmap_list(node.cpus.iter().copied()),
-                "cpumap" => render::bitmap_mask(&node.cpus, render::nr_cpu_ids(sys)),
+                "cpumap" => render::bitmap_mask(&node.cpus, sys.nr_cpu_ids()),
                 "distance" => {
                     let d: Vec<String> = sys
                         .online_nodes()
