@@ -1,11 +1,17 @@
 //! Keeping the kernel's caches honest.
 //!
-//! File contents are never cached (every file is opened `FOPEN_DIRECT_IO`),
-//! directory listings are never cached (no `FOPEN_CACHE_DIR`) and symlink
-//! targets are never cached (no `FUSE_CACHE_SYMLINKS`), so a change in the
-//! tree can only leave two kinds of stale state in the kernel, both with
-//! TTLs: directory entries (a removed `memoryN` that still resolves) and
-//! attributes (a mode, a symlink length, a directory's link count).
+//! With exact opens, file contents are never cached (every file is opened
+//! `FOPEN_DIRECT_IO`), directory listings are never cached (no
+//! `FOPEN_CACHE_DIR`) and symlink targets are never cached (no
+//! `FUSE_CACHE_SYMLINKS`), so a change in the tree can only leave two kinds
+//! of stale state in the kernel, both with TTLs: directory entries (a
+//! removed `memoryN` that still resolves) and attributes (a mode, a symlink
+//! length, a directory's link count). With cached opens the kernel also
+//! keeps file contents and listings: [`PageCache`] records what it was
+//! given, and after each change the files the change can have reached (by
+//! their [`memhp_sysfs::vfs::Scope`]: a block's own attributes, global
+//! state, or nothing short of a change that reaches everything) are
+//! rendered again and those that differ dropped.
 //!
 //! Whenever [`Tree::layout_generation`] moves, a scan compares what the
 //! kernel was told about every inode it still holds (see [`crate::inodes`])

@@ -197,6 +197,11 @@ impl System {
 
     /// Huge pages of the pool on a node's online blocks: (total, free).
     pub fn node_huge_pages(&self, nid: u32) -> (u64, u64) {
+        // Every huge page of the pool sits on an online block: an empty
+        // pool needs no walk over the blocks.
+        if self.hugetlb.nr_huge_pages == 0 {
+            return (0, 0);
+        }
         self.blocks
             .values()
             .filter(|b| b.nid == Some(nid) && b.state != BlockState::Offline)

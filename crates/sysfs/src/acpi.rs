@@ -55,6 +55,21 @@ fn link(target: String) -> EntryKind {
 /// The entries of directory `rest` (below `/sys/devices`), if it is one of
 /// the ACPI memory devices' directories or their `power/`.
 pub(crate) fn list(sys: &System, rest: &[&str]) -> Option<Vec<(String, EntryKind)>> {
+    list_with(sys, rest, true)
+}
+
+/// Entry `name` of directory `dir` (below `/sys/devices`), as [`list`]
+/// lists it; a device's `physical_node*` links, the only entries that need
+/// a walk over the blocks, are only listed when one of them is asked for.
+pub(crate) fn lookup(sys: &System, dir: &[&str], name: &str) -> Option<EntryKind> {
+    list_with(sys, dir, name.starts_with("physical_node"))?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, k)| k)
+}
+
+/// [`list`], with a device's links to its blocks if `block_links`.
+fn list_with(sys: &System, rest: &[&str], block_links: bool) -> Option<Vec<(String, EntryKind)>> {
     let devices = sys.acpi_memory.as_ref()?;
     if rest.last() == Some(&POWER_DIR) {
         return match resolve(devices, &rest[..rest.len() - 1])? {
@@ -84,6 +99,7 @@ pub(crate) fn list(sys: &System, rest: &[&str]) -> Option<Vec<(String, EntryKind
             let bound = sys
                 .blocks
                 .values()
+                .filter(|_| block_links)
                 .filter(|b| b.firmware_node.as_deref() == Some(firmware_node.as_str()));
             for (i, b) in bound.enumerate() {
                 let name = match i {

@@ -12,7 +12,8 @@ use memhp_model::block::BlockState;
 use memhp_model::shared::Shared;
 use memhp_model::System;
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 const DIR: EntryKind = EntryKind::Dir;
 
@@ -541,6 +542,32 @@ fn node_dir_entries(node: &memhp_model::system::Node) -> Vec<(String, EntryKind)
 }
 
 fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
+    lookup_listing(sys, parts, None)
+}
+
+/// The listings of the directories that lookups of one consistent state
+/// had to list, by path, as name → entry (`None`: not a directory).
+#[derive(Default)]
+struct ListingMemo(HashMap<String, Option<HashMap<String, EntryKind>>>);
+
+impl ListingMemo {
+    fn entry(&mut self, sys: &System, dir: &[&str], name: &str) -> Option<EntryKind> {
+        self.0
+            .entry(dir.join("/"))
+            .or_insert_with(|| list(sys, dir).map(|v| v.into_iter().collect()))
+            .as_ref()?
+            .get(name)
+            .cloned()
+    }
+}
+
+/// [`lookup_in`]; a lookup that lists its directory keeps the listing in
+/// `memo` (if given) for the next lookup in the same directory.
+fn lookup_listing(
+    sys: &System,
+    parts: &[&str],
+    memo: Option<&mut ListingMemo>,
+) -> Option<EntryKind> {
     // Fast paths for the hot spots (block directories and their files, the
     // memory directory's own files, the links to blocks), so that a lookup
     // costs O(log blocks), not a directory listing.
@@ -565,6 +592,10 @@ fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
             let id = block_id(b)?;
             return sys.blocks.contains_key(&id).then(|| memory_bus_link(id));
         }
+        // The ACPI memory devices' entries, without their links to blocks.
+        ["sys", "devices", dir @ .., f] if dir.first() == Some(&crate::acpi::ROOT) => {
+            return crate::acpi::lookup(sys, dir, f);
+        }
         // A node's own entries, without listing its memory links.
         ["sys", "devices", "system", "node", n, f]
             if node_id(n).is_some() && !f.starts_with("memory") =>
@@ -587,9 +618,10 @@ fn lookup_in(sys: &System, parts: &[&str]) -> Option<EntryKind> {
         }
         _ => {}
     }
-    match parts.split_last() {
-        None => Some(DIR),
-        Some((last, parent)) => {
+    match (parts.split_last(), memo) {
+        (None, _) => Some(DIR),
+        (Some((last, parent)), Some(memo)) => memo.entry(sys, parent, last),
+        (Some((last, parent)), None) => {
             let entries = list(sys, parent)?;
             entries.into_iter().find(|(n, _)| n == last).map(|(_, k)| k)
         }
@@ -766,6 +798,12 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
 pub struct SysfsTree {
     shared: Arc<Shared>,
     eject: std::sync::OnceLock<crate::acpi::EjectHandler>,
+    /// The listings [`Tree::read_batch`]'s lookups needed, and the layout
+    /// generation they belong to (a listing is a function of the layout).
+    /// A transport compares every cached file after each change: without
+    /// this, every comparison of a file without a fast-path lookup would
+    /// list its directory again.
+    batch_listings: Mutex<(u64, ListingMemo)>,
 }
 
 impl SysfsTree {
@@ -773,6 +811,7 @@ impl SysfsTree {
         SysfsTree {
             shared,
             eject: std::sync::OnceLock::new(),
+            batch_listings: Mutex::new((0, ListingMemo::default())),
         }
     }
 
@@ -790,9 +829,9 @@ impl SysfsTree {
 }
 
 /// The content of the file at `path` in `sys`.
-fn read_path(sys: &System, path: &str) -> Result<Vec<u8>, Errno> {
+fn read_path(sys: &System, path: &str, memo: Option<&mut ListingMemo>) -> Result<Vec<u8>, Errno> {
     let parts = split(path);
-    match lookup_in(sys, &parts) {
+    match lookup_listing(sys, &parts, memo) {
         Some(EntryKind::File { .. }) => read_file(sys, &parts),
         Some(EntryKind::Dir) => Err(Errno::EISDIR),
         Some(EntryKind::Symlink { .. }) | None => Err(Errno::ENOENT),
@@ -838,12 +877,23 @@ impl Tree for SysfsTree {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        self.shared.read(|sys| read_path(sys, path))
+        self.shared.read(|sys| read_path(sys, path, None))
     }
 
     fn read_batch(&self, paths: &[&str]) -> Vec<Result<Vec<u8>, Errno>> {
-        self.shared
-            .read(|sys| paths.iter().map(|path| read_path(sys, path)).collect())
+        self.shared.read(|sys| {
+            let mut memo = self
+                .batch_listings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if memo.0 != sys.layout_generation {
+                *memo = (sys.layout_generation, ListingMemo::default());
+            }
+            paths
+                .iter()
+                .map(|path| read_path(sys, path, Some(&mut memo.1)))
+                .collect()
+        })
     }
 
     fn write(&self, path: &str, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {
@@ -908,6 +958,22 @@ impl Tree for SysfsTree {
 /// change with that block (the model journals every such change with it),
 /// except `valid_zones` of an offline block, which follows the zones
 /// (`online(id)`: whether block `id` is online now).
+/// The `/proc/sys/vm` files whose value moves other than by a write to the
+/// file itself: the watermark model's `min_free_kbytes` (an online or
+/// offline recomputes it), the huge page pool's counts (also written
+/// through `/sys/kernel/mm/hugepages`), the overcommit pair (each write
+/// clears the other) and the boot-time reserves.
+const VM_SYSCTLS_MOVED_BY_OTHERS: [&str; 8] = [
+    "admin_reserve_kbytes",
+    "min_free_kbytes",
+    "nr_hugepages",
+    "nr_hugepages_mempolicy",
+    "nr_overcommit_hugepages",
+    "overcommit_kbytes",
+    "overcommit_ratio",
+    "user_reserve_kbytes",
+];
+
 fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
     match parts {
         // Both of cpuidle's governor files follow a write to one of them.
@@ -926,7 +992,18 @@ fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
         | ["sys", "bus", _, "drivers_autoprobe"]
         | ["sys", "devices", "system", "cpu", ..]
         | ["sys", "devices", "system", "node", _, "distance" | "cpulist" | "cpumap"]
-        | ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"] => Scope::Static,
+        | ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"]
+        // The identity of the kernel and the machine.
+        | ["proc", "cmdline" | "cpuinfo" | "version"]
+        | ["proc", "sys", "kernel", _]
+        // Knobs only their own writes change.
+        | ["sys", "kernel", "mm", "ksm" | "lru_gen" | "numa" | "swap", _]
+        | ["sys", "kernel", "mm", "transparent_hugepage", ..] => Scope::Static,
+        ["proc", "sys", "vm", f] if !VM_SYSCTLS_MOVED_BY_OTHERS.contains(f) => Scope::Static,
+        // The ACPI memory devices' files: fixed by the slot, but for a
+        // device's `_STA`, which moves only with a DIMM's plug or unplug, a
+        // change that reaches everything.
+        ["sys", "devices", first, ..] if *first == crate::acpi::ROOT => Scope::Static,
         ["sys", "devices", "system", "memory", b, attr, ..] => match block_id(b) {
             Some(id) if *attr != "valid_zones" || online(id) => Scope::Block(id),
             _ => Scope::Global,

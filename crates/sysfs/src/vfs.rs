@@ -19,7 +19,7 @@ pub use memhp_model::journal::Changes;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Only [`Changes::Everything`] (the content is fixed for as long as
-    /// the file exists).
+    /// the file exists, or moves only with changes that reach everything).
     Static,
     /// Any change.
     Global,

@@ -69,6 +69,16 @@ fn blocks(tree: &SysfsTree) -> Vec<String> {
         .collect()
 }
 
+/// Whether a change that named the blocks `changed` (and global state)
+/// can reach a file of `scope`.
+fn reached(scope: &Scope, changed: &std::collections::BTreeSet<u64>) -> bool {
+    match scope {
+        Scope::Static => false,
+        Scope::Global => true,
+        Scope::Block(id) => changed.contains(id),
+    }
+}
+
 fn check_sequence(version: KernelVersion, ops: &[(usize, usize)]) -> Result<(), TestCaseError> {
     let (_host, tree) = machine(version);
     let names = blocks(&tree);
@@ -84,13 +94,8 @@ fn check_sequence(version: KernelVersion, ops: &[(usize, usize)]) -> Result<(), 
             continue;
         };
         for (path, (scope, content)) in &before {
-            let reached = match scope {
-                Scope::Static => false,
-                Scope::Global => true,
-                Scope::Block(id) => changed.contains(id),
-            };
             {
-                if !reached {
+                if !reached(scope, &changed) {
                     let now = after.get(path).map(|(_, c)| c);
                     prop_assert_eq!(
                         now,
@@ -170,5 +175,95 @@ proptest! {
     #[test]
     fn unnamed_blocks_render_as_before_mainline(ops in prop::collection::vec((0usize..64, 0usize..6), 1..24)) {
         check_sequence(KernelVersion::Mainline, &ops)?;
+    }
+}
+
+/// Every readable file of the whole tree (sysfs and procfs) with its scope
+/// and what a read returns.
+type Snapshot = BTreeMap<String, (Scope, Result<Vec<u8>, memhp_sysfs::vfs::Errno>)>;
+
+fn snapshot_all(tree: &SysfsTree) -> Snapshot {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = tree.readdir(&dir) else {
+            continue;
+        };
+        for (name, kind) in entries {
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            match kind {
+                EntryKind::Dir => dirs.push(path),
+                EntryKind::File { mode } if mode & 0o444 != 0 => {
+                    out.insert(path.clone(), (tree.scope(&path), tree.read(&path)));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Writes other than a block's `state` reach files outside the memory
+/// directory: the huge page pool (through `/proc/sys/vm` and
+/// `/sys/kernel/mm/hugepages`), the overcommit pair, the watermarks, the
+/// mm knobs. After each, every file but the one written that the journal
+/// does not reach renders exactly as before, over the whole tree (a file
+/// written is dropped from the writer's cache with the write).
+#[test]
+fn files_the_journal_does_not_reach_render_as_before_over_the_whole_tree() {
+    let (_host, tree) = machine(KernelVersion::V6_1);
+    let hp = "sys/kernel/mm/hugepages/hugepages-2048kB";
+    let writes: &[(&str, &str)] = &[
+        ("sys/devices/system/memory/memory32/state", "online_movable"),
+        ("sys/devices/system/memory/memory33/state", "online_movable"),
+        ("sys/devices/system/memory/memory34/state", "online_kernel"),
+        ("sys/devices/system/memory/memory33/state", "offline"),
+        ("proc/sys/vm/nr_hugepages", "16"),
+        (&format!("{hp}/nr_overcommit_hugepages"), "4"),
+        (&format!("{hp}/nr_hugepages"), "2"),
+        ("proc/sys/vm/nr_overcommit_hugepages", "0"),
+        ("proc/sys/vm/overcommit_kbytes", "100000"),
+        ("proc/sys/vm/overcommit_ratio", "40"),
+        ("proc/sys/vm/watermark_scale_factor", "200"),
+        ("proc/sys/vm/min_free_kbytes", "9000"),
+        ("proc/sys/vm/lowmem_reserve_ratio", "0\t64\t32\t0"),
+        ("proc/sys/vm/swappiness", "10"),
+        ("sys/kernel/mm/ksm/run", "1"),
+        ("sys/kernel/mm/lru_gen/enabled", "n"),
+        ("sys/kernel/mm/transparent_hugepage/enabled", "never"),
+        (
+            "sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan",
+            "100",
+        ),
+        ("sys/kernel/mm/transparent_hugepage/enabled", "always"),
+        ("sys/devices/system/memory/memory32/state", "offline"),
+        ("proc/sys/vm/nr_hugepages", "0"),
+    ];
+    let mut before = snapshot_all(&tree);
+    for &(path, value) in writes {
+        let generation = tree.generation();
+        let written = tree.write(path, value.replace("\\t", "\t").as_bytes(), &Cancel::new());
+        assert!(written.is_ok(), "write {value:?} to {path}: {written:?}");
+        let after = snapshot_all(&tree);
+        let Changes::Blocks(changed) = tree.changes_since(generation) else {
+            before = after;
+            continue;
+        };
+        for (file, (scope, content)) in &before {
+            if reached(scope, &changed) || file == path {
+                continue;
+            }
+            assert_eq!(
+                after.get(file).map(|(_, c)| c),
+                Some(content),
+                "{file} ({scope:?}) changed after writing {value:?} to {path}, \
+                 but the journal named only blocks {changed:?}"
+            );
+        }
+        before = after;
     }
 }

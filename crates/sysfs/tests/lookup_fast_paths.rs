@@ -49,3 +49,41 @@ fn lookups_agree_with_listings_everywhere() {
         }
     }
 }
+
+/// The ACPI memory devices' entries look up without listing a device's
+/// links to its blocks, except for those links themselves: a plugged
+/// DIMM's `physical_node*` links and its other entries agree with the
+/// listing, and a link past the last block is not there.
+#[test]
+fn acpi_device_lookups_agree_with_listings_with_a_dimm_plugged() {
+    use memhp_drivers::host::{Host, HostCommand};
+    let spec = QemuPc::default().machine("", KernelVersion::V6_1).unwrap();
+    let host = Host::boot(&spec).unwrap();
+    host.execute(&HostCommand::Hotadd {
+        id: "d0".into(),
+        size: 512 << 20,
+        node: None,
+        addr: None,
+    })
+    .unwrap();
+    let tree = SysfsTree::new(Arc::clone(&host.shared));
+    let device = "sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00";
+    let mut seen = 0;
+    walk(&tree, "sys/devices/LNXSYSTM:00", &mut seen);
+    let links: Vec<String> = tree
+        .readdir(device)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("physical_node"))
+        .collect();
+    assert_eq!(links.len(), 4, "512 MiB = 4 blocks: {links:?}");
+    assert_eq!(tree.lookup(&format!("{device}/physical_node4")), None);
+    assert_eq!(tree.lookup(&format!("{device}/nope")), None);
+    assert_eq!(
+        tree.lookup(&format!("{device}/physical_node3")),
+        Some(EntryKind::Symlink {
+            target: "../../../../system/memory/memory35".into()
+        })
+    );
+}
