@@ -8,6 +8,7 @@ mod ctl;
 mod daemon;
 mod dump_io;
 mod guest_sh;
+mod guest_tmpfs;
 mod machine_args;
 mod namespace;
 mod ohelper;

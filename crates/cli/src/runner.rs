@@ -269,7 +269,8 @@ pub fn run(
     let dir = run_dir.0.clone();
     let root = dir.join("root");
     std::fs::create_dir_all(&root)?;
-    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = memhp_control::guest_tree(&host);
+    let guest_tree = memhp_control::guest_tree(&host);
+    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = guest_tree.clone();
     let mount = memhp_fuse::spawn_mount(
         Arc::clone(&tree),
         &root,
@@ -280,17 +281,17 @@ pub fn run(
     let bus = Arc::new(memhp_control::EventBus::default());
     let _ctl = memhp_control::ControlServer::start(Arc::clone(&host), Arc::clone(&bus), &sock)?;
 
+    // What the guest's init leaves in its /tmp: `dmesg > /tmp/boot.log`
+    // and `ls` of the memory directory's blocks (in ls's order) into
+    // /tmp/bootblocks.
     let (bootlog, bootblocks) = host.shared.read(|s| {
+        let mut names: Vec<String> = s.blocks.keys().map(|id| format!("memory{id}")).collect();
+        names.sort();
         (
             s.bootlog.join("\n") + "\n",
-            s.blocks
-                .keys()
-                .map(|id| format!("memory{id}\n"))
-                .collect::<String>(),
+            names.iter().map(|n| format!("{n}\n")).collect::<String>(),
         )
     });
-    std::fs::write(dir.join("boot.log"), bootlog)?;
-    std::fs::write(dir.join("bootblocks"), bootblocks)?;
     for fifo in ["oh.req", "oh.resp", "oh.out"] {
         make_fifo(&dir.join(fifo))?;
     }
@@ -372,7 +373,14 @@ pub fn run(
     std::fs::write(dir.join("empty"), b"")?;
     // shmem's default size limit: half of the guest's RAM.
     let tmp_bytes = host.shared.read(|s| s.totalram_pages()) * 4096 / 2;
-    let ns = namespace::Setup::new(&binds, tmp_bytes)?;
+    let ns = namespace::Setup::new(
+        &binds,
+        tmp_bytes,
+        &[
+            ("boot.log", bootlog.into_bytes()),
+            ("bootblocks", bootblocks.into_bytes()),
+        ],
+    )?;
     let (go_read, go) = namespace::pipe()?;
     let (console, console_slave) = namespace::console()?;
     let mut words = guest_shell().split_whitespace();
@@ -390,6 +398,21 @@ pub fn run(
     // The runner's copies of the console's slave side go with `cmd`: the
     // console ends when the shell and its children are gone.
     drop(cmd);
+    // The shell's namespace is set up (spawn returns after its exec): its
+    // /tmp is the guest's tmpfs, charged before each access to the tree.
+    let guest_tmpfs =
+        match crate::guest_tmpfs::GuestTmpfs::open(child.id(), Arc::clone(&host.shared)) {
+            Ok(tmpfs) => {
+                let tmpfs = Arc::new(tmpfs);
+                let hook = Arc::clone(&tmpfs);
+                guest_tree.set_access_hook(Arc::new(move || hook.sync()));
+                Some(tmpfs)
+            }
+            Err(e) => {
+                tracing::warn!("the guest's tmpfs will not be charged: {e:#}");
+                None
+            }
+        };
     let mut go = go;
     let mut transcript = String::new();
     transcript.push_str(&format!(
@@ -432,6 +455,9 @@ pub fn run(
         }
         if line == "@@END" {
             reached_end = true;
+            if let Some(tmpfs) = &guest_tmpfs {
+                tmpfs.release();
+            }
             continue;
         }
         // `klog` (`@@KLOG`: the messages since the last klog, taken, each

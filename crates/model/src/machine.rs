@@ -184,6 +184,27 @@ impl RuntimeUsage {
     }
 }
 
+impl BootAllocSpec {
+    /// The oracle guest's, with an initramfs of `initrd_bytes` (compressed)
+    /// instead of the oracle's 1436 KiB: rootfs is a tmpfs, so the unpacked
+    /// files are `Shmem` (with the boot log and block list init writes to
+    /// /tmp). Unpacked pages per compressed page, fitted to two recordings:
+    /// 779 pages of shmem with the oracle's 1,470,464-byte initramfs, 1,393
+    /// with one of 2,600,170 bytes (busybox, util-linux and the modules of
+    /// a later build; `conformance/behaviour`'s offline-hotadded-workload).
+    pub fn with_initrd(initrd_bytes: u64) -> BootAllocSpec {
+        let mut spec = BootAllocSpec::default();
+        let (oracle_pages, oracle_shmem) =
+            (crate::qemu_acpi::ORACLE_INITRD_BYTES.div_ceil(4096), 779);
+        let (pages, big_pages, big_shmem) = (initrd_bytes.div_ceil(4096), 635, 1393);
+        // Integer slope (614 / 276) through the oracle's point.
+        let delta = (pages as i64 - oracle_pages as i64) * (big_shmem - oracle_shmem)
+            / (big_pages - oracle_pages as i64);
+        spec.runtime.rootfs_shmem = (oracle_shmem + delta).max(0) as u64;
+        spec
+    }
+}
+
 impl Default for BootAllocSpec {
     /// Debian 6.1.0-56-amd64 as measured by the oracle (spec: managed counts
     /// of `boot-baseline` and `movablecore`).
@@ -815,7 +836,7 @@ impl QemuPc {
             dimm,
             virtio_mem: self.virtio_mem.clone(),
             balloon: self.balloon.clone(),
-            boot_alloc: BootAllocSpec::default(),
+            boot_alloc: BootAllocSpec::with_initrd(self.initrd_bytes),
             acpi: Some(acpi),
             // QEMU 7.2's i440FX machine with its SeaBIOS, as the oracle's.
             hardware_name: Some(

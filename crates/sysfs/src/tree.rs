@@ -794,10 +794,14 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
     Ok(text.into_bytes())
 }
 
+/// See [`SysfsTree::set_access_hook`].
+pub type AccessHook = Arc<dyn Fn() + Send + Sync>;
+
 /// The sysfs/procfs tree of one shared system.
 pub struct SysfsTree {
     shared: Arc<Shared>,
     eject: std::sync::OnceLock<crate::acpi::EjectHandler>,
+    access: std::sync::OnceLock<AccessHook>,
     /// The listings [`Tree::read_batch`]'s lookups needed, and the layout
     /// generation they belong to (a listing is a function of the layout).
     /// A transport compares every cached file after each change: without
@@ -811,6 +815,7 @@ impl SysfsTree {
         SysfsTree {
             shared,
             eject: std::sync::OnceLock::new(),
+            access: std::sync::OnceLock::new(),
             batch_listings: Mutex::new((0, ListingMemo::default())),
         }
     }
@@ -821,6 +826,20 @@ impl SysfsTree {
     /// `_EJ0`).
     pub fn set_eject_handler(&self, handler: crate::acpi::EjectHandler) {
         let _ = self.eject.set(handler);
+    }
+
+    /// What runs before each read or write of a file (set once): whoever
+    /// owns the machine brings it up to date with what the guest did
+    /// outside the tree (the scenario runner charges what the guest's
+    /// tmpfs holds, as the guest's kernel did when it was written).
+    pub fn set_access_hook(&self, hook: AccessHook) {
+        let _ = self.access.set(hook);
+    }
+
+    fn accessed(&self) {
+        if let Some(hook) = self.access.get() {
+            hook();
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -877,6 +896,7 @@ impl Tree for SysfsTree {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        self.accessed();
         self.shared.read(|sys| read_path(sys, path, None))
     }
 
@@ -897,6 +917,7 @@ impl Tree for SysfsTree {
     }
 
     fn write(&self, path: &str, data: &[u8], cancel: &Cancel) -> Result<usize, Errno> {
+        self.accessed();
         let parts = split(path);
         match self.lookup(path) {
             Some(EntryKind::File { mode }) if mode & 0o222 != 0 => {}

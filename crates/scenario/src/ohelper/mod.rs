@@ -79,24 +79,11 @@ pub fn ohelper_main(args: &[String]) -> i32 {
     rc
 }
 
-/// Called before each helper command (see [`set_before_command`]).
-static BEFORE_COMMAND: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Install a hook run before each helper command, once per process: a
-/// memhp machine uses it to learn what the guest did since the last one
-/// (the scenario runner charges the guest tmpfs's contents).
-pub fn set_before_command(f: fn()) {
-    let _ = BEFORE_COMMAND.set(f);
-}
-
 /// [`ohelper_main`] with explicit output streams.
 pub fn ohelper_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let Some(cmd) = args.first() else {
         return usage(err);
     };
-    if let Some(f) = BEFORE_COMMAND.get() {
-        f();
-    }
     let rest = &args[1..];
     if let Some(status) = library::run(cmd, rest, out, err) {
         return status;
