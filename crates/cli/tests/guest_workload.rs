@@ -81,8 +81,9 @@ fn guest_tmpfs_files_fill_memory_until_an_offline_retries_and_logs_the_allocatio
          r /proc/meminfo\n\
          for b in memory2 memory3 memory4 memory5 memory6; do wa 60 $M/$b/state offline; done\nklog\n",
     );
-    // 458720 kB of data plus the 779 pages of the booted rootfs.
-    assert!(t.contains("Shmem:            461836 kB"), "{t}");
+    // 458720 kB of tmpfs, less the 12 kB of init's boot.log and
+    // bootblocks (part of the booted rootfs's 779 pages), plus those.
+    assert!(t.contains("Shmem:            461824 kB"), "{t}");
     let eintr = t.matches("-> EINTR(4) [60000 ms]\n").count();
     assert!(eintr >= 1, "{t}");
     let failures = t
@@ -92,6 +93,40 @@ fn guest_tmpfs_files_fill_memory_until_an_offline_retries_and_logs_the_allocatio
     assert_eq!(failures, 6 * eintr, "{t}");
     let pfns = t.lines().filter(|l| l.contains("migrating pfn")).count();
     assert_eq!(pfns, 120 * eintr);
+}
+
+/// The guest's kernel charges tmpfs pages as they are written: a plain
+/// `grep` of /proc/meminfo right after a `dd` (no helper in between) sees
+/// them, and their removal; the guest's /tmp is a tmpfs holding what its
+/// init left there.
+#[test]
+fn tmpfs_data_shows_in_meminfo_read_without_a_helper_right_after_it_is_written() {
+    let t = run(
+        "tmpfs-plain",
+        "grep Shmem: /proc/meminfo\n\
+         dd if=/dev/zero of=/tmp/f bs=1M count=100 2>/dev/null\n\
+         grep Shmem: /proc/meminfo\n\
+         rm /tmp/f\n\
+         grep Shmem: /proc/meminfo\n\
+         ls /tmp\n\
+         df -k /tmp | tail -1 | cut -d' ' -f1\n",
+    );
+    let body = t.split("=== TRANSCRIPT ===\n").nth(1).unwrap_or_default();
+    // After uname -r, uname -v and the command line.
+    let lines: Vec<&str> = body.lines().skip(3).collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "Shmem:              3116 kB",
+            "Shmem:            105516 kB",
+            "Shmem:              3116 kB",
+            // busybox ls on the guest's console: columns.
+            "boot.log    bootblocks",
+            "tmpfs",
+        ],
+        "{t}"
+    );
+    assert!(lines[5].starts_with("=== END: complete"), "{t}");
 }
 
 #[test]
