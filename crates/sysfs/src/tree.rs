@@ -794,6 +794,16 @@ fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
     Ok(text.into_bytes())
 }
 
+/// Whether a read of `path` can show how much memory is in use (procfs's
+/// counters, a node's, the huge page pools): the access hook runs before
+/// those reads and before every write, not before reading a block's
+/// attributes, which no memory use changes.
+fn shows_memory_use(path: &str) -> bool {
+    ["proc/", "sys/devices/system/node/", "sys/kernel/mm/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
 /// See [`SysfsTree::set_access_hook`].
 pub type AccessHook = Arc<dyn Fn() + Send + Sync>;
 
@@ -828,7 +838,8 @@ impl SysfsTree {
         let _ = self.eject.set(handler);
     }
 
-    /// What runs before each read or write of a file (set once): whoever
+    /// What runs before a read that can show memory use and before each
+    /// write (set once): whoever
     /// owns the machine brings it up to date with what the guest did
     /// outside the tree (the scenario runner charges what the guest's
     /// tmpfs holds, as the guest's kernel did when it was written).
@@ -896,7 +907,9 @@ impl Tree for SysfsTree {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        self.accessed();
+        if shows_memory_use(path) {
+            self.accessed();
+        }
         self.shared.read(|sys| read_path(sys, path, None))
     }
 
