@@ -839,10 +839,10 @@ impl SysfsTree {
     }
 
     /// What runs before a read that can show memory use and before each
-    /// write (set once): whoever
-    /// owns the machine brings it up to date with what the guest did
-    /// outside the tree (the scenario runner charges what the guest's
-    /// tmpfs holds, as the guest's kernel did when it was written).
+    /// write (set once): whoever owns the machine brings it up to date with
+    /// what the guest did outside the tree (the scenario runner charges
+    /// what the guest's tmpfs holds, as the guest's kernel did when it was
+    /// written).
     pub fn set_access_hook(&self, hook: AccessHook) {
         let _ = self.access.set(hook);
     }
