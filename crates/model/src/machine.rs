@@ -315,6 +315,8 @@ pub enum MachineError {
     NodeTooLarge(u32),
     #[error("CPU {0} belongs to two nodes")]
     DuplicateCpu(u32),
+    #[error("CPU {missing} is missing: CPUs are numbered 0 to {last} without gaps (Linux's logical CPU numbers)")]
+    CpuGap { missing: u32, last: u32 },
     #[error("node {node}: range [{start:#x}-{end:#x}) is empty or reversed")]
     BadNodeRange { node: u32, start: u64, end: u64 },
     #[error("DIMM region [{base:#x}+{size:#x}) must start 128 MiB aligned and be whole pages")]
@@ -379,6 +381,11 @@ impl MachineSpec {
                         end,
                     });
                 }
+            }
+        }
+        if let Some(&last) = cpus.last() {
+            if let Some(missing) = (0..last).find(|c| !cpus.contains(c)) {
+                return Err(MachineError::CpuGap { missing, last });
             }
         }
         // The region's size is QEMU's `maxmem` - `-m` plus a GiB per slot:
@@ -1183,6 +1190,24 @@ mod tests {
             hotplug_cpus: Vec::new(),
         });
         assert_eq!(m.validate(), Err(MachineError::DuplicateCpu(0)));
+    }
+
+    /// Linux numbers its logical CPUs densely: a description with CPUs 0
+    /// and 2 would give `possible` 0-2 with a CPU that is not there.
+    #[test]
+    fn cpu_numbers_with_a_gap_are_refused() {
+        let mut m = QemuPc::default().machine("", KernelVersion::V6_1).unwrap();
+        m.nodes[0].cpus = vec![0, 2];
+        assert_eq!(
+            m.validate(),
+            Err(MachineError::CpuGap {
+                missing: 1,
+                last: 2
+            })
+        );
+        m.nodes[0].cpus = vec![0];
+        m.nodes[0].hotplug_cpus = vec![2, 1];
+        assert_eq!(m.validate(), Ok(()));
     }
 
     /// `-numa node,nodeid=0,memdev=m0 -numa node,nodeid=1,cpus=0-1,...`:
