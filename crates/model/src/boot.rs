@@ -74,29 +74,16 @@ pub fn memory_block_size(boot_mem_end: u64, hypervisor: bool) -> u64 {
     bz
 }
 
-/// memblock.memory: usable e820 RAM after the kernel's edits (first page
-/// reserved, the legacy 640K-1M window removed), page-aligned inward, cut at
-/// `mem=`. Also returns the byte ranges iomem shows as System RAM.
+/// memblock.memory: the RAM of the kernel's e820 table (after its edits,
+/// `early_alloc::kernel_e820`), page-aligned inward. Also returns the byte
+/// ranges iomem shows as System RAM.
 fn memblock_ranges(spec: &MachineSpec, mem_limit: Option<u64>) -> (Vec<Range>, Vec<(u64, u64)>) {
     let mut pfns = Vec::new();
     let mut bytes = Vec::new();
-    for e in spec.e820.iter().filter(|e| e.kind == E820Kind::Usable) {
-        let mut s = e.start.max(0x1000);
-        let mut end = e.end;
-        // e820: remove [mem 0x000a0000-0x000fffff] usable
-        if s < 0x100000 && end > 0xa0000 {
-            if s >= 0xa0000 {
-                s = 0x100000;
-            } else {
-                end = end.min(0xa0000);
-            }
-        }
-        if let Some(limit) = mem_limit {
-            end = end.min(limit);
-        }
-        if s >= end {
-            continue;
-        }
+    for (s, end, _) in crate::early_alloc::kernel_e820(spec, mem_limit)
+        .into_iter()
+        .filter(|e| e.2)
+    {
         bytes.push((s, end));
         let (ps, pe) = (s.div_ceil(4096), end / 4096);
         if ps < pe {

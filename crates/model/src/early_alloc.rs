@@ -162,35 +162,55 @@ fn mark(m: &mut Memblock, trace: &mut Vec<(Anchor, MemblockOp)>, anchor: Anchor)
     trace.extend(m.take_trace().into_iter().map(|op| (anchor, op)));
 }
 
-/// The kernel's e820 table after its edits: the first page reserved,
-/// RAM cut at `mem=`. `(start, end, is_ram)`.
+/// The kernel's e820 table after its edits: the first page reserved, the
+/// legacy 640K-1M window taken out of RAM, RAM cut at `mem=`. `(start,
+/// end, is_ram)`, by start.
 pub(crate) fn kernel_e820(spec: &MachineSpec, mem_limit: Option<u64>) -> Vec<(u64, u64, bool)> {
-    let mut sorted: Vec<_> = spec.e820.iter().collect();
-    sorted.sort_by_key(|e| e.start);
-    let mut t = Vec::new();
-    for e in sorted {
-        let ram = e.kind == E820Kind::Usable;
-        if ram && e.start == 0 && e.end > PAGE_SIZE {
-            t.push((0, PAGE_SIZE, false));
-            t.push((PAGE_SIZE, e.end, true));
-        } else {
-            t.push((e.start, e.end, ram));
-        }
-    }
+    let mut t: Vec<(u64, u64, bool)> = spec
+        .e820
+        .iter()
+        .map(|e| (e.start, e.end, e.kind == E820Kind::Usable))
+        .collect();
+    t.sort_by_key(|e| e.0);
+    // e820: update [mem 0x00000000-0x00000fff] usable ==> reserved
+    t = carve_ram(t, 0, PAGE_SIZE, true);
+    // e820: remove [mem 0x000a0000-0x000fffff] usable
+    t = carve_ram(t, 0xa_0000, 0x10_0000, false);
+    // mem=: the RAM above the limit goes.
     if let Some(l) = mem_limit {
-        t.retain(|&(s, _, ram)| !ram || s < l);
-        for e in t.iter_mut().filter(|e| e.2) {
-            e.1 = e.1.min(l);
-        }
-    }
-    // e820: remove [mem 0x000a0000-0x000fffff] usable.
-    for e in t
-        .iter_mut()
-        .filter(|e| e.2 && e.0 < 0x10_0000 && e.1 > 0xa_0000)
-    {
-        e.1 = e.1.min(0xa_0000);
+        t = carve_ram(t, l, u64::MAX, false);
     }
     t
+}
+
+/// The RAM of table `t` with `[lo, hi)` taken out (`e820__range_update`
+/// to reserved when `to_reserved`, else `e820__range_remove`): an entry
+/// that overlaps keeps its parts outside, split in two if it spans the
+/// whole range.
+fn carve_ram(
+    t: Vec<(u64, u64, bool)>,
+    lo: u64,
+    hi: u64,
+    to_reserved: bool,
+) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::with_capacity(t.len() + 2);
+    for (s, e, ram) in t {
+        if !ram || e <= lo || s >= hi {
+            out.push((s, e, ram));
+            continue;
+        }
+        if s < lo {
+            out.push((s, lo, true));
+        }
+        if to_reserved {
+            out.push((s.max(lo), e.min(hi), false));
+        }
+        if e > hi {
+            out.push((hi, e, true));
+        }
+    }
+    out.sort_by_key(|e| e.0);
+    out
 }
 
 /// `e820__register_nosave_regions`: the gaps between the RAM entries of
@@ -814,6 +834,29 @@ mod tests {
         assert_eq!(cpu_entry_area_page_tables(8), 3);
         assert_eq!(cpu_entry_area_page_tables(16), 4);
         assert_eq!(cpu_entry_area_page_tables(72), 11);
+    }
+
+    /// One RAM entry from 0 to 2 MiB (a TOML machine's): the first page
+    /// becomes reserved and the 640K-1M window leaves two RAM pieces, not
+    /// one cut at 640K; `mem=1536K` then ends the second piece there.
+    #[test]
+    fn kernel_e820_splits_ram_around_the_legacy_window() {
+        let t = vec![(0, 2 << 20, true), (2 << 20, 3 << 20, false)];
+        let t = carve_ram(t, 0, PAGE_SIZE, true);
+        let t = carve_ram(t, 0xa_0000, 0x10_0000, false);
+        assert_eq!(
+            t,
+            [
+                (0, 0x1000, false),
+                (0x1000, 0xa_0000, true),
+                (0x10_0000, 2 << 20, true),
+                (2 << 20, 3 << 20, false),
+            ]
+        );
+        assert_eq!(
+            carve_ram(t, 0x18_0000, u64::MAX, false)[2],
+            (0x10_0000, 0x18_0000, true)
+        );
     }
 
     #[test]
