@@ -1027,8 +1027,10 @@ fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
         | ["sys", "devices", "system", "cpu", ..]
         | ["sys", "devices", "system", "node", _, "distance" | "cpulist" | "cpumap"]
         | ["sys", "devices", "system", "node", _, "x86", "sgx_total_bytes"]
-        // The identity of the kernel and the machine.
-        | ["proc", "cmdline" | "cpuinfo" | "version"]
+        // The identity of the kernel and the machine, and the resource
+        // tree (only adding or removing memory, a change that reaches
+        // everything, moves it).
+        | ["proc", "cmdline" | "cpuinfo" | "version" | "iomem"]
         | ["proc", "sys", "kernel", _]
         // Knobs only their own writes change.
         | ["sys", "kernel", "mm", "ksm" | "lru_gen" | "numa" | "swap", _]
