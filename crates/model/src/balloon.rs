@@ -67,6 +67,7 @@ impl System {
             }
             placed += hi - lo;
         }
+        self.vm_events.balloon_inflate += placed;
         if placed > 0 {
             self.touch_global();
         }
@@ -101,6 +102,7 @@ impl System {
                 left -= freed;
             }
         }
+        self.vm_events.balloon_deflate += n - left;
         if left < n {
             self.touch_global();
         }

@@ -687,8 +687,10 @@ impl System {
                 if state == PageState::Balloon {
                     let (nid, dst) = self.page_node_zone(t, lo);
                     self.move_managed(src, (nid, dst.unwrap_or(zone)), hi - lo);
+                    self.vm_events.balloon_migrate += hi - lo;
                 }
             }
+            self.vm_events.pgmigrate_success += placed;
             let pages = &mut self.blocks.get_mut(&id).expect("block exists").pages;
             pages.assign(start, start + placed, None);
             moved |= placed > 0;

@@ -40,6 +40,7 @@ pub mod sysctl;
 pub mod system;
 pub mod thp;
 pub mod units;
+pub mod vm_events;
 pub mod wmark;
 pub mod workload;
 pub mod zone;

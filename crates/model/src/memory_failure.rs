@@ -77,9 +77,11 @@ impl System {
         let Some(nid) = self.blocks[&id].nid else {
             return false;
         };
-        !self
+        let moved = !self
             .place_pages(&AllocRequest::migration_target(nid, None), 1)
-            .is_empty()
+            .is_empty();
+        self.vm_events.pgmigrate_success += u64::from(moved);
+        moved
     }
 
     /// A write of physical address `addr` to `soft_offline_page`.

@@ -163,6 +163,9 @@ pub struct System {
     /// What the guest's tmpfs holds and the pages charged for it.
     #[serde(default)]
     pub tmpfs: crate::workload::TmpfsUsage,
+    /// `/proc/vmstat`'s event counters that hotplug and the balloon move.
+    #[serde(default)]
+    pub vm_events: crate::vm_events::VmEvents,
     /// The UTS node name (`uname -n`, `/proc/sys/kernel/hostname`); a
     /// guest that never sets it shows `(none)`.
     #[serde(default = "default_hostname")]
@@ -270,6 +273,7 @@ impl System {
             retry_log: None,
             hardware_name: None,
             runtime: Default::default(),
+            vm_events: Default::default(),
             tmpfs: Default::default(),
             hwpoison: Default::default(),
             acpi_memory: None,

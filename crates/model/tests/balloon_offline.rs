@@ -65,3 +65,25 @@ fn offlining_migrates_balloon_pages_and_moves_managed_with_those_landing_in_dma(
     s.balloon_deflate(65536);
     assert_eq!(managed(&s, ZoneType::Dma), 3840);
 }
+
+/// `/proc/vmstat`'s counters for the same moves (recorded on the real
+/// kernel, `conformance/other-build/balloon-vmstat`: 65536 pages in,
+/// memory1-3 offlined, 98304 pages migrated, all back out). The guest
+/// counted 98300 of those as balloon pages (4 were its processes' pages);
+/// here every page those blocks held was the balloon's.
+#[test]
+fn balloon_and_migration_events_count_pages() {
+    let mut s = boot();
+    assert_eq!(s.balloon_inflate(65536), 65536);
+    assert_eq!(s.vm_events.balloon_inflate, 65536);
+    assert_eq!(s.vm_events.pgmigrate_success, 0);
+    for id in 1..=3 {
+        assert_eq!(s.device_offline_nowait(id), Ok(DeviceOutcome::Changed));
+    }
+    assert_eq!(s.vm_events.pgmigrate_success, 98304);
+    assert_eq!(s.vm_events.balloon_migrate, 98304);
+    assert_eq!(s.balloon_deflate(65536), 65536);
+    assert_eq!(s.vm_events.balloon_deflate, 65536);
+    assert_eq!(s.vm_events.get("balloon_inflate"), Some(65536));
+    assert_eq!(s.vm_events.get("pgfault"), None);
+}

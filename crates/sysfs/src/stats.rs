@@ -690,6 +690,10 @@ pub fn proc_vmstat(sys: &System) -> String {
     let (ratio, bg_ratio) = (20 * 4096 / 100, 10 * 4096 / 100);
     items.push(("nr_dirty_threshold", ratio * dirtyable / 4096));
     items.push(("nr_dirty_background_threshold", bg_ratio * dirtyable / 4096));
-    items.extend(VM_EVENTS.iter().map(|&e| (e, 0)));
+    items.extend(
+        VM_EVENTS
+            .iter()
+            .map(|&e| (e, sys.vm_events.get(e).unwrap_or(0))),
+    );
     vmstat_lines(items)
 }
