@@ -83,6 +83,7 @@ impl System {
         }
         self.hugetlb.nr_huge_pages += count;
         self.hugetlb.free_huge_pages += count;
+        self.vm_events.htlb_buddy_alloc_success += count;
         self.touch_global();
         Ok(())
     }
@@ -167,10 +168,12 @@ impl System {
                 if p.alloc_huge(PageState::HugeFree, 1, window) == 1 {
                     self.hugetlb.nr_huge_pages += 1;
                     self.hugetlb.free_huge_pages += 1;
+                    self.vm_events.htlb_buddy_alloc_success += 1;
                     return true;
                 }
             }
         }
+        self.vm_events.htlb_buddy_alloc_fail += 1;
         false
     }
 
@@ -337,6 +340,7 @@ impl System {
                     self.place_huge(t, PageState::HugeUsed, 1);
                     self.hugetlb.nr_huge_pages += 1;
                     self.hugetlb.free_huge_pages += 1;
+                    self.vm_events.htlb_buddy_alloc_success += 1;
                 }
             }
             self.convert_huge(id, PageState::HugeUsed, Some(PageState::HugeFree), 1);

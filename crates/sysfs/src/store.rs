@@ -123,6 +123,9 @@ fn vm_sysctl_store(
                     sys.events
                         .log(format!("{} ({}): drop_caches: {v}", task.comm, task.pid));
                 }
+                // drop_caches_sysctl_handler counts each kind of drop.
+                sys.vm_events.drop_pagecache += u64::from(v & 1 != 0);
+                sys.vm_events.drop_slab += u64::from(v & 2 != 0);
                 sys.set_vm_sysctl(name, vec![quiet | v]);
             }),
             _ => shared.modify(|sys| sys.set_vm_sysctl(name, vec![v])),

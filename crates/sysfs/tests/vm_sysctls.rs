@@ -176,3 +176,47 @@ fn drop_caches_and_numa_zonelist_order_log_as_the_kernel_does() {
         ]
     );
 }
+
+/// `/proc/vmstat`'s counters of what these sysctls did (recorded on the
+/// real kernel, `conformance/other-build/vmstat-events`): each kind of
+/// `drop_caches` counts once per write (3 is both), and sizing the huge
+/// page pool counts every page it got from the buddy allocator and the one
+/// try that found none.
+#[test]
+fn drop_caches_and_pool_sizing_count_their_vmstat_events() {
+    let t = tree();
+    let events = |t: &SysfsTree| -> Vec<String> {
+        String::from_utf8(t.read("proc/vmstat").unwrap())
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("drop_") || l.starts_with("htlb_buddy"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        events(&t),
+        [
+            "drop_pagecache 0",
+            "drop_slab 0",
+            "htlb_buddy_alloc_success 0",
+            "htlb_buddy_alloc_fail 0"
+        ]
+    );
+    for v in ["1", "2", "3"] {
+        write(&t, "drop_caches", v).unwrap();
+    }
+    write(&t, "nr_hugepages", "64").unwrap();
+    write(&t, "nr_hugepages", "1000").unwrap();
+    let got = read(&t, "nr_hugepages").trim().parse::<u64>().unwrap();
+    assert!(got > 64 && got < 1000, "{got}");
+    write(&t, "nr_hugepages", "0").unwrap();
+    assert_eq!(
+        events(&t),
+        [
+            "drop_pagecache 2".to_string(),
+            "drop_slab 2".to_string(),
+            format!("htlb_buddy_alloc_success {got}"),
+            "htlb_buddy_alloc_fail 1".to_string()
+        ]
+    );
+}
