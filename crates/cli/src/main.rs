@@ -363,6 +363,7 @@ fn run() -> Result<()> {
                     .with_context(|| format!("write {}", p.display()))?,
                 None => print!("{}", outcome.transcript),
             }
+            outcome.wait_for_shell();
         }
         Command::Scenario {
             cmd: ScenarioCmd::Diff { expected, actual },

@@ -150,6 +150,22 @@ pub fn kernel_cmdline(scn: &Scenario) -> String {
 /// How a run ended.
 pub struct RunOutcome {
     pub transcript: String,
+    /// The thread reaping the guest's shell while it exits (after the
+    /// last step, off the replay's clock).
+    shell_exit: Option<std::thread::JoinHandle<std::io::Result<std::process::ExitStatus>>>,
+}
+
+impl RunOutcome {
+    /// Wait until the guest's shell has exited, and with it its mount
+    /// namespace and the guest's tmpfs (a tenth of a second for
+    /// offline-busy-slab's files): off the clock, after the transcript is
+    /// out, so that what runs next (the next scenario of a `check`) does
+    /// not share the CPU with that teardown.
+    pub fn wait_for_shell(self) {
+        if let Some(h) = self.shell_exit {
+            let _ = h.join();
+        }
+    }
 }
 
 fn shell_quote(s: &str) -> String {
@@ -535,10 +551,11 @@ pub fn run(
     // guest powering off never does: that is reaped off the clock, by a
     // thread of its own, and the mount the namespace still holds is
     // detached rather than waited for.
+    let mut shell_exit = None;
     let status = match child.try_wait()? {
         Some(status) => Some(status),
         None if reached_end => {
-            std::thread::spawn(move || child.wait());
+            shell_exit = Some(std::thread::spawn(move || child.wait()));
             None
         }
         None => Some(child.wait()?),
@@ -567,7 +584,10 @@ pub fn run(
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
-    Ok(RunOutcome { transcript })
+    Ok(RunOutcome {
+        transcript,
+        shell_exit,
+    })
 }
 
 /// The environment of the oracle guest's /init as far as programs notice
