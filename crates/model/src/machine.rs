@@ -1192,6 +1192,22 @@ mod tests {
         assert_eq!(m.validate(), Err(MachineError::DuplicateCpu(0)));
     }
 
+    /// The rootfs's shmem follows the initramfs: the oracle's 1436 KiB
+    /// (779 pages, as its guest's `Shmem` shows) and the behaviour
+    /// recordings' 2,600,170 bytes (1393 pages); a smaller one holds less.
+    #[test]
+    fn rootfs_shmem_follows_the_initramfs_size() {
+        let shmem = |b| BootAllocSpec::with_initrd(b).runtime.rootfs_shmem;
+        assert_eq!(shmem(crate::qemu_acpi::ORACLE_INITRD_BYTES), 779);
+        assert_eq!(shmem(2_600_170), 1393);
+        assert_eq!(
+            BootAllocSpec::with_initrd(crate::qemu_acpi::ORACLE_INITRD_BYTES),
+            BootAllocSpec::default()
+        );
+        assert!(shmem(1 << 20) < 779);
+        assert_eq!(shmem(0), 0);
+    }
+
     /// Linux numbers its logical CPUs densely: a description with CPUs 0
     /// and 2 would give `possible` 0-2 with a CPU that is not there.
     #[test]
