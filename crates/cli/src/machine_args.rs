@@ -42,7 +42,8 @@ pub struct MachineArgs {
     #[arg(long)]
     pub dimm: Vec<String>,
     /// Size of the guest's initramfs (qemu-pc `-initrd`; default the
-    /// oracle's 1436K): the boot log's `RAMDISK:` range and what boot holds.
+    /// oracle's 1436K): the boot log's `RAMDISK:` range, what boot holds
+    /// and the unpacked rootfs's shmem.
     #[arg(long, value_parser = parse_size)]
     pub initrd_size: Option<u64>,
     /// Extra kernel command line (e.g. `memhp_default_state=online movablecore=256M`).
