@@ -95,21 +95,23 @@ fn list_with(sys: &System, rest: &[&str], block_links: bool) -> Option<Vec<(Stri
         }
         Node::Device(slot) => {
             v.push(("eject".into(), file(0o200)));
-            let firmware_node = memhp_model::qemu_acpi::memory_device_link(slot);
-            let bound = sys
-                .blocks
-                .values()
-                .filter(|_| block_links)
-                .filter(|b| b.firmware_node.as_deref() == Some(firmware_node.as_str()));
-            for (i, b) in bound.enumerate() {
-                let name = match i {
-                    0 => "physical_node".to_string(),
-                    i => format!("physical_node{i}"),
-                };
-                v.push((
-                    name,
-                    link(format!("{}system/memory/memory{}", up(depth), b.id)),
-                ));
+            // Only when asked for: listing the links walks every block.
+            if block_links {
+                let firmware_node = memhp_model::qemu_acpi::memory_device_link(slot);
+                let bound = sys
+                    .blocks
+                    .values()
+                    .filter(|b| b.firmware_node.as_deref() == Some(firmware_node.as_str()));
+                for (i, b) in bound.enumerate() {
+                    let name = match i {
+                        0 => "physical_node".to_string(),
+                        i => format!("physical_node{i}"),
+                    };
+                    v.push((
+                        name,
+                        link(format!("{}system/memory/memory{}", up(depth), b.id)),
+                    ));
+                }
             }
         }
     }
