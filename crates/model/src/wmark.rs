@@ -373,6 +373,22 @@ impl System {
         self.touch_global();
     }
 
+    /// A write of `v` (1-4, checked) to `drop_caches`
+    /// (`drop_caches_sysctl_handler`): it reports who asked (`writer`,
+    /// asked only then) until 4 (quiet) was written once, a bit that
+    /// sticks, and counts each kind of drop in `/proc/vmstat`.
+    pub fn drop_caches(&mut self, v: i64, writer: impl FnOnce() -> crate::events::Task) {
+        let quiet = self.vm.int("drop_caches") & 4;
+        if quiet == 0 {
+            let task = writer();
+            self.events
+                .log(format!("{} ({}): drop_caches: {v}", task.comm, task.pid));
+        }
+        self.vm_events.drop_pagecache += u64::from(v & 1 != 0);
+        self.vm_events.drop_slab += u64::from(v & 2 != 0);
+        self.set_vm_sysctl("drop_caches", vec![quiet | v]);
+    }
+
     /// A write to a `/proc/sys/vm` sysctl the store parsed and checked,
     /// with what its handler does after: `watermark_scale_factor` sets the
     /// watermarks up again (`setup_per_zone_wmarks`), `lowmem_reserve_ratio`

@@ -111,22 +111,13 @@ fn vm_sysctl_store(
             "percpu_pagelist_high_fraction" if v != 0 && v < MIN_PERCPU_PAGELIST_HIGH_FRACTION => {
                 return Err(Errno::EINVAL)
             }
-            // drop_caches reports who asked, until 4 (quiet) was written
-            // once: that bit sticks.
             "drop_caches" => shared.modify(|sys| {
-                let quiet = sys.vm.int(name) & 4;
-                if quiet == 0 {
-                    let task = cancel
+                sys.drop_caches(v, || {
+                    cancel
                         .current_task()
                         .and_then(|t| t.resolve())
-                        .unwrap_or_default();
-                    sys.events
-                        .log(format!("{} ({}): drop_caches: {v}", task.comm, task.pid));
-                }
-                // drop_caches_sysctl_handler counts each kind of drop.
-                sys.vm_events.drop_pagecache += u64::from(v & 1 != 0);
-                sys.vm_events.drop_slab += u64::from(v & 2 != 0);
-                sys.set_vm_sysctl(name, vec![quiet | v]);
+                        .unwrap_or_default()
+                })
             }),
             _ => shared.modify(|sys| sys.set_vm_sysctl(name, vec![v])),
         },
