@@ -992,21 +992,22 @@ impl Tree for SysfsTree {
 /// change with that block (the model journals every such change with it),
 /// except `valid_zones` of an offline block, which follows the zones
 /// (`online(id)`: whether block `id` is online now).
-/// The `/proc/sys/vm` files whose value moves other than by a write to the
-/// file itself: the watermark model's `min_free_kbytes` (an online or
-/// offline recomputes it), the huge page pool's counts (also written
+/// Whether `/proc/sys/vm/NAME` moves other than by a write to the file
+/// itself: those the watermark and hugetlb models keep (`min_free_kbytes`,
+/// recomputed by an online or offline; the huge page pool, also written
 /// through `/sys/kernel/mm/hugepages`), the overcommit pair (each write
-/// clears the other) and the boot-time reserves.
-const VM_SYSCTLS_MOVED_BY_OTHERS: [&str; 8] = [
-    "admin_reserve_kbytes",
-    "min_free_kbytes",
-    "nr_hugepages",
-    "nr_hugepages_mempolicy",
-    "nr_overcommit_hugepages",
-    "overcommit_kbytes",
-    "overcommit_ratio",
-    "user_reserve_kbytes",
-];
+/// clears the other) and the reserves set from memory at boot.
+fn vm_sysctl_moved_by_others(name: &str) -> bool {
+    use memhp_model::sysctl::{sysctl, Kind};
+    sysctl(name).is_some_and(|s| s.kind == Kind::Model)
+        || [
+            "admin_reserve_kbytes",
+            "overcommit_kbytes",
+            "overcommit_ratio",
+            "user_reserve_kbytes",
+        ]
+        .contains(&name)
+}
 
 fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
     match parts {
@@ -1035,7 +1036,7 @@ fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
         // Knobs only their own writes change.
         | ["sys", "kernel", "mm", "ksm" | "lru_gen" | "numa" | "swap", _]
         | ["sys", "kernel", "mm", "transparent_hugepage", ..] => Scope::Static,
-        ["proc", "sys", "vm", f] if !VM_SYSCTLS_MOVED_BY_OTHERS.contains(f) => Scope::Static,
+        ["proc", "sys", "vm", f] if !vm_sysctl_moved_by_others(f) => Scope::Static,
         // The ACPI memory devices' files: fixed by the slot, but for a
         // device's `_STA`, which moves only with a DIMM's plug or unplug, a
         // change that reaches everything.
