@@ -18,6 +18,8 @@ pub struct ServeOptions {
     pub seed: u64,
     pub event_buffer: usize,
     pub opens: memhp_fuse::Opens,
+    /// Read-only opens read from backing files (FUSE passthrough).
+    pub passthrough: bool,
     /// Also send uevents on a NETLINK_KOBJECT_UEVENT socket.
     pub netlink_uevents: bool,
 }
@@ -87,6 +89,7 @@ fn serve(
             root,
             &memhp_fuse::MountOptions {
                 opens: serve_opts.opens,
+                passthrough: serve_opts.passthrough,
                 ..memhp_fuse::MountOptions::default()
             },
         )

@@ -239,11 +239,26 @@ impl PageCache {
         changes_since: impl FnOnce(u64) -> Changes,
         current: impl FnOnce(&[u64]) -> Vec<Rendered>,
     ) -> Vec<u64> {
+        self.stale_contents(now, changes_since, current)
+            .into_iter()
+            .map(|(ino, _)| ino)
+            .collect()
+    }
+
+    /// [`PageCache::stale_files`] with what the check rendered for each
+    /// stale file: `Some(content now)`, or `None` when it was not compared
+    /// (beyond [`MAX_CACHED_FILES`]).
+    pub(crate) fn stale_contents(
+        &self,
+        now: u64,
+        changes_since: impl FnOnce(u64) -> Changes,
+        current: impl FnOnce(&[u64]) -> Vec<Rendered>,
+    ) -> Vec<(u64, Option<Rendered>)> {
         let mut inner = self.lock();
         let changes = changes_since(inner.checked);
         let reached = inner.reached(&changes, now);
-        let stale: Vec<u64> = if reached.len() > MAX_CACHED_FILES {
-            reached
+        let stale: Vec<(u64, Option<Rendered>)> = if reached.len() > MAX_CACHED_FILES {
+            reached.into_iter().map(|ino| (ino, None)).collect()
         } else if reached.is_empty() {
             Vec::new()
         } else {
@@ -255,10 +270,11 @@ impl PageCache {
                     let served = inner.files.get(ino).map(|f| &f.content[..]);
                     now.as_deref() != served
                 })
-                .map(|(ino, _)| ino)
+                .map(|(ino, now)| (ino, Some(now)))
                 .collect()
         };
-        Self::forget_locked(&mut inner, &stale);
+        let inos: Vec<u64> = stale.iter().map(|&(ino, _)| ino).collect();
+        Self::forget_locked(&mut inner, &inos);
         inner.unchecked.clear();
         inner.checked = inner.checked.max(now);
         stale

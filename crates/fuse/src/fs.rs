@@ -7,6 +7,7 @@
 //! answers from there; the request loop, and every reader, carries on.
 
 use crate::attr::{self, attributes, dir_nlink};
+use crate::backing::{Answer, BackingFiles, Content};
 use crate::content::{listing, Listing, PageCache};
 use crate::inodes::{join, Inodes, NodeType, Reported};
 use crate::interrupt::InflightWrites;
@@ -23,6 +24,7 @@ use memhp_sysfs::vfs::{EntryKind, Tree};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +51,8 @@ fn errno(e: memhp_sysfs::vfs::Errno) -> fuser::Errno {
 /// seq_file does.
 struct OpenFile {
     content: Option<Arc<[u8]>>,
+    /// Counted by the backing files (see `backing`): released there too.
+    tracked: bool,
 }
 
 #[derive(Default)]
@@ -61,11 +65,19 @@ struct Handles {
     served: HashMap<u64, (u64, usize)>,
 }
 
+/// The records of what the kernel may hold from us: cached contents and
+/// listings, and backing files.
+pub(crate) struct Served {
+    pub(crate) page_cache: Arc<PageCache>,
+    pub(crate) backing: Arc<BackingFiles>,
+}
+
 /// Timeouts and TTLs the operations need.
 pub(crate) struct FsConfig {
     pub(crate) entry_ttl: Duration,
     pub(crate) attr_ttl: Duration,
     pub(crate) opens: Opens,
+    pub(crate) passthrough: bool,
 }
 
 pub(crate) struct MemhpFs {
@@ -74,6 +86,12 @@ pub(crate) struct MemhpFs {
     inflight: Arc<InflightWrites>,
     invalidator: Arc<Invalidator>,
     page_cache: Arc<PageCache>,
+    backing: Arc<BackingFiles>,
+    /// Opens are answered with backing files where they can be (asked
+    /// for, and granted by the kernel at `init`).
+    passthrough: AtomicBool,
+    /// The kernel refused to register a backing file: no new ones.
+    backing_refused: AtomicBool,
     /// Lists directories to the end for the kernel (`Opens::Cached`).
     warmer: Option<Arc<Warmer>>,
     writers: Writers,
@@ -89,16 +107,23 @@ impl MemhpFs {
         inodes: Arc<Inodes>,
         inflight: Arc<InflightWrites>,
         invalidator: Arc<Invalidator>,
-        page_cache: Arc<PageCache>,
+        served: Served,
         warmer: Option<Arc<Warmer>>,
         config: FsConfig,
     ) -> MemhpFs {
+        let Served {
+            page_cache,
+            backing,
+        } = served;
         MemhpFs {
             tree,
             inodes,
             inflight,
             invalidator,
             page_cache,
+            backing,
+            passthrough: AtomicBool::new(config.passthrough && config.opens == Opens::Exact),
+            backing_refused: AtomicBool::new(false),
             warmer,
             writers: Writers::new(),
             handles: Mutex::new(Handles::default()),
@@ -249,6 +274,7 @@ impl MemhpFs {
         if offset > 0 {
             if let Some(OpenFile {
                 content: Some(content),
+                ..
             }) = self.handles().open.get(&fh.0)
             {
                 return Ok(content.clone());
@@ -257,7 +283,7 @@ impl MemhpFs {
         let generation = self.tree.generation();
         let content: Arc<[u8]> = self.tree.read(path).map_err(errno)?.into();
         let mut handles = self.handles();
-        if let Some(OpenFile { content: slot }) = handles.open.get_mut(&fh.0) {
+        if let Some(OpenFile { content: slot, .. }) = handles.open.get_mut(&fh.0) {
             *slot = Some(content.clone());
         }
         handles.served.insert(ino.0, (generation, content.len()));
@@ -315,6 +341,99 @@ impl MemhpFs {
     }
 }
 
+impl MemhpFs {
+    /// Answer an open of file `ino` at `path` with the inode's backing
+    /// file if it is to have one (see `backing`): read from directly when
+    /// opened read-only, with direct I/O to us on top when opened for
+    /// `write`. The reply back when the open is to be answered with direct
+    /// I/O instead (counted as such): a direct open of the inode is still
+    /// open, or its read has side effects, or it cannot be rendered (its
+    /// reads must fail as they should), or no backing file could be made.
+    fn open_passthrough(
+        &self,
+        ino: u64,
+        path: &str,
+        write: bool,
+        reply: ReplyOpen,
+    ) -> Option<ReplyOpen> {
+        let rendered = match write
+            || self.backing_refused.load(Ordering::Relaxed)
+            || self.tree.read_has_effects(path)
+        {
+            true => None,
+            false => self.render_settled(path),
+        };
+        let answer = match &rendered {
+            None => self.backing.join(ino),
+            Some((generation, bytes)) => {
+                let content = Content {
+                    bytes,
+                    generation: *generation,
+                    scope: self.tree.scope(path),
+                };
+                match self
+                    .backing
+                    .open_read(ino, Some(content), |file| reply.open_backing(file))
+                {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        // EPERM without CAP_SYS_ADMIN: no use asking again.
+                        tracing::warn!(path, error = %e, "no backing file; reads go through the daemon");
+                        self.backing_refused.store(true, Ordering::Relaxed);
+                        self.backing.join(ino)
+                    }
+                }
+            }
+        };
+        let id = match answer {
+            Answer::Backed(id) => id,
+            Answer::Direct => return Some(reply),
+        };
+        if let Some((generation, _)) = rendered {
+            if self.tree.generation() != generation {
+                // The tree moved after the render: whoever changed it may
+                // already have brought the backing files up to date without
+                // this one, so compare it now, before the open returns.
+                self.invalidator.request();
+                self.invalidator.sync(&*self.tree);
+            }
+        }
+        let fh = self.add_handle(OpenFile {
+            content: None,
+            tracked: true,
+        });
+        // DIRECT_IO overrides PASSTHROUGH for reads and writes alike.
+        let flags = match write {
+            true => {
+                FopenFlags::FOPEN_DIRECT_IO
+                    | FopenFlags::FOPEN_NOFLUSH
+                    | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+            }
+            false => FopenFlags::FOPEN_NOFLUSH,
+        };
+        reply.opened_passthrough(fh, flags, &id);
+        None
+    }
+
+    /// The content of `path` and the generation it was rendered at: a
+    /// change in the middle is rendered again (a few times at most; the
+    /// caller compares the generation afterwards anyway). `None` if the
+    /// file cannot be read.
+    fn render_settled(&self, path: &str) -> Option<(u64, Vec<u8>)> {
+        let mut rendered = None;
+        for _ in 0..3 {
+            let generation = self.tree.generation();
+            let content = self.tree.read(path).ok()?;
+            let settled = self.tree.generation() == generation;
+            rendered = Some((generation, content));
+            if settled {
+                break;
+            }
+        }
+        rendered
+    }
+}
+
 /// Whether a caller may access an entry of `kind` with `mask`, by the mode
 /// bits (owner and group are root). Root may read and write anything, as
 /// with `CAP_DAC_OVERRIDE`; `open` is where sysfs really refuses.
@@ -357,6 +476,17 @@ impl fuser::Filesystem for MemhpFs {
         }
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
             let _ = config.set_max_write(nearest);
+        }
+        if self.passthrough.load(Ordering::Relaxed) {
+            // Backing files are memfds (shmem, stacking depth 0).
+            let granted = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !granted {
+                tracing::info!("kernel lacks FUSE passthrough; every read is a request");
+                self.passthrough.store(false, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -551,10 +681,26 @@ impl fuser::Filesystem for MemhpFs {
         if let Err(e) = self.tree.open(&path, read, write) {
             return reply.error(errno(e));
         }
+        // Every open of an inode with a backing file must name it (the
+        // kernel fails any other with EIO), so opens for writing get one
+        // too, with direct I/O on top: their writes still come to us.
+        // With passthrough every open is counted by the backing files,
+        // direct ones too: an inode's opens are all backed or all direct.
+        let tracked = self.passthrough.load(Ordering::Relaxed);
+        let reply = match tracked {
+            true => match self.open_passthrough(ino.0, &path, write, reply) {
+                Some(reply) => reply,
+                None => return,
+            },
+            false => reply,
+        };
         if read {
             self.grow_cached_size(ino.0, &path);
         }
-        let fh = self.add_handle(OpenFile { content: None });
+        let fh = self.add_handle(OpenFile {
+            content: None,
+            tracked,
+        });
         // DIRECT_IO: reads return exactly the content and never come from
         // the page cache (which would make the kernel shrink the file's
         // 4096-byte size to the content's). PARALLEL_DIRECT_WRITES: a write
@@ -664,14 +810,17 @@ impl fuser::Filesystem for MemhpFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles().open.remove(&fh.0);
+        let released = self.handles().open.remove(&fh.0);
+        if released.is_some_and(|f| f.tracked) {
+            self.backing.release(ino.0);
+        }
         reply.ok();
     }
 

@@ -25,7 +25,8 @@
 //! the scan's notifications have reached the kernel.
 
 use crate::attr::dir_nlink;
-use crate::content::{listing, PageCache};
+use crate::backing::BackingFiles;
+use crate::content::{listing, PageCache, Rendered};
 use crate::inodes::{Inodes, NodeType, ROOT_INO};
 use fuser::{INodeNo, Notifier};
 use memhp_sysfs::vfs::{EntryKind, Tree};
@@ -66,6 +67,7 @@ pub(crate) struct ScanContext {
     pub(crate) tree: Arc<dyn Tree>,
     pub(crate) inodes: Arc<Inodes>,
     pub(crate) page_cache: Arc<PageCache>,
+    pub(crate) backing: Arc<BackingFiles>,
     pub(crate) notifier: Notifier,
 }
 
@@ -98,6 +100,7 @@ impl Invalidator {
         state.synced_layout = Some(context.tree.layout_generation());
         state.synced_generation = Some(generation);
         context.page_cache.start_at(generation);
+        context.backing.start_at(generation);
         drop(state);
         *self.context.lock().unwrap_or_else(|e| e.into_inner()) = Some(context);
     }
@@ -189,6 +192,7 @@ impl Invalidator {
             tree,
             inodes,
             page_cache,
+            backing,
             notifier,
         } = context;
         let (tree, inodes, page_cache) = (&**tree, &**inodes, &**page_cache);
@@ -230,6 +234,11 @@ impl Invalidator {
             for ino in stale {
                 send.pages(ino);
             }
+            for ino in refresh_backing(tree, inodes, backing, generation) {
+                // Gone: an fstat through a descriptor still open must ask.
+                inodes.set_reported(ino, None);
+                send.attributes(ino);
+            }
         }
 
         let mut state = self.lock();
@@ -248,19 +257,41 @@ fn stale_files(
     page_cache.stale_files(
         generation,
         |since| tree.changes_since(since),
-        |inos| {
-            let paths: Vec<Option<Arc<str>>> = inos
-                .iter()
-                .map(|&ino| inodes.get(ino).map(|(p, _)| p))
-                .collect();
-            let known: Vec<&str> = paths.iter().flatten().map(|p| &**p).collect();
-            let mut read = tree.read_batch(&known).into_iter();
-            paths
-                .iter()
-                .map(|p| p.as_ref().and_then(|_| read.next()?.ok()))
-                .collect()
-        },
+        |inos| render_files(tree, inodes, inos),
     )
+}
+
+/// Rewrite the backing files whose content changed; the inodes whose file
+/// is gone.
+fn refresh_backing(
+    tree: &dyn Tree,
+    inodes: &Inodes,
+    backing: &BackingFiles,
+    generation: u64,
+) -> Vec<u64> {
+    let path = |ino: u64| inodes.get(ino).map(|(p, _)| p);
+    backing.refresh(
+        generation,
+        |since| tree.changes_since(since),
+        |inos| render_files(tree, inodes, inos),
+        |ino| tree.read(&path(ino)?).ok(),
+        |ino| path(ino).map_or(memhp_sysfs::vfs::Scope::Global, |p| tree.scope(&p)),
+    )
+}
+
+/// The content of files `inos` now, rendered from one state of the tree
+/// (`None`: unknown inode, or unreadable).
+fn render_files(tree: &dyn Tree, inodes: &Inodes, inos: &[u64]) -> Vec<Rendered> {
+    let paths: Vec<Option<Arc<str>>> = inos
+        .iter()
+        .map(|&ino| inodes.get(ino).map(|(p, _)| p))
+        .collect();
+    let known: Vec<&str> = paths.iter().flatten().map(|p| &**p).collect();
+    let mut read = tree.read_batch(&known).into_iter();
+    paths
+        .iter()
+        .map(|p| p.as_ref().and_then(|_| read.next()?.ok()))
+        .collect()
 }
 
 /// Drop the cached directory listings that changed (forgotten by

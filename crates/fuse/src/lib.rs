@@ -26,6 +26,7 @@
 //! [`Tree::layout_generation`]: memhp_sysfs::vfs::Tree::layout_generation
 
 mod attr;
+mod backing;
 mod content;
 mod error;
 mod fs;

@@ -18,6 +18,12 @@ pub struct MountOptions {
     pub poll_interval: Duration,
     /// Whether opens are sent to us.
     pub opens: Opens,
+    /// With [`Opens::Exact`]: answer read-only opens of files whose read
+    /// has no side effect with a backing file the kernel reads without
+    /// asking us (FUSE passthrough, Linux 6.9+, root), kept current after
+    /// every change; see the `backing` module. Without kernel support it
+    /// is off, and every read is a request.
+    pub passthrough: bool,
 }
 
 /// How opening a file works.
@@ -53,6 +59,7 @@ impl Default for MountOptions {
             attr_ttl: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(10),
             opens: Opens::Exact,
+            passthrough: true,
         }
     }
 }

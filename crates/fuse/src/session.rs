@@ -2,9 +2,10 @@
 //! dropping or unmounting the [`MountHandle`]) or in the foreground
 //! ([`serve`], which returns once the file system is unmounted).
 
+use crate::backing::BackingFiles;
 use crate::content::PageCache;
 use crate::error::FuseError;
-use crate::fs::{FsConfig, MemhpFs};
+use crate::fs::{FsConfig, MemhpFs, Served};
 use crate::inodes::Inodes;
 use crate::interrupt::InflightWrites;
 use crate::invalidate::{Invalidator, ScanContext};
@@ -85,6 +86,7 @@ fn start(
     let invalidator = Arc::new(Invalidator::new());
     let inodes = Arc::new(Inodes::new());
     let page_cache = Arc::new(PageCache::default());
+    let backing = Arc::new(BackingFiles::default());
     let warmer =
         (options.opens == Opens::Cached).then(|| Arc::new(Warmer::new(mountpoint.to_path_buf())));
     let fs = MemhpFs::new(
@@ -92,12 +94,16 @@ fn start(
         inodes.clone(),
         inflight.clone(),
         invalidator.clone(),
-        page_cache.clone(),
+        Served {
+            page_cache: page_cache.clone(),
+            backing: backing.clone(),
+        },
         warmer.clone(),
         FsConfig {
             entry_ttl: options.entry_ttl,
             attr_ttl: options.attr_ttl,
             opens: options.opens,
+            passthrough: options.passthrough,
         },
     );
     // The kernel queued FUSE_INIT at mount time; this answers it.
@@ -117,6 +123,7 @@ fn start(
         tree,
         inodes,
         page_cache,
+        backing,
         notifier: session.notifier(),
     });
     let poll_interval = options.poll_interval;

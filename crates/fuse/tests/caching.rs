@@ -5,11 +5,11 @@
 
 mod fixture;
 
-use fixture::{errno_of, FixtureTree, Mounted};
+use fixture::{errno_of, read_at_0, FixtureTree, Mounted};
 use memhp_sysfs::vfs::EntryKind;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 /// `dir/sub` and its leaf no longer resolve, and `dir` counts one link
@@ -33,16 +33,44 @@ fn content_changed_behind_the_mounts_back_is_read_fresh_at_once() {
     assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"offline\n");
 }
 
-#[test]
-fn file_kept_open_and_reread_from_offset_0_sees_new_content() {
-    let m = Mounted::new(FixtureTree::standard());
+/// `dir/rw` opened and read once (its initial content), then changed
+/// behind the mount's back to `online\n`.
+fn kept_rw_changed_behind_the_mounts_back(m: &Mounted) -> File {
     let f = File::open(m.path("dir/rw")).unwrap();
-    let mut buf = [0u8; 64];
-    let n = f.read_at(&mut buf, 0).unwrap();
-    assert_eq!(&buf[..n], b"initial\n");
+    assert_eq!(read_at_0(&f), b"initial\n");
     m.tree.set_content("dir/rw", b"online\n");
-    let n = f.read_at(&mut buf, 0).unwrap();
-    assert_eq!(&buf[..n], b"online\n");
+    f
+}
+
+#[test]
+fn file_kept_open_and_reread_from_offset_0_sees_new_content_once_synced() {
+    let m = Mounted::new(FixtureTree::standard());
+    let f = kept_rw_changed_behind_the_mounts_back(&m);
+    assert!(m.handle().sync_caches());
+    assert_eq!(read_at_0(&f), b"online\n");
+}
+
+#[test]
+fn file_kept_open_sees_a_change_behind_the_mounts_back_within_the_poll_interval() {
+    let m = Mounted::new(FixtureTree::standard());
+    let f = kept_rw_changed_behind_the_mounts_back(&m);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = read_at_0(&f);
+        if now == b"online\n" {
+            break;
+        }
+        assert_eq!(now, b"initial\n", "only the old or the new content");
+        assert!(Instant::now() < deadline, "change never seen");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn file_kept_open_without_passthrough_sees_a_change_behind_the_mounts_back_at_once() {
+    let m = Mounted::without_passthrough(FixtureTree::standard());
+    let f = kept_rw_changed_behind_the_mounts_back(&m);
+    assert_eq!(read_at_0(&f), b"online\n");
 }
 
 #[test]

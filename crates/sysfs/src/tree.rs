@@ -913,6 +913,10 @@ impl Tree for SysfsTree {
         self.shared.read(|sys| read_path(sys, path, None))
     }
 
+    fn read_has_effects(&self, path: &str) -> bool {
+        self.access.get().is_some() && shows_memory_use(path)
+    }
+
     fn read_batch(&self, paths: &[&str]) -> Vec<Result<Vec<u8>, Errno>> {
         self.shared.read(|sys| {
             let mut memo = self

@@ -165,6 +165,14 @@ pub trait Tree: Send + Sync {
     /// (e.g. `power/autosuspend_delay_ms` → `EIO`).
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno>;
 
+    /// Whether reading `path` does more than render it (brings the tree up
+    /// to date with something outside it first). A transport may serve
+    /// the other files from a copy it keeps current by
+    /// [`Tree::changes_since`], without asking the tree at each read.
+    fn read_has_effects(&self, _path: &str) -> bool {
+        false
+    }
+
     /// [`Tree::read`] of many files at once, from one consistent state
     /// (transports compare everything a kernel caches after each change).
     fn read_batch(&self, paths: &[&str]) -> Vec<Result<Vec<u8>, Errno>> {

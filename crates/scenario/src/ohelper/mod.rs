@@ -167,9 +167,37 @@ mod reopened {
     /// The content of `path` read again through its kept descriptor.
     pub(super) fn read(path: &[u8], cap: usize) -> Option<Vec<u8>> {
         let f = KEPT.with(|k| k.borrow_mut().remove(path))?;
+        if !still_there(&f) {
+            return None;
+        }
         let content = super::read_from_start(&f, cap, super::first_read(path)).ok()?;
         keep(path, f);
         Some(content)
+    }
+
+    /// Whether the file `f` was opened on is still there. A read through
+    /// the descriptor of a removed sysfs attribute fails (`ENODEV`), but
+    /// memhp's FUSE tree may answer it from a backing file the kernel
+    /// reads without asking (passthrough): there, the removal shows as a
+    /// failing `fstat`. Only the file type is asked for, so that the check
+    /// costs a request only after the file's attributes were dropped (a
+    /// read drops only its access time).
+    fn still_there(f: &File) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an all-zero `statx` is a valid value of the plain C struct.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: `f` is an open descriptor, the path is an empty
+        // NUL-terminated string and `stx` is writable for the call.
+        let r = unsafe {
+            libc::statx(
+                f.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_TYPE,
+                &mut stx,
+            )
+        };
+        r == 0
     }
 
     /// Keep `f`, just read from `path`, for the next read.
