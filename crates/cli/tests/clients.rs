@@ -122,3 +122,63 @@ fn blocks_unplugged_over_the_control_socket_are_gone_from_the_mount_when_ctl_ret
         );
     }
 }
+
+/// What a read of at most a page at offset 0 of `f` returns.
+fn read_at_0(f: &std::fs::File) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn readers_holding_more_files_open_than_the_daemon_may_all_read_current_content() {
+    // Every file open for reading holds a backing file in the daemon;
+    // beyond its descriptor limit, reads go through the daemon instead.
+    const FILES: u64 = 64;
+    let m = Machine::mount_with_file_limit(
+        "clients-nofile",
+        &[
+            "--mem",
+            "4G,slots=2,maxmem=8G",
+            "--cmdline",
+            "memhp_default_state=offline",
+        ],
+        FILES,
+    );
+    m.ctl(&["hotadd", "d1", "512M"]);
+    let memory = m.root.join("sys/devices/system/memory");
+    let mut open = Vec::new();
+    for entry in std::fs::read_dir(&memory).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("memory")
+        {
+            continue;
+        }
+        for name in ["state", "online", "valid_zones", "removable", "phys_index"] {
+            let path = dir.join(name);
+            let file = std::fs::File::open(&path).unwrap();
+            open.push((path, file));
+        }
+    }
+    assert!(open.len() as u64 > 2 * FILES, "{} files", open.len());
+    for (path, f) in &open {
+        assert_eq!(read_at_0(f), std::fs::read(path).unwrap(), "{path:?}");
+    }
+    // The hot-added DIMM's first block, offline.
+    let block = memory.join("memory40");
+    let state = &block.join("state");
+    std::fs::write(state, "online").unwrap();
+    for (path, f) in open.iter().filter(|(p, _)| p.parent() == Some(&block)) {
+        let now = std::fs::read(path).unwrap();
+        assert_eq!(read_at_0(f), now, "{path:?}");
+    }
+    let kept = &open.iter().find(|(p, _)| p == state).unwrap().1;
+    assert_eq!(read_at_0(kept), b"online\n");
+}

@@ -377,9 +377,22 @@ impl MemhpFs {
                 {
                     Ok(answer) => answer,
                     Err(e) => {
-                        // EPERM without CAP_SYS_ADMIN: no use asking again.
-                        tracing::warn!(path, error = %e, "no backing file; reads go through the daemon");
-                        self.backing_refused.store(true, Ordering::Relaxed);
+                        // Refused by the kernel (EPERM without
+                        // CAP_SYS_ADMIN): no use asking again. Out of
+                        // descriptors or memory: this open only.
+                        let refused = matches!(
+                            e.raw_os_error(),
+                            Some(libc::EPERM | libc::EINVAL | libc::ENOTTY | libc::EOPNOTSUPP)
+                        );
+                        match refused {
+                            true => {
+                                tracing::warn!(path, error = %e, "no backing files; reads go through the daemon");
+                                self.backing_refused.store(true, Ordering::Relaxed);
+                            }
+                            false => {
+                                tracing::debug!(path, error = %e, "no backing file for this open")
+                            }
+                        }
                         self.backing.join(ino)
                     }
                 }

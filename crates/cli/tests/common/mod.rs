@@ -19,11 +19,37 @@ impl Machine {
     /// `memhp mount ROOT --socket SOCK ARGS...` under a directory named for
     /// the test (`tag`) and this process.
     pub fn mount(tag: &str, args: &[&str]) -> Machine {
+        Self::mount_with(tag, args, Command::new(MEMHP))
+    }
+
+    /// [`Machine::mount`] of a daemon that may hold at most `files` open
+    /// files (soft and hard `RLIMIT_NOFILE`).
+    pub fn mount_with_file_limit(tag: &str, args: &[&str], files: u64) -> Machine {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(MEMHP);
+        // SAFETY: setrlimit is async-signal-safe and the closure touches
+        // nothing else of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: files,
+                    rlim_max: files,
+                };
+                match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        Self::mount_with(tag, args, cmd)
+    }
+
+    fn mount_with(tag: &str, args: &[&str], mut memhp: Command) -> Machine {
         let dir = std::env::temp_dir().join(format!("memhp-{tag}-{}", std::process::id()));
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
         let sock = dir.join("ctl.sock");
-        let st = Command::new(MEMHP)
+        let st = memhp
             .arg("mount")
             .arg(&root)
             .arg("--socket")
