@@ -57,6 +57,11 @@ pub(crate) struct InflightWrites {
     cv: Condvar,
     /// Where `TID/status` files are (`/proc`; a directory of fakes in tests).
     proc_root: PathBuf,
+    /// Run at every poll while a write is in flight longer than [`GRACE`]:
+    /// a blocked write has changed the tree (an offline's
+    /// `going-offline`) without returning, and only its return would
+    /// otherwise bring the caches up to date.
+    on_long_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Default for InflightWrites {
@@ -108,7 +113,13 @@ impl InflightWrites {
             state: Mutex::default(),
             cv: Condvar::new(),
             proc_root,
+            on_long_write: std::sync::OnceLock::new(),
         }
+    }
+
+    /// See `on_long_write` (set once).
+    pub(crate) fn set_long_write_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_long_write.set(hook);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -228,6 +239,9 @@ impl InflightWrites {
             let wait = match oldest {
                 Some(since) if now >= since + GRACE => {
                     drop(state);
+                    if let Some(hook) = self.on_long_write.get() {
+                        hook();
+                    }
                     self.check_once();
                     std::thread::sleep(POLL);
                     state = self.lock();

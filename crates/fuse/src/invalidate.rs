@@ -159,6 +159,13 @@ impl Invalidator {
         self.cv.notify_all();
     }
 
+    /// Have the poller look for a change now rather than at its next tick
+    /// (nothing is compared unless the tree's generation moved).
+    pub(crate) fn nudge(&self) {
+        self.lock().requested = true;
+        self.cv.notify_all();
+    }
+
     /// End [`Invalidator::run`], and scanning.
     pub(crate) fn stop(&self) {
         self.lock().stop = true;

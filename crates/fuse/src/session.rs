@@ -126,6 +126,12 @@ fn start(
         backing,
         notifier: session.notifier(),
     });
+    let nudged = Arc::downgrade(&invalidator);
+    inflight.set_long_write_hook(Box::new(move || {
+        if let Some(invalidator) = nudged.upgrade() {
+            invalidator.nudge();
+        }
+    }));
     let poll_interval = options.poll_interval;
     let mut helpers = Helpers::default();
     let started = (|| {

@@ -5,7 +5,7 @@
 mod fixture;
 
 use fixture::writer::{catch_sigalrm_without_restart, fork_writer, kill_and_reap, wait_for};
-use fixture::{errno_of, FixtureTree, Mounted};
+use fixture::{errno_of, read_at_0, FixtureTree, Mounted};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -142,4 +142,36 @@ fn sigkilled_writer_process_exits_instead_of_hanging_in_its_write() {
     assert_eq!(m.tree.cancelled_writes(), 1);
     // The mount still serves.
     assert_eq!(std::fs::read(m.path("dir/ro")).unwrap(), b"read-only\n");
+}
+
+#[test]
+fn reader_holding_the_file_open_sees_a_blocked_writes_going_offline_without_a_poll() {
+    // No poll for changes behind the mount's back within the test: only a
+    // write in flight can make the caches catch up with the tree.
+    let m = Mounted::with_options(
+        FixtureTree::standard(),
+        &memhp_fuse::MountOptions {
+            poll_interval: Duration::from_secs(3600),
+            ..memhp_fuse::MountOptions::default()
+        },
+    );
+    catch_sigalrm_without_restart();
+    let reader = std::fs::File::open(m.path("going")).unwrap();
+    assert_eq!(read_at_0(&reader), b"online\n");
+    let (tid, writer) = blocked_writer(m.path("going"));
+    assert!(m.tree.wait_blocked(1, BLOCKED));
+    let deadline = Instant::now() + BLOCKED;
+    let mut seen = read_at_0(&reader);
+    while seen != b"going-offline\n" && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+        seen = read_at_0(&reader);
+    }
+    // The writer goes first: a panic with it blocked would hang the test.
+    signal_thread(tid);
+    assert_eq!(errno_of(writer.join().unwrap()), libc::EINTR);
+    assert_eq!(
+        seen, b"going-offline\n",
+        "the blocked write's state never seen"
+    );
+    assert_eq!(read_at_0(&reader), b"online\n", "caught up before EINTR");
 }
