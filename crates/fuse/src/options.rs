@@ -32,8 +32,10 @@ pub enum Opens {
     /// Every `open(2)` is a request (about 45 µs on a 2-vCPU VM), answered
     /// as kernfs answers it: `EACCES` for a read-only attribute opened for
     /// writing or a write-only one opened for reading, even for root.
-    /// Every read is a request too (`FOPEN_DIRECT_IO`), so sizes stay
-    /// sysfs's 4096.
+    /// Reads never go through the page cache, so sizes stay sysfs's 4096:
+    /// each is a request (`FOPEN_DIRECT_IO`), or, for a file opened
+    /// read-only, a read of its backing file (see
+    /// [`MountOptions::passthrough`]).
     #[default]
     Exact,
     /// Opens never leave the kernel (`fc->no_open`): opening, reading and
