@@ -40,6 +40,8 @@ pub struct FuseReport {
     pub plain: LsmemTimes,
     pub cached: LsmemTimes,
     pub exact: LsmemTimes,
+    /// Exact opens, files opened read-only read from backing files.
+    pub passthrough: LsmemTimes,
     pub scan_blocks: usize,
     pub scan_cold: Duration,
     pub scan_warm: Duration,
@@ -88,8 +90,7 @@ fn machine(blocks: u64) -> Result<Arc<SysfsTree>> {
 }
 
 fn mount(tree: &Arc<SysfsTree>, at: &Path, opens: Opens) -> Result<memhp_fuse::MountHandle> {
-    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = tree.clone();
-    memhp_fuse::spawn_mount(
+    mount_with(
         tree,
         at,
         &MountOptions {
@@ -97,7 +98,15 @@ fn mount(tree: &Arc<SysfsTree>, at: &Path, opens: Opens) -> Result<memhp_fuse::M
             ..MountOptions::default()
         },
     )
-    .with_context(|| format!("mount {}", at.display()))
+}
+
+fn mount_with(
+    tree: &Arc<SysfsTree>,
+    at: &Path,
+    options: &MountOptions,
+) -> Result<memhp_fuse::MountHandle> {
+    let tree: Arc<dyn memhp_sysfs::vfs::Tree> = tree.clone();
+    memhp_fuse::spawn_mount(tree, at, options).with_context(|| format!("mount {}", at.display()))
 }
 
 fn lsmem_once(root: &Path) -> Result<Duration> {
@@ -268,6 +277,16 @@ pub fn run(lsmem_blocks: u64, scan_blocks: u64, cycles: u64) -> Result<FuseRepor
     let exact = lsmem_times(&mnt.0)?;
     let cycles_per_sec_exact = write_cycles(&mnt.0, cycles)?;
     handle.unmount()?;
+    let handle = mount_with(
+        &tree,
+        &mnt.0,
+        &MountOptions {
+            passthrough: true,
+            ..MountOptions::default()
+        },
+    )?;
+    let passthrough = lsmem_times(&mnt.0)?;
+    handle.unmount()?;
     drop(tree);
 
     // Full scan at scale: cached opens cold (one client thread, pinned
@@ -299,6 +318,7 @@ pub fn run(lsmem_blocks: u64, scan_blocks: u64, cycles: u64) -> Result<FuseRepor
         plain: plain_times,
         cached,
         exact,
+        passthrough,
         scan_blocks: scan_blocks as usize,
         scan_cold,
         scan_warm,
@@ -325,7 +345,11 @@ pub fn print(r: &FuseReport) {
         s(r.plain.first),
         s(r.plain.steady)
     );
-    for (name, t) in [("--cached-opens", r.cached), ("exact opens", r.exact)] {
+    for (name, t) in [
+        ("--cached-opens", r.cached),
+        ("exact opens", r.exact),
+        ("exact, --passthrough", r.passthrough),
+    ] {
         println!(
             "  {name:<24} first {:>7.3} s   steady {:>7.3} s   steady/plain {:.2}x (target ≤ 1.5x)",
             s(t.first),

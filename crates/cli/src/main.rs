@@ -79,15 +79,16 @@ enum Command {
         /// reading) fails at the first read, write or O_TRUNC instead.
         #[arg(long)]
         cached_opens: bool,
-        /// Answer every read(2) in memhp (exact opens): by default a file
-        /// opened read-only is read from a copy the kernel keeps without
-        /// asking memhp (FUSE passthrough, Linux 6.9+), rewritten after
-        /// each change before the write or control command that made it
-        /// returns; a change made otherwise reaches open files within
-        /// 10 ms. With this option a read through a descriptor kept open
-        /// always renders anew.
+        /// Read files opened read-only from a copy the kernel keeps without
+        /// asking memhp (FUSE passthrough, Linux 6.9+; exact opens only),
+        /// rewritten after each change before the write or control command
+        /// that made it returns: no round trip per read(2), but a read that
+        /// races with another process's change of the same file may see
+        /// part of each version, a removed attribute's open descriptor
+        /// reads nothing, and mmap succeeds. Without it every read is
+        /// answered by memhp.
         #[arg(long, conflicts_with = "cached_opens")]
-        no_passthrough: bool,
+        passthrough: bool,
         /// Also multicast every uevent, in the kernel's wire format, on a
         /// NETLINK_KOBJECT_UEVENT socket in a network namespace memhp
         /// creates (`ctl event-stats` names it: `nsenter --net=PATH`).
@@ -302,7 +303,7 @@ fn run() -> Result<()> {
             onliner_seed,
             event_buffer,
             cached_opens,
-            no_passthrough,
+            passthrough,
             netlink_uevents,
         } => {
             let serve_opts = daemon::ServeOptions {
@@ -314,7 +315,7 @@ fn run() -> Result<()> {
                 } else {
                     memhp_fuse::Opens::Exact
                 },
-                passthrough: !no_passthrough,
+                passthrough,
                 netlink_uevents,
             };
             daemon::mount(

@@ -290,7 +290,12 @@ pub fn run(
     let mount = memhp_fuse::spawn_mount(
         Arc::clone(&tree),
         &root,
-        &memhp_fuse::MountOptions::default(),
+        // Backing files: the resident helper reads the attributes it keeps
+        // open again without a round trip, and no step races with another.
+        &memhp_fuse::MountOptions {
+            passthrough: true,
+            ..memhp_fuse::MountOptions::default()
+        },
     )
     .context("mounting the sysfs tree")?;
     let sock = dir.join("ctl.sock");

@@ -144,6 +144,7 @@ fn readers_holding_more_files_open_than_the_daemon_may_all_read_current_content(
             "4G,slots=2,maxmem=8G",
             "--cmdline",
             "memhp_default_state=offline",
+            "--passthrough",
         ],
         FILES,
     );

@@ -21,8 +21,11 @@ pub struct MountOptions {
     /// With [`Opens::Exact`]: answer read-only opens of files whose read
     /// has no side effect with a backing file the kernel reads without
     /// asking us (FUSE passthrough, Linux 6.9+, root), kept current after
-    /// every change; see the `backing` module. Without kernel support it
-    /// is off, and every read is a request.
+    /// every change; see the `backing` module. Off by default: a read
+    /// that races with a change of the same file may see part of each
+    /// version (the scenario runner, whose steps never race, turns it
+    /// on). Without kernel support it stays off, and every read is a
+    /// request.
     pub passthrough: bool,
 }
 
@@ -61,7 +64,7 @@ impl Default for MountOptions {
             attr_ttl: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(10),
             opens: Opens::Exact,
-            passthrough: true,
+            passthrough: false,
         }
     }
 }

@@ -43,16 +43,16 @@ fn kept_rw_changed_behind_the_mounts_back(m: &Mounted) -> File {
 }
 
 #[test]
-fn file_kept_open_and_reread_from_offset_0_sees_new_content_once_synced() {
-    let m = Mounted::new(FixtureTree::standard());
+fn file_kept_open_with_passthrough_sees_new_content_once_synced() {
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = kept_rw_changed_behind_the_mounts_back(&m);
     assert!(m.handle().sync_caches());
     assert_eq!(read_at_0(&f), b"online\n");
 }
 
 #[test]
-fn file_kept_open_sees_a_change_behind_the_mounts_back_within_the_poll_interval() {
-    let m = Mounted::new(FixtureTree::standard());
+fn file_kept_open_with_passthrough_sees_a_change_behind_the_mounts_back_within_the_poll_interval() {
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = kept_rw_changed_behind_the_mounts_back(&m);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -67,8 +67,8 @@ fn file_kept_open_sees_a_change_behind_the_mounts_back_within_the_poll_interval(
 }
 
 #[test]
-fn file_kept_open_without_passthrough_sees_a_change_behind_the_mounts_back_at_once() {
-    let m = Mounted::without_passthrough(FixtureTree::standard());
+fn file_kept_open_and_reread_from_offset_0_sees_a_change_behind_the_mounts_back_at_once() {
+    let m = Mounted::new(FixtureTree::standard());
     let f = kept_rw_changed_behind_the_mounts_back(&m);
     assert_eq!(read_at_0(&f), b"online\n");
 }

@@ -152,6 +152,7 @@ fn reader_holding_the_file_open_sees_a_blocked_writes_going_offline_without_a_po
         FixtureTree::standard(),
         &memhp_fuse::MountOptions {
             poll_interval: Duration::from_secs(3600),
+            passthrough: true,
             ..memhp_fuse::MountOptions::default()
         },
     );

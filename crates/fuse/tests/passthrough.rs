@@ -1,7 +1,7 @@
-//! Reads through backing files (FUSE passthrough, the default with exact
-//! opens): a read never reaches the daemon, yet shows the tree as it is
-//! after every write, and everything else an open file does stays as
-//! sysfs does it.
+//! Reads through backing files (FUSE passthrough, `MountOptions::passthrough`
+//! with exact opens): a read never reaches the daemon, yet shows the tree
+//! as it is after every write, and everything else an open file does stays
+//! as sysfs does it.
 
 mod fixture;
 
@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 
 #[test]
 fn rereads_through_a_kept_descriptor_never_reach_the_tree() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = File::open(m.path("dir/ro")).unwrap();
     for _ in 0..5 {
         assert_eq!(read_at_0(&f), b"read-only\n");
@@ -23,7 +23,7 @@ fn rereads_through_a_kept_descriptor_never_reach_the_tree() {
 
 #[test]
 fn write_while_a_reader_holds_the_file_open_succeeds_and_the_reader_sees_it_at_once() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let reader = File::open(m.path("dir/rw")).unwrap();
     assert_eq!(read_at_0(&reader), b"initial\n");
     // An open that does not name the inode's backing file fails with EIO.
@@ -55,7 +55,7 @@ fn write_while_a_reader_holds_the_file_open_succeeds_and_the_reader_sees_it_at_o
 
 #[test]
 fn reader_opened_while_a_writer_holds_the_file_reads_current_content() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let mut writer = OpenOptions::new()
         .write(true)
         .open(m.path("dir/rw"))
@@ -71,7 +71,7 @@ fn reader_opened_while_a_writer_holds_the_file_reads_current_content() {
 
 #[test]
 fn backed_file_keeps_the_sysfs_size_after_sendfile() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = File::open(m.path("dir/ro")).unwrap();
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
@@ -94,7 +94,7 @@ fn backed_file_keeps_the_sysfs_size_after_sendfile() {
 
 #[test]
 fn file_whose_read_has_effects_is_read_through_the_daemon_every_time() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = File::open(m.path("effect")).unwrap();
     for _ in 0..3 {
         assert_eq!(read_at_0(&f), b"effect\n");
@@ -104,14 +104,14 @@ fn file_whose_read_has_effects_is_read_through_the_daemon_every_time() {
 
 #[test]
 fn unreadable_file_still_fails_its_reads() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = File::open(m.path("dir/eio")).unwrap();
     assert_eq!(errno_of(f.read_at(&mut [0u8; 64], 0)), libc::EIO);
 }
 
 #[test]
 fn removed_file_read_through_a_kept_descriptor_is_empty_and_its_fstat_fails() {
-    let m = Mounted::new(FixtureTree::standard());
+    let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = File::open(m.path("dir/sub/leaf")).unwrap();
     assert_eq!(read_at_0(&f), b"leaf\n");
     let mut eject = OpenOptions::new()
@@ -126,7 +126,7 @@ fn removed_file_read_through_a_kept_descriptor_is_empty_and_its_fstat_fails() {
 
 #[test]
 fn without_passthrough_every_read_reaches_the_tree() {
-    let m = Mounted::without_passthrough(FixtureTree::standard());
+    let m = Mounted::new(FixtureTree::standard());
     let f = File::open(m.path("dir/ro")).unwrap();
     for _ in 0..3 {
         assert_eq!(read_at_0(&f), b"read-only\n");

@@ -166,3 +166,52 @@ fn creating_a_file_is_refused_like_sysfs() {
         libc::EPERM
     );
 }
+
+#[test]
+fn readers_holding_a_file_open_while_it_is_rewritten_see_only_whole_contents() {
+    // Lengths differ, so a read mixing one content's size with the other's
+    // bytes would show (as reads of backing files being rewritten can).
+    const A: &[u8] = b"online\n";
+    const B: &[u8] = b"Normal Movable\n";
+    let m = Mounted::new(FixtureTree::standard());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::sync::atomic::AtomicU64::new(0);
+    let torn = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let f = File::open(m.path("dir/rw")).unwrap();
+                    let mut torn = Vec::new();
+                    let mut buf = [0u8; 64];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let n = f.read_at(&mut buf, 0).unwrap();
+                        reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if ![A, B, b"initial\n"].contains(&&buf[..n]) {
+                            torn.push(buf[..n].to_vec());
+                        }
+                    }
+                    torn
+                })
+            })
+            .collect();
+        let mut w = OpenOptions::new()
+            .write(true)
+            .open(m.path("dir/rw"))
+            .unwrap();
+        for i in 0..20_000 {
+            w.write_all(if i % 2 == 0 { A } else { B }).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(reads.into_inner() > 1000, "the readers hardly ran");
+    assert!(
+        torn.is_empty(),
+        "{} torn reads, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(3)]
+    );
+}
