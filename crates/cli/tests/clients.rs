@@ -183,3 +183,31 @@ fn readers_holding_more_files_open_than_the_daemon_may_all_read_current_content(
     let kept = &open.iter().find(|(p, _)| p == state).unwrap().1;
     assert_eq!(read_at_0(kept), b"online\n");
 }
+
+#[test]
+fn passthrough_reader_holding_a_block_file_open_sees_control_socket_changes_when_ctl_returns() {
+    let m = Machine::mount(
+        "clients-passthrough-ctl",
+        &[
+            "--mem",
+            "1G,slots=2,maxmem=4G",
+            "--cmdline",
+            "memhp_default_state=offline",
+            "--passthrough",
+        ],
+    );
+    m.ctl(&["hotadd", "d1", "256M"]);
+    let state = m.root.join("sys/devices/system/memory/memory32/state");
+    let kept = std::fs::File::open(&state).unwrap();
+    assert_eq!(read_at_0(&kept), b"offline\n");
+    std::fs::write(&state, "online_movable").unwrap();
+    assert_eq!(read_at_0(&kept), b"online\n");
+    // The eject offlines the movable blocks and removes them.
+    m.ctl(&["unplug", "d1"]);
+    assert_eq!(read_at_0(&kept), b"", "a removed attribute reads nothing");
+    assert_eq!(
+        kept.metadata().unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    assert!(!state.exists());
+}
