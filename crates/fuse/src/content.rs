@@ -255,6 +255,13 @@ impl PageCache {
         current: impl FnOnce(&[u64]) -> Vec<Rendered>,
     ) -> Vec<(u64, Option<Rendered>)> {
         let mut inner = self.lock();
+        if inner.files.is_empty() {
+            // Nothing served, nothing to compare: not even the journal is
+            // asked (most mounts keep no contents: exact opens).
+            inner.unchecked.clear();
+            inner.checked = inner.checked.max(now);
+            return Vec::new();
+        }
         let changes = changes_since(inner.checked);
         let reached = inner.reached(&changes, now);
         let stale: Vec<(u64, Option<Rendered>)> = if reached.len() > MAX_CACHED_FILES {
@@ -366,6 +373,13 @@ mod tests {
         assert_eq!(cache.stale_files(3, everything, now), Vec::<u64>::new());
         assert_eq!((cache.version(5), cache.version(6)), (1, 0));
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn nothing_served_asks_nothing() {
+        let cache = PageCache::default();
+        let stale = cache.stale_files(2, |_| panic!("journal asked"), |_| panic!("rendered"));
+        assert!(stale.is_empty());
     }
 
     #[test]
