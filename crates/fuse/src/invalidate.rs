@@ -11,7 +11,9 @@
 //! given, and after each change the files the change can have reached (by
 //! their [`memhp_sysfs::vfs::Scope`]: a block's own attributes, global
 //! state, or nothing short of a change that reaches everything) are
-//! rendered again and those that differ dropped.
+//! rendered again and those that differ dropped. Backing files (exact
+//! opens with passthrough, see `backing`) are compared the same way and
+//! rewritten in place.
 //!
 //! Whenever [`Tree::layout_generation`] moves, a scan compares what the
 //! kernel was told about every inode it still holds (see [`crate::inodes`])
