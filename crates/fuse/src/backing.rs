@@ -18,17 +18,23 @@
 //! read renders it anew.
 //!
 //! One backing file per inode: the kernel refuses a second backing file
-//! for an inode while another is attached (`EBUSY`), so every open of it
-//! shares one, dropped with its last release (the kernel detaches it from
-//! the inode before it sends that release).
+//! for an inode while another is attached (`EBUSY`) and fails any open of
+//! it that does not name the attached one (`EIO`), so every open of it
+//! shares one (opens for writing too, with direct I/O on top), or none
+//! does (a read-only open while a direct one is still open stays direct).
+//! The last release frees it for another inode (the kernel detaches it
+//! from the inode before it sends that release).
 //!
-//! Where it differs from a read through us: a read racing with a change
-//! of the same file (another process's write, at the same instant) may
-//! see part of each version, since the rewrite is a `pwrite` and an
-//! `ftruncate`; and a read through a descriptor whose file was removed
-//! since (a hot-removed block's attribute) reads nothing where sysfs
-//! answers `ENODEV`; its attributes are dropped, so an `fstat` of it
-//! fails with `ENOENT`.
+//! Where it differs from a read through us, and why it is opt-in
+//! (`MountOptions::passthrough`): a read racing with a change of the same
+//! file (another process's write, at the same instant) may see part of
+//! each version, since the rewrite is a `pwrite` and an `ftruncate` and a
+//! shmem read takes no lock against either (a test over the mount sees
+//! thousands of such reads in 20,000 rewrites); a read through a
+//! descriptor whose file was removed since (a hot-removed block's
+//! attribute) reads nothing where sysfs answers `ENODEV` (its attributes
+//! are dropped, so an `fstat` of it fails with `ENOENT`); and `mmap`
+//! maps the backing file where sysfs refuses (`ENODEV`).
 //!
 //! [`Tree::read_has_effects`]: memhp_sysfs::vfs::Tree::read_has_effects
 
