@@ -20,8 +20,10 @@
 //! writer of a blocked write was signalled (fuser answers `FUSE_INTERRUPT`
 //! itself, with `ENOSYS`); `writers` runs writes off the request
 //! loop; `invalidate` keeps the kernel's entry and attribute caches in step
-//! with the tree (driven by [`Tree::layout_generation`]); `inodes` numbers
-//! paths; `mount` does mount(2)/umount2(2) and stale-mount recovery.
+//! with the tree (driven by [`Tree::layout_generation`]); `backing` keeps
+//! the backing files that reads of read-only opens go to with
+//! [`MountOptions::passthrough`]; `inodes` numbers paths; `mount` does
+//! mount(2)/umount2(2) and stale-mount recovery.
 //!
 //! [`Tree::layout_generation`]: memhp_sysfs::vfs::Tree::layout_generation
 
