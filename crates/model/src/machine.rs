@@ -431,7 +431,6 @@ impl MachineSpec {
         Ok(m)
     }
 
-    /// Highest end of usable e820 RAM.
     /// CPUs present at boot.
     pub fn present_cpu_count(&self) -> usize {
         self.nodes.iter().map(|n| n.cpus.len()).sum()
@@ -447,6 +446,7 @@ impl MachineSpec {
         self.nodes.iter().map(|n| n.id + 1).max().unwrap_or(1)
     }
 
+    /// Highest end of usable e820 RAM.
     pub fn boot_mem_end(&self) -> u64 {
         self.e820
             .iter()

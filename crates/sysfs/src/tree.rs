@@ -907,7 +907,7 @@ impl Tree for SysfsTree {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        if shows_memory_use(path) {
+        if self.read_has_effects(path) {
             self.accessed();
         }
         self.shared.read(|sys| read_path(sys, path, None))
