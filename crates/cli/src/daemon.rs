@@ -24,31 +24,6 @@ pub struct ServeOptions {
     pub netlink_uevents: bool,
 }
 
-/// Up to the hard limit: the daemon holds a descriptor for every file its
-/// clients hold open for reading (its backing file), like any FUSE server
-/// that passes reads through.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: `limit` is a valid rlimit; raising the soft limit to the
-        // hard one needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "open file limit not raised"
-            );
-        }
-    }
-}
-
 fn check_root(root: &Path) -> Result<()> {
     match memhp_fuse::recover_stale(root) {
         Ok(true) => eprintln!("memhp: recovered a stale mount at {}", root.display()),
@@ -103,7 +78,7 @@ fn serve(
     ready: &mut dyn FnMut(Option<&str>),
 ) -> Result<()> {
     let set = block_signals();
-    raise_open_file_limit();
+    crate::nofile::raise_soft_to_hard();
     let started = (|| -> Result<_> {
         check_root(root)?;
         let host = Arc::new(machine.host()?);

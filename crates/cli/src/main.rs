@@ -11,6 +11,7 @@ mod guest_sh;
 mod guest_tmpfs;
 mod machine_args;
 mod namespace;
+mod nofile;
 mod ohelper;
 mod runner;
 mod show;

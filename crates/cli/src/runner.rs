@@ -272,6 +272,8 @@ pub fn run(
     initrd_bytes: Option<u64>,
 ) -> Result<RunOutcome> {
     let started = Instant::now();
+    // Backing files for everything the resident helper keeps open.
+    crate::nofile::raise_soft_to_hard();
     // Server threads and the guest shell on one CPU (see cpu_pin.rs).
     let _pin = crate::cpu_pin::CpuPin::here();
     let mut qemu = machine(scn)?;
@@ -597,8 +599,10 @@ pub fn run(
 
 /// The environment of the oracle guest's /init as far as programs notice
 /// it: the kernel's `HOME=/` and `TERM=linux`, no locale (messages and
-/// number formats of the C locale) and no terminal size overrides.
+/// number formats of the C locale), no terminal size overrides, and the
+/// open-file limits init gets.
 fn guest_environment(cmd: &mut Command) {
+    crate::nofile::guest_limits(cmd);
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("LC_") || ["LANG", "LANGUAGE", "COLUMNS", "LINES"].contains(&&*k) {

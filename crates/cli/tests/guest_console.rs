@@ -44,6 +44,15 @@ fn the_shell_sees_a_terminal_and_no_locale() {
     );
 }
 
+/// Processes of the guest inherit init's open-file limits (1024 soft,
+/// 4096 hard, the kernel's `INR_OPEN_CUR`/`INR_OPEN_MAX`), not those of
+/// the host's shell that started memhp.
+#[test]
+fn the_shell_has_the_open_file_limits_init_gets() {
+    let t = steps("console-nofile", "ulimit -n; ulimit -Hn\n");
+    assert_eq!(t, "1024\n4096");
+}
+
 /// `dmesg` is the guest kernel's buffer (what `klog` has not taken yet),
 /// never the host's; `dmesg -c` empties it like the guest's klog does;
 /// piped, it goes through `memhp ctl dmesg`.

@@ -135,14 +135,19 @@ fn path_of(bytes: &[u8]) -> &Path {
 }
 
 /// Reads a whole file (up to `cap` bytes); the error is (stage, errno).
-fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
-    if let Some(content) = reopened::read(path, cap) {
-        return Ok(content);
+/// A whole file's content, or the stage and errno of its failure.
+type Slurped = Result<Vec<u8>, (&'static str, i32)>;
+
+fn slurp(path: &[u8], cap: usize) -> Slurped {
+    if let Some(read) = reopened::read(path, cap) {
+        return read;
     }
     let f = File::open(path_of(path)).map_err(|e| ("open", os_errno(&e)))?;
-    let content = read_from_start(&f, cap, first_read(path))?;
-    reopened::keep(path, f);
-    Ok(content)
+    let read = read_from_start(&f, cap, first_read(path));
+    if reopened::worth_keeping(&read) {
+        reopened::keep(path, f);
+    }
+    read
 }
 
 /// Descriptors of sysfs attributes the helper has opened and read, kept
@@ -151,28 +156,87 @@ fn slurp(path: &[u8], cap: usize) -> Result<Vec<u8>, (&'static str, i32)> {
 /// needs neither an open nor a close, which over FUSE are two round trips.
 /// The first access of every path is a real open (so `open:EACCES` and
 /// `open:ENOENT` are seen), and any failure of a kept descriptor falls back
-/// to a real open. Only `/sys/` paths: a name there always names the same
-/// kind of object, whereas a regular file may be replaced by another.
+/// to a real open. Only `/sys/` paths and the system-wide procfs files
+/// ([`GLOBAL_PROC`]): a name there always names the same kind of object,
+/// whereas a regular file may be replaced by another and a per-process
+/// procfs file would describe the helper instead of its caller.
 mod reopened {
     use std::collections::HashMap;
     use std::fs::File;
 
-    /// Bound on kept descriptors (well below the usual 1024 limit).
-    const MAX_KEPT: usize = 512;
+    /// Procfs files that describe the whole system and render anew on a
+    /// read at offset 0 (seq_file).
+    const GLOBAL_PROC: [&[u8]; 7] = [
+        b"/proc/zoneinfo",
+        b"/proc/iomem",
+        b"/proc/meminfo",
+        b"/proc/vmstat",
+        b"/proc/pagetypeinfo",
+        b"/proc/buddyinfo",
+        b"/proc/cpuinfo",
+    ];
+
+    /// Bound on kept descriptors: a `dump` of a 4 GiB guest reads about 700
+    /// files, so a bound below that would reopen every one of them on
+    /// every dump. The helper first raises its soft descriptor limit to the
+    /// hard one (a guest's 1024 and 4096), then keeps half of it.
+    fn max_kept() -> usize {
+        static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *MAX.get_or_init(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: `limit` is a valid, writable rlimit for the call.
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+                return kept_bound(1024);
+            }
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            // SAFETY: `limit` is a valid rlimit; raising the soft limit up
+            // to the hard one needs no privilege.
+            match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } {
+                0 => kept_bound(limit.rlim_max),
+                _ => kept_bound(soft),
+            }
+        })
+    }
+
+    /// [`max_kept`] for a descriptor limit of `soft`.
+    pub(super) fn kept_bound(soft: libc::rlim_t) -> usize {
+        (usize::try_from(soft / 2).unwrap_or(usize::MAX)).clamp(64, 8192)
+    }
+
+    /// Whether a descriptor of `path` may be kept and read again.
+    fn keepable(path: &[u8]) -> bool {
+        path.starts_with(b"/sys/") || GLOBAL_PROC.contains(&path)
+    }
 
     thread_local! {
         pub(super) static KEPT: std::cell::RefCell<HashMap<Vec<u8>, File>> = std::cell::RefCell::new(HashMap::new());
     }
 
     /// The content of `path` read again through its kept descriptor.
-    pub(super) fn read(path: &[u8], cap: usize) -> Option<Vec<u8>> {
+    pub(super) fn read(path: &[u8], cap: usize) -> Option<super::Slurped> {
         let f = KEPT.with(|k| k.borrow_mut().remove(path))?;
         if !still_there(&f) {
             return None;
         }
-        let content = super::read_from_start(&f, cap, super::first_read(path)).ok()?;
+        let read = super::read_from_start(&f, cap, super::first_read(path));
+        if !worth_keeping(&read) {
+            return None;
+        }
         keep(path, f);
-        Some(content)
+        Some(read)
+    }
+
+    /// Whether a descriptor whose read ended so is worth reading again: a
+    /// read that failed in the attribute's `show` (`EIO` from
+    /// `autosuspend_delay_ms`) fails the same way through the same
+    /// descriptor, so only `ENODEV` (the attribute was removed under it)
+    /// asks for a new open.
+    pub(super) fn worth_keeping(read: &super::Slurped) -> bool {
+        !matches!(read, Err((_, libc::ENODEV)))
     }
 
     /// Whether the file `f` was opened on is still there. A read through
@@ -202,12 +266,12 @@ mod reopened {
 
     /// Keep `f`, just read from `path`, for the next read.
     pub(super) fn keep(path: &[u8], f: File) {
-        if !path.starts_with(b"/sys/") {
+        if !keepable(path) {
             return;
         }
         KEPT.with(|k| {
             let mut k = k.borrow_mut();
-            if k.len() >= MAX_KEPT {
+            if k.len() >= max_kept() {
                 k.clear();
             }
             k.insert(path.to_vec(), f);
@@ -483,6 +547,41 @@ mod tests {
         let first = slurp(path, RBUF).unwrap();
         assert!(kept(path), "kept after the first real open");
         assert_eq!(slurp(path, RBUF).unwrap(), first);
+    }
+
+    #[test]
+    fn system_wide_procfs_files_are_kept_but_per_process_ones_are_not() {
+        let meminfo = b"/proc/meminfo";
+        assert!(slurp(meminfo, RBUF).unwrap().starts_with(b"MemTotal:"));
+        assert!(kept(meminfo));
+        // The helper's own status, not its caller's: never kept.
+        let status = b"/proc/self/status";
+        assert!(slurp(status, RBUF).unwrap().starts_with(b"Name:"));
+        assert!(!kept(status));
+    }
+
+    #[test]
+    fn attribute_whose_read_fails_keeps_its_descriptor_and_fails_again() {
+        let path = b"/sys/devices/system/memory/memory0/power/autosuspend_delay_ms";
+        if !std::path::Path::new(std::ffi::OsStr::from_bytes(path)).exists() {
+            return;
+        }
+        assert_eq!(slurp(path, RBUF), Err(("read", libc::EIO)));
+        assert!(
+            kept(path),
+            "a read error is the attribute's, not the descriptor's"
+        );
+        assert_eq!(slurp(path, RBUF), Err(("read", libc::EIO)));
+    }
+
+    #[test]
+    fn kept_descriptors_are_bounded_by_half_the_descriptor_limit() {
+        // A 4 GiB guest's dump reads about 700 files: the usual limit of
+        // 1024 must not clear them between two dumps.
+        assert_eq!(reopened::kept_bound(1024), 512);
+        assert_eq!(reopened::kept_bound(20_000), 8192);
+        assert_eq!(reopened::kept_bound(100), 64);
+        assert_eq!(reopened::kept_bound(libc::RLIM_INFINITY), 8192);
     }
 
     #[test]
