@@ -1,8 +1,10 @@
 //! The commands of the control socket and their argument checking.
 
 use crate::EventBus;
+use memhp_drivers::acpi::DimmError;
 use memhp_drivers::host::{Host, HostCommand, HostError};
 use memhp_drivers::virtio_balloon::BalloonError;
+use memhp_drivers::virtio_mem::VirtioMemError;
 use memhp_model::pages::{MigrateFailure, PageState};
 use memhp_model::units::parse_size;
 use memhp_model::workload::{PageKind, Placement};
@@ -416,7 +418,7 @@ pub fn dispatch(
         "device_add" if args.contains_key("memdev") => {
             let (node, addr) = dimm_place(args)?;
             HostCommand::DeviceAdd {
-                id: str_arg(args, "id")?,
+                id: args.get("id").map(|_| str_arg(args, "id")).transpose()?,
                 memdev: str_arg(args, "memdev")?,
                 driver: str_arg(args, "driver")?,
                 node,
@@ -615,6 +617,11 @@ pub fn dispatch(
             class: "DeviceNotActive",
             desc: e.to_string(),
         },
+        HostError::Dimm(DimmError::NotFound(_))
+        | HostError::VirtioMem(VirtioMemError::NotFound(_)) => CommandError {
+            class: "DeviceNotFound",
+            desc: e.to_string(),
+        },
         e => generic(e.to_string()),
     });
     // The guest's uevents come before the host sees _OST / DEVICE_DELETED,
@@ -629,11 +636,24 @@ pub fn dispatch(
     if !reply.insmods.is_empty() {
         value = json!({"insmod": reply.insmods.iter().map(|(m, rc)| json!({"module": m, "rc": rc})).collect::<Vec<_>>()});
     }
-    if let HostCommand::Hotadd { id, .. }
-    | HostCommand::HotaddDevice { id, .. }
-    | HostCommand::DeviceAdd { id, .. } = &host_cmd
+    let added = match &host_cmd {
+        HostCommand::Hotadd { id, .. }
+        | HostCommand::HotaddDevice { id, .. }
+        | HostCommand::DeviceAdd { id: Some(id), .. } => {
+            host.dimms.list().into_iter().find(|d| &d.id == id)
+        }
+        // An anonymous DIMM: the one on the backend it was given.
+        HostCommand::DeviceAdd {
+            id: None, memdev, ..
+        } => host
+            .dimms
+            .list()
+            .into_iter()
+            .find(|d| host.backends.of(&d.id).as_deref() == Some(memdev.as_str())),
+        _ => None,
+    };
     {
-        if let Some(d) = host.dimms.list().into_iter().find(|d| &d.id == id) {
+        if let Some(d) = added {
             let blocks: Vec<Value> = host.shared.read(|s| {
                 d.blocks.iter().map(|b| json!({"id": b, "state": s.blocks.get(b).map_or("removed", |x| x.state.as_str())})).collect()
             });

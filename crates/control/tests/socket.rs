@@ -220,3 +220,128 @@ fn object_add_device_add_device_del_object_del_like_qemu() {
         "object 'm1' not found"
     );
 }
+
+/// QEMU 7.2 as recorded (`conformance/other-build/qmp-ids`): ids must be
+/// identifiers (a letter, then letters, digits, `-`, `.`, `_`), checked
+/// before anything else; the oracle's hot-add of `1bad` creates its
+/// backend `mem-1bad` and only the `device_add` fails.
+#[test]
+fn malformed_ids_are_refused_like_qemu_and_the_backend_of_a_refused_dimm_stays() {
+    let (_srv, path) = server("ids", "");
+    let mut c = ControlClient::connect(&path).unwrap();
+    let err = |r: serde_json::Value| r["error"]["desc"].as_str().unwrap().to_string();
+    const BAD_ID: &str = "Parameter 'id' expects an identifier";
+    for id in ["9x", "", "has space"] {
+        let r = c
+            .execute(
+                "object-add",
+                json!({"qom-type": "memory-backend-ram", "id": id, "size": 134217728}),
+            )
+            .unwrap();
+        assert_eq!(err(r), BAD_ID, "object-add id {id:?}");
+    }
+    let r = c
+        .execute("hotadd", json!({"id": "1bad", "size": "128M"}))
+        .unwrap();
+    assert_eq!(err(r), BAD_ID);
+    // mem-1bad exists now: a DIMM can use it.
+    let r = c
+        .execute(
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "good", "memdev": "mem-1bad"}),
+        )
+        .unwrap();
+    assert_eq!(r["return"]["addr"], json!(0x1_0000_0000u64), "{r}");
+    // The id is checked before the (busy) backend.
+    let r = c
+        .execute(
+            "device_add",
+            json!({"driver": "pc-dimm", "id": "", "memdev": "mem-1bad"}),
+        )
+        .unwrap();
+    assert_eq!(err(r), BAD_ID);
+    let r = c.execute("device_del", json!({"id": "1bad"})).unwrap();
+    assert_eq!(
+        r["error"],
+        json!({"class": "DeviceNotFound", "desc": "Device '1bad' not found"})
+    );
+    let r = c.execute("device_del", json!({"id": ""})).unwrap();
+    assert_eq!(
+        r["error"],
+        json!({"class": "GenericError", "desc": " is not a hotpluggable device"})
+    );
+}
+
+/// A `device_add` without an id makes an anonymous device
+/// (`/machine/peripheral-anon/device[N]`): QMP reports it without an id,
+/// `device_del` reaches it by its path, and `query-memory-devices` lists
+/// every device by address, not by name.
+#[test]
+fn a_dimm_added_without_an_id_is_anonymous_and_listed_by_address() {
+    let (_srv, path) = server("anon", "memhp_default_state=online_movable");
+    let mut c = ControlClient::connect(&path).unwrap();
+    let ok = |r: serde_json::Value| assert!(r.get("return").is_some(), "{r}");
+    ok(c.execute("hotadd", json!({"id": "zz", "size": "128M"}))
+        .unwrap());
+    ok(c.execute(
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": "m1", "size": 134217728}),
+    )
+    .unwrap());
+    let r = c
+        .execute("device_add", json!({"driver": "pc-dimm", "memdev": "m1"}))
+        .unwrap();
+    assert_eq!(r["return"]["addr"], json!(0x1_0800_0000u64), "{r}");
+    ok(c.execute("hotadd", json!({"id": "aa", "size": "128M"}))
+        .unwrap());
+    let q = c.execute("query-memory-devices", json!({})).unwrap();
+    let listed: Vec<(Option<&str>, u64)> = q["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["data"]["id"].as_str(),
+                d["data"]["addr"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (Some("zz"), 0x1_0000_0000),
+            (None, 0x1_0800_0000),
+            (Some("aa"), 0x1_1000_0000),
+        ]
+    );
+    let mut ost = None;
+    while ost.is_none() {
+        let ev = c.next_event(Duration::from_secs(5)).unwrap();
+        if ev["event"] == "ACPI_DEVICE_OST" && ev["data"]["info"]["slot"] == "1" {
+            ost = Some(ev["data"]["info"].clone());
+        }
+    }
+    assert_eq!(
+        ost.unwrap(),
+        json!({"slot": "1", "slot-type": "DIMM", "source": 1, "status": 0})
+    );
+    ok(c.execute(
+        "device_del",
+        json!({"id": "/machine/peripheral-anon/device[0]"}),
+    )
+    .unwrap());
+    let deleted = loop {
+        let ev = c.next_event(Duration::from_secs(5)).unwrap();
+        if ev["event"] == "DEVICE_DELETED" {
+            break ev["data"].clone();
+        }
+    };
+    assert_eq!(
+        deleted,
+        json!({"path": "/machine/peripheral-anon/device[0]"})
+    );
+    ok(
+        c.execute("device_del", json!({"id": "/machine/peripheral/zz"}))
+            .unwrap(),
+    );
+}

@@ -8,7 +8,7 @@ use crate::acpi::{AcpiDimms, DimmError};
 use crate::backends::{BackendError, MemoryBackends};
 use crate::virtio_balloon::{BalloonError, VirtioBalloon};
 use crate::virtio_mem::{VirtioMemDevices, VirtioMemError};
-use crate::HostEvent;
+use crate::{qdev_id, HostEvent};
 use memhp_model::machine::{DimmSpec, MachineSpec};
 use memhp_model::shared::Shared;
 use memhp_model::{BootError, System};
@@ -51,9 +51,9 @@ pub enum HostCommand {
     /// `object-del`.
     ObjectDel { id: String },
     /// `device_add DRIVER` (`pc-dimm`, `virtio-mem-pci`) on the backend
-    /// `memdev`.
+    /// `memdev`; without an id the device is anonymous (see [`qdev_id`]).
     DeviceAdd {
-        id: String,
+        id: Option<String>,
         memdev: String,
         driver: String,
         node: Option<u32>,
@@ -102,6 +102,12 @@ pub enum HostError {
     VirtioMemUnplug,
     #[error("memory devices (e.g. for memory hotplug) are not supported by the machine")]
     NoDeviceMemory,
+    /// `QERR_INVALID_PARAMETER_VALUE` for an id `id_wellformed()` refuses.
+    #[error("Parameter 'id' expects an identifier")]
+    BadId,
+    /// `device_del` of something in the QOM tree that is not a device.
+    #[error("{0} is not a hotpluggable device")]
+    NotHotpluggable(String),
 }
 
 /// A hot-plugged virtio-mem device's block size: a RAM backend's THP size.
@@ -142,6 +148,8 @@ pub struct Host {
     async_events: Mutex<Vec<HostEvent>>,
     /// The PCI interrupt links (LNKA..LNKD) the guest has enabled.
     links: Mutex<BTreeSet<usize>>,
+    /// Devices added without an id so far (QEMU's `anon_count`).
+    anonymous: std::sync::atomic::AtomicU32,
 }
 
 /// Modules the guest can load, with their dependencies in load order.
@@ -186,6 +194,7 @@ impl Host {
             coldplugged: Mutex::new(BTreeSet::new()),
             async_events: Mutex::new(Vec::new()),
             links: Mutex::new(BTreeSet::new()),
+            anonymous: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -203,6 +212,7 @@ impl Host {
             coldplugged: Mutex::new(BTreeSet::new()),
             async_events: Mutex::new(Vec::new()),
             links: Mutex::new(BTreeSet::new()),
+            anonymous: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -289,6 +299,9 @@ impl Host {
                 size,
                 mem_path,
             } => {
+                if !qdev_id::well_formed(id) {
+                    return Err(HostError::BadId);
+                }
                 self.backends
                     .add(qom_type, id, *size, mem_path.as_deref(), false)?;
                 Ok(HostReply::value(json!({})))
@@ -303,15 +316,34 @@ impl Host {
                 driver,
                 node,
                 addr,
-            } => self.device_add(id, memdev, driver, (*node, *addr)),
-            HostCommand::Unplug { id } => {
-                if self.vmem.list().iter().any(|v| &v.spec.id == id) {
+            } => {
+                let key = match id {
+                    Some(id) if !qdev_id::well_formed(id) => return Err(HostError::BadId),
+                    Some(id) => id.clone(),
+                    None => qdev_id::anonymous(
+                        self.anonymous
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    ),
+                };
+                self.device_add(&key, memdev, driver, (*node, *addr))
+            }
+            HostCommand::Unplug { id: given } => {
+                let id = match qdev_id::resolve(given) {
+                    qdev_id::Target::Container => {
+                        return Err(HostError::NotHotpluggable(given.clone()))
+                    }
+                    qdev_id::Target::Device(key) => key,
+                };
+                if self.vmem.list().iter().any(|v| v.spec.id == id) {
                     return Err(HostError::VirtioMemUnplug);
                 }
-                let r = self.dimms.unplug(&self.shared, id)?;
+                let r = self.dimms.unplug(&self.shared, &id).map_err(|e| match e {
+                    DimmError::NotFound(_) => DimmError::NotFound(given.clone()),
+                    e => e,
+                })?;
                 if r.deleted {
-                    self.backends.release(id);
-                    self.coldplugged().remove(id);
+                    self.backends.release(&id);
+                    self.coldplugged().remove(&id);
                 }
                 Ok(HostReply {
                     value: json!({}),
@@ -378,9 +410,19 @@ impl Host {
         driver: &str,
         backend: &str,
     ) -> Result<HostReply, HostError> {
-        self.check_new_dimm(id)?;
         let memdev = format!("mem-{id}");
+        // Both the object-add and the device_add refuse an id that makes a
+        // malformed backend id.
+        if !qdev_id::well_formed(&memdev) {
+            return Err(HostError::BadId);
+        }
+        self.check_new_dimm(id)?;
         self.backends.add(backend, &memdev, size, None, true)?;
+        // A malformed device id ("1bad") fails the device_add only: the
+        // backend stays, as in QEMU.
+        if !qdev_id::well_formed(id) {
+            return Err(HostError::BadId);
+        }
         self.device_add(id, &memdev, driver, at)
     }
 
@@ -590,7 +632,10 @@ impl Host {
     }
 
     fn qom_get(&self, path: &str, property: &str) -> Result<HostReply, HostError> {
-        let id = path.rsplit('/').next().unwrap_or("");
+        let id = match qdev_id::is_anonymous(path) {
+            true => path,
+            false => path.rsplit('/').next().unwrap_or(""),
+        };
         let missing = || HostError::NoProperty(path.to_string(), property.to_string());
         if let Some(v) = self.vmem.list().into_iter().find(|v| v.spec.id == id) {
             let value = match property {
@@ -616,17 +661,30 @@ impl Host {
         Err(missing())
     }
 
+    /// `query-memory-devices`: every memory device by address
+    /// (`memory_device_addr_sort`), whatever its kind or id.
     fn query_memory_devices(&self) -> Value {
         let cold = self.coldplugged().clone();
-        let mut out: Vec<Value> = self
+        let mut out: Vec<(u64, Value)> = self
             .dimms
             .list()
             .into_iter()
-            .map(|d| json!({"type": "dimm", "data": {"id": d.id, "addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/{}", self.backends.of(&d.id).unwrap_or_default()), "hotplugged": !cold.contains(&d.id), "hotpluggable": true}}))
+            .map(|d| {
+                let mut data = json!({"addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/{}", self.backends.of(&d.id).unwrap_or_default()), "hotplugged": !cold.contains(&d.id), "hotpluggable": true});
+                if let Some(id) = qdev_id::reported_id(&d.id) {
+                    data["id"] = json!(id);
+                }
+                (d.addr, json!({"type": "dimm", "data": data}))
+            })
             .collect();
         out.extend(self.vmem.list().into_iter().map(|v| {
-            json!({"type": "virtio-mem", "data": {"id": v.spec.id, "memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node}})
+            let mut data = json!({"memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node});
+            if let Some(id) = qdev_id::reported_id(&v.spec.id) {
+                data["id"] = json!(id);
+            }
+            (v.addr, json!({"type": "virtio-mem", "data": data}))
         }));
-        Value::Array(out)
+        out.sort_by_key(|&(addr, _)| addr);
+        Value::Array(out.into_iter().map(|(_, v)| v).collect())
     }
 }

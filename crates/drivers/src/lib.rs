@@ -6,6 +6,7 @@
 pub mod acpi;
 pub mod backends;
 pub mod host;
+pub mod qdev_id;
 pub mod virtio_balloon;
 pub mod virtio_mem;
 
@@ -45,14 +46,23 @@ impl HostEvent {
                 slot,
                 source,
                 status,
-            } => json!({
-                "info": {"device": device, "slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status}
-            }),
-            HostEvent::DeviceDeleted { device } => {
-                json!({"device": device, "path": format!("/machine/peripheral/{device}")})
+            } => {
+                let mut info = json!({"slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status});
+                if let Some(id) = qdev_id::reported_id(device) {
+                    info["device"] = json!(id);
+                }
+                json!({ "info": info })
             }
+            HostEvent::DeviceDeleted { device } => match qdev_id::reported_id(device) {
+                Some(id) => json!({"device": id, "path": qdev_id::qom_path(device)}),
+                None => json!({"path": qdev_id::qom_path(device)}),
+            },
             HostEvent::MemoryDeviceSizeChange { device, size } => {
-                json!({"id": device, "size": size, "qom-path": format!("/machine/peripheral/{device}")})
+                let mut data = json!({"size": size, "qom-path": qdev_id::qom_path(device)});
+                if let Some(id) = qdev_id::reported_id(device) {
+                    data["id"] = json!(id);
+                }
+                data
             }
         }
     }
