@@ -53,6 +53,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qom-get", "path, property"),
     ("query-memory-devices", "the plugged memory devices"),
     (
+        "query-acpi-ospm-status",
+        "each DIMM slot's and CPU's last _OST (source, status)",
+    ),
+    (
+        "query-memory-size-summary",
+        "base-memory (-m) and plugged-memory (memory devices)",
+    ),
+    (
         "balloon",
         "virtio-balloon target: value (the guest's size in bytes)",
     ),
@@ -475,6 +483,8 @@ pub fn dispatch(
             property: str_arg(args, "property")?,
         },
         "query-memory-devices" => HostCommand::QueryMemoryDevices,
+        "query-acpi-ospm-status" => HostCommand::QueryAcpiOspmStatus,
+        "query-memory-size-summary" => HostCommand::QueryMemorySizeSummary,
         "balloon" => HostCommand::Balloon {
             value: match arg(args, "value")? {
                 Value::Number(n) => n

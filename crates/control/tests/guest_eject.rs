@@ -123,11 +123,28 @@ fn guest_eject_removes_an_offlineable_dimm_and_qemu_deletes_it() {
     assert!(t.lookup(&format!("{M}/memory33")).is_none());
     assert_eq!(read(&*t, &format!("{D}/PNP0C80:00/status")).unwrap(), "0\n");
     assert!(!names(&*t, &format!("{D}/PNP0C80:00")).contains(&"physical_node".to_string()));
+    // `acpi_generic_hotplug_event`'s (3, 0x84), QEMU's deletion at _EJ0,
+    // then the guest's (0x103, 0) on a slot that names no device (as the
+    // recorded `query-acpi-ospm-status` shows, other-build/ospm-status).
     assert_eq!(
         host.take_async_events(),
-        [HostEvent::DeviceDeleted {
-            device: "dimm1".into()
-        }]
+        [
+            HostEvent::AcpiOst {
+                device: Some("dimm1".into()),
+                slot: 0,
+                source: 3,
+                status: 0x84
+            },
+            HostEvent::DeviceDeleted {
+                device: "dimm1".into()
+            },
+            HostEvent::AcpiOst {
+                device: None,
+                slot: 0,
+                source: 0x103,
+                status: 0
+            }
+        ]
     );
     assert_eq!(host.dimms.list().len(), 1);
     // The slot is free for the next DIMM, and its device empty again.
@@ -163,12 +180,20 @@ fn failed_guest_eject_puts_blocks_back_and_reports_busy() {
     }
     assert_eq!(
         host.take_async_events(),
-        [HostEvent::AcpiOst {
-            device: "dimm2".into(),
-            slot: 1,
-            source: 0x103,
-            status: 0x82
-        }]
+        [
+            HostEvent::AcpiOst {
+                device: Some("dimm2".into()),
+                slot: 1,
+                source: 3,
+                status: 0x84
+            },
+            HostEvent::AcpiOst {
+                device: Some("dimm2".into()),
+                slot: 1,
+                source: 0x103,
+                status: 0x82
+            }
+        ]
     );
     let klog = host.shared.modify(|s| s.events.take_klog());
     assert_eq!(

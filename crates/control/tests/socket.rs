@@ -345,3 +345,89 @@ fn a_dimm_added_without_an_id_is_anonymous_and_listed_by_address() {
             .unwrap(),
     );
 }
+
+/// `query-acpi-ospm-status` and `query-memory-size-summary` as QEMU 7.2
+/// answered them (`conformance/other-build/ospm-status`): every DIMM slot
+/// with its last `_OST` and the DIMM in it, then every possible CPU; an
+/// eject that removed its DIMM leaves (source, 0) on a slot that names no
+/// device, a refused one (3, 0x82) with the DIMM.
+#[test]
+fn ospm_status_keeps_each_slots_last_ost_and_the_summary_counts_plugged_memory() {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("1G,slots=3,maxmem=4G").unwrap();
+    q.smp = 2;
+    q.maxcpus = 3;
+    let spec = q
+        .machine("memhp_default_state=online_movable", KernelVersion::V6_1)
+        .unwrap();
+    let host = Arc::new(Host::boot(&spec).unwrap());
+    let path = std::env::temp_dir().join(format!("memhp-test-{}-ospm.sock", std::process::id()));
+    let _srv = ControlServer::start(host, Arc::new(EventBus::default()), &path).unwrap();
+    let mut c = ControlClient::connect(&path).unwrap();
+    let cpus = [
+        json!({"slot": "0", "slot-type": "CPU", "source": 0, "status": 0}),
+        json!({"slot": "1", "slot-type": "CPU", "source": 0, "status": 0}),
+        json!({"slot": "2", "slot-type": "CPU", "source": 0, "status": 0}),
+    ];
+    let dimm = |slot: u32, source: u32, status: u32, device: Option<&str>| {
+        let mut v = json!({"slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status});
+        if let Some(d) = device {
+            v["device"] = json!(d);
+        }
+        v
+    };
+    let status = |c: &mut ControlClient| {
+        c.execute("query-acpi-ospm-status", json!({})).unwrap()["return"].clone()
+    };
+    let mut want = vec![
+        dimm(0, 0, 0, None),
+        dimm(1, 0, 0, None),
+        dimm(2, 0, 0, None),
+    ];
+    want.extend(cpus.clone());
+    assert_eq!(status(&mut c), json!(want));
+    assert_eq!(
+        c.execute("query-memory-size-summary", json!({})).unwrap()["return"],
+        json!({"base-memory": 1u64 << 30, "plugged-memory": 0})
+    );
+    for id in ["d1", "d2"] {
+        c.execute("hotadd", json!({"id": id, "size": "256M"}))
+            .unwrap();
+    }
+    assert_eq!(
+        c.execute("query-memory-size-summary", json!({})).unwrap()["return"],
+        json!({"base-memory": 1u64 << 30, "plugged-memory": 512u64 << 20})
+    );
+    // d1 goes; d2 holds an unmovable page, so its eject is refused.
+    assert!(c
+        .execute("unplug", json!({"id": "d1"}))
+        .unwrap()
+        .get("return")
+        .is_some());
+    let r = c
+        .execute(
+            "workload",
+            json!({"op": "alloc", "kind": "unmovable", "pages": 1, "block": 34}),
+        )
+        .unwrap();
+    assert!(r.get("return").is_some(), "{r}");
+    let mut want = vec![
+        dimm(0, 3, 0, None),
+        dimm(1, 1, 0, Some("d2")),
+        dimm(2, 0, 0, None),
+    ];
+    want.extend(cpus.clone());
+    assert_eq!(status(&mut c), json!(want));
+    c.execute("unplug", json!({"id": "d2"})).unwrap();
+    let mut want = vec![
+        dimm(0, 3, 0, None),
+        dimm(1, 3, 0x82, Some("d2")),
+        dimm(2, 0, 0, None),
+    ];
+    want.extend(cpus);
+    assert_eq!(status(&mut c), json!(want));
+    assert_eq!(
+        c.execute("query-memory-size-summary", json!({})).unwrap()["return"],
+        json!({"base-memory": 1u64 << 30, "plugged-memory": 256u64 << 20})
+    );
+}

@@ -224,7 +224,7 @@ impl AcpiDimms {
         self.acpi_memory_device_add(shared, &mut dimm);
         dimms.insert(id.to_string(), dimm.clone());
         let events = vec![HostEvent::AcpiOst {
-            device: id.to_string(),
+            device: Some(id.to_string()),
             slot,
             source: OST_SOURCE_INSERT,
             status: OST_SUCCESS,
@@ -303,51 +303,59 @@ impl AcpiDimms {
         });
     }
 
-    /// QEMU `device_del`: the guest's eject request handling. Offlines the
-    /// bound blocks in two passes; if one stays online, puts back what it
-    /// offlined and refuses (`_OST` 0x84 then 0x82); else removes the memory
-    /// and QEMU deletes the device.
+    /// The machine's DIMM slots (`-m ...,slots=N`; 0 without memory
+    /// hotplug).
+    pub fn slots(&self) -> u32 {
+        self.spec.map_or(0, |s| s.slots)
+    }
+
+    /// QEMU `device_del`: the guest's eject request handling
+    /// (`acpi_device_hotplug` with source 3). See [`Self::eject`].
     pub fn unplug(&self, shared: &Shared, id: &str) -> Result<UnplugReport, DimmError> {
         let mut dimms = self.lock();
         let dimm = dimms
             .get(id)
             .cloned()
             .ok_or_else(|| DimmError::NotFound(id.to_string()))?;
+        Ok(Self::eject(shared, &mut dimms, dimm, OST_SOURCE_EJECT))
+    }
+
+    /// `acpi_generic_hotplug_event` for an eject from `source` (the
+    /// platform's request, 3, or the guest's own, 0x103): `_OST` (3, 0x84),
+    /// then the blocks are offlined in two passes; if one stays online,
+    /// what was offlined goes back online and the guest reports (`source`,
+    /// 0x82); else the memory is removed, `_EJ0` makes QEMU delete the
+    /// device, and the guest reports (`source`, 0) on the slot, which no
+    /// longer names a device.
+    fn eject(
+        shared: &Shared,
+        dimms: &mut BTreeMap<String, Dimm>,
+        dimm: Dimm,
+        source: u32,
+    ) -> UnplugReport {
         let mut events = vec![HostEvent::AcpiOst {
-            device: id.to_string(),
+            device: Some(dimm.id.clone()),
             slot: dimm.slot,
             source: OST_SOURCE_EJECT,
             status: OST_EJECT_IN_PROGRESS,
         }];
         let deleted = Self::hot_remove(shared, &dimm);
-        events.push(Self::eject_done(
-            shared,
-            &mut dimms,
-            &dimm,
-            deleted,
-            OST_SOURCE_EJECT,
-        ));
-        Ok(UnplugReport {
+        events.extend(Self::eject_done(shared, dimms, &dimm, deleted, source));
+        UnplugReport {
             id: dimm.id,
             deleted,
             events,
-        })
+        }
     }
 
     /// A write of `1` to the slot's `eject` file (`acpi_eject_store`, the
-    /// OSPM-initiated eject): the same hot removal as an eject request from
-    /// the platform, without the "in progress" `_OST`; on success `_EJ0`
-    /// makes QEMU delete the device. `None` if no DIMM is in the slot.
+    /// OSPM-initiated eject, `_OST` source 0x103): the same hot removal as
+    /// an eject request from the platform (see [`Self::eject`]). `None` if
+    /// no DIMM is in the slot.
     pub fn guest_eject(&self, shared: &Shared, slot: u32) -> Option<UnplugReport> {
         let mut dimms = self.lock();
         let dimm = dimms.values().find(|d| d.slot == slot).cloned()?;
-        let deleted = Self::hot_remove(shared, &dimm);
-        let event = Self::eject_done(shared, &mut dimms, &dimm, deleted, OST_SOURCE_OSPM_EJECT);
-        Some(UnplugReport {
-            id: dimm.id,
-            deleted,
-            events: vec![event],
-        })
+        Some(Self::eject(shared, &mut dimms, dimm, OST_SOURCE_OSPM_EJECT))
     }
 
     /// `acpi_scan_hot_remove` for a DIMM: offline its blocks
@@ -412,14 +420,14 @@ impl AcpiDimms {
         dimm: &Dimm,
         deleted: bool,
         source: u32,
-    ) -> HostEvent {
+    ) -> Vec<HostEvent> {
         if !deleted {
-            return HostEvent::AcpiOst {
-                device: dimm.id.clone(),
+            return vec![HostEvent::AcpiOst {
+                device: Some(dimm.id.clone()),
                 slot: dimm.slot,
                 source,
                 status: OST_DEVICE_BUSY,
-            };
+            }];
         }
         dimms.remove(&dimm.id);
         shared.modify(|sys| {
@@ -429,9 +437,17 @@ impl AcpiDimms {
             }
             sys.touch();
         });
-        HostEvent::DeviceDeleted {
-            device: dimm.id.clone(),
-        }
+        vec![
+            HostEvent::DeviceDeleted {
+                device: dimm.id.clone(),
+            },
+            HostEvent::AcpiOst {
+                device: None,
+                slot: dimm.slot,
+                source,
+                status: OST_SUCCESS,
+            },
+        ]
     }
 }
 

@@ -67,6 +67,10 @@ pub enum HostCommand {
     QomGet { path: String, property: String },
     /// `query-memory-devices`.
     QueryMemoryDevices,
+    /// `query-acpi-ospm-status`.
+    QueryAcpiOspmStatus,
+    /// `query-memory-size-summary`.
+    QueryMemorySizeSummary,
     /// Guest `insmod` of a module and its dependencies.
     LoadModule { name: String },
     /// Guest `rmmod`.
@@ -150,6 +154,8 @@ pub struct Host {
     links: Mutex<BTreeSet<usize>>,
     /// Devices added without an id so far (QEMU's `anon_count`).
     anonymous: std::sync::atomic::AtomicU32,
+    /// The last `_OST` (source, status) the guest reported per DIMM slot.
+    ospm: Mutex<std::collections::BTreeMap<u32, (u32, u32)>>,
 }
 
 /// Modules the guest can load, with their dependencies in load order.
@@ -195,6 +201,7 @@ impl Host {
             async_events: Mutex::new(Vec::new()),
             links: Mutex::new(BTreeSet::new()),
             anonymous: std::sync::atomic::AtomicU32::new(0),
+            ospm: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -213,6 +220,7 @@ impl Host {
             async_events: Mutex::new(Vec::new()),
             links: Mutex::new(BTreeSet::new()),
             anonymous: std::sync::atomic::AtomicU32::new(0),
+            ospm: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -251,7 +259,10 @@ impl Host {
         self.async_events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(r.events);
+            .extend({
+                self.note_ost(&r.events);
+                r.events
+            });
     }
 
     /// The events QEMU sent on its own since the last call, in order: what
@@ -278,6 +289,12 @@ impl Host {
 
     /// Run one command.
     pub fn execute(&self, cmd: &HostCommand) -> Result<HostReply, HostError> {
+        let reply = self.run(cmd)?;
+        self.note_ost(&reply.events);
+        Ok(reply)
+    }
+
+    fn run(&self, cmd: &HostCommand) -> Result<HostReply, HostError> {
         match cmd {
             HostCommand::Hotadd {
                 id,
@@ -361,6 +378,10 @@ impl Host {
             }
             HostCommand::QomGet { path, property } => self.qom_get(path, property),
             HostCommand::QueryMemoryDevices => Ok(HostReply::value(self.query_memory_devices())),
+            HostCommand::QueryAcpiOspmStatus => Ok(HostReply::value(self.query_acpi_ospm_status())),
+            HostCommand::QueryMemorySizeSummary => {
+                Ok(HostReply::value(self.query_memory_size_summary()))
+            }
             HostCommand::LoadModule { name } => self.load_module(name),
             HostCommand::UnloadModule { name } => {
                 let key = name.replace('_', "-");
@@ -471,6 +492,55 @@ impl Host {
                 Err(e.into())
             }
         }
+    }
+
+    /// Remember each slot's last `_OST` (QEMU keeps it in the slot's
+    /// `MemStatus` for `query-acpi-ospm-status`).
+    fn note_ost(&self, events: &[HostEvent]) {
+        let mut ospm = self.ospm.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            if let HostEvent::AcpiOst {
+                slot,
+                source,
+                status,
+                ..
+            } = e
+            {
+                ospm.insert(*slot, (*source, *status));
+            }
+        }
+    }
+
+    /// `query-acpi-ospm-status`: each DIMM slot with the last `_OST` the
+    /// guest reported for it and the DIMM in it, then each possible CPU
+    /// (the ACPI CPU hotplug interface; CPUs the guest booted with have
+    /// no id and report nothing).
+    fn query_acpi_ospm_status(&self) -> Value {
+        let slots = self.dimms.slots();
+        let ospm = self.ospm.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let dimms = self.dimms.list();
+        let mut out: Vec<Value> = (0..slots)
+            .map(|slot| {
+                let (source, status) = ospm.get(&slot).copied().unwrap_or((0, 0));
+                let mut info = json!({"slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status});
+                let device = dimms.iter().find(|d| d.slot == slot);
+                if let Some(id) = device.and_then(|d| qdev_id::reported_id(&d.id)) {
+                    info["device"] = json!(id);
+                }
+                info
+            })
+            .collect();
+        let cpus = self.shared.read(|s| s.nr_cpu_ids());
+        out.extend((0..cpus).map(
+            |cpu| json!({"slot": cpu.to_string(), "slot-type": "CPU", "source": 0, "status": 0}),
+        ));
+        Value::Array(out)
+    }
+
+    /// `query-memory-size-summary`: the boot RAM (`-m`) and what the
+    /// memory devices plug (DIMMs whole, virtio-mem what it has plugged).
+    fn query_memory_size_summary(&self) -> Value {
+        json!({"base-memory": self.ram_size, "plugged-memory": self.vm_ram_size() - self.ram_size})
     }
 
     /// QEMU's `get_current_ram_size()`: the boot RAM plus the DIMMs and
@@ -681,6 +751,9 @@ impl Host {
             let mut data = json!({"memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node});
             if let Some(id) = qdev_id::reported_id(&v.spec.id) {
                 data["id"] = json!(id);
+            }
+            if let Some(memdev) = self.backends.of(&v.spec.id) {
+                data["memdev"] = json!(format!("/objects/{memdev}"));
             }
             (v.addr, json!({"type": "virtio-mem", "data": data}))
         }));

@@ -16,8 +16,10 @@ use serde_json::json;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostEvent {
     /// `ACPI_DEVICE_OST`.
+    /// `ACPI_DEVICE_OST`; `device` is the id of the DIMM in the slot, if
+    /// any (none once an eject deleted it).
     AcpiOst {
-        device: String,
+        device: Option<String>,
         slot: u32,
         source: u32,
         status: u32,
@@ -48,7 +50,7 @@ impl HostEvent {
                 status,
             } => {
                 let mut info = json!({"slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status});
-                if let Some(id) = qdev_id::reported_id(device) {
+                if let Some(id) = device.as_deref().and_then(qdev_id::reported_id) {
                     info["device"] = json!(id);
                 }
                 json!({ "info": info })

@@ -455,7 +455,7 @@ impl System {
     /// The kernel's page dump for an unmovable page at `pfn` (the pointer
     /// values of a real dump are not modelled).
     fn dump_unmovable_page(&mut self, pfn: u64, nid: u32, zone: ZoneType) {
-        let flags = (u64::from(nid) << 54) | ((zone.idx() as u64) << 52) | 0x0007_ffff_c000_0200;
+        let flags = crate::pages::dumped_flags(nid, zone.idx(), 0x200);
         self.events.log(format!("page:(____ptrval____) refcount:1 mapcount:0 mapping:0000000000000000 index:0x0 pfn:{pfn:#x}"));
         self.events.log(format!(
             "flags: {flags:#x}(slab|node={nid}|zone={}|lastcpupid=0x1fffff)",

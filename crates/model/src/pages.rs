@@ -17,6 +17,13 @@ use serde::{Deserialize, Serialize};
 /// Base pages per pageblock (`pageblock_nr_pages`: 2 MiB on x86-64).
 pub const PAGEBLOCK_PAGES: u64 = 512;
 
+/// `page->flags` as `dump_page()` prints it on the modelled x86_64 build:
+/// the node in bits 54 and up, the zone in bits 51-53, `last_cpupid` all
+/// ones (bits 30-50), and the page-flag bits `bits` below.
+pub fn dumped_flags(nid: u32, zone_idx: usize, bits: u64) -> u64 {
+    (u64::from(nid) << 54) | ((zone_idx as u64) << 51) | (0x1f_ffff << 30) | bits
+}
+
 /// How migration of this block's movable pages fails, when it is made to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MigrateFailure {
@@ -521,6 +528,19 @@ impl PageMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `flags:` words of the page dumps the real kernel printed
+    /// (oracle and behaviour transcripts): zone bits start at 51, not 52
+    /// (which would print a DMA32 page's word as a Normal page's).
+    #[test]
+    fn dumped_flags_put_the_zone_at_bit_51_like_the_recorded_dumps() {
+        assert_eq!(dumped_flags(0, 2, 0x200), 0x17ffffc0000200);
+        assert_eq!(dumped_flags(1, 2, 0x200), 0x57ffffc0000200);
+        assert_eq!(dumped_flags(2, 1, 0x200), 0x8fffffc0000200);
+        assert_eq!(dumped_flags(0, 1, 0x8_000e), 0xfffffc008000e);
+        assert_eq!(dumped_flags(0, 1, 0x4_0000), 0xfffffc0040000);
+        assert_eq!(dumped_flags(2, 2, 0), 0x97ffffc0000000);
+    }
 
     fn runs(m: &PageMap) -> Vec<(u64, u64, PageState)> {
         m.runs().collect()

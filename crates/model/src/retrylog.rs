@@ -254,17 +254,15 @@ impl System {
         let zone = self.page_zone(b, pfn).unwrap_or(ZoneType::Normal).idx();
         let off = pfn - self.block_start_pfn(block);
         let balloon = b.pages.state_at(off) == Some(PageState::Balloon);
-        let node_zone = (u64::from(nid) << 54) | ((zone as u64) << 52);
         let (head, flags, names) = match balloon {
             true => (
                 "refcount:2 mapcount:-256 mapping:0000000000000000 index:0x1",
-                // As the guest printed it: no zone bits here.
-                (u64::from(nid) << 54) | 0x000f_ffff_c004_0000,
+                crate::pages::dumped_flags(nid, zone, 0x4_0000),
                 "reclaim",
             ),
             false => (
                 "refcount:2 mapcount:0 mapping:(____ptrval____) index:0x0",
-                node_zone | 0x0007_ffff_c008_000e,
+                crate::pages::dumped_flags(nid, zone, 0x8_000e),
                 "referenced|uptodate|dirty|swapbacked",
             ),
         };
