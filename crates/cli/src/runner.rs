@@ -114,14 +114,21 @@ fn cold_plug(host: &Host, scn: &Scenario) -> Result<()> {
                     false,
                 )
                 .with_context(|| format!("-object {}", b.id))?;
+            host.backends.set_command_line(&b.id);
         }
     }
     for a in &scn.qemu {
         match a {
             QemuArg::NumaNode(n) => {
                 if let Some(m) = &n.memdev {
-                    host.backends
-                        .bind(m, &format!("numa-node{}", n.nodeid.unwrap_or(0)))?;
+                    host.backends.bind(
+                        m,
+                        &format!(
+                            "{}{}",
+                            memhp_drivers::host::NUMA_BACKEND_USER,
+                            n.nodeid.unwrap_or(0)
+                        ),
+                    )?;
                 }
             }
             QemuArg::VirtioMem(v) => {

@@ -107,7 +107,7 @@ fn big_block_mode_from_the_command_line() {
     assert_eq!(code, Some(1));
     assert_eq!(
         err,
-        "memhp ctl: GenericError: 'requested-size' property must be a multiple of the block size (0x40000000)\n"
+        "memhp ctl: GenericError: 'requested-size' has to be multiples of 'block-size' (0x40000000)\n"
     );
     // Shrinking by one big block: offline, remove, then the size change.
     let mut expected: Vec<String> = (40..48).map(|i| format!("offline memory{i}")).collect();

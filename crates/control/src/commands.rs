@@ -60,6 +60,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "query-memory-size-summary",
         "base-memory (-m) and plugged-memory (memory devices)",
     ),
+    ("query-memdev", "the memory backends"),
     (
         "balloon",
         "virtio-balloon target: value (the guest's size in bytes)",
@@ -467,17 +468,11 @@ pub fn dispatch(
             id: str_arg(args, "id")?,
             size: u64_arg(args, "size")?,
         },
-        "qom-set" => {
-            let property = str_arg(args, "property")?;
-            if property != "requested-size" {
-                return Err(generic(format!("Property '{property}' cannot be set")));
-            }
-            let path = str_arg(args, "path")?;
-            HostCommand::VmemResize {
-                id: path.rsplit('/').next().unwrap_or("").to_string(),
-                size: u64_arg(args, "value")?,
-            }
-        }
+        "qom-set" => HostCommand::QomSet {
+            path: str_arg(args, "path")?,
+            property: str_arg(args, "property")?,
+            value: arg(args, "value")?.clone(),
+        },
         "qom-get" => HostCommand::QomGet {
             path: str_arg(args, "path")?,
             property: str_arg(args, "property")?,
@@ -485,6 +480,7 @@ pub fn dispatch(
         "query-memory-devices" => HostCommand::QueryMemoryDevices,
         "query-acpi-ospm-status" => HostCommand::QueryAcpiOspmStatus,
         "query-memory-size-summary" => HostCommand::QueryMemorySizeSummary,
+        "query-memdev" => HostCommand::QueryMemdev,
         "balloon" => HostCommand::Balloon {
             value: match arg(args, "value")? {
                 Value::Number(n) => n
@@ -628,7 +624,8 @@ pub fn dispatch(
             desc: e.to_string(),
         },
         HostError::Dimm(DimmError::NotFound(_))
-        | HostError::VirtioMem(VirtioMemError::NotFound(_)) => CommandError {
+        | HostError::VirtioMem(VirtioMemError::NotFound(_))
+        | HostError::NoPath(_) => CommandError {
             class: "DeviceNotFound",
             desc: e.to_string(),
         },

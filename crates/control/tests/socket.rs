@@ -431,3 +431,101 @@ fn ospm_status_keeps_each_slots_last_ost_and_the_summary_counts_plugged_memory()
         json!({"base-memory": 1u64 << 30, "plugged-memory": 256u64 << 20})
     );
 }
+
+/// `qom-set`/`qom-get` refusals and `query-memdev` as QEMU 7.2 answered
+/// (`conformance/other-build/qmp-props`, `qmp-vmem-misc`).
+#[test]
+fn qom_set_refusals_and_query_memdev_match_qemu() {
+    let q = QemuPc {
+        virtio_mem: vec![memhp_model::machine::VirtioMemSpec {
+            id: "vm0".into(),
+            node: 0,
+            region_size: 1 << 30,
+            block_size: 2 << 20,
+            requested_size: 0,
+        }],
+        ..QemuPc::default()
+    };
+    let spec = q.machine("", KernelVersion::V6_1).unwrap();
+    let host = Arc::new(Host::boot(&spec).unwrap());
+    let path = std::env::temp_dir().join(format!("memhp-test-{}-qom.sock", std::process::id()));
+    let _srv = ControlServer::start(host, Arc::new(EventBus::default()), &path).unwrap();
+    let mut c = ControlClient::connect(&path).unwrap();
+    let set = |c: &mut ControlClient, path: &str, prop: &str, value: serde_json::Value| {
+        c.execute(
+            "qom-set",
+            json!({"path": path, "property": prop, "value": value}),
+        )
+        .unwrap()["error"]
+            .clone()
+    };
+    let generic = |desc: &str| json!({"class": "GenericError", "desc": desc});
+    let vm0 = "/machine/peripheral/vm0";
+    for (prop, value, want) in [
+        (
+            "requested-size",
+            json!(3145728),
+            "'requested-size' has to be multiples of 'block-size' (0x200000)",
+        ),
+        (
+            "requested-size",
+            json!(2147483648u64),
+            "'requested-size' cannot exceed the memory backend size(0x40000000)",
+        ),
+        (
+            "requested-size",
+            json!(-1),
+            "'requested-size' has to be multiples of 'block-size' (0x200000)",
+        ),
+        (
+            "requested-size",
+            json!("x"),
+            "Parameter 'requested-size' expects uint64",
+        ),
+        ("block-size", json!(4194304), "'block-size' cannot be changed"),
+        ("size", json!(0), "Property 'virtio-mem.size' is not writable"),
+        (
+            "node",
+            json!(1),
+            "Attempt to set property 'node' on anonymous device (type 'virtio-mem') after it was realized",
+        ),
+        ("nosuch", json!(0), "Property 'virtio-mem-pci.nosuch' not found"),
+    ] {
+        assert_eq!(set(&mut c, vm0, prop, value), generic(want), "{prop}");
+    }
+    assert_eq!(
+        set(
+            &mut c,
+            "/machine/peripheral/nosuch",
+            "requested-size",
+            json!(0)
+        ),
+        json!({"class": "DeviceNotFound", "desc": "Device '/machine/peripheral/nosuch' not found"})
+    );
+    c.execute("hotadd", json!({"id": "zz", "size": "128M"}))
+        .unwrap();
+    c.execute("hotadd", json!({"id": "aa", "size": "256M"}))
+        .unwrap();
+    assert_eq!(
+        set(&mut c, "/machine/peripheral/zz", "addr", json!(0)),
+        generic(
+            "Attempt to set property 'addr' on device 'zz' (type 'pc-dimm') after it was realized"
+        )
+    );
+    let r = c
+        .execute(
+            "qom-get",
+            json!({"path": "/machine/peripheral/zz", "property": "nosuch"}),
+        )
+        .unwrap();
+    assert_eq!(r["error"], generic("Property 'pc-dimm.nosuch' not found"));
+    let memdev = |id: &str, size: u64| json!({"dump": true, "host-nodes": [], "id": id, "merge": true, "policy": "default", "prealloc": false, "reserve": true, "share": false, "size": size});
+    assert_eq!(
+        c.execute("query-memdev", json!({})).unwrap()["return"],
+        json!([
+            memdev("mem-aa", 256 << 20),
+            memdev("mem-zz", 128 << 20),
+            memdev("pc.ram", 1 << 30)
+        ])
+    );
+}

@@ -43,6 +43,10 @@ pub struct Backend {
     /// Created by a hot-add that named no backend (`mem-ID`, as the
     /// oracle's host steps do): deleted with its DIMM.
     pub implicit: bool,
+    /// Given on QEMU's command line (`-object`), not by QMP.
+    pub command_line: bool,
+    /// `share` (a memfd backend shares its memory by default).
+    pub share: bool,
 }
 
 /// The machine's backend objects, by id.
@@ -86,9 +90,26 @@ impl MemoryBackends {
                 size,
                 user: None,
                 implicit,
+                command_line: false,
+                share: qom_type == "memory-backend-memfd",
             },
         );
         Ok(())
+    }
+
+    /// Mark the backend `id` as one of QEMU's command line.
+    pub fn set_command_line(&self, id: &str) {
+        if let Some(b) = self.lock().get_mut(id) {
+            b.command_line = true;
+        }
+    }
+
+    /// Every backend with its id.
+    pub fn list(&self) -> Vec<(String, Backend)> {
+        self.lock()
+            .iter()
+            .map(|(id, b)| (id.clone(), b.clone()))
+            .collect()
     }
 
     /// `object-del`.

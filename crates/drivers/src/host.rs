@@ -65,12 +65,20 @@ pub enum HostCommand {
     VmemResize { id: String, size: u64 },
     /// `qom-get PATH PROPERTY`.
     QomGet { path: String, property: String },
+    /// `qom-set PATH PROPERTY VALUE`.
+    QomSet {
+        path: String,
+        property: String,
+        value: Value,
+    },
     /// `query-memory-devices`.
     QueryMemoryDevices,
     /// `query-acpi-ospm-status`.
     QueryAcpiOspmStatus,
     /// `query-memory-size-summary`.
     QueryMemorySizeSummary,
+    /// `query-memdev`.
+    QueryMemdev,
     /// Guest `insmod` of a module and its dependencies.
     LoadModule { name: String },
     /// Guest `rmmod`.
@@ -92,8 +100,30 @@ pub enum HostError {
     VirtioMem(#[from] VirtioMemError),
     #[error(transparent)]
     Balloon(#[from] BalloonError),
-    #[error("Property '{1}' not found on '{0}'")]
-    NoProperty(String, String),
+    /// `qom-get`/`qom-set` of a property the device's type lacks.
+    #[error("Property '{0}.{1}' not found")]
+    NoProperty(&'static str, String),
+    /// `qom-get`/`qom-set` of a path that names nothing.
+    #[error("Device '{0}' not found")]
+    NoPath(String),
+    /// `qom-set` of a read-only property.
+    #[error("Property '{0}.{1}' is not writable")]
+    NotWritable(&'static str, String),
+    /// `qom-set` of a qdev property once the device is realized (`device`:
+    /// its id; virtio-mem's properties belong to the anonymous virtio
+    /// device inside the PCI function).
+    #[error("Attempt to set property '{property}' on {} (type '{kind}') after it was realized", .device.as_ref().map_or("anonymous device".to_string(), |d| format!("device '{d}'")))]
+    Realized {
+        property: String,
+        device: Option<String>,
+        kind: &'static str,
+    },
+    /// `qom-set` of virtio-mem's `block-size`.
+    #[error("'{0}' cannot be changed")]
+    Unchangeable(String),
+    /// A `qom-set` value of the wrong type.
+    #[error("Parameter '{0}' expects uint64")]
+    NotUint64(String),
     #[error("module {0} not found")]
     NoModule(String),
     #[error("module {0} is in use")]
@@ -133,6 +163,23 @@ impl HostReply {
             events: Vec::new(),
             insmods: Vec::new(),
         }
+    }
+}
+
+/// The user a `-numa node,memdev=` backend is bound to: `numa-nodeN`.
+pub const NUMA_BACKEND_USER: &str = "numa-node";
+
+/// QOM type names in QEMU's messages.
+const PC_DIMM: &str = "pc-dimm";
+const VIRTIO_MEM_PCI: &str = "virtio-mem-pci";
+
+/// The device key a `qom-get`/`qom-set` path names: an anonymous device's
+/// own path, else its last component (`/machine/peripheral/ID` or a
+/// partial path `ID`).
+fn qom_key(path: &str) -> &str {
+    match qdev_id::is_anonymous(path) {
+        true => path,
+        false => path.rsplit('/').next().unwrap_or(""),
     }
 }
 
@@ -377,11 +424,17 @@ impl Host {
                 })
             }
             HostCommand::QomGet { path, property } => self.qom_get(path, property),
+            HostCommand::QomSet {
+                path,
+                property,
+                value,
+            } => self.qom_set(path, property, value),
             HostCommand::QueryMemoryDevices => Ok(HostReply::value(self.query_memory_devices())),
             HostCommand::QueryAcpiOspmStatus => Ok(HostReply::value(self.query_acpi_ospm_status())),
             HostCommand::QueryMemorySizeSummary => {
                 Ok(HostReply::value(self.query_memory_size_summary()))
             }
+            HostCommand::QueryMemdev => Ok(HostReply::value(self.query_memdev())),
             HostCommand::LoadModule { name } => self.load_module(name),
             HostCommand::UnloadModule { name } => {
                 let key = name.replace('_', "-");
@@ -543,6 +596,31 @@ impl Host {
         json!({"base-memory": self.ram_size, "plugged-memory": self.vm_ram_size() - self.ram_size})
     }
 
+    /// `query-memdev`: the memory backends, then the machine's own RAM
+    /// backend `pc.ram` (absent when `-numa` nodes have backends of their
+    /// own). QEMU walks a GLib hash table; the order here (command-line
+    /// backends as given, then the others by id, `pc.ram` last) is the one
+    /// the recorded guests showed (`other-build/qmp-props`).
+    fn query_memdev(&self) -> Value {
+        let memdev = |id: &str, size: u64, share: bool| json!({"dump": true, "host-nodes": [], "id": id, "merge": true, "policy": "default", "prealloc": false, "reserve": true, "share": share, "size": size});
+        let backends = self.backends.list();
+        let (boot, runtime): (Vec<_>, Vec<_>) = backends.iter().partition(|(_, b)| b.command_line);
+        let mut out: Vec<Value> = boot
+            .iter()
+            .chain(runtime.iter())
+            .map(|(id, b)| memdev(id, b.size, b.share))
+            .collect();
+        let numa_backed = backends.iter().any(|(_, b)| {
+            b.user
+                .as_deref()
+                .is_some_and(|u| u.starts_with(NUMA_BACKEND_USER))
+        });
+        if !numa_backed {
+            out.push(memdev("pc.ram", self.ram_size, false));
+        }
+        Value::Array(out)
+    }
+
     /// QEMU's `get_current_ram_size()`: the boot RAM plus the DIMMs and
     /// what the virtio-mem devices have plugged.
     fn vm_ram_size(&self) -> u64 {
@@ -702,11 +780,7 @@ impl Host {
     }
 
     fn qom_get(&self, path: &str, property: &str) -> Result<HostReply, HostError> {
-        let id = match qdev_id::is_anonymous(path) {
-            true => path,
-            false => path.rsplit('/').next().unwrap_or(""),
-        };
-        let missing = || HostError::NoProperty(path.to_string(), property.to_string());
+        let id = qom_key(path);
         if let Some(v) = self.vmem.list().into_iter().find(|v| v.spec.id == id) {
             let value = match property {
                 "size" => json!(v.plugged),
@@ -714,7 +788,7 @@ impl Host {
                 "memaddr" => json!(v.addr),
                 "requested-size" => json!(v.spec.requested_size),
                 "node" => json!(v.spec.node),
-                _ => return Err(missing()),
+                _ => return Err(HostError::NoProperty(VIRTIO_MEM_PCI, property.into())),
             };
             return Ok(HostReply::value(value));
         }
@@ -724,11 +798,59 @@ impl Host {
                 "addr" => json!(d.addr),
                 "slot" => json!(d.slot),
                 "node" => json!(d.node),
-                _ => return Err(missing()),
+                _ => return Err(HostError::NoProperty(PC_DIMM, property.into())),
             };
             return Ok(HostReply::value(value));
         }
-        Err(missing())
+        Err(HostError::NoPath(path.to_string()))
+    }
+
+    /// `qom-set`: only virtio-mem's `requested-size` can change; QEMU's
+    /// refusals for the rest (read-only properties, qdev properties of a
+    /// realized device, virtio-mem's `block-size`).
+    fn qom_set(&self, path: &str, property: &str, value: &Value) -> Result<HostReply, HostError> {
+        let id = qom_key(path);
+        let realized = |device: Option<String>, kind| HostError::Realized {
+            property: property.to_string(),
+            device,
+            kind,
+        };
+        if self.vmem.list().iter().any(|v| v.spec.id == id) {
+            return match property {
+                "requested-size" => {
+                    // QEMU's input visitor takes a negative number as its
+                    // two's complement (for backward compatibility).
+                    let size = match value {
+                        Value::Number(n) => n
+                            .as_u64()
+                            .or_else(|| n.as_i64().map(|i| i as u64))
+                            .ok_or_else(|| HostError::NotUint64(property.into()))?,
+                        _ => return Err(HostError::NotUint64(property.into())),
+                    };
+                    self.execute(&HostCommand::VmemResize {
+                        id: id.to_string(),
+                        size,
+                    })
+                }
+                "block-size" => Err(HostError::Unchangeable(property.into())),
+                "size" => Err(HostError::NotWritable("virtio-mem", property.into())),
+                "node" | "memaddr" | "memdev" | "prealloc" | "unplugged-inaccessible" => {
+                    Err(realized(None, "virtio-mem"))
+                }
+                _ => Err(HostError::NoProperty(VIRTIO_MEM_PCI, property.into())),
+            };
+        }
+        if let Some(d) = self.dimms.list().into_iter().find(|d| d.id == id) {
+            return match property {
+                "addr" | "node" | "slot" | "memdev" => Err(realized(
+                    qdev_id::reported_id(&d.id).map(str::to_string),
+                    PC_DIMM,
+                )),
+                "size" => Err(HostError::NotWritable(PC_DIMM, property.into())),
+                _ => Err(HostError::NoProperty(PC_DIMM, property.into())),
+            };
+        }
+        Err(HostError::NoPath(path.to_string()))
     }
 
     /// `query-memory-devices`: every memory device by address

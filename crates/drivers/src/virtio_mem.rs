@@ -33,9 +33,9 @@ use std::sync::{Arc, Mutex};
 pub enum VirtioMemError {
     #[error("Device '{0}' not found")]
     NotFound(String),
-    #[error("'requested-size' property must be a multiple of the block size ({0:#x})")]
+    #[error("'requested-size' has to be multiples of 'block-size' ({0:#x})")]
     Unaligned(u64),
-    #[error("'requested-size' property exceeds the region size ({0:#x})")]
+    #[error("'requested-size' cannot exceed the memory backend size({0:#x})")]
     TooLarge(u64),
 }
 
