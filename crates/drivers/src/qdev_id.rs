@@ -56,14 +56,14 @@ pub enum Target {
 
 /// Resolve `device_del`'s `id`.
 pub fn resolve(id: &str) -> Target {
-    const CONTAINERS: [&str; 5] = [
+    // With any trailing `/` dropped ("/" becomes "", the root).
+    const CONTAINERS: [&str; 4] = [
         "",
-        "/",
         "/machine",
         "/machine/peripheral",
         "/machine/peripheral-anon",
     ];
-    if CONTAINERS.contains(&id.trim_end_matches('/')) || id == "/" {
+    if CONTAINERS.contains(&id.trim_end_matches('/')) {
         return Target::Container;
     }
     match id.strip_prefix(PERIPHERAL) {
@@ -100,6 +100,7 @@ mod tests {
     fn device_del_resolves_ids_paths_and_containers() {
         assert_eq!(resolve(""), Target::Container);
         assert_eq!(resolve("/machine"), Target::Container);
+        assert_eq!(resolve("/"), Target::Container);
         assert_eq!(resolve("/machine/peripheral/"), Target::Container);
         assert_eq!(resolve("d1"), Target::Device("d1".into()));
         assert_eq!(

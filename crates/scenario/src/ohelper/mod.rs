@@ -134,10 +134,11 @@ fn path_of(bytes: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(bytes))
 }
 
-/// Reads a whole file (up to `cap` bytes); the error is (stage, errno).
 /// A whole file's content, or the stage and errno of its failure.
 type Slurped = Result<Vec<u8>, (&'static str, i32)>;
 
+/// Reads a whole file (up to `cap` bytes), through a kept descriptor when
+/// there is one.
 fn slurp(path: &[u8], cap: usize) -> Slurped {
     if let Some(read) = reopened::read(path, cap) {
         return read;
