@@ -576,9 +576,8 @@ impl Host {
             .map(|slot| {
                 let (source, status) = ospm.get(&slot).copied().unwrap_or((0, 0));
                 let mut info = json!({"slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status});
-                let device = dimms.iter().find(|d| d.slot == slot);
-                if let Some(id) = device.and_then(|d| qdev_id::reported_id(&d.id)) {
-                    info["device"] = json!(id);
+                if let Some(d) = dimms.iter().find(|d| d.slot == slot) {
+                    qdev_id::put_id(&mut info, "device", &d.id);
                 }
                 info
             })
@@ -827,7 +826,7 @@ impl Host {
                             .ok_or_else(|| HostError::NotUint64(property.into()))?,
                         _ => return Err(HostError::NotUint64(property.into())),
                     };
-                    self.execute(&HostCommand::VmemResize {
+                    self.run(&HostCommand::VmemResize {
                         id: id.to_string(),
                         size,
                     })
@@ -863,17 +862,13 @@ impl Host {
             .into_iter()
             .map(|d| {
                 let mut data = json!({"addr": d.addr, "size": d.size, "slot": d.slot, "node": d.node, "memdev": format!("/objects/{}", self.backends.of(&d.id).unwrap_or_default()), "hotplugged": !cold.contains(&d.id), "hotpluggable": true});
-                if let Some(id) = qdev_id::reported_id(&d.id) {
-                    data["id"] = json!(id);
-                }
+                qdev_id::put_id(&mut data, "id", &d.id);
                 (d.addr, json!({"type": "dimm", "data": data}))
             })
             .collect();
         out.extend(self.vmem.list().into_iter().map(|v| {
             let mut data = json!({"memaddr": v.addr, "size": v.plugged, "requested-size": v.spec.requested_size, "max-size": v.spec.region_size, "block-size": v.spec.block_size, "node": v.spec.node});
-            if let Some(id) = qdev_id::reported_id(&v.spec.id) {
-                data["id"] = json!(id);
-            }
+            qdev_id::put_id(&mut data, "id", &v.spec.id);
             if let Some(memdev) = self.backends.of(&v.spec.id) {
                 data["memdev"] = json!(format!("/objects/{memdev}"));
             }

@@ -50,20 +50,19 @@ impl HostEvent {
                 status,
             } => {
                 let mut info = json!({"slot": slot.to_string(), "slot-type": "DIMM", "source": source, "status": status});
-                if let Some(id) = device.as_deref().and_then(qdev_id::reported_id) {
-                    info["device"] = json!(id);
+                if let Some(device) = device {
+                    qdev_id::put_id(&mut info, "device", device);
                 }
                 json!({ "info": info })
             }
-            HostEvent::DeviceDeleted { device } => match qdev_id::reported_id(device) {
-                Some(id) => json!({"device": id, "path": qdev_id::qom_path(device)}),
-                None => json!({"path": qdev_id::qom_path(device)}),
-            },
+            HostEvent::DeviceDeleted { device } => {
+                let mut data = json!({"path": qdev_id::qom_path(device)});
+                qdev_id::put_id(&mut data, "device", device);
+                data
+            }
             HostEvent::MemoryDeviceSizeChange { device, size } => {
                 let mut data = json!({"size": size, "qom-path": qdev_id::qom_path(device)});
-                if let Some(id) = qdev_id::reported_id(device) {
-                    data["id"] = json!(id);
-                }
+                qdev_id::put_id(&mut data, "id", device);
                 data
             }
         }

@@ -35,6 +35,14 @@ pub fn reported_id(key: &str) -> Option<&str> {
     (!is_anonymous(key)).then_some(key)
 }
 
+/// Add `field: ID` to the QMP object `obj` for the device keyed `key`,
+/// unless it is anonymous (QEMU leaves the member out).
+pub fn put_id(obj: &mut serde_json::Value, field: &str, key: &str) {
+    if let Some(id) = reported_id(key) {
+        obj[field] = serde_json::Value::from(id);
+    }
+}
+
 /// The device's QOM path.
 pub fn qom_path(key: &str) -> String {
     match is_anonymous(key) {
