@@ -68,10 +68,7 @@ fn changed_content_is_never_read_stale_after_a_sync() {
 fn write_then_read_of_the_same_file_sees_the_write() {
     let m = cached(FixtureTree::standard());
     assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"initial\n");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut f = m.open_write("dir/rw");
     f.write_all(b"x\n").unwrap();
     drop(f);
     assert_eq!(m.tree.last_write(), b"x\n");
@@ -96,10 +93,7 @@ fn read_only_file_refuses_o_trunc_at_open_and_writes_after_a_plain_open() {
         .truncate(true)
         .open(m.path("dir/ro"));
     assert_eq!(errno_of(trunc), libc::EACCES);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/ro"))
-        .unwrap();
+    let mut f = m.open_write("dir/ro");
     assert_eq!(errno_of(f.write(b"1\n")), libc::EACCES);
     assert_eq!(m.tree.write_calls(), 0);
     // The writable file truncates and writes as on sysfs.

@@ -7,7 +7,7 @@ mod fixture;
 
 use fixture::{errno_of, read_at_0, FixtureTree, Mounted};
 use memhp_sysfs::vfs::EntryKind;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -121,10 +121,7 @@ fn write_that_removes_entries_has_them_gone_when_it_returns() {
     let m = Mounted::new(FixtureTree::standard());
     assert!(std::fs::metadata(m.path("dir/sub/leaf")).is_ok());
     assert_eq!(std::fs::metadata(m.path("dir")).unwrap().nlink(), 3);
-    let mut eject = OpenOptions::new()
-        .write(true)
-        .open(m.path("eject"))
-        .unwrap();
+    let mut eject = m.open_write("eject");
     assert_eq!(eject.write(b"1\n").unwrap(), 2);
     // No waiting: the write's reply waited for the invalidation.
     assert_sub_gone(&m);
@@ -175,10 +172,7 @@ fn content_changes_alone_never_rescan_the_tree() {
     assert!(m.handle().sync_caches());
     let before = m.tree.readdirs();
     for i in 0..10 {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .open(m.path("dir/rw"))
-            .unwrap();
+        let mut f = m.open_write("dir/rw");
         assert_eq!(f.write(format!("{i}\n").as_bytes()).unwrap(), 2);
         m.tree.set_content("dir/ro", b"x\n");
         assert!(m.handle().sync_caches());
@@ -200,10 +194,7 @@ fn content_changes_alone_never_rescan_the_tree() {
 fn tree_without_a_layout_generation_still_invalidates_on_any_change() {
     let m = Mounted::new(FixtureTree::generation_only());
     assert!(std::fs::metadata(m.path("dir/sub/leaf")).is_ok());
-    let mut eject = OpenOptions::new()
-        .write(true)
-        .open(m.path("eject"))
-        .unwrap();
+    let mut eject = m.open_write("eject");
     assert_eq!(eject.write(b"1\n").unwrap(), 2);
     assert_eq!(errno_of(std::fs::metadata(m.path("dir/sub"))), libc::ENOENT);
     m.tree.remove("dyn");

@@ -78,15 +78,9 @@ fn readers_and_other_writers_are_not_blocked_behind_a_blocked_write() {
     assert_eq!(std::fs::read_dir(m.path("dir")).unwrap().count(), 9);
     // A second writer of the same file must not wait for the first one's
     // inode lock.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/block"))
-        .unwrap();
+    let mut f = m.open_write("dir/block");
     assert_eq!(f.write(b"online\n").unwrap(), 7);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut f = m.open_write("dir/rw");
     assert_eq!(f.write(b"online\n").unwrap(), 7);
     assert!(
         start.elapsed() < Duration::from_secs(2),
@@ -102,10 +96,7 @@ fn readers_and_other_writers_are_not_blocked_behind_a_blocked_write() {
 #[test]
 fn alarm_in_the_writer_process_interrupts_its_blocked_write_with_eintr() {
     let m = Mounted::new(FixtureTree::standard());
-    let file = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/block"))
-        .unwrap();
+    let file = m.open_write("dir/block");
     let pid = fork_writer(file.as_raw_fd(), true);
     let Some(status) = wait_for(pid, Duration::from_secs(20)) else {
         kill_and_reap(pid);
@@ -125,10 +116,7 @@ fn sigkilled_writer_process_exits_instead_of_hanging_in_its_write() {
     // A fatal signal still waits for the answer to a request already sent;
     // only the interrupt makes the tree give up.
     let m = Mounted::new(FixtureTree::standard());
-    let file = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/block"))
-        .unwrap();
+    let file = m.open_write("dir/block");
     let pid = fork_writer(file.as_raw_fd(), false);
     assert!(
         m.tree.wait_blocked(1, BLOCKED),

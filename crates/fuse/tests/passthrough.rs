@@ -27,10 +27,7 @@ fn write_while_a_reader_holds_the_file_open_succeeds_and_the_reader_sees_it_at_o
     let reader = File::open(m.path("dir/rw")).unwrap();
     assert_eq!(read_at_0(&reader), b"initial\n");
     // An open that does not name the inode's backing file fails with EIO.
-    let mut writer = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut writer = m.open_write("dir/rw");
     assert_eq!(writer.write(b"online\n").unwrap(), 7);
     assert_eq!(
         m.tree.last_write(),
@@ -56,10 +53,7 @@ fn write_while_a_reader_holds_the_file_open_succeeds_and_the_reader_sees_it_at_o
 #[test]
 fn reader_opened_while_a_writer_holds_the_file_reads_current_content() {
     let m = Mounted::with_passthrough(FixtureTree::standard());
-    let mut writer = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut writer = m.open_write("dir/rw");
     let reader = File::open(m.path("dir/rw")).unwrap();
     assert_eq!(writer.write(b"online\n").unwrap(), 7);
     assert_eq!(read_at_0(&reader), b"online\n");
@@ -114,10 +108,7 @@ fn removed_file_read_through_a_kept_descriptor_is_empty_and_its_fstat_fails() {
     let m = Mounted::with_passthrough(FixtureTree::standard());
     let f = File::open(m.path("dir/sub/leaf")).unwrap();
     assert_eq!(read_at_0(&f), b"leaf\n");
-    let mut eject = OpenOptions::new()
-        .write(true)
-        .open(m.path("eject"))
-        .unwrap();
+    let mut eject = m.open_write("eject");
     assert_eq!(eject.write(b"1").unwrap(), 1);
     assert_eq!(read_at_0(&f), b"");
     assert_eq!(errno_of(f.metadata()), libc::ENOENT);

@@ -77,20 +77,14 @@ fn read_open_of_write_only_file_is_eacces_even_for_root() {
             .open(m.path("dir/wo")),
     );
     assert_eq!(e, libc::EACCES);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/wo"))
-        .unwrap();
+    let mut f = m.open_write("dir/wo");
     assert_eq!(f.write(b"1\n").unwrap(), 2);
 }
 
 #[test]
 fn write_of_online_returns_7_and_is_read_back() {
     let m = Mounted::new(FixtureTree::standard());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut f = m.open_write("dir/rw");
     assert_eq!(f.write(b"online\n").unwrap(), 7);
     assert_eq!(m.tree.last_write(), b"online\n");
     assert_eq!(std::fs::read(m.path("dir/rw")).unwrap(), b"online\n");
@@ -99,10 +93,7 @@ fn write_of_online_returns_7_and_is_read_back() {
 #[test]
 fn write_longer_than_a_page_is_a_short_write_of_4096() {
     let m = Mounted::new(FixtureTree::standard());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut f = m.open_write("dir/rw");
     let data = vec![b'x'; 10_000];
     assert_eq!(f.write(&data).unwrap(), 4096);
     assert_eq!(m.tree.write_calls(), 1, "the kernel must not send the rest");
@@ -115,10 +106,7 @@ fn write_longer_than_a_page_is_a_short_write_of_4096() {
 #[test]
 fn zero_length_write_returns_0_without_reaching_the_tree() {
     let m = Mounted::new(FixtureTree::standard());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/rw"))
-        .unwrap();
+    let mut f = m.open_write("dir/rw");
     assert_eq!(f.write(b"").unwrap(), 0);
     assert_eq!(m.tree.write_calls(), 0);
 }
@@ -194,10 +182,7 @@ fn readers_holding_a_file_open_while_it_is_rewritten_see_only_whole_contents() {
                 })
             })
             .collect();
-        let mut w = OpenOptions::new()
-            .write(true)
-            .open(m.path("dir/rw"))
-            .unwrap();
+        let mut w = m.open_write("dir/rw");
         for i in 0..20_000 {
             w.write_all(if i % 2 == 0 { A } else { B }).unwrap();
         }

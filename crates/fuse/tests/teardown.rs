@@ -9,7 +9,6 @@ mod fixture;
 use fixture::writer::{fork_writer, kill_and_reap, wait_for};
 use fixture::{is_mounted, FixtureTree, Mounted, SLOW_GIVE_UP};
 use std::ffi::CString;
-use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -47,10 +46,7 @@ fn write_finishing_after_the_connection_ended_does_not_kill_the_daemon_with_sigp
     // SAFETY: restoring a default signal disposition has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut m = Mounted::new(FixtureTree::standard());
-    let file = OpenOptions::new()
-        .write(true)
-        .open(m.path("dir/slow"))
-        .unwrap();
+    let file = m.open_write("dir/slow");
     let pid = fork_writer(file.as_raw_fd(), false);
     drop(file);
     if !m.tree.wait_blocked(1, Duration::from_secs(10)) {
