@@ -308,7 +308,14 @@ pub fn run(
     )
     .context("mounting the sysfs tree")?;
     let sock = dir.join("ctl.sock");
-    let bus = Arc::new(memhp_control::EventBus::default());
+    // A control command (the guest's `loadmod`) syncs the kernel's caches
+    // before it replies, as a host step does.
+    let view = mount.cache_sync();
+    let bus = Arc::new(
+        memhp_control::EventBus::default().with_view_sync(Arc::new(move || {
+            view.sync();
+        })),
+    );
     let _ctl = memhp_control::ControlServer::start(Arc::clone(&host), Arc::clone(&bus), &sock)?;
 
     // What the guest's init leaves in its /tmp: `dmesg > /tmp/boot.log`
@@ -478,8 +485,14 @@ pub fn run(
     let echo = std::env::var_os("MEMHP_RUNNER_ECHO").is_some();
     let mut reached_end = false;
     let deadline = Some(started + scn.timeout);
-    for line in reader.lines() {
-        let line = line?;
+    // Lines as the oracle's recorder decodes the console: invalid UTF-8
+    // (a binary file a step printed) becomes U+FFFD.
+    for line in reader.split(b'\n') {
+        let mut line = line?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
         if echo {
             eprintln!("{line}");
         }

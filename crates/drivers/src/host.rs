@@ -225,12 +225,31 @@ fn module_deps(name: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// `virtballoon_probe` of the balloon function, once the transport bound it.
+fn probe_balloon(sys: &mut System) {
+    if let Some(bus) = sys.pci.as_mut() {
+        if let Some(slot) = bus.slot_of(memhp_model::pci::PciKind::VirtioBalloon) {
+            bus.probe_virtio(slot, "virtio_balloon");
+        }
+    }
+}
+
 impl Host {
     /// Boot `spec` and set up its devices.
     pub fn boot(spec: &MachineSpec) -> Result<Host, BootError> {
         let mut sys = System::boot(spec)?;
         let base = spec.dimm.map_or(0x1_0000_0000, |d| d.base);
-        let vmem = VirtioMemDevices::new(&spec.virtio_mem, base, &mut sys);
+        let cold = crate::pci_firmware::cold_slots(
+            spec.virtio_mem.len(),
+            spec.balloon.as_ref().map(|b| b.pci_index),
+        );
+        crate::pci_firmware::assign(&mut sys, &cold);
+        let vmem_slots: Vec<u32> = cold
+            .iter()
+            .filter(|f| f.kind == memhp_model::pci::PciKind::VirtioMem)
+            .map(|f| f.slot)
+            .collect();
+        let vmem = VirtioMemDevices::new(&spec.virtio_mem, &vmem_slots, base);
         Ok(Host {
             shared: Arc::new(Shared::new(sys)),
             dimms: AcpiDimms::new(spec.dimm),
@@ -645,6 +664,23 @@ impl Host {
             self.enable_hotplugged(v, &mut lines);
         }
         self.log(lines);
+        // The transport binds every virtio function (each becomes the
+        // next `virtioN`); a driver already loaded probes its device.
+        let balloon_driver = self.modules().contains("virtio-balloon");
+        self.shared.modify(|sys| {
+            let slots = sys
+                .pci
+                .as_ref()
+                .map(|b| b.unbound_virtio_slots())
+                .unwrap_or_default();
+            for slot in slots {
+                crate::pci_firmware::bind(sys, u32::from(slot));
+            }
+            if balloon_driver {
+                probe_balloon(sys);
+            }
+            sys.layout_touch();
+        });
         self.vmem.load_transport(&self.shared);
     }
 
@@ -767,7 +803,13 @@ impl Host {
                 "memory-notifier-error-inject" => self.shared.modify(|s| s.load_injector(0)),
                 "virtio-pci" => self.load_virtio_pci(),
                 "virtio-mem" => self.vmem.load_driver(&self.shared),
-                "virtio-balloon" => self.balloon.load_driver(&self.shared),
+                "virtio-balloon" => {
+                    self.balloon.load_driver(&self.shared);
+                    self.shared.modify(|sys| {
+                        probe_balloon(sys);
+                        sys.layout_touch();
+                    });
+                }
                 _ => {}
             }
         }

@@ -6,6 +6,7 @@
 pub mod acpi;
 pub mod backends;
 pub mod host;
+pub mod pci_firmware;
 pub mod qdev_id;
 pub mod virtio_balloon;
 pub mod virtio_mem;

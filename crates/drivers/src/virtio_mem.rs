@@ -16,12 +16,13 @@
 //!   cannot be taken with `alloc_contig_range` is skipped (EBUSY) before
 //!   anything is offlined.
 
+use crate::pci_firmware;
 use crate::HostEvent;
 use memhp_model::hotadd::AddRequest;
-use memhp_model::iomem::Resource;
 use memhp_model::kstr::{kstrtobool, kstrtoull};
 use memhp_model::machine::VirtioMemSpec;
 use memhp_model::pages::PageState;
+use memhp_model::pci::{PciFunction, PciKind, VIRTIO_BAR_SIZE};
 use memhp_model::shared::{HotplugGuard, Shared};
 use memhp_model::ZoneType;
 use memhp_model::{BlockState, System};
@@ -257,72 +258,19 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The 16 KiB BAR of a device at `start`.
-fn bar(start: u64, name: String) -> Resource {
-    Resource {
-        start,
-        end: start + BAR_SIZE - 1,
-        name,
-        children: Vec::new(),
-    }
-}
-
-const PCI_WINDOW_END: u64 = 0xfebf_ffff;
-const BAR_SIZE: u64 = 0x4000;
-
 impl VirtioMemDevices {
     /// Place the devices after the DIMM region base, in order (QEMU's
-    /// device-memory allocator), and claim their PCI BARs.
-    pub fn new(specs: &[VirtioMemSpec], device_mem_base: u64, sys: &mut System) -> Self {
+    /// device-memory allocator), in PCI slots `slots` (their BARs are the
+    /// firmware's: [`crate::pci_firmware::assign`]).
+    pub fn new(specs: &[VirtioMemSpec], slots: &[u32], device_mem_base: u64) -> Self {
         let mut addr = device_mem_base;
         let mut devs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             // QEMU aligns a virtio-mem region to its device block size.
             addr = addr.div_ceil(spec.block_size) * spec.block_size;
-            devs.push(VirtioMem::new(
-                spec.clone(),
-                i as u32,
-                addr,
-                2 + i as u32,
-                false,
-            ));
+            let slot = slots.get(i).copied().unwrap_or(2 + i as u32);
+            devs.push(VirtioMem::new(spec.clone(), i as u32, addr, slot, false));
             addr += spec.region_size;
-        }
-        if !devs.is_empty() {
-            let low_end = sys
-                .iomem
-                .top
-                .iter()
-                .filter(|r| r.name == "System RAM" && r.end < 0x1_0000_0000)
-                .map(|r| r.end)
-                .max()
-                .unwrap_or(0);
-            let window_start = (low_end + 0x20000 + 1).div_ceil(0x1000_0000) * 0x1000_0000;
-            let mut window = Resource {
-                start: window_start,
-                end: PCI_WINDOW_END,
-                name: "PCI Bus 0000:00".into(),
-                children: Vec::new(),
-            };
-            for (i, d) in devs.iter().enumerate() {
-                let end = PCI_WINDOW_END - BAR_SIZE * i as u64;
-                window
-                    .children
-                    .insert(0, bar(end + 1 - BAR_SIZE, d.pci_name()));
-            }
-            // The firmware's 32-bit window, when the machine has one.
-            match sys
-                .iomem
-                .top
-                .iter_mut()
-                .find(|r| r.name == window.name && r.start <= window.start && window.end <= r.end)
-            {
-                Some(w) => w.children.extend(window.children),
-                None => {
-                    let pos = sys.iomem.top.partition_point(|r| r.start < window.start);
-                    sys.iomem.top.insert(pos, window);
-                }
-            }
         }
         VirtioMemDevices::with(devs)
     }
@@ -358,7 +306,7 @@ impl VirtioMemDevices {
                 .log(format!("pci {name}: [1af4:1058] type 00 class 0x00ff00"));
             sys.events.log(format!(
                 "pci {name}: BAR 4 [mem 0x00000000-{:#010x} 64bit pref]",
-                BAR_SIZE - 1
+                VIRTIO_BAR_SIZE - 1
             ));
             let window = sys
                 .iomem
@@ -369,11 +317,19 @@ impl VirtioMemDevices {
                 let start = w.children.last().map_or(w.start, |c| c.end + 1);
                 sys.events.log(format!(
                     "pci {name}: BAR 4 [mem {start:#x}-{:#x} 64bit pref]: assigned",
-                    start + BAR_SIZE - 1
+                    start + VIRTIO_BAR_SIZE - 1
                 ));
-                w.children.push(bar(start, name.clone()));
+                w.children.push(pci_firmware::bar(start, name.clone()));
+                if let Some(bus) = sys.pci.as_mut() {
+                    bus.add(PciFunction::virtio(
+                        slot as u8,
+                        PciKind::VirtioMem,
+                        start,
+                        true,
+                    ));
+                }
             }
-            sys.touch();
+            sys.layout_touch();
         });
         locked(&self.ranges).push(d.pfn_range());
         devs.push(d);
@@ -478,17 +434,10 @@ impl VirtioMemDevices {
             shared.modify(|sys| {
                 for d in devs.iter_mut().filter(|d| !d.bound) {
                     d.bound = true;
-                    if d.hotplugged {
-                        d.index = next;
-                    }
+                    // The transport's index is the lowest free one among
+                    // all virtio devices (a balloon takes one too).
+                    d.index = pci_firmware::bind(sys, d.pci_slot).unwrap_or(next);
                     next += 1;
-                    let name = d.pci_name();
-                    if let Some(r) = sys
-                        .iomem
-                        .find_mut(|r| r.name == name && r.children.is_empty())
-                    {
-                        r.children.push(bar(r.start, "virtio-pci-modern".into()));
-                    }
                 }
             });
         }
@@ -534,6 +483,9 @@ impl VirtioMemDevices {
                     format!("{:#x}", d.spec.block_size),
                 );
                 d.nid = sys.node_of_pxm(d.spec.node);
+                if let Some(bus) = sys.pci.as_mut() {
+                    bus.probe_virtio(d.pci_slot as u8, "virtio_mem");
+                }
                 log(sys, "nid", d.nid.to_string());
                 log(sys, "memory block size", format!("{:#x}", sys.block_size));
                 let (mode, unit) = match mode {
@@ -557,7 +509,8 @@ impl VirtioMemDevices {
                     "requested size",
                     format!("{:#x}", d.spec.requested_size),
                 );
-                sys.touch();
+                // The virtio device's `driver` link appears.
+                sys.layout_touch();
                 params
             });
             drop(hp);

@@ -21,7 +21,10 @@ fn setup() -> (std::sync::Arc<Shared>, VirtioMemDevices) {
         .machine("memhp_default_state=online_movable", KernelVersion::V6_1)
         .unwrap();
     let mut sys = System::boot(&spec).unwrap();
-    let devs = VirtioMemDevices::new(&spec.virtio_mem, spec.dimm.unwrap().base, &mut sys);
+    let cold = memhp_drivers::pci_firmware::cold_slots(spec.virtio_mem.len(), None);
+    memhp_drivers::pci_firmware::assign(&mut sys, &cold);
+    let slots: Vec<u32> = cold.iter().map(|f| f.slot).collect();
+    let devs = VirtioMemDevices::new(&spec.virtio_mem, &slots, spec.dimm.unwrap().base);
     (std::sync::Arc::new(Shared::new(sys)), devs)
 }
 

@@ -797,6 +797,7 @@ impl System {
             .acpi
             .as_ref()
             .and_then(|a| crate::qemu_acpi::MemoryHotplugDevices::for_slots(a.mem_slots));
+        sys.pci = spec.acpi.as_ref().map(|_| crate::pci::PciBus::qemu_pc());
         Ok((sys, early.trace.into_iter().map(|(_, op)| op).collect()))
     }
 }

@@ -32,6 +32,7 @@ pub mod mm_knobs;
 pub mod modules;
 pub mod notifier;
 pub mod pages;
+pub mod pci;
 mod policy;
 pub mod qemu_acpi;
 pub mod retrylog;

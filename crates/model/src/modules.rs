@@ -76,7 +76,9 @@ impl System {
         let name = module_name(name);
         if !self.modules.contains(&name) {
             self.modules.push(name);
-            self.touch_global();
+            // Buses and drivers appear with modules (`/sys/bus/virtio`,
+            // `/sys/bus/pci/drivers/virtio-pci`).
+            self.layout_touch();
         }
     }
 
@@ -84,7 +86,7 @@ impl System {
     pub fn module_unloaded(&mut self, name: &str) {
         let name = module_name(name);
         self.modules.retain(|m| *m != name);
-        self.touch_global();
+        self.layout_touch();
     }
 
     /// The loaded modules that use `name`, the most recently loaded first.

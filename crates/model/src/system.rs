@@ -203,6 +203,9 @@ pub struct System {
     /// QEMU's ACPI memory devices (DIMM slots), if the machine has any.
     #[serde(default)]
     pub acpi_memory: Option<crate::qemu_acpi::MemoryHotplugDevices>,
+    /// The PCI bus of a QEMU pc machine (`None`: no PCI).
+    #[serde(default)]
+    pub pci: Option<crate::pci::PciBus>,
     /// Hardware-poisoned pages (`soft_offline_page`, `hard_offline_page`).
     #[serde(default)]
     pub hwpoison: crate::memory_failure::HwPoison,
@@ -277,6 +280,7 @@ impl System {
             tmpfs: Default::default(),
             hwpoison: Default::default(),
             acpi_memory: None,
+            pci: None,
             vm: Default::default(),
             thp: Default::default(),
             power: BTreeMap::new(),

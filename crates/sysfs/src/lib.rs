@@ -7,6 +7,7 @@
 
 pub mod acpi;
 pub mod cpu;
+pub mod pci;
 pub mod render;
 pub mod stats;
 pub mod store;

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 
 const DIR: EntryKind = EntryKind::Dir;
 
-fn file(mode: u16) -> EntryKind {
+pub(crate) fn file(mode: u16) -> EntryKind {
     EntryKind::File { mode }
 }
 
-fn link(target: impl Into<String>) -> EntryKind {
+pub(crate) fn link(target: impl Into<String>) -> EntryKind {
     EntryKind::Symlink {
         target: target.into(),
     }
@@ -168,6 +168,12 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         {
             Some(crate::acpi::container_list(sys, rest))
         }
+        ["sys", "devices", root, rest @ ..] if *root == crate::pci::ROOT => {
+            Some(crate::pci::list(sys, rest))
+        }
+        ["sys", "bus", b, rest @ ..] if crate::pci::buses(sys).contains(b) => {
+            Some(crate::pci::bus_list(sys, b, rest))
+        }
         _ => None,
     };
     if let Some(entries) = acpi {
@@ -222,6 +228,9 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
         ["sys", "devices"] => {
             if sys.acpi_memory.is_some() {
                 add(crate::acpi::ROOT, DIR);
+            }
+            if sys.pci.is_some() {
+                add(crate::pci::ROOT, DIR);
             }
             add("system", DIR);
         }
@@ -371,6 +380,9 @@ fn list(sys: &System, path: &[&str]) -> Option<Vec<(String, EntryKind)>> {
                 for b in crate::acpi::BUSES {
                     add(b, DIR);
                 }
+            }
+            for b in crate::pci::buses(sys) {
+                add(b, DIR);
             }
             add("memory", DIR);
             add("node", DIR);
@@ -644,6 +656,16 @@ fn hstate_value(sys: &System, file: &str) -> Option<u64> {
 
 /// Read a regular file's content.
 fn read_file(sys: &System, parts: &[&str]) -> Result<Vec<u8>, Errno> {
+    let pci = match parts {
+        ["sys", "devices", root, rest @ .., f] if *root == crate::pci::ROOT => {
+            crate::pci::read(sys, rest, f)
+        }
+        ["sys", "bus", "pci", rest @ ..] => crate::pci::bus_read(sys, rest),
+        _ => None,
+    };
+    if let Some(r) = pci {
+        return r;
+    }
     let text = match parts {
         ["proc", "zoneinfo"] => stats::zoneinfo(sys),
         ["proc", "iomem"] => render::proc_iomem(sys),
@@ -870,7 +892,13 @@ fn read_path(sys: &System, path: &str, memo: Option<&mut ListingMemo>) -> Result
 
 impl Tree for SysfsTree {
     fn file_size(&self, path: &str) -> u64 {
-        file_size(path)
+        match split(path).as_slice() {
+            ["sys", "devices", root, rest @ ..] if *root == crate::pci::ROOT => self
+                .shared
+                .read(|sys| crate::pci::file_size(sys, rest))
+                .unwrap_or(4096),
+            _ => file_size(path),
+        }
     }
 
     fn lookup(&self, path: &str) -> Option<EntryKind> {
@@ -958,7 +986,11 @@ impl Tree for SysfsTree {
             }
             _ => None,
         };
-        let r = eject.unwrap_or_else(|| store::store(&self.shared, &parts, data, cancel));
+        let r = match eject {
+            Some(r) => r,
+            None if crate::pci::is_rescan(&parts) => crate::pci::rescan_store(data),
+            None => store::store(&self.shared, &parts, data, cancel),
+        };
         if let Err(e) = r {
             if e.0 >= 512 {
                 let key = parts.join("/");
@@ -1017,6 +1049,10 @@ fn content_scope(parts: &[&str], online: impl FnOnce(u64) -> bool) -> Scope {
     match parts {
         // Both of cpuidle's governor files follow a write to one of them.
         ["sys", "devices", "system", "cpu", "cpuidle", _] => Scope::Global,
+        // The PCI and virtio devices change with a module load or a
+        // device's hot plug (their `uevent` gains the driver).
+        ["sys", "devices", root, ..] if *root == crate::pci::ROOT => Scope::Global,
+        ["sys", "bus", "pci" | "virtio", ..] => Scope::Global,
         // Fixed by the build and the boot (power/* and uevent by sysfs
         // itself), or changed only by a write to the file itself (whose
         // writer's cached page is dropped with it): the parameters, the
