@@ -197,8 +197,6 @@ pub struct Host {
     coldplugged: Mutex<BTreeSet<String>>,
     /// Events QEMU sent without a command (the guest ejected a DIMM).
     async_events: Mutex<Vec<HostEvent>>,
-    /// The PCI interrupt links (LNKA..LNKD) the guest has enabled.
-    links: Mutex<BTreeSet<usize>>,
     /// Devices added without an id so far (QEMU's `anon_count`).
     anonymous: std::sync::atomic::AtomicU32,
     /// The last `_OST` (source, status) the guest reported per DIMM slot.
@@ -265,7 +263,6 @@ impl Host {
             modules: Mutex::new(BTreeSet::new()),
             coldplugged: Mutex::new(BTreeSet::new()),
             async_events: Mutex::new(Vec::new()),
-            links: Mutex::new(BTreeSet::new()),
             anonymous: std::sync::atomic::AtomicU32::new(0),
             ospm: Mutex::new(std::collections::BTreeMap::new()),
         })
@@ -284,7 +281,6 @@ impl Host {
             modules: Mutex::new(BTreeSet::new()),
             coldplugged: Mutex::new(BTreeSet::new()),
             async_events: Mutex::new(Vec::new()),
-            links: Mutex::new(BTreeSet::new()),
             anonymous: std::sync::atomic::AtomicU32::new(0),
             ospm: Mutex::new(std::collections::BTreeMap::new()),
         }
@@ -658,7 +654,7 @@ impl Host {
             + usize::from(self.balloon.spec().is_some());
         let mut lines = Vec::new();
         for k in 0..boot {
-            self.enable_link(1 + k as u32, &mut lines);
+            self.enable_link(2 + k as u32, &mut lines);
         }
         for v in vmem.iter().filter(|v| v.hotplugged && !v.bound) {
             self.enable_hotplugged(v, &mut lines);
@@ -699,23 +695,24 @@ impl Host {
             "virtio-pci {}: enabling device (0000 -> 0002)",
             v.pci_name()
         ));
-        self.enable_link(v.pci_slot - 1, lines);
+        self.enable_link(v.pci_slot, lines);
     }
 
-    /// The interrupt link of a slot (`(slot - 1) & 3`: LNKA..LNKD) is
-    /// enabled once.
-    fn enable_link(&self, k: u32, lines: &mut Vec<String>) {
-        let link = (k & 3) as usize;
-        if self
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(link)
-        {
+    /// The interrupt link of `slot` (`(slot - 1) & 3`: LNKA..LNKD) is
+    /// enabled once (the PCI bus keeps which are).
+    fn enable_link(&self, slot: u32, lines: &mut Vec<String>) {
+        use memhp_model::pci::{PciBus, LINK_IRQS};
+        let link = PciBus::link_of(slot as u8);
+        let newly = self.shared.modify(|sys| {
+            sys.pci
+                .as_mut()
+                .is_some_and(|b| !std::mem::replace(&mut b.links_enabled[link], true))
+        });
+        if newly {
             lines.push(format!(
                 "ACPI: \\_SB_.LNK{}: Enabled at IRQ {}",
                 ["A", "B", "C", "D"][link],
-                [10, 10, 11, 11][link]
+                LINK_IRQS[link]
             ));
         }
     }

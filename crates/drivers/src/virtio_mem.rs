@@ -99,7 +99,7 @@ impl VirtioMem {
 
     /// Its PCI name (`0000:00:02.0`).
     pub fn pci_name(&self) -> String {
-        format!("0000:00:{:02x}.0", self.pci_slot)
+        pci_firmware::pci_name(self.pci_slot)
     }
 }
 

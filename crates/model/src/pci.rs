@@ -133,8 +133,6 @@ pub struct PciBus {
     pub functions: Vec<PciFunction>,
     /// The interrupt links (LNKA..LNKD) the kernel enabled.
     pub links_enabled: [bool; 4],
-    /// Whether the `virtio` bus exists (`virtio.ko` loaded).
-    pub virtio_bus: bool,
 }
 
 /// SeaBIOS's routing of LNKA..LNKD.
@@ -492,14 +490,6 @@ impl PciBus {
         }
     }
 
-    /// The virtio function whose device is `virtioN`.
-    pub fn virtio_function(&self, name: &str) -> Option<&PciFunction> {
-        let index: u32 = name.strip_prefix("virtio")?.parse().ok()?;
-        self.functions
-            .iter()
-            .find(|f| f.virtio.as_ref().is_some_and(|v| v.index == index))
-    }
-
     /// The virtio functions `virtio_pci` has not bound, in the order the
     /// driver core finds them: the boot's by slot, then hot-plugged ones.
     pub fn unbound_virtio_slots(&self) -> Vec<u8> {
@@ -518,11 +508,6 @@ impl PciBus {
             .iter()
             .find(|f| f.kind == kind)
             .map(|f| f.slot)
-    }
-
-    /// Whether any function is bound to `virtio-pci`.
-    pub fn transport_bound(&self) -> bool {
-        self.functions.iter().any(|f| f.driver.is_some())
     }
 }
 

@@ -88,6 +88,12 @@ fn devices_path(up: usize, rest: &str) -> String {
     format!("{}devices/{ROOT}/{rest}", "../".repeat(up))
 }
 
+/// Function `name` when `v` is its virtio device's directory.
+fn virtio_of<'a>(bus: &'a PciBus, name: &str, v: &str) -> Option<&'a PciFunction> {
+    let f = bus.function(name)?;
+    (virtio_path(f)? == format!("{name}/{v}")).then_some(f)
+}
+
 /// The function's virtio device's path below the host bridge.
 fn virtio_path(f: &PciFunction) -> Option<String> {
     let v = f.virtio.as_ref()?;
@@ -245,14 +251,9 @@ pub(crate) fn list(sys: &System, rest: &[&str]) -> Option<Vec<(String, EntryKind
             bus.function(name)?.driver.as_ref()?;
             Vec::new()
         }
-        [name, v] => {
-            let f = bus.function(name)?;
-            (virtio_path(f)? == format!("{name}/{v}")).then_some(())?;
-            virtio_entries(f)
-        }
+        [name, v] => virtio_entries(virtio_of(bus, name, v)?),
         [name, v, "power"] => {
-            let f = bus.function(name)?;
-            (virtio_path(f)? == format!("{name}/{v}")).then_some(())?;
+            virtio_of(bus, name, v)?;
             power_entries()
         }
         _ => return None,
@@ -267,6 +268,7 @@ pub(crate) fn bus_list(
 ) -> Option<Vec<(String, EntryKind)>> {
     let pci = bus(sys)?;
     Some(match (name, rest) {
+        ("virtio", _) if !virtio_bus(sys) => return None,
         ("pci", []) => strs(&[
             ("devices", DIR),
             ("drivers", DIR),
@@ -326,14 +328,14 @@ pub(crate) fn bus_list(
                 ("power", file(0o644)),
             ])
         }
-        ("virtio", []) if virtio_bus(sys) => strs(&[
+        ("virtio", []) => strs(&[
             ("devices", DIR),
             ("drivers", DIR),
             ("drivers_autoprobe", file(0o644)),
             ("drivers_probe", file(0o200)),
             ("uevent", file(0o200)),
         ]),
-        ("virtio", ["devices"]) if virtio_bus(sys) => pci
+        ("virtio", ["devices"]) => pci
             .functions
             .iter()
             .filter_map(|f| {
@@ -342,11 +344,11 @@ pub(crate) fn bus_list(
                 Some((n, link(devices_path(3, &p))))
             })
             .collect(),
-        ("virtio", ["drivers"]) if virtio_bus(sys) => virtio_drivers(sys)
+        ("virtio", ["drivers"]) => virtio_drivers(sys)
             .into_iter()
             .map(|d| (d.to_string(), DIR))
             .collect(),
-        ("virtio", ["drivers", d]) if virtio_bus(sys) => {
+        ("virtio", ["drivers", d]) => {
             let d = virtio_drivers(sys).into_iter().find(|x| x == d)?;
             let mut v = strs(&[
                 ("bind", file(0o200)),
@@ -512,11 +514,7 @@ pub(crate) fn read(sys: &System, rest: &[&str], file: &str) -> Option<Result<Vec
             return Some(function_power(sys, file).map(String::into_bytes))
         }
         [name] => return function_read(sys, bus, bus.function(name)?, file).map(Ok),
-        [name, v] => {
-            let f = bus.function(name)?;
-            (virtio_path(f)? == format!("{name}/{v}")).then_some(())?;
-            virtio_read(f, file)?
-        }
+        [name, v] => virtio_read(virtio_of(bus, name, v)?, file)?,
         _ => return None,
     };
     Some(Ok(text.into_bytes()))
