@@ -389,11 +389,19 @@ impl System {
         if v > 0 {
             self.adjust_present(id, zone, v as i64);
         }
+        let has_cpu = !self.nodes[&nid].cpus.is_empty();
         let blk = self.blocks.get_mut(&id).expect("block exists");
         blk.zone = Some(zone);
         // The running kernel moves its new unmovable allocations to a kernel
-        // zone that has just become the node's highest populated one.
-        if zone.is_kernel() && !was_populated && kernel_zone_was_top.is_none_or(|t| zone > t) {
+        // zone that has just become the node's highest populated one, when
+        // they are node-local: a node with no CPU gets none (recorded: both
+        // blocks of a CPU-less node's first Normal memory go offline, while
+        // a node with a CPU keeps an unmovable page in its first one).
+        if zone.is_kernel()
+            && has_cpu
+            && !was_populated
+            && kernel_zone_was_top.is_none_or(|t| zone > t)
+        {
             let window = (0, blk.pages.nr());
             blk.pages.alloc(
                 PageState::Unmovable,

@@ -119,3 +119,53 @@ fn a_cancelled_endless_retry_fails_with_eintr_and_undoes_the_isolation() {
     assert!(!s.blocks[&5].pages.is_isolated());
     assert_eq!(s.blocks[&5].pages.migratetype(0), MigrateType::Movable);
 }
+
+/// Nodes 0 and 1 with 1 GiB and a CPU each, node 2 with neither; one
+/// 256 MiB DIMM hot-added to `nid` and onlined to ZONE_NORMAL, its first
+/// block offlined.
+fn offline_first_normal_block_of_hotadded_dimm(nid: u32) -> Result<DeviceOutcome, i32> {
+    let mut q = QemuPc::default();
+    q.parse_mem_option("2G,slots=8,maxmem=8G").unwrap();
+    q.smp = 2;
+    q.numa = [(0, vec![0], 1 << 30), (1, vec![1], 1 << 30), (2, vec![], 0)]
+        .into_iter()
+        .map(|(nodeid, cpus, mem)| memhp_model::machine::QemuNuma {
+            nodeid,
+            cpus,
+            mem,
+            generic_initiator: false,
+        })
+        .collect();
+    let spec = q
+        .machine("memhp_default_state=offline", KernelVersion::V6_1)
+        .unwrap();
+    let mut s = System::boot(&spec).unwrap();
+    let base = spec.dimm.unwrap().base;
+    let ids = s
+        .add_memory(&memhp_model::hotadd::AddRequest::system_ram(
+            nid,
+            base,
+            2 * s.block_size,
+            false,
+        ))
+        .unwrap();
+    for &id in &ids {
+        s.blocks.get_mut(&id).unwrap().online_type = memhp_model::OnlineType::OnlineKernel;
+        assert_eq!(s.device_online(id), Ok(DeviceOutcome::Changed));
+        assert_eq!(s.blocks[&id].zone, Some(ZoneType::Normal));
+    }
+    s.device_offline_nowait(ids[0]).map_err(|e| e.errno())
+}
+
+#[test]
+fn a_cpuless_nodes_first_normal_memory_holds_no_new_kernel_allocations() {
+    assert_eq!(
+        offline_first_normal_block_of_hotadded_dimm(2),
+        Ok(DeviceOutcome::Changed)
+    );
+}
+
+#[test]
+fn a_node_with_a_cpu_keeps_unmovable_pages_in_its_first_normal_block() {
+    assert_eq!(offline_first_normal_block_of_hotadded_dimm(1), Err(16));
+}
