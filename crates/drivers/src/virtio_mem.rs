@@ -452,14 +452,22 @@ impl VirtioMemDevices {
         self.probe(shared);
     }
 
-    /// `virtio_mem_probe` of each bound device not probed yet, then it
-    /// plugs what the device requests.
+    /// `virtio_mem_probe` of each bound device not probed yet, then each
+    /// plugs what its device requests: the plugging is the driver's queued
+    /// work, which runs once the driver's registration has probed them all
+    /// (recorded: a second device's probe lines come before the first
+    /// one's hot-add).
     fn probe(&self, shared: &Arc<Shared>) {
         let mut devs = self.lock();
         if devs.iter().any(|d| d.bound && !d.driver) {
             self.start_worker(shared);
         }
-        for d in devs.iter_mut().filter(|d| d.bound && !d.driver) {
+        let mut probed = Vec::new();
+        for (i, d) in devs.iter_mut().enumerate() {
+            if !d.bound || d.driver {
+                continue;
+            }
+            probed.push(i);
             d.driver = true;
             let hp = shared.lock_hotplug();
             let params = hp.with(|sys| {
@@ -515,7 +523,10 @@ impl VirtioMemDevices {
             });
             drop(hp);
             *self.params.lock().unwrap_or_else(|e| e.into_inner()) = params;
-            sync_to_request(shared, d, &params);
+        }
+        let params = *self.params.lock().unwrap_or_else(|e| e.into_inner());
+        for i in probed {
+            sync_to_request(shared, &mut devs[i], &params);
         }
     }
 

@@ -8,15 +8,25 @@ use memhp_model::{KernelVersion, System, ZoneType};
 use memhp_sysfs::render;
 
 fn setup() -> (std::sync::Arc<Shared>, VirtioMemDevices) {
-    let mut q = QemuPc::default();
-    q.parse_mem_option("1G,maxmem=4G").unwrap();
-    q.virtio_mem = vec![VirtioMemSpec {
+    let vm0 = VirtioMemSpec {
         id: "vm0".into(),
         node: 0,
         region_size: 2 << 30,
         block_size: 2 << 20,
         requested_size: 0,
-    }];
+    };
+    boot_with_devices("1G,maxmem=4G", vec![vm0])
+}
+
+/// A `pc` machine with `devices`, their PCI functions assigned by the
+/// firmware, neither driver loaded.
+fn boot_with_devices(
+    mem: &str,
+    devices: Vec<VirtioMemSpec>,
+) -> (std::sync::Arc<Shared>, VirtioMemDevices) {
+    let mut q = QemuPc::default();
+    q.parse_mem_option(mem).unwrap();
+    q.virtio_mem = devices;
     let spec = q
         .machine("memhp_default_state=online_movable", KernelVersion::V6_1)
         .unwrap();
@@ -188,4 +198,33 @@ fn shrinking_takes_movable_blocks_first_and_of_a_busy_kernel_block_its_free_sub_
         assert_eq!(s.blocks[&32].state, memhp_model::BlockState::Online);
         assert_eq!(s.node(0).unwrap().zone(ZoneType::Normal).managed, 1024);
     });
+}
+
+#[test]
+fn driver_load_probes_every_device_before_the_first_plugs() {
+    let devices = ["vm0", "vm1"]
+        .into_iter()
+        .map(|id| VirtioMemSpec {
+            id: id.into(),
+            node: 0,
+            region_size: 1 << 30,
+            block_size: 2 << 20,
+            requested_size: 128 << 20,
+        })
+        .collect();
+    let (s, d) = boot_with_devices("1G,maxmem=8G", devices);
+    d.load_transport(&s);
+    s.modify(|s| s.events.take_klog());
+    d.load_driver(&s);
+    let log = s.modify(|s| s.events.take_klog());
+    let last_probe_line = log
+        .iter()
+        .rposition(|l| l == "virtio_mem virtio1: requested size: 0x8000000")
+        .expect("virtio1 probed");
+    let first_hotadd = log
+        .iter()
+        .position(|l| l.starts_with("Fallback order") || l.starts_with("Built "))
+        .expect("the first plug builds the zonelists");
+    assert!(last_probe_line < first_hotadd, "{log:#?}");
+    assert_eq!(d.resize(&s, "vm1", 128 << 20).unwrap().size, 128 << 20);
 }
