@@ -386,6 +386,7 @@ impl System {
             let _ = self.node_notify(NodeAction::AddedFirstMemory, nid);
         }
         let _ = self.notify(MemAction::Online, arg);
+        self.reserve_mem_notifier(MemAction::Online);
         if v > 0 {
             self.adjust_present(id, zone, v as i64);
         }
@@ -411,6 +412,39 @@ impl System {
             );
         }
         Ok(())
+    }
+
+    /// mm's `reserve_mem_notifier` on the memory chain: MEM_ONLINE sizes
+    /// `user_reserve_kbytes` and `admin_reserve_kbytes` again from the free
+    /// memory (1/32 of it, at most 128 MiB and 8 MiB) unless they are 0 or
+    /// at least those maxima; MEM_OFFLINE resets one that now exceeds the
+    /// free memory, and says so.
+    fn reserve_mem_notifier(&mut self, action: MemAction) {
+        let free_kb: u64 = self
+            .memory_nodes()
+            .iter()
+            .map(|&n| self.node_free_pages(n))
+            .sum::<u64>()
+            * 4;
+        for (name, max) in [
+            ("user_reserve_kbytes", 1u64 << 17),
+            ("admin_reserve_kbytes", 1 << 13),
+        ] {
+            let value = u64::try_from(self.vm.int(name)).unwrap_or(0);
+            let reset = match action {
+                MemAction::Online => value > 0 && value < max,
+                MemAction::Offline => value > free_kb,
+                _ => false,
+            };
+            if !reset {
+                continue;
+            }
+            let new = (free_kb / 32).min(max);
+            self.vm.set(name, vec![new as i64]);
+            if action == MemAction::Offline {
+                self.events.log(format!("mmap: vm.{name} reset to {new}"));
+            }
+        }
     }
 
     fn highest_populated_kernel_zone(&self, nid: u32) -> Option<ZoneType> {
@@ -750,6 +784,8 @@ impl System {
             .reassign(PageState::Unmovable, None, u64::MAX, true);
         blk.pages.undo_isolation();
         self.shrink_spans(nid, zone, start, start + nr);
+        // Its MEM_OFFLINE call, with the block's pages gone from the counts.
+        self.reserve_mem_notifier(MemAction::Offline);
         self.finish_device_offline(id)
     }
 

@@ -279,9 +279,11 @@ impl System {
     fn warn_alloc(&mut self, log: &RetryLog, isolated: u64) {
         let zone = self.blocks[&log.block].zone.unwrap_or(ZoneType::Normal);
         let (mode, names) = match zone {
+            // A target for a page of ZONE_MOVABLE may be highmem; the
+            // printer names the largest composite first (recorded).
             ZoneType::Movable => (
                 0x144cca,
-                "GFP_HIGHUSER|__GFP_RETRY_MAYFAIL|__GFP_COMP|__GFP_MOVABLE",
+                "GFP_HIGHUSER_MOVABLE|__GFP_RETRY_MAYFAIL|__GFP_COMP",
             ),
             _ => (
                 0x144cc8,

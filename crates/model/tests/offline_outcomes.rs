@@ -169,3 +169,44 @@ fn a_cpuless_nodes_first_normal_memory_holds_no_new_kernel_allocations() {
 fn a_node_with_a_cpu_keeps_unmovable_pages_in_its_first_normal_block() {
     assert_eq!(offline_first_normal_block_of_hotadded_dimm(1), Err(16));
 }
+
+fn free_kb(s: &System) -> i64 {
+    s.nodes
+        .keys()
+        .map(|&n| s.node_free_pages(n) as i64 * 4)
+        .sum()
+}
+
+#[test]
+fn an_offline_resets_a_user_reserve_above_the_free_memory_and_says_so() {
+    let mut s = boot("1G", "");
+    s.vm.set("user_reserve_kbytes", vec![5_000_000]);
+    s.vm.set("admin_reserve_kbytes", vec![4000]);
+    s.events.take_klog();
+    assert_eq!(s.device_offline_nowait(3), Ok(DeviceOutcome::Changed));
+    let user = free_kb(&s) / 32;
+    assert_eq!(s.vm.int("user_reserve_kbytes"), user);
+    // Below the free memory: left as the operator set it.
+    assert_eq!(s.vm.int("admin_reserve_kbytes"), 4000);
+    assert_eq!(
+        s.events.take_klog(),
+        vec![format!("mmap: vm.user_reserve_kbytes reset to {user}")]
+    );
+}
+
+#[test]
+fn an_online_sizes_reserves_below_their_maxima_again_and_leaves_larger_ones() {
+    let mut s = boot("1G", "");
+    assert_eq!(s.device_offline_nowait(3), Ok(DeviceOutcome::Changed));
+    s.vm.set("user_reserve_kbytes", vec![200_000]);
+    s.vm.set("admin_reserve_kbytes", vec![4000]);
+    s.events.take_klog();
+    assert_eq!(s.device_online(3), Ok(DeviceOutcome::Changed));
+    assert_eq!(s.vm.int("user_reserve_kbytes"), 200_000);
+    assert_eq!(s.vm.int("admin_reserve_kbytes"), 8192);
+    assert_eq!(s.device_offline_nowait(3), Ok(DeviceOutcome::Changed));
+    s.vm.set("user_reserve_kbytes", vec![1000]);
+    assert_eq!(s.device_online(3), Ok(DeviceOutcome::Changed));
+    assert_eq!(s.vm.int("user_reserve_kbytes"), free_kb(&s) / 32);
+    assert!(s.events.take_klog().iter().all(|l| !l.contains("reserve")));
+}
