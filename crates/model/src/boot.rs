@@ -777,22 +777,17 @@ impl System {
         // (its pages, dentries and inodes) came later. (Recorded on 1 GiB:
         // 28130; this gives 28104.)
         let r = spec.boot_alloc.runtime;
-        let free_kb: u64 = (sys
-            .memory_nodes()
-            .iter()
-            .map(|&n| sys.node_free_pages(n))
-            .sum::<u64>()
+        let free_kb: u64 = (sys.nr_free_pages()
             + r.rootfs_shmem
             + r.slab_reclaimable
             + r.anon
             + r.pagetables
             + r.kernel_stack)
             * 4;
-        sys.vm.user_reserve_default = (free_kb / 32).min(1 << 17);
-        sys.vm.set(
-            "admin_reserve_kbytes",
-            vec![(free_kb / 32).min(8192) as i64],
-        );
+        let [(_, user_max), (admin, admin_max)] = crate::sysctl::RESERVES;
+        sys.vm.user_reserve_default = crate::sysctl::init_reserve(free_kb, user_max);
+        let admin_kb = crate::sysctl::init_reserve(free_kb, admin_max);
+        sys.vm.set(admin, vec![admin_kb as i64]);
         sys.acpi_memory = spec
             .acpi
             .as_ref()

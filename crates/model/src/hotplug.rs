@@ -420,16 +420,8 @@ impl System {
     /// at least those maxima; MEM_OFFLINE resets one that now exceeds the
     /// free memory, and says so.
     fn reserve_mem_notifier(&mut self, action: MemAction) {
-        let free_kb: u64 = self
-            .memory_nodes()
-            .iter()
-            .map(|&n| self.node_free_pages(n))
-            .sum::<u64>()
-            * 4;
-        for (name, max) in [
-            ("user_reserve_kbytes", 1u64 << 17),
-            ("admin_reserve_kbytes", 1 << 13),
-        ] {
+        let free_kb = self.nr_free_pages() * 4;
+        for (name, max) in crate::sysctl::RESERVES {
             let value = u64::try_from(self.vm.int(name)).unwrap_or(0);
             let reset = match action {
                 MemAction::Online => value > 0 && value < max,
@@ -439,7 +431,7 @@ impl System {
             if !reset {
                 continue;
             }
-            let new = (free_kb / 32).min(max);
+            let new = crate::sysctl::init_reserve(free_kb, max);
             self.vm.set(name, vec![new as i64]);
             if action == MemAction::Offline {
                 self.events.log(format!("mmap: vm.{name} reset to {new}"));

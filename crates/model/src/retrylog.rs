@@ -337,7 +337,7 @@ impl System {
         let inactive = lru.saturating_sub(isolated + active);
         let shmem = self.shmem_pages();
         let (sr, su) = self.slab_pages();
-        let free: u64 = nodes.iter().map(|&n| self.node_free_pages(n)).sum();
+        let free = self.nr_free_pages();
         let mut out = vec![
             "Mem-Info:".to_string(),
             format!("active_anon:{active} inactive_anon:{inactive} isolated_anon:{isolated}"),

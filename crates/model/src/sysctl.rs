@@ -142,6 +142,19 @@ pub fn sysctl(name: &str) -> Option<&'static Sysctl> {
 /// `percpu_pagelist_high_fraction`'s smallest non-zero value.
 pub const MIN_PERCPU_PAGELIST_HIGH_FRACTION: i64 = 8;
 
+/// `user_reserve_kbytes` and `admin_reserve_kbytes` with their maxima
+/// (128 MiB and 8 MiB).
+pub const RESERVES: [(&str, u64); 2] = [
+    ("user_reserve_kbytes", 1 << 17),
+    ("admin_reserve_kbytes", 1 << 13),
+];
+
+/// `init_user_reserve`/`init_admin_reserve`: 1/32 of the free memory, at
+/// most the reserve's maximum.
+pub fn init_reserve(free_kb: u64, max: u64) -> u64 {
+    (free_kb / 32).min(max)
+}
+
 /// The values written to the sysctls (those never written read their
 /// default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

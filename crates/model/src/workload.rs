@@ -169,6 +169,11 @@ impl System {
             .sum()
     }
 
+    /// Free pages of every node (`NR_FREE_PAGES` summed over the zones).
+    pub fn nr_free_pages(&self) -> u64 {
+        self.nodes.keys().map(|&n| self.node_free_pages(n)).sum()
+    }
+
     /// LRU pages of a node (movable and pinned pages of its online blocks).
     pub fn node_lru_pages(&self, nid: u32) -> u64 {
         self.blocks

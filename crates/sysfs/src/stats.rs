@@ -684,7 +684,7 @@ const VM_EVENTS: [&str; 111] = [
 pub fn proc_vmstat(sys: &System) -> String {
     let nids: Vec<u32> = sys.nodes.keys().copied().collect();
     let mut items = vmstat_items(sys, &nids);
-    let free: u64 = nids.iter().map(|&n| sys.node_free_pages(n)).sum();
+    let free = sys.nr_free_pages();
     let dirtyable = free.saturating_sub(total_reserve(sys)) + 1;
     // vm_dirty_ratio and dirty_background_ratio as fractions of a page.
     let (ratio, bg_ratio) = (20 * 4096 / 100, 10 * 4096 / 100);
